@@ -9,3 +9,4 @@ pub mod config;
 pub mod data;
 pub mod model;
 pub mod prompt;
+pub mod stasc;

@@ -1,0 +1,75 @@
+//! What the loop needs from a model engine: sample chats from a checkpoint, fine-tune a checkpoint on chats. The
+//! real engine (tch) and the scripted fake used by the tests both implement it, so the loop's bookkeeping is tested
+//! without a model.
+
+use std::path::{Path, PathBuf};
+
+use crate::prompt::ChatMessage;
+
+use super::spec::SamplingSpec;
+
+/// Boxed error from a backend; the loop adds which phase and iteration failed.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One chat to sample `n` completions for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
+    /// Unique key of this prompt within the run (e.g. "iter2/correction/train/q17/1"); sample seeds derive from it.
+    pub key: String,
+    /// The conversation to continue with an assistant turn.
+    pub messages: Vec<ChatMessage>,
+    /// Number of samples.
+    pub n: usize,
+}
+
+/// One sampled completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedSample {
+    /// The completion text (without the end-of-turn token).
+    pub text: String,
+    /// The seed this sample was drawn with.
+    pub seed: u64,
+    /// Number of generated tokens.
+    pub tokens: usize,
+}
+
+/// What a fine-tuning run reports back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainSummary {
+    /// Training loss per optimiser step.
+    pub losses: Vec<f64>,
+    /// Trained tokens per second.
+    pub tokens_per_s: f64,
+}
+
+/// A model engine as the STaSC loop sees it. Models are checkpoint directories, so every phase is resumable.
+pub trait Backend {
+    /// Samples `request.n` completions for every request from the checkpoint at `model`, in request order.
+    fn generate(
+        &mut self,
+        model: &Path,
+        requests: &[GenerationRequest],
+        sampling: &SamplingSpec,
+    ) -> Result<Vec<Vec<GeneratedSample>>, BackendError>;
+
+    /// Fine-tunes the checkpoint `base` on `examples` (the loss covers the last assistant message) and writes the
+    /// result as a checkpoint directory at `out`.
+    fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError>;
+
+    /// Frees whatever the backend holds (models on the GPU) before a phase that needs the memory.
+    fn release(&mut self) {}
+}
+
+/// The model that produced a set of samples, as recorded in the run directory.
+pub fn model_label(model: &Path, m0: &Path) -> String {
+    if model == m0 {
+        "M0".to_string()
+    } else {
+        model.display().to_string()
+    }
+}
+
+/// Path of the checkpoint written by iteration `n`.
+pub fn iteration_model_dir(run_dir: &Path, n: usize) -> PathBuf {
+    run_dir.join(format!("iter_{n}")).join("model")
+}

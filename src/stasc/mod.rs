@@ -1,0 +1,21 @@
+//! The STaSC algorithm: the loop over iterations, the correction filters, transition statistics, and the run
+//! directory that holds every sample and makes runs resumable. Talks to models only through [`Backend`].
+
+pub mod backend;
+pub mod error;
+pub mod filter;
+pub mod metrics;
+pub mod records;
+pub mod rundir;
+pub mod runner;
+pub mod spec;
+
+pub use backend::{Backend, BackendError, GeneratedSample, GenerationRequest, TrainSummary};
+pub use error::StascError;
+pub use filter::Transitions;
+pub use metrics::IterationMetrics;
+pub use runner::{run_stasc, Prompts, RunOptions, Scorer, TrainRecord};
+pub use spec::{CorrectionFilter, FineTuning, Initialization, Pairing, RunSpec, SamplingSpec};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+//! The per-sample records written to a run directory (one JSON object per line). They are the loop's state on disk:
+//! a resumed run reads them back instead of sampling again.
+
+use serde::{Deserialize, Serialize};
+
+use crate::prompt::ChatMessage;
+
+/// Which split a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// Training questions: their corrections become fine-tuning data.
+    Train,
+    /// Held-out questions.
+    Test,
+}
+
+/// One initial answer (`iter_<n>/initial.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitialRecord {
+    /// Split of the question.
+    pub split: Split,
+    /// Question id.
+    pub id: String,
+    /// Question text.
+    pub question: String,
+    /// Gold answers.
+    pub gold: Vec<String>,
+    /// Sample index within the question.
+    pub sample: usize,
+    /// Seed the sample was drawn with.
+    pub seed: u64,
+    /// The generated answer.
+    pub text: String,
+    /// Reward of the answer.
+    pub reward: f64,
+    /// Generated tokens.
+    pub tokens: usize,
+}
+
+/// One correction (`iter_<n>/corrections.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrectionRecord {
+    /// Split of the question.
+    pub split: Split,
+    /// Question id.
+    pub id: String,
+    /// Index of the initial answer this correction was generated from.
+    pub initial_sample: usize,
+    /// Sample index among the corrections of that initial answer.
+    pub sample: usize,
+    /// Seed the sample was drawn with.
+    pub seed: u64,
+    /// The initial answer's reward (copied for convenience).
+    pub initial_reward: f64,
+    /// The generated correction.
+    pub text: String,
+    /// Reward of the correction.
+    pub reward: f64,
+    /// Generated tokens.
+    pub tokens: usize,
+}
+
+/// One filtered fine-tuning example (`iter_<n>/train_pairs.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainPair {
+    /// Question id.
+    pub id: String,
+    /// Index of the initial answer.
+    pub initial_sample: usize,
+    /// Index of the correction.
+    pub correction_sample: usize,
+    /// Reward of the initial answer.
+    pub initial_reward: f64,
+    /// Reward of the correction.
+    pub correction_reward: f64,
+    /// The SFT conversation; the loss covers its last assistant message.
+    pub messages: Vec<ChatMessage>,
+}

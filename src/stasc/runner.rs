@@ -1,0 +1,556 @@
+//! The STaSC loop (stasc.md "The loop"): sample initial answers, sample corrections, score, filter, fine-tune,
+//! repeat; with every phase saved in the run directory so a killed run resumes where it stopped.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Example, Splits};
+use crate::prompt::ChatMessage;
+
+use super::backend::{iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest};
+use super::error::StascError;
+use super::filter::Transitions;
+use super::metrics::{correction_accuracy, initial_accuracy, IterationMetrics, PhaseTiming};
+use super::records::{CorrectionRecord, InitialRecord, Split, TrainPair};
+use super::rundir::{config_changes, read_json, read_jsonl, write_atomic, write_json, write_jsonl, ChunkStore};
+use super::spec::{FineTuning, Initialization, Pairing, RunSpec};
+
+/// Builds the chats of the three prompt kinds (implemented over the prompt templates).
+pub trait Prompts {
+    /// The chat asking for an initial answer.
+    fn initial(&self, question: &str) -> Result<Vec<ChatMessage>, String>;
+    /// The chat asking to correct `initial`.
+    fn correction(&self, question: &str, initial: &str) -> Result<Vec<ChatMessage>, String>;
+    /// The fine-tuning conversation ending with the correction as the last assistant message.
+    fn sft(&self, question: &str, initial: &str, correction: &str) -> Result<Vec<ChatMessage>, String>;
+}
+
+/// Scores a generation against the gold answers (implemented over the reward evaluator).
+pub trait Scorer {
+    /// The reward, a finite number.
+    fn score(&self, gold: &[String], text: &str) -> Result<f64, String>;
+}
+
+/// How a run is started.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue even if the configuration fingerprint differs from the saved one.
+    pub force: bool,
+    /// Stop after this many iterations' metrics (for `stasc eval`: Some(0) evaluates iteration 0 only).
+    pub stop_after: Option<usize>,
+    /// Print progress lines to stderr.
+    pub verbose: bool,
+}
+
+/// The training phase's record (`iter_<n>/train.json`); its existence marks the phase complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainRecord {
+    /// Whether a new checkpoint was trained.
+    pub trained: bool,
+    /// Model fine-tuned from.
+    pub base: PathBuf,
+    /// Model to use from the next iteration on.
+    pub model_after: PathBuf,
+    /// Number of training examples.
+    pub examples: usize,
+    /// Loss per optimiser step.
+    pub losses: Vec<f64>,
+    /// Tokens per second.
+    pub tokens_per_s: f64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Why no training happened, when it did not.
+    pub reason: Option<String>,
+}
+
+/// Runs (or resumes) the loop in `run_dir` and returns the metrics of every iteration.
+///
+/// `fingerprint` is everything that decided the run (resolved configs, plugin hashes, version); it is saved as
+/// config.resolved.yaml and compared on resume.
+#[allow(clippy::too_many_arguments)]
+pub fn run_stasc(
+    spec: &RunSpec,
+    splits: &Splits,
+    backend: &mut dyn Backend,
+    prompts: &dyn Prompts,
+    scorer: &dyn Scorer,
+    run_dir: &Path,
+    fingerprint: &serde_json::Value,
+    options: &RunOptions,
+) -> Result<Vec<IterationMetrics>, StascError> {
+    check_fingerprint(run_dir, fingerprint, options.force)?;
+    let loop_ = Loop { spec, splits, backend, prompts, scorer, run_dir, verbose: options.verbose };
+    loop_.run(options.stop_after)
+}
+
+fn check_fingerprint(run_dir: &Path, fingerprint: &serde_json::Value, force: bool) -> Result<(), StascError> {
+    let path = run_dir.join("config.resolved.yaml");
+    if path.exists() {
+        let text = fs::read_to_string(&path).map_err(|e| StascError::io(&path, e))?;
+        let old: serde_json::Value = serde_yaml::from_str(&text)
+            .map_err(|e| StascError::State { path: path.clone(), message: format!("not valid YAML: {e}") })?;
+        let changes = config_changes(&old, fingerprint);
+        if !changes.is_empty() && !force {
+            return Err(StascError::ConfigChanged { dir: run_dir.to_path_buf(), changes: changes.join(", ") });
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+    }
+    let yaml = serde_yaml::to_string(fingerprint)
+        .map_err(|e| StascError::State { path: path.clone(), message: format!("cannot serialise: {e}") })?;
+    write_atomic(&path, yaml.as_bytes())
+}
+
+struct Loop<'a> {
+    spec: &'a RunSpec,
+    splits: &'a Splits,
+    backend: &'a mut dyn Backend,
+    prompts: &'a dyn Prompts,
+    scorer: &'a dyn Scorer,
+    run_dir: &'a Path,
+    verbose: bool,
+}
+
+impl<'a> Loop<'a> {
+    fn log(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("[stasc] {}", msg.as_ref());
+        }
+    }
+
+    fn iter_dir(&self, n: usize) -> PathBuf {
+        self.run_dir.join(format!("iter_{n}"))
+    }
+
+    fn run(mut self, stop_after: Option<usize>) -> Result<Vec<IterationMetrics>, StascError> {
+        let m0 = self.spec.model_path.clone();
+        let last = stop_after.map_or(self.spec.iterations, |s| s.min(self.spec.iterations));
+        let mut model = m0.clone();
+        let mut all = Vec::new();
+        for n in 0..=last {
+            let metrics_path = self.iter_dir(n).join("metrics.json");
+            if metrics_path.exists() {
+                let m: IterationMetrics = read_json(&metrics_path)?;
+                model = self.model_after(n, &model)?;
+                self.log(format!("iteration {n}: already complete, skipped"));
+                all.push(m);
+                continue;
+            }
+            let m = self.iteration(n, n == last, &model, &m0)?;
+            model = self.model_after(n, &model)?;
+            write_json(&metrics_path, &m)?;
+            self.log(format!(
+                "iteration {n}: test initial {:.3}, test correction {:.3}, train pairs {}{}",
+                m.test_initial_accuracy,
+                m.test_correction_accuracy,
+                m.filtered_pairs,
+                m.train_loss.map(|l| format!(", train loss {l:.4}")).unwrap_or_default()
+            ));
+            all.push(m);
+        }
+        if last == self.spec.iterations {
+            let summary = serde_json::json!({
+                "iterations": all.len(),
+                "best_test_correction_accuracy": all.iter().map(|m| m.test_correction_accuracy).fold(0.0, f64::max),
+            });
+            write_json(&self.run_dir.join("DONE"), &summary)?;
+        }
+        Ok(all)
+    }
+
+    /// The model in use after iteration `n` (the one it trained, or the same as before).
+    fn model_after(&self, n: usize, before: &Path) -> Result<PathBuf, StascError> {
+        let p = self.iter_dir(n).join("train.json");
+        if p.exists() {
+            Ok(read_json::<TrainRecord>(&p)?.model_after)
+        } else {
+            Ok(before.to_path_buf())
+        }
+    }
+
+    fn iteration(&mut self, n: usize, is_last: bool, model: &Path, m0: &Path) -> Result<IterationMetrics, StascError> {
+        let dir = self.iter_dir(n);
+        let mut timings: BTreeMap<String, PhaseTiming> = {
+            let p = dir.join("timings.json");
+            if p.exists() {
+                read_json(&p)?
+            } else {
+                BTreeMap::new()
+            }
+        };
+
+        // Initial answers: from the current model (E) or once from M0 at iteration 0 (F).
+        let initial_from = match self.spec.initialization {
+            Initialization::Evolving => n,
+            Initialization::Fixed => 0,
+        };
+        let initial_path = self.iter_dir(initial_from).join("initial.jsonl");
+        if !initial_path.exists() {
+            // With fixed initialization iteration 0 samples from M0, which is also the current model there.
+            let t = Instant::now();
+            let records = self.sample_initial(n, model)?;
+            let tokens = records.iter().map(|r| r.tokens).sum();
+            write_jsonl(&initial_path, &records)?;
+            ChunkStore::new(&dir, "initial").clear()?;
+            timings.insert("initial".into(), PhaseTiming { seconds: t.elapsed().as_secs_f64(), tokens });
+            write_json(&dir.join("timings.json"), &timings)?;
+        }
+        let initial: Vec<InitialRecord> = read_jsonl(&initial_path)?;
+
+        let corrections_path = dir.join("corrections.jsonl");
+        if !corrections_path.exists() {
+            let t = Instant::now();
+            let records = self.sample_corrections(n, model, &initial)?;
+            let tokens = records.iter().map(|r| r.tokens).sum();
+            write_jsonl(&corrections_path, &records)?;
+            ChunkStore::new(&dir, "corrections").clear()?;
+            timings.insert("corrections".into(), PhaseTiming { seconds: t.elapsed().as_secs_f64(), tokens });
+            write_json(&dir.join("timings.json"), &timings)?;
+        }
+        let corrections: Vec<CorrectionRecord> = read_jsonl(&corrections_path)?;
+
+        let pairs_path = dir.join("train_pairs.jsonl");
+        if !pairs_path.exists() {
+            let pairs = self.filter_pairs(n, &initial, &corrections)?;
+            write_jsonl(&pairs_path, &pairs)?;
+        }
+        let pairs: Vec<TrainPair> = read_jsonl(&pairs_path)?;
+
+        let train = if is_last || n == self.spec.iterations {
+            None
+        } else {
+            let p = dir.join("train.json");
+            if !p.exists() {
+                self.backend.release();
+                let rec = self.train(n, model, m0, &pairs)?;
+                write_json(&p, &rec)?;
+                self.retain_checkpoints(&rec.model_after)?;
+            }
+            Some(read_json::<TrainRecord>(&p)?)
+        };
+        if let Some(t) = &train {
+            let tokens = (t.tokens_per_s * t.seconds).round() as usize;
+            timings.insert("train".into(), PhaseTiming { seconds: t.seconds, tokens });
+        }
+
+        let sc = self.spec.correct_threshold;
+        let pair_rewards =
+            |split: Split| corrections.iter().filter(move |c| c.split == split).map(|c| (c.initial_reward, c.reward));
+        let trained = train.as_ref().is_some_and(|t| t.trained);
+        Ok(IterationMetrics {
+            iteration: n,
+            variant: self.spec.variant(),
+            model: model_label(model, m0),
+            initial_answers_from: initial_from,
+            train_initial_accuracy: initial_accuracy(&initial, Split::Train),
+            train_correction_accuracy: correction_accuracy(&corrections, Split::Train),
+            test_initial_accuracy: initial_accuracy(&initial, Split::Test),
+            test_correction_accuracy: correction_accuracy(&corrections, Split::Test),
+            transitions: Transitions::from_pairs(pair_rewards(Split::Test), sc),
+            train_transitions: Transitions::from_pairs(pair_rewards(Split::Train), sc),
+            filtered_pairs: pairs.len(),
+            trained,
+            no_training_reason: match &train {
+                None => Some("last iteration: evaluation only".into()),
+                Some(t) => t.reason.clone(),
+            },
+            train_loss: train
+                .as_ref()
+                .filter(|t| t.trained && !t.losses.is_empty())
+                .map(|t| t.losses.iter().sum::<f64>() / t.losses.len() as f64),
+            loss_curve: train.as_ref().map(|t| t.losses.clone()).unwrap_or_default(),
+            phase_seconds: timings.iter().map(|(k, v)| (k.clone(), v.seconds)).collect(),
+            tokens_per_s: timings.iter().map(|(k, v)| (k.clone(), v.tokens_per_s())).collect(),
+        })
+    }
+
+    /// Train then test questions; borrowed for the run's lifetime, not from `self`.
+    fn questions(&self) -> impl Iterator<Item = (Split, &'a Example)> + 'a {
+        let splits: &'a Splits = self.splits;
+        let train = splits.train.iter().map(|e| (Split::Train, e));
+        train.chain(splits.test.iter().map(|e| (Split::Test, e)))
+    }
+
+    fn sample_initial(&mut self, n: usize, model: &Path) -> Result<Vec<InitialRecord>, StascError> {
+        const PHASE: &str = "initial answers";
+        let mut jobs = Vec::new();
+        for (split, ex) in self.questions() {
+            let messages = self.prompts.initial(&ex.question).map_err(|message| StascError::Sample {
+                iteration: n,
+                phase: PHASE,
+                id: ex.id.clone(),
+                message,
+            })?;
+            let k = if split == Split::Train { self.spec.initial_samples } else { 1 };
+            let key = format!("iter{n}/initial/{}/{}", split_name(split), ex.id);
+            jobs.push((GenerationRequest { key, messages, n: k }, (split, ex)));
+        }
+        let n_train = self.splits.train.len();
+        self.log(format!(
+            "iteration {n}: sampling initial answers ({} train x{}, {} test) from {}",
+            n_train,
+            self.spec.initial_samples,
+            self.splits.test.len(),
+            model.display()
+        ));
+        let scorer = self.scorer;
+        self.generate_chunked(n, PHASE, "initial", model, jobs, |(split, ex), samples| {
+            samples
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let reward = scorer.score(&ex.gold, &s.text).map_err(|message| StascError::Sample {
+                        iteration: n,
+                        phase: PHASE,
+                        id: ex.id.clone(),
+                        message,
+                    })?;
+                    Ok(InitialRecord {
+                        split,
+                        id: ex.id.clone(),
+                        question: ex.question.clone(),
+                        gold: ex.gold.clone(),
+                        sample: i,
+                        seed: s.seed,
+                        text: s.text,
+                        reward,
+                        tokens: s.tokens,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn sample_corrections(
+        &mut self,
+        n: usize,
+        model: &Path,
+        initial: &[InitialRecord],
+    ) -> Result<Vec<CorrectionRecord>, StascError> {
+        const PHASE: &str = "corrections";
+        let mut jobs = Vec::new();
+        for r in initial {
+            let messages = self.prompts.correction(&r.question, &r.text).map_err(|message| StascError::Sample {
+                iteration: n,
+                phase: PHASE,
+                id: r.id.clone(),
+                message,
+            })?;
+            let k = if r.split == Split::Train { self.spec.correction_samples } else { 1 };
+            let key = format!("iter{n}/correction/{}/{}/{}", split_name(r.split), r.id, r.sample);
+            jobs.push((GenerationRequest { key, messages, n: k }, r));
+        }
+        self.log(format!("iteration {n}: sampling corrections for {} initial answers", initial.len()));
+        let scorer = self.scorer;
+        self.generate_chunked(n, PHASE, "corrections", model, jobs, |r, samples| {
+            samples
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let reward = scorer.score(&r.gold, &s.text).map_err(|message| StascError::Sample {
+                        iteration: n,
+                        phase: PHASE,
+                        id: r.id.clone(),
+                        message,
+                    })?;
+                    Ok(CorrectionRecord {
+                        split: r.split,
+                        id: r.id.clone(),
+                        initial_sample: r.sample,
+                        sample: i,
+                        seed: s.seed,
+                        initial_reward: r.reward,
+                        text: s.text,
+                        reward,
+                        tokens: s.tokens,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Generates `jobs` chunk by chunk; a chunk saved by an earlier (killed) attempt is loaded, not sampled again.
+    fn generate_chunked<M, R, F>(
+        &mut self,
+        n: usize,
+        phase: &'static str,
+        store_name: &str,
+        model: &Path,
+        jobs: Vec<(GenerationRequest, M)>,
+        mut to_records: F,
+    ) -> Result<Vec<R>, StascError>
+    where
+        M: Copy,
+        R: Serialize + serde::de::DeserializeOwned,
+        F: FnMut(M, Vec<GeneratedSample>) -> Result<Vec<R>, StascError>,
+    {
+        let store = ChunkStore::new(&self.iter_dir(n), store_name);
+        let mut out = Vec::new();
+        for (index, chunk) in jobs.chunks(self.spec.chunk_prompts.max(1)).enumerate() {
+            if let Some(saved) = store.load::<R>(index)? {
+                out.extend(saved);
+                continue;
+            }
+            let requests: Vec<GenerationRequest> = chunk.iter().map(|(r, _)| r.clone()).collect();
+            let samples = self
+                .backend
+                .generate(model, &requests, &self.spec.sampling)
+                .map_err(|source| StascError::Backend { iteration: n, phase, source })?;
+            if samples.len() != requests.len() {
+                return Err(StascError::SampleCount {
+                    iteration: n,
+                    phase,
+                    key: format!("batch of {}", requests.len()),
+                    got: samples.len(),
+                    expected: requests.len(),
+                });
+            }
+            let mut records = Vec::new();
+            for ((req, meta), s) in chunk.iter().zip(samples) {
+                if s.len() != req.n {
+                    return Err(StascError::SampleCount {
+                        iteration: n,
+                        phase,
+                        key: req.key.clone(),
+                        got: s.len(),
+                        expected: req.n,
+                    });
+                }
+                records.extend(to_records(*meta, s)?);
+            }
+            store.save(index, &records)?;
+            out.extend(records);
+        }
+        Ok(out)
+    }
+
+    fn filter_pairs(
+        &self,
+        n: usize,
+        initial: &[InitialRecord],
+        corrections: &[CorrectionRecord],
+    ) -> Result<Vec<TrainPair>, StascError> {
+        const PHASE: &str = "filter";
+        let th = self.spec.correct_threshold;
+        let train_initial: Vec<&InitialRecord> = initial.iter().filter(|r| r.split == Split::Train).collect();
+        let lookup: BTreeMap<(&str, usize), &InitialRecord> =
+            train_initial.iter().map(|r| ((r.id.as_str(), r.sample), *r)).collect();
+        let mut candidates: Vec<(&InitialRecord, &CorrectionRecord, usize)> = Vec::new();
+        let train_corr = corrections.iter().filter(|c| c.split == Split::Train);
+        match self.spec.pairing {
+            Pairing::PerInitial => {
+                for c in train_corr {
+                    let init = lookup.get(&(c.id.as_str(), c.initial_sample)).ok_or_else(|| StascError::State {
+                        path: self.iter_dir(n).join("corrections.jsonl"),
+                        message: format!(
+                            "correction of {} refers to missing initial answer {}",
+                            c.id, c.initial_sample
+                        ),
+                    })?;
+                    candidates.push((init, c, c.sample));
+                }
+            }
+            Pairing::AllPairs => {
+                let corr: Vec<&CorrectionRecord> = train_corr.collect();
+                for init in &train_initial {
+                    for (j, c) in corr.iter().filter(|c| c.id == init.id).enumerate() {
+                        candidates.push((init, c, j));
+                    }
+                }
+            }
+        }
+        let mut pairs = Vec::new();
+        for (init, c, j) in candidates {
+            if !self.spec.filter.keeps(init.reward, c.reward, th) {
+                continue;
+            }
+            let messages = self
+                .prompts
+                .sft(&init.question, &init.text, &c.text)
+                .map_err(|message| StascError::Sample { iteration: n, phase: PHASE, id: init.id.clone(), message })?;
+            pairs.push(TrainPair {
+                id: init.id.clone(),
+                initial_sample: init.sample,
+                correction_sample: j,
+                initial_reward: init.reward,
+                correction_reward: c.reward,
+                messages,
+            });
+        }
+        Ok(pairs)
+    }
+
+    fn train(&mut self, n: usize, model: &Path, m0: &Path, pairs: &[TrainPair]) -> Result<TrainRecord, StascError> {
+        let base = match self.spec.fine_tuning {
+            FineTuning::Fixed => m0.to_path_buf(),
+            FineTuning::Evolving => model.to_path_buf(),
+        };
+        if pairs.is_empty() {
+            self.log(format!("iteration {n}: no pair passed the filter; no training, the model stays as it is"));
+            return Ok(TrainRecord {
+                trained: false,
+                base,
+                model_after: model.to_path_buf(),
+                examples: 0,
+                losses: vec![],
+                tokens_per_s: 0.0,
+                seconds: 0.0,
+                reason: Some("no pair passed the filter".into()),
+            });
+        }
+        let out = iteration_model_dir(self.run_dir, n);
+        let tmp = self.iter_dir(n).join(".model.tmp");
+        for p in [&out, &tmp] {
+            if p.exists() {
+                fs::remove_dir_all(p).map_err(|e| StascError::io(p, e))?;
+            }
+        }
+        self.log(format!("iteration {n}: fine-tuning {} on {} pairs", base.display(), pairs.len()));
+        let examples: Vec<Vec<ChatMessage>> = pairs.iter().map(|p| p.messages.clone()).collect();
+        let t = Instant::now();
+        let summary = self.backend.train(&base, &examples, &tmp).map_err(|source| StascError::Backend {
+            iteration: n,
+            phase: "fine-tuning",
+            source,
+        })?;
+        let seconds = t.elapsed().as_secs_f64();
+        fs::rename(&tmp, &out).map_err(|e| StascError::io(&out, e))?;
+        self.backend.release();
+        Ok(TrainRecord {
+            trained: true,
+            base,
+            model_after: out,
+            examples: pairs.len(),
+            losses: summary.losses,
+            tokens_per_s: summary.tokens_per_s,
+            seconds,
+            reason: None,
+        })
+    }
+
+    /// Deletes checkpoints no later iteration needs: everything but the current model (M0 is never touched).
+    fn retain_checkpoints(&self, current: &Path) -> Result<(), StascError> {
+        if self.spec.keep_checkpoints {
+            return Ok(());
+        }
+        for n in 0..=self.spec.iterations {
+            let dir = iteration_model_dir(self.run_dir, n);
+            if dir.exists() && dir != current {
+                fs::remove_dir_all(&dir).map_err(|e| StascError::io(&dir, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Test => "test",
+    }
+}

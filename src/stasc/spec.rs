@@ -1,0 +1,112 @@
+//! `RunSpec`: everything that decides a STaSC run, resolved and validated. The loop reads only this, never the
+//! YAML files, so sweeps and the reference CLI feed the same loop.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where initial answers come from (`initial_answer_with_new_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Initialization {
+    /// E: at every iteration, sampled from the current model M_n.
+    Evolving,
+    /// F: sampled once from M0 before the loop and reused.
+    Fixed,
+}
+
+/// Which (initial, correction) pairs become training data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectionFilter {
+    /// I: keep iff r(correction) > r(initial).
+    Improving,
+    /// N (paper): keep iff r(correction) >= r(initial) and r(correction) > 0.
+    NonDecreasing,
+    /// The reference code's non-strict branch: both initial and correction correct.
+    CorrectToCorrect,
+}
+
+/// Which model a fine-tuning run starts from (`train_from_initial_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FineTuning {
+    /// E: M_{n+1} is fine-tuned from M_n.
+    Evolving,
+    /// F: M_{n+1} is fine-tuned from M0.
+    Fixed,
+}
+
+/// How corrections are paired with initial answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pairing {
+    /// Each correction with the initial answer it was generated from (default).
+    PerInitial,
+    /// Older reference: every initial answer of a question with every correction of that question.
+    AllPairs,
+}
+
+/// Sampling settings shared by every generation phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingSpec {
+    /// Softmax temperature; 0 means greedy.
+    pub temperature: f64,
+    /// Nucleus threshold in (0, 1].
+    pub top_p: f64,
+    /// Maximum new tokens per sample.
+    pub max_tokens: usize,
+    /// Run seed; every sample's seed is derived from it, the prompt key and the sample index.
+    pub seed: u64,
+}
+
+/// The resolved description of one STaSC run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Name of the run (directory name under runs/ by default).
+    pub run_name: String,
+    /// M0: the starting checkpoint directory. Referenced, never copied.
+    pub model_path: PathBuf,
+    /// N: the loop runs iterations 0..=N; iteration N evaluates only.
+    pub iterations: usize,
+    /// Initialization choice (first letter of the variant name).
+    pub initialization: Initialization,
+    /// Filter choice (second letter).
+    pub filter: CorrectionFilter,
+    /// Fine-tuning choice (third letter).
+    pub fine_tuning: FineTuning,
+    /// Pairing of corrections with initial answers.
+    pub pairing: Pairing,
+    /// K_init: initial answers per train question (test always gets 1).
+    pub initial_samples: usize,
+    /// K_corr: corrections per train initial answer (test always gets 1).
+    pub correction_samples: usize,
+    /// Sampling settings.
+    pub sampling: SamplingSpec,
+    /// A sample counts as correct for transitions and accuracy-style counts when its reward is >= this.
+    pub correct_threshold: f64,
+    /// Keep every iteration's checkpoint instead of only what later iterations need.
+    pub keep_checkpoints: bool,
+    /// Prompts per generation chunk; each finished chunk is saved, so a killed run loses at most one chunk.
+    pub chunk_prompts: usize,
+}
+
+impl RunSpec {
+    /// The paper's three-letter variant name, e.g. "EIE" (filter correct_to_correct is written "C").
+    pub fn variant(&self) -> String {
+        let a = match self.initialization {
+            Initialization::Evolving => 'E',
+            Initialization::Fixed => 'F',
+        };
+        let b = match self.filter {
+            CorrectionFilter::Improving => 'I',
+            CorrectionFilter::NonDecreasing => 'N',
+            CorrectionFilter::CorrectToCorrect => 'C',
+        };
+        let c = match self.fine_tuning {
+            FineTuning::Evolving => 'E',
+            FineTuning::Fixed => 'F',
+        };
+        [a, b, c].iter().collect()
+    }
+}
