@@ -10,3 +10,4 @@ pub mod data;
 pub mod model;
 pub mod prompt;
 pub mod stasc;
+pub mod sweep;

@@ -1,0 +1,285 @@
+//! Sweep execution: validate every cell before launching any, write each cell's config files, skip finished cells,
+//! run the rest (each in its own `stasc run` child process, so a crash or out-of-memory error stays in its cell),
+//! spread over devices, and record failures without stopping the other cells.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::SweepError;
+use super::grid::{expand, Cell};
+use super::spec::SweepSpec;
+use crate::config::keys::yaml_to_json;
+use crate::config::{RunConfig, RunConfigPaths};
+
+/// One cell ready to run: where its files are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellPlan {
+    /// Cell name (its directory name).
+    pub name: String,
+    /// The axis values of this cell.
+    pub overrides: Vec<(String, String)>,
+    /// The cell's run directory.
+    pub dir: PathBuf,
+    /// The cell's stasc_config.yaml.
+    pub config: PathBuf,
+    /// The cell's fine_tune.yaml.
+    pub ft_config: PathBuf,
+    /// The accelerate config shared by all cells, if any.
+    pub accelerate_config: Option<PathBuf>,
+}
+
+/// The index of a sweep (`<out>/sweep.json`), which reports read to label cells.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepIndex {
+    /// Sweep name.
+    pub name: String,
+    /// The sweep file.
+    pub file: PathBuf,
+    /// Axis keys, outermost first.
+    pub axes: Vec<String>,
+    /// Every cell, in grid order.
+    pub cells: Vec<CellPlan>,
+}
+
+/// State of a cell as seen before running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellState {
+    /// DONE exists.
+    Done,
+    /// FAILED exists (kept unless --retry-failed).
+    Failed,
+    /// Not finished: to run (or resume).
+    Pending,
+}
+
+/// Reads a cell's state from its directory.
+pub fn cell_state(dir: &Path) -> CellState {
+    if dir.join("DONE").exists() {
+        CellState::Done
+    } else if dir.join("FAILED").exists() {
+        CellState::Failed
+    } else {
+        CellState::Pending
+    }
+}
+
+/// Runs one cell; the real one starts `stasc run` as a child process.
+pub trait CellRunner: Sync {
+    /// Runs `cell` pinned to `device` (None: no pinning), logging to `log`. Err carries a one-line reason.
+    fn run(&self, cell: &CellPlan, device: Option<&str>, log: &Path) -> Result<(), String>;
+}
+
+/// How a sweep is run.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    /// Only these cells (exact names).
+    pub only: Vec<String>,
+    /// Run cells that failed before.
+    pub retry_failed: bool,
+    /// Devices to spread cells over; overrides the file's `sweep.devices`.
+    pub devices: Option<Vec<String>>,
+}
+
+/// What happened to each cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepOutcome {
+    /// (cell, result): "done" (already), "ran", "failed: reason", "skipped: failed before".
+    pub cells: Vec<(String, String)>,
+    /// Number of cells that failed in this invocation or were left failed.
+    pub failed: usize,
+}
+
+/// Expands the sweep, validates every cell's configuration (via the same loader `stasc run` uses) and returns the
+/// plans. Writes the cell config files (only where they changed) and sweep.json unless `dry_run`.
+pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError> {
+    let base_stasc = read_yaml(&spec.config)?;
+    let base_ft = read_yaml(&spec.ft_config)?;
+    let cells = expand(spec, &base_stasc, &base_ft)?;
+    let scratch = tempfile::tempdir().map_err(|e| SweepError::Io { path: std::env::temp_dir(), source: e })?;
+    let mut plans = Vec::new();
+    for cell in &cells {
+        // Validate from files written exactly as the child will read them.
+        let check_dir = scratch.path().join(&cell.name);
+        let check = write_cell_files(spec, cell, &check_dir)?;
+        RunConfig::load(&RunConfigPaths {
+            config: check.config.clone(),
+            ft_config: check.ft_config.clone(),
+            accelerate_config: check.accelerate_config.clone(),
+        })
+        .map_err(|source| SweepError::Cell { file: spec.file.clone(), cell: cell.name.clone(), source })?;
+        let dir = spec.out.join(&cell.name);
+        let plan = if dry_run {
+            CellPlan {
+                dir: dir.clone(),
+                config: dir.join("stasc_config.yaml"),
+                ft_config: dir.join("fine_tune.yaml"),
+                ..check
+            }
+        } else {
+            write_cell_files(spec, cell, &dir)?
+        };
+        plans.push(plan);
+    }
+    if !dry_run {
+        let index = SweepIndex {
+            name: spec.name.clone(),
+            file: spec.file.clone(),
+            axes: spec.grid.iter().map(|a| a.key.clone()).collect(),
+            cells: plans.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&index).expect("sweep index serialises");
+        write_if_changed(&spec.out.join("sweep.json"), &json)?;
+    }
+    Ok(plans)
+}
+
+fn read_yaml(path: &Path) -> Result<serde_json::Value, SweepError> {
+    let text = fs::read_to_string(path).map_err(|e| SweepError::Io { path: path.to_path_buf(), source: e })?;
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+        .map_err(|e| SweepError::Syntax { file: path.to_path_buf(), message: e.to_string() })?;
+    yaml_to_json(path, yaml).map_err(|source| SweepError::Cell {
+        file: path.to_path_buf(),
+        cell: "<base>".into(),
+        source,
+    })
+}
+
+fn write_cell_files(spec: &SweepSpec, cell: &Cell, dir: &Path) -> Result<CellPlan, SweepError> {
+    let mut stasc = cell.stasc.clone();
+    // Each cell runs in its own directory, named after it.
+    crate::config::document::set_dotted(
+        &mut stasc,
+        "run_name",
+        serde_json::Value::String(format!("{}/{}", spec.name, cell.name)),
+    );
+    crate::config::document::set_dotted(&mut stasc, "output_dir", serde_json::Value::String(dir.display().to_string()));
+    let config = dir.join("stasc_config.yaml");
+    let ft_config = dir.join("fine_tune.yaml");
+    write_if_changed(&config, serde_yaml::to_string(&stasc).expect("json values serialise").as_bytes())?;
+    write_if_changed(&ft_config, serde_yaml::to_string(&cell.fine_tune).expect("json values serialise").as_bytes())?;
+    Ok(CellPlan {
+        name: cell.name.clone(),
+        overrides: cell.overrides.clone(),
+        dir: dir.to_path_buf(),
+        config,
+        ft_config,
+        accelerate_config: spec.accelerate_config.clone(),
+    })
+}
+
+/// Writes through a temporary file and a rename, and leaves an identical file untouched.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
+    if fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    let io = |e| SweepError::Io { path: path.to_path_buf(), source: e };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io)?;
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    fs::write(&tmp, bytes).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+/// Runs the planned cells with `runner`, one worker per device, and records failures in each cell's FAILED file.
+pub fn execute(
+    spec: &SweepSpec,
+    plans: &[CellPlan],
+    options: &SweepOptions,
+    runner: &dyn CellRunner,
+) -> Result<SweepOutcome, SweepError> {
+    for only in &options.only {
+        if !plans.iter().any(|p| &p.name == only) {
+            let suggestion =
+                crate::config::keys::closest(only, plans.iter().map(|p| p.name.as_str())).map(str::to_string);
+            return Err(SweepError::NoSuchCell { name: only.clone(), suggestion });
+        }
+    }
+    let selected: Vec<&CellPlan> =
+        plans.iter().filter(|p| options.only.is_empty() || options.only.contains(&p.name)).collect();
+    let mut results: Vec<(String, String)> = Vec::new();
+    let mut queue = VecDeque::new();
+    for p in &selected {
+        match cell_state(&p.dir) {
+            CellState::Done => results.push((p.name.clone(), "done".into())),
+            CellState::Failed if !options.retry_failed => {
+                results.push((p.name.clone(), "skipped: failed before (use --retry-failed)".into()))
+            }
+            _ => queue.push_back(*p),
+        }
+    }
+    let devices: Vec<Option<String>> = match options.devices.as_ref().unwrap_or(&spec.devices) {
+        d if d.is_empty() => vec![None],
+        d => d.iter().cloned().map(Some).collect(),
+    };
+    let queue = Mutex::new(queue);
+    let ran = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for device in &devices {
+            let (queue, ran) = (&queue, &ran);
+            s.spawn(move || loop {
+                let Some(cell) = queue.lock().expect("queue lock").pop_front() else { break };
+                let _ = fs::remove_file(cell.dir.join("FAILED"));
+                let log = cell.dir.join("log.txt");
+                let result = runner.run(cell, device.as_deref(), &log);
+                let status = match result {
+                    Ok(()) if cell.dir.join("DONE").exists() => "ran".to_string(),
+                    Ok(()) => record_failure(cell, "the run ended without writing DONE"),
+                    Err(reason) => record_failure(cell, &reason),
+                };
+                ran.lock().expect("results lock").push((cell.name.clone(), status));
+            });
+        }
+    });
+    results.extend(ran.into_inner().expect("results lock"));
+    // Report in grid order.
+    results.sort_by_key(|(n, _)| selected.iter().position(|p| &p.name == n));
+    let failed = results.iter().filter(|(_, s)| s.starts_with("failed") || s.starts_with("skipped: failed")).count();
+    Ok(SweepOutcome { cells: results, failed })
+}
+
+fn record_failure(cell: &CellPlan, reason: &str) -> String {
+    let _ = fs::create_dir_all(&cell.dir);
+    let _ = fs::write(cell.dir.join("FAILED"), format!("{reason}\n"));
+    format!("failed: {reason}")
+}
+
+/// Runs a cell as `stasc run --config .. --ft_config .. [--accelerate_config_path ..] --out <cell dir>`, with
+/// CUDA_VISIBLE_DEVICES set to the cell's device, stdout and stderr appended to the cell's log.
+pub struct ProcessRunner {
+    /// The stasc executable (normally the running one).
+    pub exe: PathBuf,
+}
+
+impl CellRunner for ProcessRunner {
+    fn run(&self, cell: &CellPlan, device: Option<&str>, log: &Path) -> Result<(), String> {
+        fs::create_dir_all(&cell.dir).map_err(|e| format!("{}: {e}", cell.dir.display()))?;
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("run").arg("--config").arg(&cell.config).arg("--ft_config").arg(&cell.ft_config);
+        if let Some(a) = &cell.accelerate_config {
+            cmd.arg("--accelerate_config_path").arg(a);
+        }
+        cmd.arg("--out").arg(&cell.dir).stdout(out).stderr(err).stdin(std::process::Stdio::null());
+        if let Some(d) = device {
+            cmd.env("CUDA_VISIBLE_DEVICES", d);
+        }
+        let status = cmd.status().map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            Err(format!("stasc run exited with {status}: {last} (see {})", log.display()))
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Grid expansion: the ordered cartesian product of the axes (first axis slowest, as Hydra does), each cell's
+//! name from its overrides, and the stasc_config / fine_tune documents each cell runs with.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::error::SweepError;
+use super::spec::SweepSpec;
+use crate::config::document::set_dotted;
+
+/// Axis keys with a meaning beyond "set this stasc_config key".
+pub const ALIASES: &[&str] = &["variant", "init", "filter", "ft", "task", "reward", "seed", "model"];
+
+/// One cell of a sweep: its name, what it overrides, and the documents it runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// Directory-safe name built from the overrides, e.g. `init=E,filter=I,ft=E,task=qa,seed=42`.
+    pub name: String,
+    /// The axis values of this cell, in axis order: (key, short display value).
+    pub overrides: Vec<(String, String)>,
+    /// stasc_config document (base + `[set]` + task + grid overrides).
+    pub stasc: Value,
+    /// fine_tune document (base + `ft.*` overrides).
+    pub fine_tune: Value,
+}
+
+/// Expands the grid of `spec` over base documents read from its config files.
+pub fn expand(spec: &SweepSpec, base_stasc: &Value, base_ft: &Value) -> Result<Vec<Cell>, SweepError> {
+    let mut combos: Vec<Vec<usize>> = vec![vec![]];
+    for axis in &spec.grid {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                (0..axis.values.len()).map(move |i| {
+                    let mut c = c.clone();
+                    c.push(i);
+                    c
+                })
+            })
+            .collect();
+    }
+    let mut cells = Vec::with_capacity(combos.len());
+    for combo in combos {
+        let mut stasc = base_stasc.clone();
+        let mut ft = base_ft.clone();
+        for (k, v) in &spec.set {
+            apply(&spec.file, spec, k, v, &mut stasc, &mut ft)?;
+        }
+        let mut overrides = Vec::new();
+        for (axis, &i) in spec.grid.iter().zip(&combo) {
+            let value = &axis.values[i];
+            let shown = apply(&spec.file, spec, &axis.key, value, &mut stasc, &mut ft)?;
+            overrides.push((axis.key.clone(), shown));
+        }
+        let name = if overrides.is_empty() {
+            "default".to_string()
+        } else {
+            overrides.iter().map(|(k, v)| format!("{}={}", short_key(k), v)).collect::<Vec<_>>().join(",")
+        };
+        cells.push(Cell { name, overrides, stasc, fine_tune: ft });
+    }
+    Ok(cells)
+}
+
+fn short_key(key: &str) -> &str {
+    key.strip_prefix("ft.training.").or_else(|| key.strip_prefix("ft.")).unwrap_or(key)
+}
+
+fn bad(file: &Path, key: &str, value: &Value, reason: &str) -> SweepError {
+    SweepError::BadValue {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Applies one override to the documents and returns how the cell name shows it.
+fn apply(
+    file: &Path,
+    spec: &SweepSpec,
+    key: &str,
+    value: &Value,
+    stasc: &mut Value,
+    ft: &mut Value,
+) -> Result<String, SweepError> {
+    let letter = |v: &Value, yes: char, no: char| -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) if s.len() == 1 && s.starts_with(yes) => Some(true),
+            Value::String(s) if s.len() == 1 && s.starts_with(no) => Some(false),
+            _ => None,
+        }
+    };
+    match key {
+        "variant" => {
+            let s = value
+                .as_str()
+                .filter(|s| s.len() == 3)
+                .ok_or_else(|| bad(file, key, value, "expected a three-letter variant such as \"EIE\""))?;
+            let b: Vec<Value> = s.chars().map(|c| Value::String(c.to_string())).collect();
+            apply(file, spec, "init", &b[0], stasc, ft)?;
+            apply(file, spec, "filter", &b[1], stasc, ft)?;
+            apply(file, spec, "ft", &b[2], stasc, ft)?;
+            Ok(s.to_string())
+        }
+        "init" => {
+            let evolving = letter(value, 'E', 'F')
+                .ok_or_else(|| bad(file, key, value, "expected \"E\" (evolving) or \"F\" (fixed)"))?;
+            set_dotted(stasc, "initial_answer_with_new_model", Value::Bool(evolving));
+            Ok(if evolving { "E" } else { "F" }.into())
+        }
+        "ft" => {
+            let evolving = letter(value, 'E', 'F')
+                .ok_or_else(|| bad(file, key, value, "expected \"E\" (from M_n) or \"F\" (from M0)"))?;
+            set_dotted(stasc, "train_from_initial_model", Value::Bool(!evolving));
+            Ok(if evolving { "E" } else { "F" }.into())
+        }
+        "filter" => {
+            let (name, better, shown) = match value.as_str() {
+                Some("I") | Some("improving") => ("improving", true, "I"),
+                Some("N") | Some("non_decreasing") => ("non_decreasing", false, "N"),
+                Some("C") | Some("correct_to_correct") => ("correct_to_correct", false, "C"),
+                _ => {
+                    return Err(bad(
+                        file,
+                        key,
+                        value,
+                        "expected \"I\", \"N\" or \"C\" (improving, non_decreasing, correct_to_correct)",
+                    ))
+                }
+            };
+            set_dotted(stasc, "only_better_correction", Value::Bool(better));
+            set_dotted(stasc, "filter", Value::String(name.into()));
+            Ok(shown.into())
+        }
+        "task" => {
+            let name = value.as_str().ok_or_else(|| bad(file, key, value, "expected a task name"))?;
+            match spec.tasks.iter().find(|(t, _)| t == name) {
+                Some((_, overrides)) => {
+                    for (k, v) in overrides {
+                        apply(file, spec, k, v, stasc, ft)?;
+                    }
+                }
+                None if name == "qa" || name == "math" => set_dotted(stasc, "task_type", value.clone()),
+                None => {
+                    let known: Vec<&str> = spec.tasks.iter().map(|(t, _)| t.as_str()).collect();
+                    return Err(bad(
+                        file,
+                        key,
+                        value,
+                        &format!("no [tasks.{name}] table (tasks defined: {})", known.join(", ")),
+                    ));
+                }
+            }
+            Ok(sanitize(name))
+        }
+        "reward" => {
+            let name = value.as_str().ok_or_else(|| bad(file, key, value, "expected a reward name"))?;
+            set_dotted(stasc, "evaluator_function", value.clone());
+            let shown = match name.strip_prefix("plugin:") {
+                Some(p) => format!(
+                    "plugin-{}",
+                    Path::new(p).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+                ),
+                None => name.to_string(),
+            };
+            Ok(sanitize(&shown))
+        }
+        "seed" => {
+            if !value.is_u64() {
+                return Err(bad(file, key, value, "expected a non-negative integer"));
+            }
+            set_dotted(stasc, "random_seed", value.clone());
+            set_dotted(ft, "training.seed", value.clone());
+            Ok(value.to_string())
+        }
+        "model" => {
+            let p = value.as_str().ok_or_else(|| bad(file, key, value, "expected a model directory"))?;
+            set_dotted(stasc, "model_path", value.clone());
+            Ok(sanitize(
+                &Path::new(p).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.into()),
+            ))
+        }
+        k if k.starts_with("ft.") => {
+            set_dotted(ft, &k["ft.".len()..], value.clone());
+            Ok(display(value))
+        }
+        k => {
+            set_dotted(stasc, k, value.clone());
+            Ok(display(value))
+        }
+    }
+}
+
+fn display(v: &Value) -> String {
+    sanitize(&match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// Keeps a cell name a single, portable path component.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_alphanumeric() || "._-+:".contains(c) { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(text: &str) -> SweepSpec {
+        SweepSpec::parse(Path::new("s.toml"), text).unwrap()
+    }
+
+    const HEAD: &str = "[sweep]\nconfig = \"c.yaml\"\nft_config = \"f.yaml\"\n";
+
+    #[test]
+    fn product_is_ordered_first_axis_slowest() {
+        let s = spec(&format!("{HEAD}[grid]\ninit = [\"E\", \"F\"]\nfilter = [\"I\", \"N\"]\n"));
+        let cells = expand(&s, &json!({}), &json!({})).unwrap();
+        let names: Vec<_> = cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["init=E,filter=I", "init=E,filter=N", "init=F,filter=I", "init=F,filter=N"]);
+        assert_eq!(cells[2].stasc["initial_answer_with_new_model"], json!(false));
+        assert_eq!(cells[1].stasc["filter"], json!("non_decreasing"));
+        assert_eq!(cells[1].stasc["only_better_correction"], json!(false));
+    }
+
+    #[test]
+    fn variant_sets_all_three_flags() {
+        let s = spec(&format!("{HEAD}[grid]\nvariant = [\"FNE\"]\n"));
+        let c = &expand(&s, &json!({}), &json!({})).unwrap()[0];
+        assert_eq!(c.name, "variant=FNE");
+        assert_eq!(c.stasc["initial_answer_with_new_model"], json!(false));
+        assert_eq!(c.stasc["filter"], json!("non_decreasing"));
+        assert_eq!(c.stasc["train_from_initial_model"], json!(false));
+    }
+
+    #[test]
+    fn tasks_seed_and_ft_overrides_reach_both_documents() {
+        let s = spec(&format!(
+            "{HEAD}[set]\nnum_star_iterations = 1\n[grid]\ntask = [\"qa\", \"math\"]\nseed = [1]\nft.training.learning_rate = [1e-5]\n[tasks.qa]\ndata_path = \"d/qa\"\n[tasks.math]\ndata_path = \"d/m\"\ntask_type = \"math\"\n"
+        ));
+        let cells = expand(&s, &json!({"temperature": 0.6}), &json!({"training": {"seed": 0}})).unwrap();
+        assert_eq!(cells[1].name, "task=math,seed=1,learning_rate=0.00001");
+        assert_eq!(cells[1].stasc["data_path"], json!("d/m"));
+        assert_eq!(cells[1].stasc["num_star_iterations"], json!(1));
+        assert_eq!(cells[1].stasc["random_seed"], json!(1));
+        assert_eq!(cells[1].fine_tune["training"]["seed"], json!(1));
+        assert_eq!(cells[1].fine_tune["training"]["learning_rate"], json!(1e-5));
+        assert_eq!(cells[0].stasc["temperature"], json!(0.6));
+    }
+
+    #[test]
+    fn bad_alias_values_are_named() {
+        let s = spec(&format!("{HEAD}[grid]\nfilter = [\"X\"]\n"));
+        let err = expand(&s, &json!({}), &json!({})).unwrap_err().to_string();
+        assert!(err.contains("s.toml") && err.contains("'filter'") && err.contains("\"X\""), "{err}");
+        let s = spec(&format!("{HEAD}[grid]\ntask = [\"nlp\"]\n[tasks.qa]\ndata_path = \"x\"\n"));
+        let err = expand(&s, &json!({}), &json!({})).unwrap_err().to_string();
+        assert!(err.contains("no [tasks.nlp] table"), "{err}");
+    }
+
+    #[test]
+    fn plugin_rewards_get_short_names() {
+        let s = spec(&format!("{HEAD}[grid]\nreward = [\"in_acc\", \"plugin:target/release/libmy_reward.so\"]\n"));
+        let cells = expand(&s, &json!({}), &json!({})).unwrap();
+        assert_eq!(cells[1].name, "reward=plugin-libmy_reward");
+    }
+
+    #[test]
+    fn unknown_sweep_keys_suggest() {
+        let err = SweepSpec::parse(Path::new("s.toml"), "[sweep]\nconfg = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("unknown key 'sweep.confg'") && err.contains("did you mean 'config'"), "{err}");
+        let err = SweepSpec::parse(Path::new("s.toml"), "[grd]\n").unwrap_err().to_string();
+        assert!(err.contains("'grd'") && err.contains("'grid'"), "{err}");
+        let err = SweepSpec::parse(Path::new("s.toml"), &format!("{HEAD}[grid]\ninit = []\n")).unwrap_err().to_string();
+        assert!(err.contains("grid.init") && err.contains("non-empty list"), "{err}");
+    }
+}
