@@ -1,7 +1,23 @@
 //! Prompts: minijinja rendering of the task prompts (templates/prompts + few_shots/) and of a model's own chat
 //! template from tokenizer_config.json, the way HF transformers renders it.
+//!
+//! [`PromptBuilder`] turns a question (and answers) into the message lists of the STaSC loop: the initial
+//! generation, the correction, and the SFT conversation. [`chat_template::ChatTemplate`] turns a message list into
+//! the exact text a model was trained on.
+
+pub mod builder;
+pub mod chat_template;
+mod error;
+mod few_shot;
+mod pyjson;
+mod strftime;
 
 use serde::{Deserialize, Serialize};
+
+pub use builder::{PromptBuilder, DEFAULT_FEW_SHOT_DIR, DEFAULT_TEMPLATE_DIR};
+pub use chat_template::ChatTemplate;
+pub use error::PromptError;
+pub use few_shot::{load_few_shots, FewShotKind};
 
 /// One chat message, as HF chat templates and few-shot files spell it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,3 +34,6 @@ impl ChatMessage {
         Self { role: role.into(), content: content.into() }
     }
 }
+
+/// The roles prompt templates and few-shot files may use.
+pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
