@@ -5,6 +5,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod bench_train;
+pub mod generate;
+pub mod import_gguf;
+pub mod plugin;
+pub mod report;
+pub mod run;
+pub mod score;
+pub mod sweep;
+pub mod train;
+
 /// Top-level command line.
 #[derive(Debug, Parser)]
 #[command(name = "stasc", version, about = "Self-Taught Self-Correction experiments on small language models")]
@@ -16,10 +27,39 @@ pub struct Cli {
 
 /// Every subcommand stasc offers. A subcommand is listed only once it works.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Performance measurements (generation), printed like shared/bench/hf_baseline.py.
+    Bench(bench::Args),
+    /// Sample completions from a model for a prompt or chat conversations.
+    Generate(generate::Args),
+    /// Convert a llama-architecture GGUF file into an HF model directory.
+    ImportGguf(import_gguf::Args),
+    /// Reward plugins: list the available rewards, or scaffold a new plugin crate.
+    Plugin(plugin::Args),
+    /// Write HTML/CSV/Markdown/LaTeX reports over a sweep or runs; --paper compares with the published table.
+    Report(report::Args),
+    /// Run STaSC from the reference's YAML files (stasc_config, fine_tune, accelerate_config).
+    Run(run::Args),
+    /// Score generations from a JSONL file with a built-in or plugin reward.
+    Score(score::Args),
+    /// Expand a sweep file into a grid of runs and run the unfinished cells.
+    Sweep(sweep::Args),
+    /// Fine-tune a model on a messages JSONL file (loss on the last assistant message).
+    Train(train::Args),
+}
 
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::ImportGguf(args) => import_gguf::run(args),
+        Command::Plugin(args) => plugin::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Sweep(args) => sweep::run(args),
+        Command::Train(args) => train::run(args),
+    }
 }

@@ -1,1 +1,25 @@
-//! Configuration: the reference YAML files and sweep TOML, typed, defaulted and validated. Pure: no I/O beyond reading the files.
+//! Configuration: the reference's three YAML files (stasc_config, fine_tune, accelerate_config) as typed structs,
+//! defaulted and validated; plus the key-checking machinery sweeps reuse for TOML. Pure: no I/O beyond reading the
+//! files. Each file goes raw document -> known-key and type check ([`keys`]) -> raw serde struct -> resolved struct
+//! with every default filled in; keys we accept but do not act on are returned as [`IgnoredKeys`], never dropped.
+
+pub mod accelerate;
+pub mod choices;
+pub mod document;
+pub mod error;
+pub mod fine_tune;
+pub mod keys;
+pub mod run_config;
+pub mod stasc_config;
+mod validate;
+
+pub use accelerate::AccelerateConfig;
+pub use choices::{
+    CorrectionFilter, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, LrSchedulerType, MixedPrecision, Pairing,
+    TaskType, Truncation,
+};
+pub use document::{ignored_warning, IgnoredKeys};
+pub use error::ConfigError;
+pub use fine_tune::{DataArgs, FineTuneConfig, ModelArgs, PeftArgs, TrainingArgs};
+pub use run_config::{Execution, RunConfig, RunConfigPaths};
+pub use stasc_config::StascConfig;

@@ -1,0 +1,276 @@
+//! The closed sets of words configuration keys accept (task types, evaluator names, filters, dtypes, schedulers...),
+//! each an enum with its canonical spelling, accepted aliases, and a parser whose error lists the choices and the
+//! closest one.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+use super::error::ConfigError;
+use super::keys::closest;
+
+/// Defines a choice enum: variants with a canonical name and optional aliases, `NAMES`, `name()`, `Display` and a
+/// `Serialize` that writes the canonical name.
+macro_rules! choice {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal $(| $alias:literal)*),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Canonical spellings, in documentation order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+            /// Every accepted spelling (canonical names and aliases) with its value.
+            pub const SPELLINGS: &'static [(&'static str, $name)] =
+                &[$(($text, $name::$variant), $(($alias, $name::$variant),)*)+];
+
+            /// The canonical name, as written in config files and reports.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Parses `value` for `key` of `file`; the error lists the choices and the closest one.
+            pub fn parse(file: &Path, key: &str, value: &str) -> Result<Self, ConfigError> {
+                parse_spelling(file, key, value, Self::SPELLINGS, Self::NAMES)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+    };
+}
+
+fn parse_spelling<T: Copy>(
+    file: &Path,
+    key: &str,
+    value: &str,
+    spellings: &[(&str, T)],
+    names: &[&str],
+) -> Result<T, ConfigError> {
+    if let Some((_, v)) = spellings.iter().find(|(s, _)| *s == value) {
+        return Ok(*v);
+    }
+    let hint = closest(value, spellings.iter().map(|(s, _)| *s)).map(|c| format!(" (did you mean '{c}'?)"));
+    Err(ConfigError::invalid(
+        file,
+        key,
+        format!("must be one of {}, found {value:?}{}", names.join(", "), hint.unwrap_or_default()),
+    ))
+}
+
+choice! {
+    /// The kind of task: decides the prompt templates and the default columns and reward.
+    TaskType { Qa = "qa", Math = "math" }
+}
+
+choice! {
+    /// Which part of a generation the reward sees.
+    EvaluatorMode {
+        /// The whole generation.
+        Default = "default",
+        /// Only the text after the first case-insensitive occurrence of `evaluator_answer_marker`.
+        Final = "final",
+    }
+}
+
+choice! {
+    /// The built-in reward functions (see docs/stasc.md "Rewards").
+    EvaluatorFunction {
+        /// Any gold alias occurs in the text as a token sequence after DPR-style normalisation.
+        InAcc = "in_acc",
+        /// Normalised exact match, max over aliases.
+        Em = "em",
+        /// Token F1, max over aliases.
+        F1 = "f1",
+        /// Extracted math answer equal to the gold answer.
+        MathAcc = "math_acc",
+    }
+}
+
+choice! {
+    /// Which (initial, correction) pairs become training data.
+    CorrectionFilter {
+        /// r(correction) > r(initial): the paper's and reference's `only_better_correction: true`.
+        Improving = "improving",
+        /// r(correction) >= r(initial) and r(correction) > 0: the paper's `only_better_correction: false`.
+        NonDecreasing = "non_decreasing",
+        /// Both correct: what the reference code's non-strict branch keeps.
+        CorrectToCorrect = "correct_to_correct",
+    }
+}
+
+choice! {
+    /// How corrections are paired with initial answers for filtering and training.
+    Pairing {
+        /// Each correction with the initial answer it was generated from (K_init x K_corr pairs per question).
+        PerInitial = "per_initial",
+        /// Every initial answer of a question with every correction of that question (an older reference version).
+        AllPairs = "all_pairs",
+    }
+}
+
+choice! {
+    /// Floating-point type of model weights. `auto` means bf16 on CUDA and f32 on CPU.
+    Dtype {
+        /// bf16 on CUDA, f32 on CPU.
+        Auto = "auto",
+        /// 32-bit floats.
+        F32 = "f32" | "float32" | "fp32",
+        /// bfloat16.
+        Bf16 = "bf16" | "bfloat16",
+        /// float16.
+        F16 = "f16" | "float16" | "fp16",
+    }
+}
+
+choice! {
+    /// Learning-rate schedules (HF `lr_scheduler_type` names); warm-up is linear from 0 for all of them.
+    LrSchedulerType {
+        /// Linear decay to 0 after warm-up (HF default).
+        Linear = "linear",
+        /// Half-cosine decay to 0 after warm-up.
+        Cosine = "cosine",
+        /// Constant, no warm-up.
+        Constant = "constant",
+        /// Constant after warm-up.
+        ConstantWithWarmup = "constant_with_warmup",
+    }
+}
+
+choice! {
+    /// What happens to an SFT example longer than `data.block_size` tokens.
+    Truncation {
+        /// Leave the example out (the count is reported). Default: nothing is silently cut.
+        Drop = "drop",
+        /// Cut tokens from the start, keeping the correction that carries the loss.
+        TruncateLeft = "truncate_left",
+        /// Cut tokens from the end, as HF tokenizers' `truncation=True` does; an example left with no loss tokens
+        /// is dropped, as the reference's label filter does.
+        TruncateRight = "truncate_right",
+    }
+}
+
+choice! {
+    /// accelerate's `mixed_precision`.
+    MixedPrecision {
+        /// Full precision.
+        No = "no",
+        /// float16.
+        Fp16 = "fp16",
+        /// bfloat16.
+        Bf16 = "bf16",
+    }
+}
+
+impl MixedPrecision {
+    /// The weight dtype this mixed-precision setting asks for, if any.
+    pub fn dtype(self) -> Option<Dtype> {
+        match self {
+            MixedPrecision::No => None,
+            MixedPrecision::Fp16 => Some(Dtype::F16),
+            MixedPrecision::Bf16 => Some(Dtype::Bf16),
+        }
+    }
+}
+
+/// The device a run asks for: `auto` (CUDA if available, else CPU), `cpu`, `cuda` (the first visible GPU) or
+/// `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceRequest {
+    /// CUDA if available, else CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// A CUDA device: `None` for the first visible one, `Some(n)` for `cuda:n`.
+    Cuda(Option<usize>),
+}
+
+impl DeviceRequest {
+    /// Parses `value` for `key` of `file`.
+    pub fn parse(file: &Path, key: &str, value: &str) -> Result<Self, ConfigError> {
+        value.parse().map_err(|()| {
+            ConfigError::invalid(file, key, format!("must be auto, cpu, cuda or cuda:N, found {value:?}"))
+        })
+    }
+}
+
+impl FromStr for DeviceRequest {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "auto" => Ok(DeviceRequest::Auto),
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" => Ok(DeviceRequest::Cuda(None)),
+            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(|n| DeviceRequest::Cuda(Some(n))).ok_or(()),
+        }
+    }
+}
+
+impl fmt::Display for DeviceRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceRequest::Auto => f.write_str("auto"),
+            DeviceRequest::Cpu => f.write_str("cpu"),
+            DeviceRequest::Cuda(None) => f.write_str("cuda"),
+            DeviceRequest::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Serialize for DeviceRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_aliases() {
+        let f = Path::new("c.yaml");
+        assert_eq!(Dtype::parse(f, "dtype", "bfloat16").unwrap(), Dtype::Bf16);
+        assert_eq!(Dtype::parse(f, "dtype", "f32").unwrap(), Dtype::F32);
+        assert_eq!(EvaluatorFunction::parse(f, "evaluator_function", "math_acc").unwrap(), EvaluatorFunction::MathAcc);
+        assert_eq!(Dtype::Bf16.to_string(), "bf16");
+    }
+
+    #[test]
+    fn unknown_choice_lists_choices_and_closest() {
+        let e = EvaluatorFunction::parse(Path::new("c.yaml"), "evaluator_function", "in_ac").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yaml: key 'evaluator_function' must be one of in_acc, em, f1, math_acc, found \"in_ac\" \
+             (did you mean 'in_acc'?)"
+        );
+    }
+
+    #[test]
+    fn devices_round_trip() {
+        for text in ["auto", "cpu", "cuda", "cuda:3"] {
+            assert_eq!(text.parse::<DeviceRequest>().unwrap().to_string(), text);
+        }
+        let e = DeviceRequest::parse(Path::new("c.yaml"), "device", "gpu").unwrap_err().to_string();
+        assert_eq!(e, "c.yaml: key 'device' must be auto, cpu, cuda or cuda:N, found \"gpu\"");
+    }
+}

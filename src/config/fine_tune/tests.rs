@@ -1,0 +1,98 @@
+//! Unit tests of fine_tune.yaml loading: defaults, key errors, invalid values, ignored keys.
+
+use super::*;
+use crate::config::keys::{check, yaml_to_json};
+
+fn load_str(text: &str) -> Result<(FineTuneConfig, IgnoredKeys), ConfigError> {
+    let file = Path::new("configs/ft.yaml");
+    let doc = yaml_to_json(file, serde_yaml::from_str(text).unwrap())?;
+    check(file, &doc, FINE_TUNE_KEYS)?;
+    FineTuneConfig::from_document(file, &doc)
+}
+
+fn err(text: &str) -> String {
+    load_str(text).unwrap_err().to_string()
+}
+
+#[test]
+fn empty_file_gets_reference_and_hf_defaults() {
+    let (c, ignored) = load_str("").unwrap();
+    let t = &c.training;
+    assert_eq!((t.learning_rate, t.num_train_epochs, t.per_device_train_batch_size), (5e-5, 3.0, 8));
+    assert_eq!((t.weight_decay, t.logging_steps, t.lr_scheduler_type), (0.01, 10, LrSchedulerType::Linear));
+    assert_eq!((t.max_grad_norm, t.adam_beta1, t.adam_beta2, t.adam_epsilon), (1.0, 0.9, 0.999, 1e-8));
+    assert_eq!((t.max_steps, t.seed), (None, 42));
+    assert_eq!((c.data.block_size, c.data.truncation), (1024, Truncation::Drop));
+    assert_eq!((c.peft.lora_rank, c.peft.lora_alpha, c.peft.lora_dropout), (8, 16, 0.1));
+    assert_eq!(c.model.torch_dtype, Dtype::Auto);
+    assert!(ignored.keys.is_empty());
+}
+
+#[test]
+fn sections_may_be_empty() {
+    let (c, _) = load_str("model:\npeft:\ntraining:\n  max_steps: -1\n").unwrap();
+    assert!(!c.peft.use_lora);
+    assert_eq!(c.training.max_steps, None);
+}
+
+#[test]
+fn nested_unknown_key_suggests() {
+    assert_eq!(
+        err("training:\n  learnig_rate: 1.0e-4\n"),
+        "configs/ft.yaml: unknown key 'training.learnig_rate' (did you mean 'learning_rate'?)"
+    );
+    assert_eq!(err("lora_rank: 4\n"), "configs/ft.yaml: unknown key 'lora_rank' (did you mean 'peft.lora_rank'?)");
+}
+
+#[test]
+fn nested_wrong_type() {
+    assert_eq!(
+        err("training:\n  per_device_train_batch_size: 2.5\n"),
+        "configs/ft.yaml: key 'training.per_device_train_batch_size' expects a non-negative integer, \
+         found number 2.5"
+    );
+}
+
+#[test]
+fn invalid_values() {
+    assert_eq!(
+        err("training:\n  lr_scheduler_type: cosin\n"),
+        "configs/ft.yaml: key 'training.lr_scheduler_type' must be one of linear, cosine, constant, \
+         constant_with_warmup, found \"cosin\" (did you mean 'cosine'?)"
+    );
+    assert_eq!(
+        err("peft:\n  use_lora: true\n"),
+        "configs/ft.yaml: key 'peft.lora_target_modules' must list module names when peft.use_lora is true"
+    );
+    assert_eq!(
+        err("training:\n  learning_rate: 0\n"),
+        "configs/ft.yaml: key 'training.learning_rate' must be in (0, inf), found 0"
+    );
+    assert_eq!(err("data:\n  truncation: cut\n").split(" must").next(), Some("configs/ft.yaml: key 'data.truncation'"));
+}
+
+#[test]
+fn report_to_and_tracker_keys_are_ignored_with_warning() {
+    let (c, ignored) =
+        load_str("training:\n  report_to: [\"wandb\"]\n  project_name: STaR\n  do_eval: false\n").unwrap();
+    assert_eq!(c.training.report_to, vec!["wandb"]);
+    assert_eq!(ignored.keys, vec!["training.report_to", "training.project_name"]);
+    let (_, ignored) = load_str("training:\n  report_to: none\n").unwrap();
+    assert!(ignored.keys.is_empty());
+}
+
+#[test]
+fn raw_struct_and_key_tree_agree() {
+    let raw = RawFineTuneConfig {
+        model: Some(Default::default()),
+        data: Some(Default::default()),
+        training: Some(Default::default()),
+        peft: Some(Default::default()),
+    };
+    let doc = serde_json::to_value(raw).unwrap();
+    check(Path::new("x"), &doc, FINE_TUNE_KEYS).unwrap();
+    for key in FINE_TUNE_KEYS {
+        let crate::config::keys::Node::Section(inner) = key.node else { panic!() };
+        assert_eq!(doc[key.name].as_object().unwrap().len(), inner.len(), "{}", key.name);
+    }
+}

@@ -1,0 +1,205 @@
+//! The configuration of one `stasc run`: the three files resolved together, the settings derived from more than one
+//! of them (device, number of devices, dtype), and every key that was set but is not acted on.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::accelerate::AccelerateConfig;
+use super::choices::{DeviceRequest, Dtype};
+use super::document::{ignored_warning, load_yaml, IgnoredKeys};
+use super::error::ConfigError;
+use super::fine_tune::{FineTuneConfig, FINE_TUNE_KEYS, SET_BY_LOOP};
+use super::stasc_config::StascConfig;
+
+/// The files a run is configured from, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunConfigPaths {
+    /// stasc_config.yaml (`--config`).
+    pub config: PathBuf,
+    /// fine_tune.yaml (`--ft_config`).
+    pub ft_config: PathBuf,
+    /// accelerate_config.yaml (`--accelerate_config_path`), optional.
+    pub accelerate_config: Option<PathBuf>,
+}
+
+/// Settings decided by more than one file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Execution {
+    /// stasc_config `device`; when auto and accelerate's `use_cpu` is true, cpu.
+    pub device: DeviceRequest,
+    /// Devices (processes) to use, from accelerate's `num_processes`; none = every visible device. Runs use one
+    /// device until multi-GPU support lands; the number is recorded so the run says what was asked.
+    pub num_devices: Option<usize>,
+    /// GPUs to use, from accelerate's `gpu_ids`; none = all visible.
+    pub gpu_ids: Option<Vec<usize>>,
+    /// Weight dtype of generation and training: the first that is not auto of stasc_config `dtype`, accelerate
+    /// `mixed_precision`, fine_tune `model.torch_dtype`; auto means bf16 on CUDA, f32 on CPU.
+    pub dtype: Dtype,
+    /// Which key decided `dtype`, e.g. `accelerate_config.yaml: mixed_precision`.
+    pub dtype_source: String,
+}
+
+/// The resolved, validated configuration of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunConfig {
+    /// Where it was read from.
+    pub sources: RunConfigPaths,
+    /// stasc_config.yaml, resolved.
+    pub stasc_config: StascConfig,
+    /// fine_tune.yaml, resolved.
+    pub fine_tune: FineTuneConfig,
+    /// accelerate_config.yaml, resolved (accelerate's defaults when no file was given).
+    pub accelerate: AccelerateConfig,
+    /// Settings derived from several files.
+    pub execution: Execution,
+    /// Keys set in the files that stasc does not act on, per file.
+    #[serde(skip)]
+    pub ignored: Vec<IgnoredKeys>,
+}
+
+impl RunConfig {
+    /// Loads, validates and resolves the three files of a run.
+    pub fn load(paths: &RunConfigPaths) -> Result<RunConfig, ConfigError> {
+        let (stasc_config, stasc_ignored) = StascConfig::load(&paths.config)?;
+        let ft_document = load_yaml(&paths.ft_config, FINE_TUNE_KEYS)?;
+        let (fine_tune, mut ft_ignored) = FineTuneConfig::from_document(&paths.ft_config, &ft_document)?;
+        let loop_set = IgnoredKeys::collect(&paths.ft_config, &ft_document, SET_BY_LOOP);
+        ft_ignored.keys.extend(loop_set.keys.into_iter().map(|key| format!("{key} (set by the loop)")));
+        let mut ignored = vec![stasc_ignored, ft_ignored];
+        let accelerate = match &paths.accelerate_config {
+            Some(path) => {
+                let (accelerate, accelerate_ignored) = AccelerateConfig::load(path)?;
+                ignored.push(accelerate_ignored);
+                accelerate
+            }
+            None => AccelerateConfig::default(),
+        };
+        let execution = execution(paths, &stasc_config, &fine_tune, &accelerate);
+        Ok(RunConfig { sources: paths.clone(), stasc_config, fine_tune, accelerate, execution, ignored })
+    }
+
+    /// The one warning line listing the ignored keys of every file, or `None` when every set key is acted on.
+    pub fn ignored_warning(&self) -> Option<String> {
+        ignored_warning(&self.ignored)
+    }
+
+    /// The whole resolved configuration as YAML, every default filled in (for dry runs and config.resolved.yaml).
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(self)
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+fn execution(
+    paths: &RunConfigPaths,
+    stasc: &StascConfig,
+    fine_tune: &FineTuneConfig,
+    accelerate: &AccelerateConfig,
+) -> Execution {
+    let device = match stasc.device {
+        DeviceRequest::Auto if accelerate.use_cpu => DeviceRequest::Cpu,
+        device => device,
+    };
+    let accelerate_name = paths.accelerate_config.as_deref().map(file_name).unwrap_or_default();
+    let (dtype, dtype_source) = if stasc.dtype != Dtype::Auto {
+        (stasc.dtype, format!("{}: dtype", file_name(&paths.config)))
+    } else if let Some(dtype) = accelerate.mixed_precision.dtype() {
+        (dtype, format!("{accelerate_name}: mixed_precision"))
+    } else if fine_tune.model.torch_dtype != Dtype::Auto {
+        (fine_tune.model.torch_dtype, format!("{}: model.torch_dtype", file_name(&paths.ft_config)))
+    } else {
+        (Dtype::Auto, "default (bf16 on CUDA, f32 on CPU)".to_string())
+    };
+    Execution {
+        device,
+        num_devices: accelerate.num_processes,
+        gpu_ids: accelerate.gpu_ids.clone(),
+        dtype,
+        dtype_source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LrSchedulerType, MixedPrecision};
+
+    fn repo(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    #[test]
+    fn shipped_paper_configs_load_with_paper_settings() {
+        let paths = RunConfigPaths {
+            config: repo("configs/stasc_config.yaml"),
+            ft_config: repo("configs/fine_tune.yaml"),
+            accelerate_config: Some(repo("configs/accelerate_config.yaml")),
+        };
+        let c = RunConfig::load(&paths).unwrap();
+        let s = &c.stasc_config;
+        assert_eq!(
+            (s.model_path.as_str(), s.num_star_iterations, s.random_seed),
+            ("Qwen/Qwen2.5-1.5B-Instruct", 10, 42)
+        );
+        assert_eq!((s.number_output_initial_generations, s.number_output_corrections), (5, 5));
+        assert_eq!((s.temperature, s.top_p, s.max_tokens), (0.6, 0.9, 256));
+        let t = &c.fine_tune.training;
+        assert_eq!((t.learning_rate, t.per_device_train_batch_size, t.gradient_accumulation_steps), (7e-6, 1, 4));
+        assert_eq!((t.lr_scheduler_type, t.warmup_ratio, t.weight_decay), (LrSchedulerType::Cosine, 0.03, 0.1));
+        assert_eq!((c.accelerate.num_processes, c.accelerate.mixed_precision), (Some(2), MixedPrecision::Bf16));
+        assert_eq!((c.execution.num_devices, c.execution.dtype), (Some(2), Dtype::Bf16));
+        assert_eq!(c.execution.dtype_source, "accelerate_config.yaml: mixed_precision");
+        let warning = c.ignored_warning().unwrap();
+        assert!(warning.contains("training.output_dir (set by the loop)"), "{warning}");
+        assert!(warning.contains("fsdp_config (10 keys)"), "{warning}");
+        assert!(c.to_yaml().unwrap().contains("evaluator_function: in_acc"));
+    }
+
+    #[test]
+    fn shipped_cpu_configs_load_without_warnings() {
+        let paths = RunConfigPaths {
+            config: repo("configs/cpu_demo.yaml"),
+            ft_config: repo("configs/cpu_fine_tune.yaml"),
+            accelerate_config: None,
+        };
+        let c = RunConfig::load(&paths).unwrap();
+        assert_eq!(c.ignored_warning(), None);
+        assert_eq!(
+            (c.execution.device, c.execution.dtype, c.execution.num_devices),
+            (DeviceRequest::Cpu, Dtype::F32, Some(1))
+        );
+        assert_eq!(c.stasc_config.data_path, PathBuf::from("data/demo_nq"));
+    }
+
+    #[test]
+    fn dtype_falls_back_to_torch_dtype_and_use_cpu_forces_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let paths = RunConfigPaths {
+            config: write("s.yaml", "model_path: m\ndata_path: d\n"),
+            ft_config: write("f.yaml", "model:\n  torch_dtype: bfloat16\n"),
+            accelerate_config: Some(write("a.yaml", "use_cpu: true\nmixed_precision: 'no'\n")),
+        };
+        let c = RunConfig::load(&paths).unwrap();
+        assert_eq!((c.execution.device, c.execution.dtype), (DeviceRequest::Cpu, Dtype::Bf16));
+        assert_eq!(c.execution.dtype_source, "f.yaml: model.torch_dtype");
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let paths = RunConfigPaths {
+            config: repo("configs/cpu_demo.yaml"),
+            ft_config: PathBuf::from("configs/nope.yaml"),
+            accelerate_config: None,
+        };
+        assert_eq!(RunConfig::load(&paths).unwrap_err().to_string(), "config file configs/nope.yaml not found");
+    }
+}

@@ -1,0 +1,315 @@
+//! `stasc_config.yaml`: the reference's STaSC configuration (model, dataset, the three design choices, reward,
+//! sampling), plus our own optional keys (filter, pairing, directories, device, dtype, example caps). Raw struct as
+//! read, known-key tree, resolved struct with every default filled in, and the keys we accept but do not act on.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::choices::{CorrectionFilter, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, Pairing, TaskType};
+use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
+use super::error::ConfigError;
+use super::keys::{Key, Kind};
+use super::validate::{at_least, in_interval, non_empty, non_negative};
+
+/// Every key stasc_config.yaml may hold.
+pub const STASC_KEYS: &[Key] = &[
+    Key::leaf("model_path", Kind::Str),
+    Key::leaf("cache_dir", Kind::Str),
+    Key::leaf("gpu_memory_utilization", Kind::Number),
+    Key::leaf("enforce_eager", Kind::Bool),
+    Key::leaf("max_model_len", Kind::UInt),
+    Key::leaf("random_seed", Kind::UInt),
+    Key::leaf("task_type", Kind::Str),
+    Key::leaf("data_path", Kind::Str),
+    Key::leaf("id_col", Kind::Str),
+    Key::leaf("question_col", Kind::Str),
+    Key::leaf("gold_col", Kind::Str),
+    Key::leaf("num_star_iterations", Kind::UInt),
+    Key::leaf("run_name", Kind::Str),
+    Key::leaf("initial_answer_with_new_model", Kind::Bool),
+    Key::leaf("only_better_correction", Kind::Bool),
+    Key::leaf("train_from_initial_model", Kind::Bool),
+    Key::leaf("evaluator_mode", Kind::Str),
+    Key::leaf("evaluator_function", Kind::Str),
+    Key::leaf("evaluator_answer_marker", Kind::Str),
+    Key::leaf("few_shot_dir", Kind::Str),
+    Key::leaf("number_output_initial_generations", Kind::UInt),
+    Key::leaf("number_output_corrections", Kind::UInt),
+    Key::leaf("temperature", Kind::Number),
+    Key::leaf("top_p", Kind::Number),
+    Key::leaf("max_tokens", Kind::UInt),
+    Key::leaf("filter", Kind::Str),
+    Key::leaf("pairing", Kind::Str),
+    Key::leaf("template_dir", Kind::Str),
+    Key::leaf("output_dir", Kind::Str),
+    Key::leaf("keep_checkpoints", Kind::Bool),
+    Key::leaf("device", Kind::Str),
+    Key::leaf("dtype", Kind::Str),
+    Key::leaf("max_train_examples", Kind::UInt),
+    Key::leaf("max_test_examples", Kind::UInt),
+];
+
+/// vLLM engine settings: stasc's own engine has no preallocated KV pool, no CUDA-graph switch and never downloads.
+const IGNORED: &[Ignored] = &[
+    Ignored::new("cache_dir", Neutral::Never),
+    Ignored::new("gpu_memory_utilization", Neutral::Never),
+    Ignored::new("enforce_eager", Neutral::Never),
+];
+
+/// stasc_config.yaml exactly as written: every key optional.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawStascConfig {
+    pub model_path: Option<String>,
+    pub cache_dir: Option<String>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub enforce_eager: Option<bool>,
+    pub max_model_len: Option<u64>,
+    pub random_seed: Option<u64>,
+    pub task_type: Option<String>,
+    pub data_path: Option<String>,
+    pub id_col: Option<String>,
+    pub question_col: Option<String>,
+    pub gold_col: Option<String>,
+    pub num_star_iterations: Option<u64>,
+    pub run_name: Option<String>,
+    pub initial_answer_with_new_model: Option<bool>,
+    pub only_better_correction: Option<bool>,
+    pub train_from_initial_model: Option<bool>,
+    pub evaluator_mode: Option<String>,
+    pub evaluator_function: Option<String>,
+    pub evaluator_answer_marker: Option<String>,
+    pub few_shot_dir: Option<String>,
+    pub number_output_initial_generations: Option<u64>,
+    pub number_output_corrections: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub filter: Option<String>,
+    pub pairing: Option<String>,
+    pub template_dir: Option<String>,
+    pub output_dir: Option<String>,
+    pub keep_checkpoints: Option<bool>,
+    pub device: Option<String>,
+    pub dtype: Option<String>,
+    pub max_train_examples: Option<u64>,
+    pub max_test_examples: Option<u64>,
+}
+
+/// The resolved STaSC configuration. Defaults come from the paper's QA setting (arXiv 2503.08681) and the
+/// reference's shipped configs (configs/stasc_config.yaml, configs/self_correction_star_config.yaml), as each
+/// field says. Relative paths are relative to the working directory, as in the reference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StascConfig {
+    /// Checkpoint directory (or hub id) of M0. Required.
+    pub model_path: String,
+    /// vLLM download cache. Accepted, not acted on (no default).
+    pub cache_dir: Option<String>,
+    /// vLLM KV-pool fraction. Accepted, not acted on. Default 0.9 (vLLM's).
+    pub gpu_memory_utilization: f64,
+    /// vLLM CUDA-graph switch. Accepted, not acted on. Default false (vLLM's).
+    pub enforce_eager: bool,
+    /// Cap on prompt + generated tokens. Default: none (vLLM's: the model's max_position_embeddings).
+    pub max_model_len: Option<usize>,
+    /// Seed of sampling and of everything random in the run. Default 42 (paper, reference).
+    pub random_seed: u64,
+    /// qa or math. Default qa (paper's main setting).
+    pub task_type: TaskType,
+    /// Dataset with train and test splits (see `crate::data`). Required.
+    pub data_path: PathBuf,
+    /// Id column. Default question_id for qa, unique_id for math (reference configs).
+    pub id_col: String,
+    /// Question column. Default question_text for qa, problem for math (reference configs).
+    pub question_col: String,
+    /// Gold answer column. Default reference for qa, answer for math (reference configs).
+    pub gold_col: String,
+    /// N: fine-tuning rounds; iterations 0..=N are evaluated. Default 10 (paper).
+    pub num_star_iterations: usize,
+    /// Name of the run. Default: the config file's stem.
+    pub run_name: String,
+    /// true = Evolving initialization (initial answers from M_n), false = Fixed (from M0). Default true (reference).
+    pub initial_answer_with_new_model: bool,
+    /// true = Improving filter, false = Non-decreasing. Default true (reference). Superseded by `filter`.
+    pub only_better_correction: bool,
+    /// true = Fixed fine-tuning (from M0), false = Evolving (from M_n). Default true (reference).
+    pub train_from_initial_model: bool,
+    /// default or final. Default final (reference configs).
+    pub evaluator_mode: EvaluatorMode,
+    /// Reward function. Default in_acc for qa, math_acc for math (reference configs).
+    pub evaluator_function: EvaluatorFunction,
+    /// Marker after which `final` mode scores. Default "Final Answer:" for qa, "Final Answer: The final answer is"
+    /// for math (reference configs).
+    pub evaluator_answer_marker: String,
+    /// Directory of `<task>_initial.json` / `<task>_correction.json` few-shot files. Default few_shots (reference).
+    pub few_shot_dir: PathBuf,
+    /// K_init: initial answers per train question. Default 5 (paper).
+    pub number_output_initial_generations: usize,
+    /// K_corr: corrections per initial answer on train. Default 5 (paper).
+    pub number_output_corrections: usize,
+    /// Sampling temperature (0 = greedy). Default 0.6 (paper).
+    pub temperature: f64,
+    /// Nucleus sampling mass, in (0, 1]. Default 0.9 (paper).
+    pub top_p: f64,
+    /// Maximum generated tokens per sample. Default 256 (paper).
+    pub max_tokens: usize,
+    /// Which pairs become training data. Default: improving if only_better_correction else non_decreasing.
+    pub filter: CorrectionFilter,
+    /// How corrections are paired with initial answers. Default per_initial (paper, current reference).
+    pub pairing: Pairing,
+    /// Directory of the minijinja prompt templates. Default templates.
+    pub template_dir: PathBuf,
+    /// Run directory. Default runs/<run_name>.
+    pub output_dir: PathBuf,
+    /// Keep every iteration's checkpoint instead of only those the next iteration needs. Default false.
+    pub keep_checkpoints: bool,
+    /// Device of the run. Default auto (CUDA if available, else CPU).
+    pub device: DeviceRequest,
+    /// Weight dtype. Default auto (bf16 on CUDA, f32 on CPU).
+    pub dtype: Dtype,
+    /// Use only the first N train questions. Default: all.
+    pub max_train_examples: Option<usize>,
+    /// Use only the first N test questions. Default: all.
+    pub max_test_examples: Option<usize>,
+}
+
+impl StascConfig {
+    /// Loads and resolves the stasc_config YAML at `path`, with the keys it sets that we do not act on.
+    pub fn load(path: &Path) -> Result<(StascConfig, IgnoredKeys), ConfigError> {
+        let document = load_yaml(path, STASC_KEYS)?;
+        Self::from_document(path, &document)
+    }
+
+    /// Resolves a document already checked against [`STASC_KEYS`] (e.g. after sweep overrides); `file` names it in
+    /// errors and gives the default run name.
+    pub fn from_document(file: &Path, document: &Value) -> Result<(StascConfig, IgnoredKeys), ConfigError> {
+        let raw: RawStascConfig = deserialize(file, document)?;
+        let config = resolve(file, raw)?;
+        Ok((config, IgnoredKeys::collect(file, document, IGNORED)))
+    }
+}
+
+fn required<T>(file: &Path, key: &str, value: Option<T>) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::Missing { file: file.to_path_buf(), key: key.to_string() })
+}
+
+fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError> {
+    let task_type = raw.task_type.as_deref().map_or(Ok(TaskType::Qa), |v| TaskType::parse(file, "task_type", v))?;
+    let (id_col, question_col, gold_col, function, marker) = match task_type {
+        TaskType::Qa => ("question_id", "question_text", "reference", EvaluatorFunction::InAcc, "Final Answer:"),
+        TaskType::Math => {
+            ("unique_id", "problem", "answer", EvaluatorFunction::MathAcc, "Final Answer: The final answer is")
+        }
+    };
+    let only_better_correction = raw.only_better_correction.unwrap_or(true);
+    let filter = match raw.filter.as_deref() {
+        None => {
+            if only_better_correction {
+                CorrectionFilter::Improving
+            } else {
+                CorrectionFilter::NonDecreasing
+            }
+        }
+        Some(text) => {
+            let filter = CorrectionFilter::parse(file, "filter", text)?;
+            let consistent = match raw.only_better_correction {
+                None => true,
+                Some(true) => filter == CorrectionFilter::Improving,
+                Some(false) => filter != CorrectionFilter::Improving,
+            };
+            if !consistent {
+                return Err(ConfigError::invalid(
+                    file,
+                    "filter",
+                    format!("'{filter}' contradicts only_better_correction: {only_better_correction}"),
+                ));
+            }
+            filter
+        }
+    };
+    let evaluator_mode = raw
+        .evaluator_mode
+        .as_deref()
+        .map_or(Ok(EvaluatorMode::Final), |v| EvaluatorMode::parse(file, "evaluator_mode", v))?;
+    let evaluator_answer_marker = raw.evaluator_answer_marker.unwrap_or_else(|| marker.to_string());
+    if evaluator_mode == EvaluatorMode::Final && evaluator_answer_marker.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            file,
+            "evaluator_answer_marker",
+            "must not be empty when evaluator_mode is final",
+        ));
+    }
+    let run_name = match raw.run_name {
+        Some(name) => non_empty(file, "run_name", name)?,
+        None => file.file_stem().map_or_else(|| "stasc".to_string(), |s| s.to_string_lossy().into_owned()),
+    };
+    if run_name.contains(['/', '\\']) || run_name == "." || run_name == ".." {
+        return Err(ConfigError::invalid(
+            file,
+            "run_name",
+            format!("must be a plain name (it names a directory), found {run_name:?}"),
+        ));
+    }
+    let cap = |key: &str, v: Option<u64>| v.map(|n| at_least(file, key, n, 1)).transpose();
+    Ok(StascConfig {
+        model_path: non_empty(file, "model_path", required(file, "model_path", raw.model_path)?)?,
+        cache_dir: raw.cache_dir,
+        gpu_memory_utilization: in_interval(
+            file,
+            "gpu_memory_utilization",
+            raw.gpu_memory_utilization.unwrap_or(0.9),
+            (0.0, true),
+            (1.0, false),
+        )?,
+        enforce_eager: raw.enforce_eager.unwrap_or(false),
+        max_model_len: cap("max_model_len", raw.max_model_len)?,
+        random_seed: raw.random_seed.unwrap_or(42),
+        task_type,
+        data_path: PathBuf::from(non_empty(file, "data_path", required(file, "data_path", raw.data_path)?)?),
+        id_col: non_empty(file, "id_col", raw.id_col.unwrap_or_else(|| id_col.to_string()))?,
+        question_col: non_empty(file, "question_col", raw.question_col.unwrap_or_else(|| question_col.to_string()))?,
+        gold_col: non_empty(file, "gold_col", raw.gold_col.unwrap_or_else(|| gold_col.to_string()))?,
+        num_star_iterations: at_least(file, "num_star_iterations", raw.num_star_iterations.unwrap_or(10), 0)?,
+        output_dir: raw.output_dir.map_or_else(|| Path::new("runs").join(&run_name), PathBuf::from),
+        run_name,
+        initial_answer_with_new_model: raw.initial_answer_with_new_model.unwrap_or(true),
+        only_better_correction,
+        train_from_initial_model: raw.train_from_initial_model.unwrap_or(true),
+        evaluator_mode,
+        evaluator_function: raw
+            .evaluator_function
+            .as_deref()
+            .map_or(Ok(function), |v| EvaluatorFunction::parse(file, "evaluator_function", v))?,
+        evaluator_answer_marker,
+        few_shot_dir: PathBuf::from(raw.few_shot_dir.unwrap_or_else(|| "few_shots".to_string())),
+        number_output_initial_generations: at_least(
+            file,
+            "number_output_initial_generations",
+            raw.number_output_initial_generations.unwrap_or(5),
+            1,
+        )?,
+        number_output_corrections: at_least(
+            file,
+            "number_output_corrections",
+            raw.number_output_corrections.unwrap_or(5),
+            1,
+        )?,
+        temperature: non_negative(file, "temperature", raw.temperature.unwrap_or(0.6))?,
+        top_p: in_interval(file, "top_p", raw.top_p.unwrap_or(0.9), (0.0, true), (1.0, false))?,
+        max_tokens: at_least(file, "max_tokens", raw.max_tokens.unwrap_or(256), 1)?,
+        filter,
+        pairing: raw.pairing.as_deref().map_or(Ok(Pairing::PerInitial), |v| Pairing::parse(file, "pairing", v))?,
+        template_dir: PathBuf::from(raw.template_dir.unwrap_or_else(|| "templates".to_string())),
+        keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
+        device: raw.device.as_deref().map_or(Ok(DeviceRequest::Auto), |v| DeviceRequest::parse(file, "device", v))?,
+        dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
+        max_train_examples: cap("max_train_examples", raw.max_train_examples)?,
+        max_test_examples: cap("max_test_examples", raw.max_test_examples)?,
+    })
+}
+
+#[cfg(test)]
+#[path = "stasc_config_tests.rs"]
+mod tests;

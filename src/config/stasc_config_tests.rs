@@ -1,0 +1,117 @@
+//! Unit tests of stasc_config.yaml loading: defaults, key errors, invalid values, ignored keys.
+
+use super::*;
+use crate::config::keys::check;
+
+fn load_str(text: &str) -> Result<(StascConfig, IgnoredKeys), ConfigError> {
+    let file = Path::new("configs/x.yaml");
+    let yaml: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let doc = crate::config::keys::yaml_to_json(file, yaml)?;
+    check(file, &doc, STASC_KEYS)?;
+    StascConfig::from_document(file, &doc)
+}
+
+fn err(text: &str) -> String {
+    load_str(text).unwrap_err().to_string()
+}
+
+const MINIMAL: &str = "model_path: m\ndata_path: d\n";
+
+#[test]
+fn defaults_fill_every_field() {
+    let (c, ignored) = load_str(MINIMAL).unwrap();
+    assert_eq!(c.run_name, "x");
+    assert_eq!(c.output_dir, PathBuf::from("runs/x"));
+    assert_eq!((c.task_type, c.id_col.as_str(), c.gold_col.as_str()), (TaskType::Qa, "question_id", "reference"));
+    assert_eq!((c.evaluator_mode, c.evaluator_function), (EvaluatorMode::Final, EvaluatorFunction::InAcc));
+    assert_eq!((c.temperature, c.top_p, c.max_tokens, c.random_seed), (0.6, 0.9, 256, 42));
+    assert_eq!((c.number_output_initial_generations, c.number_output_corrections, c.num_star_iterations), (5, 5, 10));
+    assert_eq!(
+        (c.filter, c.pairing, c.device, c.dtype),
+        (CorrectionFilter::Improving, Pairing::PerInitial, DeviceRequest::Auto, Dtype::Auto)
+    );
+    assert!(ignored.keys.is_empty());
+}
+
+#[test]
+fn math_defaults_follow_task_type() {
+    let (c, _) = load_str("model_path: m\ndata_path: d\ntask_type: math\n").unwrap();
+    assert_eq!((c.id_col.as_str(), c.question_col.as_str(), c.gold_col.as_str()), ("unique_id", "problem", "answer"));
+    assert_eq!(c.evaluator_function, EvaluatorFunction::MathAcc);
+    assert_eq!(c.evaluator_answer_marker, "Final Answer: The final answer is");
+}
+
+#[test]
+fn filter_derives_from_only_better_correction() {
+    let (c, _) = load_str("model_path: m\ndata_path: d\nonly_better_correction: False\n").unwrap();
+    assert_eq!(c.filter, CorrectionFilter::NonDecreasing);
+    let (c, _) =
+        load_str("model_path: m\ndata_path: d\nonly_better_correction: false\nfilter: correct_to_correct\n").unwrap();
+    assert_eq!(c.filter, CorrectionFilter::CorrectToCorrect);
+    assert_eq!(
+        err("model_path: m\ndata_path: d\nonly_better_correction: true\nfilter: non_decreasing\n"),
+        "configs/x.yaml: key 'filter' 'non_decreasing' contradicts only_better_correction: true"
+    );
+}
+
+#[test]
+fn missing_required_key() {
+    assert_eq!(err("data_path: d\n"), "configs/x.yaml: missing required key 'model_path'");
+}
+
+#[test]
+fn unknown_key_suggests_closest() {
+    assert_eq!(
+        err("model_path: m\ndata_path: d\ntemprature: 0.5\n"),
+        "configs/x.yaml: unknown key 'temprature' (did you mean 'temperature'?)"
+    );
+}
+
+#[test]
+fn wrong_type_names_expected() {
+    assert_eq!(
+        err("model_path: m\ndata_path: d\ntemperature: hot\n"),
+        "configs/x.yaml: key 'temperature' expects a number, found string \"hot\""
+    );
+    assert_eq!(
+        err("model_path: m\ndata_path: d\nenforce_eager: yes\n"),
+        "configs/x.yaml: key 'enforce_eager' expects a boolean (true or false), found string \"yes\""
+    );
+}
+
+#[test]
+fn invalid_values_are_named() {
+    let cases = [
+        ("temperature: -1", "key 'temperature' must be in [0, inf), found -1"),
+        ("top_p: 0", "key 'top_p' must be in (0, 1], found 0"),
+        ("top_p: 1.5", "key 'top_p' must be in (0, 1], found 1.5"),
+        ("max_tokens: 0", "key 'max_tokens' must be at least 1, found 0"),
+        ("task_type: chat", "key 'task_type' must be one of qa, math, found \"chat\""),
+        ("evaluator_mode: last", "key 'evaluator_mode' must be one of default, final, found \"last\""),
+        (
+            "filter: improve",
+            "key 'filter' must be one of improving, non_decreasing, correct_to_correct, found \"improve\" \
+             (did you mean 'improving'?)",
+        ),
+        ("run_name: a/b", "key 'run_name' must be a plain name (it names a directory), found \"a/b\""),
+        ("dtype: f64", "key 'dtype' must be one of auto, f32, bf16, f16, found \"f64\" (did you mean 'f32'?)"),
+    ];
+    for (line, want) in cases {
+        let got = err(&format!("{MINIMAL}{line}\n"));
+        assert!(got.starts_with("configs/x.yaml: ") && got.ends_with(want), "{line}: {got}");
+    }
+}
+
+#[test]
+fn vllm_keys_are_reported_as_ignored() {
+    let (_, ignored) = load_str("model_path: m\ndata_path: d\ncache_dir: /c\nenforce_eager: False\n").unwrap();
+    assert_eq!(ignored.keys, vec!["cache_dir", "enforce_eager"]);
+}
+
+#[test]
+fn raw_struct_and_key_tree_agree() {
+    let doc = serde_json::to_value(RawStascConfig::default()).unwrap();
+    let names: Vec<&String> = doc.as_object().unwrap().keys().collect();
+    assert_eq!(names.len(), STASC_KEYS.len());
+    check(Path::new("x"), &doc, STASC_KEYS).unwrap();
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of stasc, one module per area, in one test target so they build once.
+
+mod chat_templates;
+mod config_cli;
+mod generation;
+mod gguf_import;
+mod model_parity;
+mod report;
+mod reward_goldens;
