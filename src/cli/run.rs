@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use crate::config::{RunConfig, RunConfigPaths};
 use crate::data::{detect_format, load_splits, Columns, DatasetFormat};
+use crate::stasc::engine::TchBackend;
+use crate::stasc::from_config::run_with_backend;
+use crate::stasc::RunOptions;
 
 /// Run the STaSC algorithm from the reference's YAML files.
 #[derive(Debug, clap::Args)]
@@ -53,7 +56,8 @@ struct DatasetSummary {
 struct DryRun<'a> {
     #[serde(flatten)]
     config: &'a RunConfig,
-    dataset: DatasetSummary,
+    /// None when data_path does not exist yet (a dry run only warns: the files can be checked before the data is).
+    dataset: Option<DatasetSummary>,
 }
 
 /// Runs `stasc run`.
@@ -67,31 +71,56 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.out {
         config.stasc_config.output_dir = out.clone();
     }
-    let data_path = &config.stasc_config.data_path;
-    let in_config = || format!("{}", args.config.display());
-    let format = detect_format(data_path).with_context(in_config)?;
-    let mut splits = load_splits(data_path, &Columns::from_config(&config.stasc_config)).with_context(in_config)?;
-    let (train_rows, test_rows) = (splits.train.len(), splits.test.len());
-    splits.cap(config.stasc_config.max_train_examples, config.stasc_config.max_test_examples);
-
+    let data_path = config.stasc_config.data_path.clone();
     if let Some(line) = config.ignored_warning() {
         eprintln!("warning: {line}");
     }
-    if !args.dry_run {
-        anyhow::bail!("stasc run: the STaSC loop is not part of this build yet; use --dry-run");
+    if args.dry_run && !data_path.exists() {
+        eprintln!(
+            "warning: {}: data_path {} does not exist; the configuration is valid, but a run needs the dataset",
+            args.config.display(),
+            data_path.display()
+        );
+        return print_dry_run(&DryRun { config: &config, dataset: None });
     }
-    let report = DryRun {
-        config: &config,
-        dataset: DatasetSummary {
-            path: data_path.clone(),
-            format,
-            train_rows,
-            test_rows,
-            train_rows_used: splits.train.len(),
-            test_rows_used: splits.test.len(),
-        },
+    let in_config = || format!("{}", args.config.display());
+    let format = detect_format(&data_path).with_context(in_config)?;
+    let mut splits = load_splits(&data_path, &Columns::from_config(&config.stasc_config)).with_context(in_config)?;
+    let (train_rows, test_rows) = (splits.train.len(), splits.test.len());
+    splits.cap(config.stasc_config.max_train_examples, config.stasc_config.max_test_examples);
+    if !args.dry_run {
+        return run_loop(&config, &splits, RunOptions { force: args.force, stop_after: None, verbose: true });
+    }
+    let summary = DatasetSummary {
+        path: data_path.clone(),
+        format,
+        train_rows,
+        test_rows,
+        train_rows_used: splits.train.len(),
+        test_rows_used: splits.test.len(),
     };
+    print_dry_run(&DryRun { config: &config, dataset: Some(summary) })
+}
+
+/// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are.
+pub fn run_loop(config: &RunConfig, splits: &crate::data::Splits, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let mut backend = TchBackend::new(config, true);
+    let metrics = run_with_backend(config, splits, &mut backend, &options)?;
+    let dir = config.stasc_config.output_dir.display();
+    println!("iteration  test_initial  test_correction  train_pairs  train_loss");
+    for m in &metrics {
+        let loss = m.train_loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+        println!(
+            "{:>9}  {:>12.3}  {:>15.3}  {:>11}  {:>10}",
+            m.iteration, m.test_initial_accuracy, m.test_correction_accuracy, m.filtered_pairs, loss
+        );
+    }
+    println!("run directory: {dir}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dry_run(report: &DryRun<'_>) -> anyhow::Result<ExitCode> {
     println!("# stasc run --dry-run: the resolved configuration, every default filled in");
-    print!("{}", serde_yaml::to_string(&report).context("serializing the resolved configuration")?);
+    print!("{}", serde_yaml::to_string(report).context("serializing the resolved configuration")?);
     Ok(ExitCode::SUCCESS)
 }

@@ -76,6 +76,56 @@ fn parse_spelling<T: Copy>(
     ))
 }
 
+/// The reward a run scores with: a built-in evaluator function, or a dylib plugin named `plugin:PATH_OR_NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RewardChoice {
+    /// A reward compiled into stasc.
+    Builtin(EvaluatorFunction),
+    /// A plugin, by path or by name (resolved by `crate::reward` at load time).
+    Plugin(String),
+}
+
+/// Prefix that marks a plugin reward in `evaluator_function`.
+pub const PLUGIN_PREFIX: &str = "plugin:";
+
+impl RewardChoice {
+    /// Parses `evaluator_function`: a built-in name, or `plugin:` followed by a path or plugin name.
+    pub fn parse(file: &Path, key: &str, value: &str) -> Result<Self, ConfigError> {
+        match value.strip_prefix(PLUGIN_PREFIX) {
+            Some(rest) if rest.trim().is_empty() => {
+                Err(ConfigError::invalid(file, key, "names no plugin after 'plugin:' (expected plugin:PATH_OR_NAME)"))
+            }
+            Some(_) => Ok(RewardChoice::Plugin(value.to_string())),
+            None => EvaluatorFunction::parse(file, key, value).map(RewardChoice::Builtin).map_err(|e| match e {
+                ConfigError::Invalid { file, key, reason } => {
+                    ConfigError::Invalid { file, key, reason: format!("{reason}; or plugin:PATH_OR_NAME") }
+                }
+                other => other,
+            }),
+        }
+    }
+
+    /// The name as written in config files (`in_acc`, `plugin:...`).
+    pub fn name(&self) -> &str {
+        match self {
+            RewardChoice::Builtin(f) => f.name(),
+            RewardChoice::Plugin(p) => p,
+        }
+    }
+}
+
+impl fmt::Display for RewardChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for RewardChoice {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 choice! {
     /// The kind of task: decides the prompt templates and the default columns and reward.
     TaskType { Qa = "qa", Math = "math" }

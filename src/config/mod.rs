@@ -16,7 +16,7 @@ mod validate;
 pub use accelerate::AccelerateConfig;
 pub use choices::{
     CorrectionFilter, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, LrSchedulerType, MixedPrecision, Pairing,
-    TaskType, Truncation,
+    RewardChoice, TaskType, Truncation,
 };
 pub use document::{ignored_warning, IgnoredKeys};
 pub use error::ConfigError;

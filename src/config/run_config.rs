@@ -79,6 +79,27 @@ impl RunConfig {
         Ok(RunConfig { sources: paths.clone(), stasc_config, fine_tune, accelerate, execution, ignored })
     }
 
+    /// Loads a run that will not fine-tune (`stasc eval`): fine_tune.yaml is optional and defaults to HF's
+    /// settings when absent.
+    pub fn load_for_eval(paths: &RunConfigPaths, ft_given: bool) -> Result<RunConfig, ConfigError> {
+        if ft_given {
+            return Self::load(paths);
+        }
+        let (stasc_config, stasc_ignored) = StascConfig::load(&paths.config)?;
+        let (fine_tune, _) = FineTuneConfig::from_document(&paths.ft_config, &serde_json::Value::Null)?;
+        let mut ignored = vec![stasc_ignored];
+        let accelerate = match &paths.accelerate_config {
+            Some(path) => {
+                let (accelerate, accelerate_ignored) = AccelerateConfig::load(path)?;
+                ignored.push(accelerate_ignored);
+                accelerate
+            }
+            None => AccelerateConfig::default(),
+        };
+        let execution = execution(paths, &stasc_config, &fine_tune, &accelerate);
+        Ok(RunConfig { sources: paths.clone(), stasc_config, fine_tune, accelerate, execution, ignored })
+    }
+
     /// The one warning line listing the ignored keys of every file, or `None` when every set key is acted on.
     pub fn ignored_warning(&self) -> Option<String> {
         ignored_warning(&self.ignored)

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::choices::{CorrectionFilter, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, Pairing, TaskType};
+use super::choices::{
+    CorrectionFilter, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, Pairing, RewardChoice, TaskType,
+};
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
 use super::keys::{Key, Kind};
@@ -139,7 +141,7 @@ pub struct StascConfig {
     /// default or final. Default final (reference configs).
     pub evaluator_mode: EvaluatorMode,
     /// Reward function. Default in_acc for qa, math_acc for math (reference configs).
-    pub evaluator_function: EvaluatorFunction,
+    pub evaluator_function: RewardChoice,
     /// Marker after which `final` mode scores. Default "Final Answer:" for qa, "Final Answer: The final answer is"
     /// for math (reference configs).
     pub evaluator_answer_marker: String,
@@ -281,7 +283,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         evaluator_function: raw
             .evaluator_function
             .as_deref()
-            .map_or(Ok(function), |v| EvaluatorFunction::parse(file, "evaluator_function", v))?,
+            .map_or(Ok(RewardChoice::Builtin(function)), |v| RewardChoice::parse(file, "evaluator_function", v))?,
         evaluator_answer_marker,
         few_shot_dir: PathBuf::from(raw.few_shot_dir.unwrap_or_else(|| "few_shots".to_string())),
         number_output_initial_generations: at_least(

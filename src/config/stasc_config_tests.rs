@@ -23,7 +23,10 @@ fn defaults_fill_every_field() {
     assert_eq!(c.run_name, "x");
     assert_eq!(c.output_dir, PathBuf::from("runs/x"));
     assert_eq!((c.task_type, c.id_col.as_str(), c.gold_col.as_str()), (TaskType::Qa, "question_id", "reference"));
-    assert_eq!((c.evaluator_mode, c.evaluator_function), (EvaluatorMode::Final, EvaluatorFunction::InAcc));
+    assert_eq!(
+        (c.evaluator_mode, c.evaluator_function),
+        (EvaluatorMode::Final, RewardChoice::Builtin(EvaluatorFunction::InAcc))
+    );
     assert_eq!((c.temperature, c.top_p, c.max_tokens, c.random_seed), (0.6, 0.9, 256, 42));
     assert_eq!((c.number_output_initial_generations, c.number_output_corrections, c.num_star_iterations), (5, 5, 10));
     assert_eq!(
@@ -37,7 +40,7 @@ fn defaults_fill_every_field() {
 fn math_defaults_follow_task_type() {
     let (c, _) = load_str("model_path: m\ndata_path: d\ntask_type: math\n").unwrap();
     assert_eq!((c.id_col.as_str(), c.question_col.as_str(), c.gold_col.as_str()), ("unique_id", "problem", "answer"));
-    assert_eq!(c.evaluator_function, EvaluatorFunction::MathAcc);
+    assert_eq!(c.evaluator_function, RewardChoice::Builtin(EvaluatorFunction::MathAcc));
     assert_eq!(c.evaluator_answer_marker, "Final Answer: The final answer is");
 }
 

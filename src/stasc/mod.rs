@@ -2,8 +2,10 @@
 //! directory that holds every sample and makes runs resumable. Talks to models only through [`Backend`].
 
 pub mod backend;
+pub mod engine;
 pub mod error;
 pub mod filter;
+pub mod from_config;
 pub mod metrics;
 pub mod records;
 pub mod rundir;

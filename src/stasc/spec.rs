@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::{CorrectionFilter, Pairing};
+
 /// Where initial answers come from (`initial_answer_with_new_model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,18 +17,6 @@ pub enum Initialization {
     Fixed,
 }
 
-/// Which (initial, correction) pairs become training data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CorrectionFilter {
-    /// I: keep iff r(correction) > r(initial).
-    Improving,
-    /// N (paper): keep iff r(correction) >= r(initial) and r(correction) > 0.
-    NonDecreasing,
-    /// The reference code's non-strict branch: both initial and correction correct.
-    CorrectToCorrect,
-}
-
 /// Which model a fine-tuning run starts from (`train_from_initial_model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,16 +25,6 @@ pub enum FineTuning {
     Evolving,
     /// F: M_{n+1} is fine-tuned from M0.
     Fixed,
-}
-
-/// How corrections are paired with initial answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pairing {
-    /// Each correction with the initial answer it was generated from (default).
-    PerInitial,
-    /// Older reference: every initial answer of a question with every correction of that question.
-    AllPairs,
 }
 
 /// Sampling settings shared by every generation phase.
@@ -61,7 +41,7 @@ pub struct SamplingSpec {
 }
 
 /// The resolved description of one STaSC run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSpec {
     /// Name of the run (directory name under runs/ by default).
     pub run_name: String,

@@ -100,9 +100,9 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
     let base_ft = read_yaml(&spec.ft_config)?;
     let cells = expand(spec, &base_stasc, &base_ft)?;
     let scratch = tempfile::tempdir().map_err(|e| SweepError::Io { path: std::env::temp_dir(), source: e })?;
-    let mut plans = Vec::new();
+    let mut checked = Vec::new();
     for cell in &cells {
-        // Validate from files written exactly as the child will read them.
+        // Validate from files written exactly as the child will read them, before any cell directory exists.
         let check_dir = scratch.path().join(&cell.name);
         let check = write_cell_files(spec, cell, &check_dir)?;
         RunConfig::load(&RunConfigPaths {
@@ -111,8 +111,12 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
             accelerate_config: check.accelerate_config.clone(),
         })
         .map_err(|source| SweepError::Cell { file: spec.file.clone(), cell: cell.name.clone(), source })?;
+        checked.push(check);
+    }
+    let mut plans = Vec::new();
+    for (cell, check) in cells.iter().zip(checked) {
         let dir = spec.out.join(&cell.name);
-        let plan = if dry_run {
+        plans.push(if dry_run {
             CellPlan {
                 dir: dir.clone(),
                 config: dir.join("stasc_config.yaml"),
@@ -121,8 +125,7 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
             }
         } else {
             write_cell_files(spec, cell, &dir)?
-        };
-        plans.push(plan);
+        });
     }
     if !dry_run {
         let index = SweepIndex {
@@ -151,11 +154,7 @@ fn read_yaml(path: &Path) -> Result<serde_json::Value, SweepError> {
 fn write_cell_files(spec: &SweepSpec, cell: &Cell, dir: &Path) -> Result<CellPlan, SweepError> {
     let mut stasc = cell.stasc.clone();
     // Each cell runs in its own directory, named after it.
-    crate::config::document::set_dotted(
-        &mut stasc,
-        "run_name",
-        serde_json::Value::String(format!("{}/{}", spec.name, cell.name)),
-    );
+    crate::config::document::set_dotted(&mut stasc, "run_name", serde_json::Value::String(cell.name.clone()));
     crate::config::document::set_dotted(&mut stasc, "output_dir", serde_json::Value::String(dir.display().to_string()));
     let config = dir.join("stasc_config.yaml");
     let ft_config = dir.join("fine_tune.yaml");

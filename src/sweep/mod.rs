@@ -11,3 +11,6 @@ pub use error::SweepError;
 pub use exec::{execute, plan, CellPlan, CellRunner, ProcessRunner, SweepIndex, SweepOptions, SweepOutcome};
 pub use grid::{expand, Cell};
 pub use spec::SweepSpec;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! From a resolved [`RunConfig`] to a running loop: the [`RunSpec`], the prompt and reward adapters, and the
+//! fingerprint saved as config.resolved.yaml. The backend is passed in, so tests can run the same path with a fake.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::config::{RunConfig, StascConfig};
+use crate::data::Splits;
+use crate::prompt::{ChatMessage, PromptBuilder};
+use crate::reward::Evaluator;
+
+use super::backend::Backend;
+use super::error::StascError;
+use super::metrics::IterationMetrics;
+use super::runner::{run_stasc, Prompts, RunOptions, Scorer};
+use super::spec::{FineTuning, Initialization, RunSpec, SamplingSpec};
+
+/// Prompts per generation chunk: large enough to fill a GPU batch (K samples each), small enough that a killed run
+/// loses little.
+pub const DEFAULT_CHUNK_PROMPTS: usize = 128;
+
+/// The loop's view of a stasc_config.
+pub fn run_spec(c: &StascConfig) -> RunSpec {
+    RunSpec {
+        run_name: c.run_name.clone(),
+        model_path: PathBuf::from(&c.model_path),
+        iterations: c.num_star_iterations,
+        initialization: if c.initial_answer_with_new_model { Initialization::Evolving } else { Initialization::Fixed },
+        filter: c.filter,
+        fine_tuning: if c.train_from_initial_model { FineTuning::Fixed } else { FineTuning::Evolving },
+        pairing: c.pairing,
+        initial_samples: c.number_output_initial_generations,
+        correction_samples: c.number_output_corrections,
+        sampling: SamplingSpec {
+            temperature: c.temperature,
+            top_p: c.top_p,
+            max_tokens: c.max_tokens,
+            seed: c.random_seed,
+        },
+        correct_threshold: 1.0,
+        keep_checkpoints: c.keep_checkpoints,
+        chunk_prompts: DEFAULT_CHUNK_PROMPTS,
+    }
+}
+
+/// [`Prompts`] over the minijinja prompt templates.
+pub struct TemplatePrompts(pub PromptBuilder);
+
+impl Prompts for TemplatePrompts {
+    fn initial(&self, question: &str) -> Result<Vec<ChatMessage>, String> {
+        self.0.initial_messages(question).map_err(|e| e.to_string())
+    }
+    fn correction(&self, question: &str, initial: &str) -> Result<Vec<ChatMessage>, String> {
+        self.0.correction_messages(question, initial).map_err(|e| e.to_string())
+    }
+    fn sft(&self, question: &str, initial: &str, correction: &str) -> Result<Vec<ChatMessage>, String> {
+        self.0.sft_messages(question, initial, correction).map_err(|e| e.to_string())
+    }
+}
+
+/// [`Scorer`] over a reward evaluator (built-in or plugin).
+pub struct EvaluatorScorer(pub Evaluator);
+
+impl Scorer for EvaluatorScorer {
+    fn score(&self, gold: &[String], text: &str) -> Result<f64, String> {
+        self.0.evaluate(gold, text).map_err(|e| e.to_string())
+    }
+}
+
+/// Builds the prompt templates and the evaluator a config names; errors name the config file.
+pub fn prompts_and_scorer(config: &RunConfig) -> Result<(TemplatePrompts, EvaluatorScorer), StascError> {
+    let c = &config.stasc_config;
+    let file = &config.sources.config;
+    let setup = |message: String| StascError::State { path: file.clone(), message };
+    let prompts = PromptBuilder::load(&c.template_dir, &c.few_shot_dir, c.task_type.name())
+        .map_err(|e| setup(format!("prompt templates: {e}")))?;
+    let evaluator = Evaluator::from_spec(
+        c.evaluator_function.name(),
+        c.evaluator_mode.name(),
+        &c.evaluator_answer_marker,
+        &crate::reward::plugin::default_plugin_dirs(),
+    )
+    .map_err(|e| setup(format!("evaluator_function {}: {e}", c.evaluator_function)))?;
+    Ok((TemplatePrompts(prompts), EvaluatorScorer(evaluator)))
+}
+
+/// Everything that decided the run: resolved configs (without where the run directory is), the reward's plugin
+/// file and hash, and the stasc version. Saved as config.resolved.yaml and compared when resuming.
+pub fn fingerprint(config: &RunConfig, scorer: &EvaluatorScorer) -> serde_json::Value {
+    let mut stasc = serde_json::to_value(&config.stasc_config).expect("config serialises");
+    if let Some(o) = stasc.as_object_mut() {
+        o.remove("output_dir");
+    }
+    let plugin = scorer.0.plugin_record().map(|(path, sha)| json!({"path": path.display().to_string(), "sha256": sha}));
+    json!({
+        "stasc_version": env!("CARGO_PKG_VERSION"),
+        "stasc_config": stasc,
+        "fine_tune": config.fine_tune,
+        "accelerate": config.accelerate,
+        "execution": config.execution,
+        "reward": {"name": scorer.0.reward_name(), "plugin": plugin},
+    })
+}
+
+/// Runs (or resumes) the loop a config describes with `backend`, in the config's output directory.
+pub fn run_with_backend(
+    config: &RunConfig,
+    splits: &Splits,
+    backend: &mut dyn Backend,
+    options: &RunOptions,
+) -> Result<Vec<IterationMetrics>, StascError> {
+    let (prompts, scorer) = prompts_and_scorer(config)?;
+    let spec = run_spec(&config.stasc_config);
+    let fp = fingerprint(config, &scorer);
+    let dir: &Path = &config.stasc_config.output_dir;
+    run_stasc(&spec, splits, backend, &prompts, &scorer, dir, &fp, options)
+}
