@@ -47,6 +47,7 @@ pub const STASC_KEYS: &[Key] = &[
     Key::leaf("template_dir", Kind::Str),
     Key::leaf("output_dir", Kind::Str),
     Key::leaf("keep_checkpoints", Kind::Bool),
+    Key::leaf("chunk_prompts", Kind::UInt),
     Key::leaf("device", Kind::Str),
     Key::leaf("dtype", Kind::Str),
     Key::leaf("max_train_examples", Kind::UInt),
@@ -95,6 +96,7 @@ pub struct RawStascConfig {
     pub template_dir: Option<String>,
     pub output_dir: Option<String>,
     pub keep_checkpoints: Option<bool>,
+    pub chunk_prompts: Option<u64>,
     pub device: Option<String>,
     pub dtype: Option<String>,
     pub max_train_examples: Option<u64>,
@@ -167,6 +169,8 @@ pub struct StascConfig {
     pub output_dir: PathBuf,
     /// Keep every iteration's checkpoint instead of only those the next iteration needs. Default false.
     pub keep_checkpoints: bool,
+    /// Prompts per saved generation chunk: a killed run loses at most one chunk of samples. Default 128.
+    pub chunk_prompts: usize,
     /// Device of the run. Default auto (CUDA if available, else CPU).
     pub device: DeviceRequest,
     /// Weight dtype. Default auto (bf16 on CUDA, f32 on CPU).
@@ -305,6 +309,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         pairing: raw.pairing.as_deref().map_or(Ok(Pairing::PerInitial), |v| Pairing::parse(file, "pairing", v))?,
         template_dir: PathBuf::from(raw.template_dir.unwrap_or_else(|| "templates".to_string())),
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
+        chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,
         device: raw.device.as_deref().map_or(Ok(DeviceRequest::Auto), |v| DeviceRequest::parse(file, "device", v))?,
         dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
         max_train_examples: cap("max_train_examples", raw.max_train_examples)?,

@@ -16,10 +16,6 @@ use super::metrics::IterationMetrics;
 use super::runner::{run_stasc, Prompts, RunOptions, Scorer};
 use super::spec::{FineTuning, Initialization, RunSpec, SamplingSpec};
 
-/// Prompts per generation chunk: large enough to fill a GPU batch (K samples each), small enough that a killed run
-/// loses little.
-pub const DEFAULT_CHUNK_PROMPTS: usize = 128;
-
 /// The loop's view of a stasc_config.
 pub fn run_spec(c: &StascConfig) -> RunSpec {
     RunSpec {
@@ -40,7 +36,7 @@ pub fn run_spec(c: &StascConfig) -> RunSpec {
         },
         correct_threshold: 1.0,
         keep_checkpoints: c.keep_checkpoints,
-        chunk_prompts: DEFAULT_CHUNK_PROMPTS,
+        chunk_prompts: c.chunk_prompts,
     }
 }
 

@@ -1,0 +1,232 @@
+//! Reports over finished or running experiments: reads run directories and sweeps (never recomputing a metric),
+//! aggregates over seeds and iterations, and writes CSV tables, Markdown and LaTeX tables for papers, the paper's
+//! table beside the published numbers, and an HTML page with inline SVG charts.
+
+pub mod aggregate;
+pub mod charts;
+pub mod error;
+pub mod html;
+pub mod load;
+pub mod paper;
+pub mod seeds;
+pub mod summary;
+pub mod svg;
+pub mod table;
+
+#[cfg(test)]
+mod testutil;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use error::ReportError;
+pub use load::{load_results, CellResults, CellStatus, InputKind, ResultSet};
+pub use paper::{paper_table, PaperTable, Published, DEFAULT_MODEL_LABEL, PAPER_VARIANTS};
+pub use table::{Precision, Table};
+
+use html::{HtmlCell, HtmlPage, HtmlPaper};
+
+/// Every file a report may write; files from an earlier report that this one does not write are removed, so the
+/// directory always shows one consistent report.
+const REPORT_FILES: [&str; 10] = [
+    "results.csv",
+    "loss_curves.csv",
+    "summary.csv",
+    "summary_seeds.csv",
+    "summary.md",
+    "summary.tex",
+    "paper_table.csv",
+    "paper_table.md",
+    "paper_table.tex",
+    "index.html",
+];
+
+/// What to write and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOptions {
+    /// Output directory (created if needed).
+    pub out: PathBuf,
+    /// With Some(model label): add the paper table against that model's published numbers.
+    pub paper_model: Option<String>,
+    /// A directory whose index.html / macros.html replace the built-in templates.
+    pub templates: Option<PathBuf>,
+}
+
+/// What a report wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOutcome {
+    /// The files written, in writing order (index.html last).
+    pub files: Vec<PathBuf>,
+    /// One line per run that did not finish (incomplete, failed, not started).
+    pub notes: Vec<String>,
+}
+
+/// The default output directory: `reports/<name of the input directory>`.
+pub fn default_out_dir(input: &Path) -> PathBuf {
+    Path::new("reports").join(load::directory_name(input))
+}
+
+/// Reads the runs under `input` and writes the report into `options.out`.
+pub fn write_report(input: &Path, options: &ReportOptions) -> Result<ReportOutcome, ReportError> {
+    let set = load_results(input)?;
+    let paper = match &options.paper_model {
+        Some(model) => Some(paper_table(&set, &Published::embedded()?, model)?),
+        None => None,
+    };
+    write_report_for(&set, paper.as_ref(), options)
+}
+
+/// Writes the report of an already loaded result set (and paper table, if any).
+pub fn write_report_for(
+    set: &ResultSet,
+    paper: Option<&PaperTable>,
+    options: &ReportOptions,
+) -> Result<ReportOutcome, ReportError> {
+    let out = &options.out;
+    fs::create_dir_all(out).map_err(|e| ReportError::io(out, e))?;
+    let notes: Vec<String> = set
+        .cells
+        .iter()
+        .filter(|c| c.status != CellStatus::Done)
+        .map(|c| format!("{}: {}", c.name, c.status_text()))
+        .collect();
+    let replicates = aggregate::has_seed_replicates(set);
+    let mut written: Vec<PathBuf> = Vec::new();
+    let mut write = |name: &str, text: &str| -> Result<(), ReportError> {
+        let path = out.join(name);
+        write_atomic(&path, text.as_bytes())?;
+        written.push(path);
+        Ok(())
+    };
+
+    write("results.csv", &summary::results_table(set).to_csv("results.csv")?)?;
+    write("loss_curves.csv", &summary::loss_table(set).to_csv("loss_curves.csv")?)?;
+    write("summary.csv", &summary::summary_table(set, Precision::Full).to_csv("summary.csv")?)?;
+    let shown_summary = summary::summary_table(set, Precision::Display);
+    let shown_seeds = replicates.then(|| seeds::seeds_table(set, Precision::Display));
+    if replicates {
+        write("summary_seeds.csv", &seeds::seeds_table(set, Precision::Full).to_csv("summary_seeds.csv")?)?;
+    }
+    write("summary.md", &summary_markdown(set, &shown_summary, shown_seeds.as_ref(), &notes))?;
+    write("summary.tex", &summary_latex(set, &shown_summary, shown_seeds.as_ref()))?;
+    let mut html_paper = None;
+    if let Some(p) = paper {
+        let shown = p.to_table(Precision::Display);
+        write("paper_table.csv", &p.to_table(Precision::Full).to_csv("paper_table.csv")?)?;
+        write(
+            "paper_table.md",
+            &format!(
+                "# Test correction accuracy: ours vs published ({})\n\nPublished: {}. Δ = ours − published; — = no value. \
+                 \"ours (mean of n)\": mean over the runs that reached each iteration.\n\n{}",
+                p.model,
+                paper::PUBLISHED_PATH,
+                shown.to_markdown()
+            ),
+        )?;
+        write(
+            "paper_table.tex",
+            &format!(
+                "% Test correction accuracy: ours vs published ({}); needs \\usepackage{{booktabs}}\n{}",
+                p.model,
+                shown.to_latex()
+            ),
+        )?;
+        html_paper = Some(HtmlPaper {
+            model: p.model.clone(),
+            reference: paper::PUBLISHED_PATH.into(),
+            table: shown.into(),
+            charts: charts::paper_charts(p).iter().map(|c| c.to_svg()).collect(),
+        });
+    }
+    let file_names = REPORT_FILES
+        .iter()
+        .filter(|f| **f != "index.html")
+        .filter(|f| match **f {
+            "summary_seeds.csv" => replicates,
+            f if f.starts_with("paper_table") => paper.is_some(),
+            _ => true,
+        })
+        .map(|f| f.to_string())
+        .collect();
+    let page = HtmlPage {
+        title: format!("stasc report: {}", set.name),
+        kind: match set.kind {
+            InputKind::Sweep => "Sweep",
+            InputKind::SingleRun => "Run",
+            InputKind::RunDirectories => "Runs in",
+        }
+        .into(),
+        input: set.input.display().to_string(),
+        runs: set.cells.len(),
+        generator: format!("stasc {}", env!("CARGO_PKG_VERSION")),
+        files: file_names,
+        notes: notes.clone(),
+        summary: shown_summary.into(),
+        seeds: shown_seeds.map(Into::into),
+        paper: html_paper,
+        charts: charts::overview_charts(set).iter().map(|c| c.to_svg()).collect(),
+        cells: set
+            .cells
+            .iter()
+            .map(|c| HtmlCell {
+                name: c.name.clone(),
+                status: c.status_text(),
+                dir: c.dir.display().to_string(),
+                table: summary::iteration_table(c).into(),
+                loss_chart: charts::loss_chart(c).map(|ch| ch.to_svg()),
+            })
+            .collect(),
+    };
+    write("index.html", &html::render(&page, options.templates.as_deref())?)?;
+    for stale in REPORT_FILES {
+        let p = out.join(stale);
+        if !written.contains(&p) && p.is_file() {
+            fs::remove_file(&p).map_err(|e| ReportError::io(&p, e))?;
+        }
+    }
+    Ok(ReportOutcome { files: written, notes })
+}
+
+fn summary_markdown(set: &ResultSet, summary: &Table, seeds: Option<&Table>, notes: &[String]) -> String {
+    let mut md = format!("# {}\n\nTest accuracies; \"max test corr.\" is the best iteration (incl. 0).\n\n", set.name);
+    md.push_str(&summary.to_markdown());
+    if let Some(s) = seeds {
+        md.push_str("\n## Mean ± standard deviation over seeds\n\n");
+        md.push_str(&s.to_markdown());
+    }
+    if !notes.is_empty() {
+        md.push_str("\n## Unfinished runs\n\n");
+        for n in notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    md
+}
+
+fn summary_latex(set: &ResultSet, summary: &Table, seeds: Option<&Table>) -> String {
+    let mut tex = format!("% stasc report: {}; needs \\usepackage{{booktabs}}\n", set.name.replace('\n', " "));
+    tex.push_str(&summary.to_latex());
+    if let Some(s) = seeds {
+        tex.push_str("\n% Mean $\\pm$ sample standard deviation over seeds\n");
+        tex.push_str(&s.to_latex());
+    }
+    tex
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .and_then(|_| fs::rename(&tmp, path));
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        ReportError::io(path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests;
