@@ -1,0 +1,212 @@
+//! Writing what training produced: an HF model directory (model.safetensors with `format: pt` metadata, config.json
+//! with the saved dtype, generation config and tokenizer files copied from the base) that transformers and stasc
+//! load, and PEFT adapter directories (adapter_config.json + adapter_model.safetensors).
+//!
+//! Everything is written into `<out>.partial` and renamed to `<out>` at the end, replacing an older `<out>`; a
+//! crash leaves only the `.partial` directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, View};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+use super::error::TrainError;
+
+/// The base-directory files a checkpoint carries over unchanged.
+pub const COPIED_FILES: &[&str] = &[
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+];
+
+struct HostTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &HostTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn to_host(name: &str, t: &Tensor) -> Result<HostTensor, TrainError> {
+    let dtype = match t.kind() {
+        Kind::Float => Dtype::F32,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        other => return Err(TrainError::Invalid(format!("cannot save tensor {name} of kind {other:?}"))),
+    };
+    let cpu = tch::no_grad(|| t.f_detach().and_then(|x| x.f_to_device(Device::Cpu)).and_then(|x| x.f_contiguous()))
+        .map_err(TrainError::torch(format!("copying {name} to the host")))?;
+    let numel = cpu.numel();
+    let mut bytes = vec![0u8; numel * cpu.kind().elt_size_in_bytes()];
+    cpu.f_copy_data_u8(&mut bytes, numel).map_err(TrainError::torch(format!("reading {name}")))?;
+    Ok(HostTensor { dtype, shape: cpu.size().iter().map(|&d| d as usize).collect(), bytes })
+}
+
+/// Writes `tensors` to a safetensors file (via a temporary name in the same directory).
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
+    let host: Vec<(String, HostTensor)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), to_host(n, t)?))).collect::<Result<_, TrainError>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let tmp = temp_name(path);
+    safetensors::tensor::serialize_to_file(host.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), &tmp)
+        .map_err(|e| TrainError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
+    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
+}
+
+/// Writes JSON (pretty, trailing newline) via a temporary name.
+pub fn write_json(path: &Path, value: &Value) -> Result<(), TrainError> {
+    let mut text =
+        serde_json::to_string_pretty(value).map_err(|source| TrainError::Json { path: path.into(), source })?;
+    text.push('\n');
+    write_file(path, text.as_bytes())
+}
+
+/// Writes bytes via a temporary name in the same directory.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let tmp = temp_name(path);
+    std::fs::write(&tmp, bytes).map_err(TrainError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// HF's name of a dtype in config.json.
+fn hf_dtype(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        Kind::Double => "float64",
+        _ => "float32",
+    }
+}
+
+/// The staging directory of `out`.
+pub fn partial_dir(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{name}.partial"))
+}
+
+/// Creates an empty staging directory for `out`.
+pub fn begin(out: &Path) -> Result<PathBuf, TrainError> {
+    let partial = partial_dir(out);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(TrainError::io(&partial))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(TrainError::io(&partial))?;
+    Ok(partial)
+}
+
+/// Renames the finished staging directory to `out`, replacing what was there.
+pub fn finish(partial: &Path, out: &Path) -> Result<(), TrainError> {
+    if out.exists() {
+        let old = out.with_file_name(format!(
+            "{}.old{}",
+            out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id()
+        ));
+        std::fs::rename(out, &old).map_err(TrainError::io(out))?;
+        std::fs::rename(partial, out).map_err(TrainError::io(out))?;
+        std::fs::remove_dir_all(&old).map_err(TrainError::io(&old))
+    } else {
+        std::fs::rename(partial, out).map_err(TrainError::io(out))
+    }
+}
+
+/// Copies the tokenizer and generation files of `base` into `dir`.
+pub fn copy_base_files(base: &Path, dir: &Path) -> Result<(), TrainError> {
+    for name in COPIED_FILES {
+        let src = base.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, dir.join(name)).map_err(TrainError::io(&src))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes an HF model directory into `dir`: `weights` (checkpoint keys), config.json from `base` with the dtype of
+/// the weights, and the base's tokenizer and generation files.
+pub fn write_model_dir(base: &Path, dir: &Path, weights: &[(String, Tensor)]) -> Result<(), TrainError> {
+    let config_path = base.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(TrainError::io(&config_path))?;
+    let mut config: Value =
+        serde_json::from_str(&text).map_err(|source| TrainError::Json { path: config_path.clone(), source })?;
+    if let (Some(obj), Some((_, t))) = (config.as_object_mut(), weights.first()) {
+        let dtype = Value::String(hf_dtype(t.kind()).into());
+        // transformers 5 writes `dtype`, older versions `torch_dtype`: keep whichever the base has in step.
+        if obj.contains_key("torch_dtype") {
+            obj.insert("torch_dtype".into(), dtype.clone());
+        }
+        obj.insert("dtype".into(), dtype);
+    }
+    write_json(&dir.join("config.json"), &config)?;
+    copy_base_files(base, dir)?;
+    write_safetensors(&dir.join("model.safetensors"), weights)
+}
+
+/// Writes a PEFT adapter directory into `dir`.
+pub fn write_adapter_dir(dir: &Path, config: &Value, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    write_json(&dir.join("adapter_config.json"), config)?;
+    write_safetensors(&dir.join("adapter_model.safetensors"), tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_with_pt_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]);
+        let b = Tensor::from_slice(&[0.5f32]).to_kind(Kind::BFloat16);
+        write_safetensors(&path, &[("a".into(), a.shallow_clone()), ("b".into(), b)]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap().get("format").map(String::as_str), Some("pt"));
+        let loaded = Tensor::read_safetensors(&path).unwrap();
+        let got: HashMap<_, _> = loaded.into_iter().collect();
+        assert!(got["a"].equal(&a));
+        assert_eq!(got["b"].kind(), Kind::BFloat16);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn finish_replaces_an_older_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("model");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("old.txt"), "x").unwrap();
+        let partial = begin(&out).unwrap();
+        std::fs::write(partial.join("new.txt"), "y").unwrap();
+        finish(&partial, &out).unwrap();
+        assert!(out.join("new.txt").is_file() && !out.join("old.txt").exists() && !partial.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,170 @@
+//! Supervised fine-tuning (SFT) as the STaSC loop needs it: chats tokenised with the model's chat template and loss
+//! on the last assistant message only, HF Trainer's optimiser, schedule and loss normalisation, length-grouped
+//! batching, gradient checkpointing, LoRA/DoRA in PEFT's format, and HF checkpoints transformers can load.
+//!
+//! [`fine_tune`] is the whole job on a model directory (what `stasc train` and the loop's backend call);
+//! [`trainer::train_examples`] is the loop on an already-loaded model and tokenised examples (benchmarks, parity).
+
+pub mod batching;
+pub mod bench;
+pub mod checkpoint;
+pub mod data;
+pub mod device_memory;
+pub mod error;
+pub mod log;
+pub mod lora;
+pub mod optim;
+pub mod parity;
+pub mod schedule;
+pub mod step;
+pub mod tokenize;
+pub mod trainer;
+
+use std::path::{Path, PathBuf};
+
+pub use error::TrainError;
+pub use log::StepRecord;
+pub use tokenize::{TokenizeStats, TokenizedExample};
+pub use trainer::{Hyperparameters, LoopSummary};
+
+use crate::config::{Dtype, FineTuneConfig};
+use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions};
+use crate::prompt::ChatMessage;
+use lora::{LoraAdapters, LoraSpec};
+
+/// Choices of a fine-tuning run that fine_tune.yaml does not hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    /// Where to train (auto = first CUDA device, else CPU).
+    pub device: DeviceSpec,
+    /// Batch examples of similar length together (HF `group_by_length`). Default true.
+    pub group_by_length: bool,
+    /// With LoRA: also write the merged full model at the top of the output (adapter files go to `adapter/`).
+    /// Without it the output is a PEFT adapter directory. Default true (the loop loads full models).
+    pub merge_lora: bool,
+    /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions { device: DeviceSpec::Auto, group_by_length: true, merge_lora: true, progress: true }
+    }
+}
+
+/// What a fine-tuning run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainReport {
+    /// One record per optimiser step (also in `out/train_log.jsonl`).
+    pub steps: Vec<StepRecord>,
+    /// Real (unpadded) tokens per second over the run.
+    pub tokens_per_s: f64,
+    /// Tokens including padding, over real tokens (1.0 = no padding).
+    pub padding_overhead: f64,
+    /// Tokenisation and truncation counts.
+    pub data: TokenizeStats,
+    /// Trained elements (all weights, or the adapters).
+    pub trainable_params: i64,
+    /// The checkpoint directory written.
+    pub out_dir: PathBuf,
+}
+
+impl TrainReport {
+    /// The loss of every optimiser step.
+    pub fn losses(&self) -> Vec<f64> {
+        self.steps.iter().map(|s| s.loss).collect()
+    }
+}
+
+/// The weight dtype fine_tune.yaml's `model.torch_dtype` asks for.
+pub fn dtype_spec(dtype: Dtype) -> DtypeSpec {
+    match dtype {
+        Dtype::Auto => DtypeSpec::Auto,
+        Dtype::F32 => DtypeSpec::F32,
+        Dtype::Bf16 => DtypeSpec::Bf16,
+        Dtype::F16 => DtypeSpec::F16,
+    }
+}
+
+/// The LoRA settings of `cfg`, when `peft.use_lora` is on.
+pub fn lora_spec(cfg: &FineTuneConfig) -> Option<LoraSpec> {
+    let p = &cfg.peft;
+    p.use_lora.then(|| LoraSpec {
+        rank: p.lora_rank,
+        alpha: p.lora_alpha,
+        dropout: p.lora_dropout,
+        target_modules: p.lora_target_modules.clone(),
+        dora: p.dora,
+    })
+}
+
+/// Fine-tunes the HF model at `base_dir` on `examples` (each ending with the assistant message that carries the
+/// loss) with the hyperparameters of `cfg`, and writes the checkpoint and train_log.jsonl to `out_dir`.
+pub fn fine_tune(
+    base_dir: &Path,
+    examples: &[Vec<ChatMessage>],
+    cfg: &FineTuneConfig,
+    opts: &TrainOptions,
+    out_dir: &Path,
+) -> Result<TrainReport, TrainError> {
+    let load = LoadOptions {
+        device: opts.device,
+        dtype: dtype_spec(cfg.model.torch_dtype),
+        // Room for micro-batch lengths rounded up to the CUDA padding multiple.
+        max_model_len: Some(cfg.data.block_size.next_multiple_of(batching::CUDA_PAD_MULTIPLE) as i64),
+    };
+    let mut loaded = load_model(base_dir, &load)?;
+    let (data, stats) = tokenize::tokenize_all(&loaded.tokenizer, examples, cfg.data.block_size, cfg.data.truncation)?;
+    let hp = Hyperparameters::from_training_args(&cfg.training, opts.group_by_length);
+    tch::manual_seed(hp.seed as i64);
+    let lora = match lora_spec(cfg) {
+        Some(spec) => Some(LoraAdapters::attach(&mut loaded.model, &spec)?),
+        None => None,
+    };
+    let pad_id = loaded.tokenizer.pad_token_id().or(loaded.tokenizer.eos_token_ids().first().copied()).unwrap_or(0);
+    let partial = checkpoint::begin(out_dir)?;
+    let mut log = log::TrainLog::create(&partial.join("train_log.jsonl"))?;
+    let bar = log::progress_bar(hp.plan(data.len()).total_steps, opts.progress);
+    let summary = trainer::train_examples(&mut loaded.model, lora.as_ref(), &data, pad_id as i64, &hp, &mut |r| {
+        log::show_step(&bar, r);
+        log.append(r)
+    })?;
+    bar.finish_and_clear();
+    let model = &loaded.model;
+    match &lora {
+        None => {
+            let weights = sorted(model.named_weights());
+            checkpoint::write_model_dir(base_dir, &partial, &weights)?;
+        }
+        Some(adapters) => {
+            let config = adapters.adapter_config(&base_dir.display().to_string());
+            let tensors = adapters.peft_state_dict();
+            if opts.merge_lora {
+                let mut weights = model.named_weights();
+                for (name, merged) in adapters.merged_weights(model)? {
+                    weights.insert(name, merged);
+                }
+                checkpoint::write_model_dir(base_dir, &partial, &sorted(weights))?;
+                checkpoint::write_adapter_dir(&partial.join("adapter"), &config, &tensors)?;
+            } else {
+                checkpoint::write_adapter_dir(&partial, &config, &tensors)?;
+                checkpoint::copy_base_files(base_dir, &partial)?;
+            }
+        }
+    }
+    checkpoint::finish(&partial, out_dir)?;
+    Ok(TrainReport {
+        tokens_per_s: summary.tokens_per_s(),
+        padding_overhead: summary.padded_tokens as f64 / summary.tokens.max(1) as f64,
+        steps: summary.steps,
+        data: stats,
+        trainable_params: summary.trainable_params,
+        out_dir: out_dir.to_path_buf(),
+    })
+}
+
+fn sorted(map: std::collections::HashMap<String, tch::Tensor>) -> Vec<(String, tch::Tensor)> {
+    let mut v: Vec<_> = map.into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}

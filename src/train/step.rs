@@ -1,0 +1,148 @@
+//! Forward and backward of one micro-batch, gradients accumulating into the trainable tensors.
+//!
+//! The loss is HF's: cross-entropy in f32 over the shifted label tokens, summed and divided by the number of label
+//! tokens of the whole optimiser step (`num_items_in_batch`), so accumulated micro-batches add up to the step's
+//! mean token loss. Two savings over HF: the LM head runs only on positions that have a target, and it runs in
+//! chunks of rows whose logits are freed before the next chunk (backward through the head happens per chunk, and
+//! the decoder's backward is then driven by the gradient of the hidden states).
+//!
+//! Gradient checkpointing is real recomputation: the forward runs every decoder layer under `no_grad`, keeping only
+//! each layer's input; the backward recomputes one layer at a time with autograd on, back-propagates the incoming
+//! gradient through it (`(y * dy).sum().backward()`, whose gradient w.r.t. y is exactly dy) and moves to the layer
+//! below. Adapter dropout is replayed identically by reseeding libtorch's generator per layer.
+
+use tch::{Kind, Reduction, Tensor};
+
+use super::batching::MicroBatch;
+use super::error::TrainError;
+use crate::model::layers::AttnMode;
+use crate::model::{CausalLm, Pass};
+
+/// How a micro-batch is run.
+#[derive(Debug, Clone, Copy)]
+pub struct PassOptions {
+    /// Recompute decoder layers in backward instead of keeping their activations.
+    pub gradient_checkpointing: bool,
+    /// Most rows of logits alive at once.
+    pub head_chunk_rows: i64,
+    /// Seed of this micro-batch's dropout masks (replayed under checkpointing).
+    pub dropout_seed: Option<u64>,
+}
+
+impl PassOptions {
+    /// Rows per LM-head chunk so that one chunk's f32 logits take about 1 GiB.
+    pub fn chunk_rows_for(vocab: i64) -> i64 {
+        ((1i64 << 28) / vocab.max(1)).max(64)
+    }
+}
+
+/// Runs forward and backward on `batch`; returns the summed token loss of the micro-batch (a detached f32 device
+/// scalar, not yet divided). `denominator` is the step's label-token count.
+pub fn forward_backward(
+    model: &CausalLm,
+    batch: &MicroBatch,
+    denominator: f64,
+    opts: &PassOptions,
+) -> Result<Tensor, TrainError> {
+    if batch.num_targets == 0 {
+        return Tensor::f_zeros([], (Kind::Float, model.device())).map_err(TrainError::torch("empty micro-batch"));
+    }
+    if opts.gradient_checkpointing {
+        checkpointed(model, batch, denominator, opts)
+    } else {
+        if let Some(seed) = opts.dropout_seed {
+            tch::manual_seed(seed as i64);
+        }
+        let hidden = model.forward(&batch.input_ids, &batch.positions, Pass::Full)?;
+        head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)
+    }
+}
+
+/// From final-normed hidden states [B, T, H] (part of an autograd graph): the LM head and loss per chunk, then the
+/// backward of everything that produced `hidden`.
+fn head_and_backward(
+    model: &CausalLm,
+    hidden: &Tensor,
+    batch: &MicroBatch,
+    denominator: f64,
+    chunk: i64,
+) -> Result<Tensor, TrainError> {
+    let err = |what: &str| TrainError::torch(format!("LM head and loss: {what}"));
+    let h = hidden.size().last().copied().unwrap_or(0);
+    let selected =
+        hidden.f_reshape([-1, h]).and_then(|x| x.f_index_select(0, &batch.target_rows)).map_err(err("gather"))?;
+    let head_in = selected.detach().set_requires_grad(true);
+    let n = batch.num_targets as i64;
+    let mut total = Tensor::f_zeros([], (Kind::Float, model.device())).map_err(err("init"))?;
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let x = head_in.f_narrow(0, start, len).map_err(err("chunk"))?;
+        let logits = model.logits(&x)?.f_to_kind(Kind::Float).map_err(err("logits"))?;
+        let targets = batch.targets.f_narrow(0, start, len).map_err(err("targets"))?;
+        let loss =
+            logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, -100, 0.0).map_err(err("loss"))?;
+        loss.f_div_scalar(denominator).and_then(|l| l.f_backward()).map_err(err("backward"))?;
+        total = total.f_add(&loss.detach()).map_err(err("sum"))?;
+        start += len;
+    }
+    if selected.requires_grad() {
+        let grad = head_in.grad();
+        backward_with_grad(&selected, &grad).map_err(err("decoder backward"))?;
+    }
+    Ok(total)
+}
+
+/// Back-propagates `grad` (dL/dy) through the graph that produced `y`, accumulating parameter gradients.
+fn backward_with_grad(y: &Tensor, grad: &Tensor) -> Result<(), tch::TchError> {
+    y.f_mul(grad)?.f_sum(y.kind())?.f_backward()
+}
+
+fn layer_seed(seed: Option<u64>, layer: usize) -> Option<i64> {
+    seed.map(|s| (s ^ ((layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))) as i64 >> 1)
+}
+
+fn checkpointed(
+    model: &CausalLm,
+    batch: &MicroBatch,
+    denominator: f64,
+    opts: &PassOptions,
+) -> Result<Tensor, TrainError> {
+    let err = |what: &str| TrainError::torch(format!("gradient checkpointing: {what}"));
+    let rope = model.rope();
+    let rope_at = rope.at(&batch.positions).map_err(err("rotary"))?;
+    let layers = model.layers();
+    // Forward without a graph, keeping the input of every layer.
+    let mut inputs = Vec::with_capacity(layers.len());
+    let last = tch::no_grad(|| -> Result<Tensor, TrainError> {
+        let mut x = model.embed(&batch.input_ids)?;
+        for (i, layer) in layers.iter().enumerate() {
+            if let Some(s) = layer_seed(opts.dropout_seed, i) {
+                tch::manual_seed(s);
+            }
+            let y = layer.forward(&x, rope, &rope_at, AttnMode::Full).map_err(err("forward"))?;
+            inputs.push(x);
+            x = y;
+        }
+        Ok(x)
+    })?;
+    let top = last.detach().set_requires_grad(true);
+    let hidden = model.final_norm().forward(&top).map_err(err("final norm"))?;
+    let total = head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)?;
+    let mut grad = top.grad();
+    for (i, layer) in layers.iter().enumerate().rev() {
+        let x = inputs.pop().ok_or_else(|| TrainError::Invalid("layer inputs out of step".into()))?;
+        let x = x.detach().set_requires_grad(true);
+        if let Some(s) = layer_seed(opts.dropout_seed, i) {
+            tch::manual_seed(s);
+        }
+        let y = layer.forward(&x, rope, &rope_at, AttnMode::Full).map_err(err("recompute"))?;
+        backward_with_grad(&y, &grad).map_err(err("layer backward"))?;
+        grad = x.grad();
+    }
+    let embedded = model.embed(&batch.input_ids)?;
+    if embedded.requires_grad() {
+        backward_with_grad(&embedded, &grad).map_err(err("embedding backward"))?;
+    }
+    Ok(total)
+}

@@ -1,0 +1,295 @@
+//! Fine-tuning end to end on the CPU: parity with HF Trainer (committed cases recorded by
+//! scripts/parity/train_parity.py: per-step loss, lr and grad norm, tensors after 3 steps, for full fine-tuning,
+//! LoRA and DoRA), HF's learning-rate schedules and decay groups, the last-assistant label mask on a rendered chat,
+//! loss falling on a toy set, LoRA touching only adapters, gradient checkpointing matching the plain pass, and
+//! checkpoints that survive a save/load round trip.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use stasc::config::{FineTuneConfig, LrSchedulerType};
+use stasc::model::{load_model, load_weights, ModelFiles, Tokenizer};
+use stasc::prompt::ChatMessage;
+use stasc::train::lora::{LoraAdapters, LoraSpec};
+use stasc::train::optim::gets_weight_decay;
+use stasc::train::parity::run_case;
+use stasc::train::schedule::LrSchedule;
+use stasc::train::tokenize::{tokenize_chat, IGNORE_INDEX};
+use stasc::train::trainer::train_examples;
+use stasc::train::{checkpoint, fine_tune, Hyperparameters, TokenizedExample, TrainError, TrainOptions};
+use tch::Tensor;
+
+fn parity_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train/parity")
+}
+
+fn tiny_chat_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_models/qwen2_untied")
+}
+
+fn cpu() -> stasc::model::LoadOptions {
+    stasc::model::LoadOptions { device: "cpu".parse().unwrap(), dtype: "f32".parse().unwrap(), max_model_len: None }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn full_lora_and_dora_match_hf_trainer() {
+    for case in ["full", "lora", "dora"] {
+        let report = run_case(&parity_dir(), case, "cpu".parse().unwrap(), None).unwrap();
+        assert!(report.failures.is_empty(), "{case}:\n{}\n{}", report.failures.join("\n"), report.lines.join("\n"));
+        assert_eq!(report.lines.len(), 3 * 3 + 1, "{case}: three steps of loss, lr and grad norm, then tensors");
+    }
+}
+
+#[test]
+fn learning_rates_equal_transformers_schedulers() {
+    for run in json(&parity_dir().join("schedules.json")).as_array().unwrap() {
+        let kind = match run["kind"].as_str().unwrap() {
+            "linear" => LrSchedulerType::Linear,
+            "cosine" => LrSchedulerType::Cosine,
+            "constant" => LrSchedulerType::Constant,
+            _ => LrSchedulerType::ConstantWithWarmup,
+        };
+        let total = run["total_steps"].as_u64().unwrap() as usize;
+        let warmup_steps = run["warmup_steps"].as_u64().unwrap() as usize;
+        let warmup_ratio = run["warmup_ratio"].as_f64().unwrap();
+        let s = LrSchedule {
+            kind,
+            base_lr: run["base_lr"].as_f64().unwrap(),
+            warmup_steps: LrSchedule::warmup_steps(total, warmup_steps, warmup_ratio),
+            total_steps: total,
+        };
+        for (k, lr) in run["lrs"].as_array().unwrap().iter().enumerate() {
+            let lr = lr.as_f64().unwrap();
+            // LambdaLR multiplies base_lr by the factor in Python floats: the same IEEE operations.
+            assert!((s.lr(k) - lr).abs() <= 1e-15 * lr.abs(), "{run:?} step {k}: {} vs {lr}", s.lr(k));
+        }
+    }
+}
+
+#[test]
+fn decay_groups_equal_trainer_get_decay_parameter_names() {
+    let models = json(&parity_dir().join("decay.json"));
+    for (model, groups) in models.as_object().unwrap() {
+        for name in groups["decay"].as_array().unwrap() {
+            assert!(gets_weight_decay(name.as_str().unwrap()), "{model}: {name} should decay");
+        }
+        for name in groups["no_decay"].as_array().unwrap() {
+            assert!(!gets_weight_decay(name.as_str().unwrap()), "{model}: {name} should not decay");
+        }
+        // Full models have biases and norms outside the decay group; a PEFT model trains only adapters, all decayed.
+        assert_eq!(groups["no_decay"].as_array().unwrap().is_empty(), model.ends_with("dora"), "{model}");
+    }
+}
+
+fn tiny_tokenizer() -> Tokenizer {
+    Tokenizer::load(&ModelFiles::resolve(&tiny_chat_model()).unwrap(), &[2]).unwrap()
+}
+
+fn chat(question: &str, answer: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new("system", "Answer briefly."),
+        ChatMessage::new("user", question),
+        ChatMessage::new("assistant", answer),
+    ]
+}
+
+#[test]
+fn labels_cover_the_last_assistant_message_and_its_end_token() {
+    let tok = tiny_tokenizer();
+    let mut messages = chat("What is 2+2?", "It is 5.");
+    messages.push(ChatMessage::new("user", "Check your answer."));
+    messages.push(ChatMessage::new("assistant", "Corrected: it is 4."));
+    let e = tokenize_chat(&tok, &messages, 0).unwrap();
+    let rendered = tok.apply_chat_template(&messages, false).unwrap();
+    assert!(rendered.ends_with("<|im_start|>assistant\nCorrected: it is 4.<|im_end|>\n"), "{rendered}");
+    let ids: Vec<u32> = e.input_ids.iter().map(|&t| t as u32).collect();
+    assert_eq!(tok.decode(&ids, false).unwrap(), rendered);
+    let labelled: Vec<u32> = e.labels.iter().filter(|&&l| l != IGNORE_INDEX).map(|&l| l as u32).collect();
+    assert_eq!(tok.decode(&labelled, false).unwrap(), "Corrected: it is 4.<|im_end|>");
+    // The labelled tokens are one contiguous run, ending just before the template's trailing newline.
+    let first = e.labels.iter().position(|&l| l != IGNORE_INDEX).unwrap();
+    let last = e.labels.iter().rposition(|&l| l != IGNORE_INDEX).unwrap();
+    assert_eq!(last - first + 1, labelled.len());
+    assert_eq!(last, e.len() - 2);
+    let err = tokenize_chat(&tok, &messages[..4], 3).unwrap_err().to_string();
+    assert!(err.starts_with("example 3: the last message must be the assistant's"), "{err}");
+}
+
+fn write_ft_config(dir: &Path, extra: &str) -> FineTuneConfig {
+    let path = dir.join("fine_tune.yaml");
+    let text = format!(
+        "data:\n  block_size: 256\ntraining:\n  learning_rate: 3.0e-3\n  num_train_epochs: 6\n  \
+         per_device_train_batch_size: 2\n  gradient_accumulation_steps: 2\n  weight_decay: 0.1\n  \
+         warmup_ratio: 0.1\n  lr_scheduler_type: cosine\n{extra}"
+    );
+    std::fs::write(&path, text).unwrap();
+    FineTuneConfig::load(&path).unwrap().0
+}
+
+fn toy_chats() -> Vec<Vec<ChatMessage>> {
+    (0..6).map(|i| chat(&format!("What is {i} plus {i}?"), &format!("{i} plus {i} is {}.", 2 * i))).collect()
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions { device: "cpu".parse().unwrap(), progress: false, ..TrainOptions::default() }
+}
+
+#[test]
+fn loss_falls_and_the_checkpoint_reloads_with_equal_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_ft_config(dir.path(), "");
+    let out = dir.path().join("model");
+    let report = fine_tune(&tiny_chat_model(), &toy_chats(), &cfg, &quiet(), &out).unwrap();
+    // 6 examples, 2 micro-batches of 2 per step -> 2 steps per epoch (the second takes the last micro-batch).
+    assert_eq!(report.steps.len(), 12);
+    let losses = report.losses();
+    assert!(losses[11] < 0.7 * losses[0], "{losses:?}");
+    assert_eq!(report.data.kept, 6);
+    let log = std::fs::read_to_string(out.join("train_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 12);
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["step"], 1);
+    assert_eq!(first["lr"], 0.0, "warm-up starts at 0 as in HF");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    assert!(!checkpoint::partial_dir(&out).exists());
+
+    // The saved model reproduces the trained weights: train the same run in memory and compare logits.
+    let reloaded = load_model(&out, &cpu()).unwrap();
+    let base = load_weights(&tiny_chat_model(), &cpu()).unwrap();
+    let ids = Tensor::from_slice(&[1i64, 20, 30, 40, 2, 5, 7]).view([1, -1]);
+    let before = tch::no_grad(|| base.forward_logits(&ids)).unwrap();
+    let after = tch::no_grad(|| reloaded.model.forward_logits(&ids)).unwrap();
+    assert!(!before.allclose(&after, 1e-3, 1e-3, false), "training changed the model");
+    let config = json(&out.join("config.json"));
+    assert_eq!(config["dtype"], "float32");
+}
+
+fn examples(tok: &Tokenizer) -> Vec<TokenizedExample> {
+    toy_chats().iter().enumerate().map(|(i, c)| tokenize_chat(tok, c, i).unwrap()).collect()
+}
+
+fn hyper(checkpointing: bool) -> Hyperparameters {
+    let mut hp =
+        Hyperparameters::from_training_args(&write_ft_config(tempfile::tempdir().unwrap().path(), "").training, false);
+    hp.max_steps = Some(3);
+    hp.gradient_checkpointing = checkpointing;
+    hp
+}
+
+#[test]
+fn saved_weights_reload_bit_exactly() {
+    let data = examples(&tiny_tokenizer());
+    let mut model = load_weights(&tiny_chat_model(), &cpu()).unwrap();
+    train_examples(&mut model, None, &data, 0, &hyper(false), &mut |_| Ok(())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut weights: Vec<_> = model.named_weights().into_iter().collect();
+    weights.sort_by(|a, b| a.0.cmp(&b.0));
+    checkpoint::write_model_dir(&tiny_chat_model(), dir.path(), &weights).unwrap();
+    let reloaded = load_weights(dir.path(), &cpu()).unwrap();
+    let ids = Tensor::from_slice(&[1i64, 20, 30, 40, 2, 5, 7]).view([1, -1]);
+    let a = tch::no_grad(|| model.forward_logits(&ids)).unwrap();
+    let b = tch::no_grad(|| reloaded.forward_logits(&ids)).unwrap();
+    assert!(a.equal(&b), "logits differ after a save/load round trip");
+}
+
+#[test]
+fn gradient_checkpointing_matches_the_plain_pass() {
+    let data = examples(&tiny_tokenizer());
+    let mut results = Vec::new();
+    for checkpointing in [false, true] {
+        let mut model = load_weights(&tiny_chat_model(), &cpu()).unwrap();
+        let run = train_examples(&mut model, None, &data, 0, &hyper(checkpointing), &mut |_| Ok(())).unwrap();
+        results.push((run, model.named_weights()));
+    }
+    let ((plain, w0), (ckpt, w1)) = (&results[0], &results[1]);
+    for (a, b) in plain.steps.iter().zip(&ckpt.steps) {
+        assert!((a.loss - b.loss).abs() < 1e-5 * a.loss && (a.grad_norm - b.grad_norm).abs() < 1e-5 * a.grad_norm);
+    }
+    for (name, t) in w0 {
+        let diff = (t - &w1[name]).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+}
+
+fn lora_spec(targets: &[&str], dora: bool) -> LoraSpec {
+    LoraSpec { rank: 4, alpha: 8, dropout: 0.1, target_modules: targets.iter().map(|s| s.to_string()).collect(), dora }
+}
+
+#[test]
+fn lora_trains_only_the_adapters() {
+    let data = examples(&tiny_tokenizer());
+    for dora in [false, true] {
+        let mut model = load_weights(&tiny_chat_model(), &cpu()).unwrap();
+        let base: HashMap<String, Tensor> = model.named_weights().into_iter().map(|(k, v)| (k, v.copy())).collect();
+        tch::manual_seed(0);
+        let adapters =
+            LoraAdapters::attach(&mut model, &lora_spec(&["q_proj", "self_attn.v_proj", "down_proj"], dora)).unwrap();
+        assert_eq!(adapters.modules.len(), 3 * 2);
+        let init: Vec<Tensor> = adapters.peft_state_dict().into_iter().map(|(_, t)| t.copy()).collect();
+        let run = train_examples(&mut model, Some(&adapters), &data, 0, &hyper(false), &mut |_| Ok(())).unwrap();
+        assert_eq!(run.trainable_params, init.iter().map(|t| t.numel() as i64).sum::<i64>());
+        for (name, t) in model.named_weights() {
+            assert!(t.equal(&base[&name]), "dora={dora}: base weight {name} changed");
+            assert!(!t.requires_grad(), "{name} should stay frozen");
+        }
+        let moved = adapters.peft_state_dict().iter().zip(&init).filter(|((_, t), i)| !t.equal(i)).count();
+        assert_eq!(moved, init.len(), "dora={dora}: every adapter tensor trains");
+    }
+}
+
+#[test]
+fn lora_output_is_peft_format_and_merged_model_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_ft_config(
+        dir.path(),
+        "  max_steps: 2\npeft:\n  use_lora: true\n  lora_rank: 4\n  lora_alpha: 8\n  lora_target_modules: [q_proj, v_proj]\n  dora: true\n",
+    );
+    let merged = dir.path().join("merged");
+    fine_tune(&tiny_chat_model(), &toy_chats(), &cfg, &quiet(), &merged).unwrap();
+    assert!(merged.join("model.safetensors").is_file() && merged.join("adapter/adapter_config.json").is_file());
+    load_model(&merged, &cpu()).unwrap();
+    let names: Vec<String> = Tensor::read_safetensors(merged.join("adapter/adapter_model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for key in [
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+        "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight",
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
+    ] {
+        assert!(names.iter().any(|n| n == key), "{key} missing from {names:?}");
+    }
+    assert_eq!(names.len(), 2 * 2 * 3);
+    let config = json(&merged.join("adapter/adapter_config.json"));
+    assert_eq!(
+        (config["peft_type"].as_str(), config["r"].as_u64(), config["use_dora"].as_bool()),
+        (Some("LORA"), Some(4), Some(true))
+    );
+
+    let adapter_only = dir.path().join("adapter");
+    let opts = TrainOptions { merge_lora: false, ..quiet() };
+    fine_tune(&tiny_chat_model(), &toy_chats(), &cfg, &opts, &adapter_only).unwrap();
+    assert!(
+        adapter_only.join("adapter_model.safetensors").is_file() && !adapter_only.join("model.safetensors").exists()
+    );
+}
+
+#[test]
+fn unknown_lora_targets_list_the_available_modules() {
+    let mut model = load_weights(&tiny_chat_model(), &cpu()).unwrap();
+    let err = LoraAdapters::attach(&mut model, &lora_spec(&["query_key_value", "q_proj"], false)).unwrap_err();
+    assert!(matches!(err, TrainError::LoraTargets { .. }));
+    assert_eq!(
+        err.to_string(),
+        "peft.lora_target_modules: query_key_value match no module of this model (available: q_proj, k_proj, v_proj, \
+         o_proj, gate_proj, up_proj, down_proj)"
+    );
+    assert!(model.layers().iter().all(|l| l.mlp.down_proj.adapter.is_none()), "nothing left attached");
+}
