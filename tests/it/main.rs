@@ -7,3 +7,7 @@ mod gguf_import;
 mod model_parity;
 mod report;
 mod reward_goldens;
+mod reward_plugins;
+mod score_cli;
+mod stasc_run;
+mod train;
