@@ -7,7 +7,11 @@
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod generate;
 pub mod model;
 pub mod prompt;
+pub mod report;
+pub mod reward;
 pub mod stasc;
 pub mod sweep;
+pub mod train;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod bench_train;
+pub mod eval;
 pub mod generate;
 pub mod import_gguf;
 pub mod plugin;
@@ -32,7 +33,17 @@ pub enum Command {
     Bench(bench::Args),
     /// Sample completions from a model for a prompt or chat conversations.
     Generate(generate::Args),
+    /// Prompted self-correction baseline: initial answers and one correction round, no training.
+    Eval(eval::Args),
     /// Convert a llama-architecture GGUF file into an HF model directory.
+    ///
+    /// Tensors may be F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (any other type is an error naming it). Writes
+    /// model.safetensors, config.json, generation_config.json, tokenizer.json (byte-level BPE rebuilt from the GGUF
+    /// vocabulary, merges and pre-tokenizer) and tokenizer_config.json (with the GGUF's chat template), undoing
+    /// llama.cpp's Q/K row permutation. Nothing is left at OUT_DIR unless the whole import succeeds.
+    ///
+    /// Example: stasc import-gguf ~/.cache/stasc/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+    /// ~/.cache/stasc/models/SmolLM2-135M-Instruct
     ImportGguf(import_gguf::Args),
     /// Reward plugins: list the available rewards, or scaffold a new plugin crate.
     Plugin(plugin::Args),
@@ -54,6 +65,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::ImportGguf(args) => import_gguf::run(args),
         Command::Plugin(args) => plugin::run(args),
         Command::Report(args) => report::run(args),

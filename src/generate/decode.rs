@@ -1,0 +1,178 @@
+//! The device side of decoding: the persistent buffers every step reads and writes in place (KV cache, next tokens,
+//! positions, this window's uniforms, sampled-token history), the step itself (forward, sample, bookkeeping — all on
+//! the device), and its replay through CUDA graphs, one per bucket of attended cache length.
+
+use std::collections::BTreeMap;
+
+use tch::{Device, Kind, Tensor};
+
+use super::cuda_graph::{CaptureError, CaptureStream, CudaGraph, MempoolId};
+use super::request::GenerateOptions;
+use super::sampling::Sampling;
+use super::GenerateError;
+use crate::model::{CausalLm, KvCache, ModelError, Pass};
+
+pub(crate) fn torch(context: &'static str) -> impl FnOnce(tch::TchError) -> GenerateError {
+    move |source| GenerateError::Model(ModelError::Torch { context: context.into(), error: source })
+}
+
+/// Device buffers shared by all rows, at fixed addresses for the whole call (graphs replay against them).
+pub(crate) struct DeviceState {
+    pub(crate) cache: KvCache,
+    /// [rows, 1] the token each row feeds next.
+    pub(crate) tokens: Tensor,
+    /// [rows, 1] the position it is fed at.
+    pub(crate) positions: Tensor,
+    /// [rows, window + 1] tokens sampled since the last sync (column 0: first tokens of fresh rows).
+    pub(crate) history: Tensor,
+    /// [rows, window] uniforms of this window's steps (random sampling only).
+    uniforms: Option<Tensor>,
+    /// [1] index of the current step within the window.
+    step: Tensor,
+    rows: i64,
+    cache_len: i64,
+}
+
+impl DeviceState {
+    /// Allocates the buffers for `rows` rows of `cache_len` positions and windows of `window` steps.
+    pub(crate) fn new(
+        model: &CausalLm,
+        rows: i64,
+        cache_len: i64,
+        window: i64,
+        random: bool,
+    ) -> Result<Self, GenerateError> {
+        let device = model.device();
+        let zeros = |shape: &[i64], kind: Kind| Tensor::f_zeros(shape, (kind, device)).map_err(torch("allocating"));
+        Ok(DeviceState {
+            cache: model.new_cache(rows, cache_len)?,
+            tokens: zeros(&[rows, 1], Kind::Int64)?,
+            positions: zeros(&[rows, 1], Kind::Int64)?,
+            history: zeros(&[rows, window + 1], Kind::Int64)?,
+            uniforms: if random { Some(zeros(&[rows, window], Kind::Float)?) } else { None },
+            step: zeros(&[1], Kind::Int64)?,
+            rows,
+            cache_len,
+        })
+    }
+
+    /// Starts a window: uploads its uniforms ([rows * steps], row-major) and resets the step index.
+    pub(crate) fn begin_window(&mut self, uniforms: Option<Vec<f32>>, steps: i64) -> Result<(), GenerateError> {
+        if let (Some(buffer), Some(values)) = (&self.uniforms, uniforms) {
+            let host = Tensor::f_from_slice(&values).and_then(|t| t.f_view([self.rows, steps]));
+            host.and_then(|h| buffer.f_narrow(1, 0, steps)?.f_copy_(&h)).map_err(torch("uploading uniforms"))?;
+        }
+        let _ = self.step.f_zero_().map_err(torch("decode bookkeeping"))?;
+        Ok(())
+    }
+
+    /// One decode step over every row, device-side only: forward at `attend_len`, sample with this step's uniforms,
+    /// record the tokens in the history, advance tokens, positions and the step index.
+    fn step(&mut self, model: &CausalLm, sampling: &Sampling, attend_len: i64) -> Result<(), GenerateError> {
+        let rows = self.rows;
+        let hidden =
+            model.forward(&self.tokens, &self.positions, Pass::Decode { cache: &mut self.cache, attend_len })?;
+        let logits = model.logits(&hidden.f_view([rows, -1]).map_err(torch("decode"))?)?;
+        let u = match &self.uniforms {
+            Some(u) => Some(u.f_index_select(1, &self.step).and_then(|u| u.f_view([rows])).map_err(torch("sampling"))?),
+            None => None,
+        };
+        let next = sampling.sample(&logits, u.as_ref()).and_then(|n| n.f_view([rows, 1])).map_err(torch("sampling"))?;
+        let err = torch("decode bookkeeping");
+        (|| -> Result<(), tch::TchError> {
+            let column = self.step.f_add_scalar(1)?;
+            let _ = self.history.f_index_copy_(1, &column, &next)?;
+            self.tokens.f_copy_(&next)?;
+            let _ = self.positions.f_add_scalar_(1)?.f_clamp_max_(self.cache_len - 1)?;
+            let _ = self.step.f_add_scalar_(1)?;
+            Ok(())
+        })()
+        .map_err(err)
+    }
+}
+
+/// Runs decode steps eagerly or through CUDA graphs.
+pub(crate) struct Decoder {
+    graphs: BTreeMap<i64, CudaGraph>,
+    pool: Option<MempoolId>,
+    stream: Option<CaptureStream>,
+    /// Why graphs are not used, when they were asked for but could not be.
+    pub(crate) graph_note: Option<String>,
+    /// Host seconds spent recording graphs (warm-up steps included).
+    pub(crate) capture_s: f64,
+    /// Attended lengths are rounded up to a multiple of this, so a few graphs cover every step.
+    bucket: i64,
+}
+
+impl Decoder {
+    /// A decoder for `model`; graphs when the options ask for them and the model is on CUDA.
+    pub(crate) fn new(model: &CausalLm, options: &GenerateOptions) -> Self {
+        let mut decoder = Decoder {
+            graphs: BTreeMap::new(),
+            pool: None,
+            stream: None,
+            graph_note: None,
+            capture_s: 0.0,
+            bucket: options.cuda_graph_bucket.max(1) as i64,
+        };
+        if let (true, Device::Cuda(index)) = (options.cuda_graphs, model.device()) {
+            match CaptureStream::new(index) {
+                Ok(stream) => decoder.stream = Some(stream),
+                Err(why) => decoder.graph_note = Some(format!("CUDA graphs unavailable: {why}")),
+            }
+        }
+        decoder
+    }
+
+    /// Graphs captured so far.
+    pub(crate) fn graphs(&self) -> usize {
+        self.graphs.len()
+    }
+
+    /// Runs one step attending to `attend_len` cache positions (rounded up to a graph bucket when graphs are on).
+    pub(crate) fn step(
+        &mut self,
+        model: &CausalLm,
+        state: &mut DeviceState,
+        sampling: &Sampling,
+        attend_len: i64,
+    ) -> Result<(), GenerateError> {
+        let Some(stream) = &self.stream else {
+            return state.step(model, sampling, attend_len);
+        };
+        let bucket = ((attend_len + self.bucket - 1) / self.bucket * self.bucket).min(state.cache_len);
+        if let Some(graph) = self.graphs.get_mut(&bucket) {
+            graph.replay();
+            return Ok(());
+        }
+        // The first graph of the call warms the stream up with a real step; later ones are replayed once instead.
+        let warm_up = self.graphs.is_empty();
+        let started = std::time::Instant::now();
+        let captured = stream.capture(self.pool, warm_up, || state.step(model, sampling, bucket));
+        let result = match captured {
+            Ok(mut graph) => {
+                if !warm_up {
+                    graph.replay();
+                }
+                self.pool.get_or_insert_with(|| graph.pool());
+                self.graphs.insert(bucket, graph);
+                Ok(())
+            }
+            Err(CaptureError::Work(e)) => Err(e),
+            Err(CaptureError::Recording(error, why)) => {
+                self.stream = None;
+                self.graph_note = Some(match error {
+                    Some(e) => format!("CUDA graphs disabled: {why}: {e}"),
+                    None => format!("CUDA graphs disabled: {why}"),
+                });
+                if warm_up {
+                    Ok(())
+                } else {
+                    state.step(model, sampling, attend_len)
+                }
+            }
+        };
+        self.capture_s += started.elapsed().as_secs_f64();
+        result
+    }
+}

@@ -1,0 +1,264 @@
+//! The batched generation loop. A fixed set of KV-cache rows is kept busy: free rows take pending (prompt, sample)
+//! work, each prompt is prefilled once into one row and its cache forked into the rows of its other samples, and all
+//! rows decode together. Sampling and token bookkeeping stay on the device; the host synchronises only every few
+//! steps (reading the tokens sampled since the last sync) to apply stop rules, collect finished samples and refill
+//! their rows. Rows finishing by EOS or stop string keep decoding until the next sync; their extra tokens are dropped.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use tch::Device;
+
+use super::decode::{Decoder, DeviceState};
+use super::prefill::{assign_rows, prefill};
+use super::progress::Progress;
+use super::request::{
+    FinishReason, GenerateOptions, Generated, GenerationRequest, GenerationStats, PromptOutput, PromptOverflow,
+    SampleOutput,
+};
+use super::sampling::uniform;
+use super::GenerateError;
+use crate::model::CausalLm;
+
+/// Finds a completed stop string: given all tokens of a sample and how many were checked before, returns the number
+/// of tokens to keep and the stop string reached.
+pub(crate) type StopCheck<'a> = dyn Fn(&[u32], usize) -> Result<Option<(usize, String)>, GenerateError> + 'a;
+
+/// One busy cache row.
+pub(crate) struct Row {
+    pub(crate) prompt: usize,
+    pub(crate) sample: usize,
+    pub(crate) seed: u64,
+    pub(crate) prompt_len: usize,
+    /// Tokens already read back from the device.
+    pub(crate) tokens: Vec<u32>,
+    /// Tokens sampled on the device so far (read back or not).
+    pub(crate) generated: usize,
+    /// Position the row's latest token is fed at in the next decode step.
+    pub(crate) pos: i64,
+    /// Its first token was sampled by the latest prefill and sits in history column 0.
+    pub(crate) fresh: bool,
+}
+
+pub(crate) use super::decode::torch;
+
+/// Runs `request` on `model`. `stop_check` is required when the request has stop strings.
+pub(crate) fn run(
+    model: &CausalLm,
+    request: &GenerationRequest,
+    options: &GenerateOptions,
+    stop_check: Option<&StopCheck<'_>>,
+) -> Result<Generated<SampleOutput>, GenerateError> {
+    let started = Instant::now();
+    let _no_grad = tch::no_grad_guard();
+    let max_model_len =
+        options.max_model_len.map_or(model.max_model_len() as usize, |m| m.min(model.max_model_len() as usize));
+    let prompts = prepare_prompts(model, request, max_model_len)?;
+    let _fused = if options.fuse_projections { Some(model.fuse_projections()?) } else { None };
+    if !request.stop.stop_strings.is_empty() && stop_check.is_none() {
+        return Err(GenerateError::InvalidRequest("stop strings need a tokenizer: use generate()".into()));
+    }
+    let mut outputs: Vec<PromptOutput<Option<SampleOutput>>> = prompts
+        .iter()
+        .zip(&request.prompts)
+        .map(|((tokens, dropped), p)| PromptOutput {
+            prompt_id: p.id,
+            prompt_tokens: tokens.len(),
+            truncated_tokens: *dropped,
+            samples: vec![None; request.n],
+        })
+        .collect();
+    let mut stats = GenerationStats::default();
+    let total_samples = prompts.len() * request.n;
+    if total_samples == 0 {
+        return Ok(finish(outputs, stats, started));
+    }
+    let longest = prompts.iter().map(|(t, _)| t.len()).max().unwrap_or(1);
+    let cache_len = max_model_len.min(longest + request.max_tokens) as i64;
+    let rows = batch_rows(model, options, total_samples, cache_len);
+    let window = options.sync_every.max(1) as i64;
+    let mut state = DeviceState::new(model, rows, cache_len, window, request.sampling.is_random())?;
+    let mut decoder = Decoder::new(model, options);
+    let mut busy: Vec<Option<Row>> = (0..rows).map(|_| None).collect();
+    let mut pending: VecDeque<(usize, usize)> = (0..prompts.len()).map(|p| (p, 0)).collect();
+    let progress = Progress::new(options.progress, total_samples as u64);
+    let limit = request.max_tokens.min(max_model_len.saturating_sub(1)).max(1);
+    loop {
+        let groups = assign_rows(&mut busy, &mut pending, request, &prompts, &outputs);
+        if !groups.is_empty() {
+            stats.prefill_tokens += prefill(model, &mut state, &groups, &mut busy, &prompts, request, options)?;
+        }
+        let active: Vec<usize> = (0..busy.len()).filter(|&r| busy[r].is_some()).collect();
+        if active.is_empty() {
+            break;
+        }
+        // Decode until the next sync; stop early where a row must end (max_tokens or model length), so no row runs
+        // past its end unseen.
+        let steps = active
+            .iter()
+            .map(|&r| {
+                let row = busy[r].as_ref().expect("active row");
+                limit.min(max_model_len - row.prompt_len).saturating_sub(row.generated) as i64
+            })
+            .min()
+            .unwrap_or(0)
+            .min(window);
+        state.begin_window(window_uniforms(request, &busy, steps), steps)?;
+        for _ in 1..=steps {
+            let attend_len = active.iter().map(|&r| busy[r].as_ref().map_or(0, |row| row.pos + 1)).max().unwrap_or(1);
+            decoder.step(model, &mut state, &request.sampling, attend_len.min(cache_len))?;
+            for &r in &active {
+                if let Some(row) = busy[r].as_mut() {
+                    row.pos = (row.pos + 1).min(cache_len - 1);
+                    row.generated += 1;
+                }
+            }
+            stats.decode_steps += 1;
+        }
+        let wait = Instant::now();
+        let history = Vec::<i64>::try_from(
+            state
+                .history
+                .f_narrow(1, 0, steps + 1)
+                .and_then(|h| h.f_reshape([-1])?.f_to_device(Device::Cpu))
+                .map_err(torch("reading tokens"))?,
+        )
+        .map_err(torch("reading tokens"))?;
+        stats.host_wait_s += wait.elapsed().as_secs_f64();
+        let width = (steps + 1) as usize;
+        for &r in &active {
+            let row = busy[r].as_mut().expect("active row");
+            let first = if row.fresh { 0 } else { 1 };
+            let new: Vec<u32> = history[r * width + first..(r + 1) * width].iter().map(|&t| t as u32).collect();
+            row.fresh = false;
+            if let Some(reason) = absorb(row, &new, request, max_model_len, stop_check)? {
+                let row = busy[r].take().expect("active row");
+                stats.generated_tokens += row.tokens.len();
+                progress.sample_done(row.tokens.len());
+                outputs[row.prompt].samples[row.sample] =
+                    Some(SampleOutput { token_ids: row.tokens, finish_reason: reason, seed: row.seed });
+            }
+        }
+    }
+    progress.finish();
+    stats.cuda_graphs = decoder.graphs();
+    stats.capture_s = decoder.capture_s;
+    stats.cuda_graph_note = decoder.graph_note.take();
+    Ok(finish(outputs, stats, started))
+}
+
+fn finish(
+    outputs: Vec<PromptOutput<Option<SampleOutput>>>,
+    mut stats: GenerationStats,
+    started: Instant,
+) -> Generated<SampleOutput> {
+    stats.elapsed_s = started.elapsed().as_secs_f64();
+    let prompts = outputs
+        .into_iter()
+        .map(|p| PromptOutput {
+            prompt_id: p.prompt_id,
+            prompt_tokens: p.prompt_tokens,
+            truncated_tokens: p.truncated_tokens,
+            samples: p.samples.into_iter().map(|s| s.expect("every sample finishes")).collect(),
+        })
+        .collect();
+    Generated { prompts, stats }
+}
+
+/// Validates the request and applies the overflow rule; returns each prompt's tokens and how many were dropped.
+fn prepare_prompts(
+    model: &CausalLm,
+    request: &GenerationRequest,
+    max_model_len: usize,
+) -> Result<Vec<(Vec<u32>, usize)>, GenerateError> {
+    let invalid = |m: String| Err(GenerateError::InvalidRequest(m));
+    if request.n == 0 {
+        return invalid("n (samples per prompt) must be at least 1".into());
+    }
+    if request.max_tokens == 0 {
+        return invalid("max_tokens must be at least 1".into());
+    }
+    if max_model_len < 2 {
+        return invalid(format!("max_model_len {max_model_len} leaves no room for a prompt and a token"));
+    }
+    let vocab = model.config().vocab_size as u32;
+    let mut prepared = Vec::with_capacity(request.prompts.len());
+    for prompt in &request.prompts {
+        if prompt.token_ids.is_empty() {
+            return invalid(format!("prompt {} has no tokens", prompt.id));
+        }
+        if let Some(bad) = prompt.token_ids.iter().find(|&&t| t >= vocab) {
+            return invalid(format!("prompt {} holds token id {bad}, outside the vocabulary of {vocab}", prompt.id));
+        }
+        let room = max_model_len - 1;
+        let len = prompt.token_ids.len();
+        if len <= room {
+            prepared.push((prompt.token_ids.clone(), 0));
+        } else if request.prompt_overflow == PromptOverflow::TruncateLeft {
+            prepared.push((prompt.token_ids[len - room..].to_vec(), len - room));
+        } else {
+            return Err(GenerateError::PromptTooLong { prompt_id: prompt.id, tokens: len, max_model_len });
+        }
+    }
+    Ok(prepared)
+}
+
+/// Cache rows: the batch limit, the work available and the cache byte budget, whichever is smallest.
+fn batch_rows(model: &CausalLm, options: &GenerateOptions, total_samples: usize, cache_len: i64) -> i64 {
+    let cfg = model.config();
+    let row_bytes = 2
+        * cfg.num_hidden_layers
+        * cfg.num_key_value_heads
+        * cfg.head_dim
+        * cache_len
+        * model.kind().elt_size_in_bytes() as i64;
+    let by_memory = (options.max_cache_bytes / row_bytes.max(1)).max(1);
+    (options.max_batch.max(1) as i64).min(total_samples as i64).min(by_memory)
+}
+
+/// The uniforms of the next `steps` decode steps ([rows * steps] row-major), or `None` when greedy. Column j of a
+/// row is the draw for its token number `generated + j`.
+fn window_uniforms(request: &GenerationRequest, busy: &[Option<Row>], steps: i64) -> Option<Vec<f32>> {
+    if !request.sampling.is_random() || steps == 0 {
+        return None;
+    }
+    let mut u = Vec::with_capacity(busy.len() * steps as usize);
+    for slot in busy {
+        for j in 0..steps as u64 {
+            u.push(slot.as_ref().map_or(0.5, |row| uniform(row.seed, row.generated as u64 + j)));
+        }
+    }
+    Some(u)
+}
+
+/// Appends a row's newly read tokens, applying the stop rules in order; returns why it finished, if it did.
+fn absorb(
+    row: &mut Row,
+    new: &[u32],
+    request: &GenerationRequest,
+    max_model_len: usize,
+    stop_check: Option<&StopCheck<'_>>,
+) -> Result<Option<FinishReason>, GenerateError> {
+    let checked = row.tokens.len();
+    let mut reason = None;
+    for &token in new {
+        row.tokens.push(token);
+        if !request.stop.ignore_eos && request.stop.eos_token_ids.contains(&token) {
+            reason = Some(FinishReason::Eos);
+        } else if row.tokens.len() >= request.max_tokens {
+            reason = Some(FinishReason::MaxTokens);
+        } else if row.prompt_len + row.tokens.len() >= max_model_len {
+            reason = Some(FinishReason::MaxModelLen);
+        }
+        if reason.is_some() {
+            break;
+        }
+    }
+    if let (Some(check), false) = (stop_check, request.stop.stop_strings.is_empty()) {
+        if let Some((keep, stop)) = check(&row.tokens, checked)? {
+            row.tokens.truncate(keep);
+            reason = Some(FinishReason::StopString(stop));
+        }
+    }
+    Ok(reason)
+}

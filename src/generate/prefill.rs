@@ -1,0 +1,164 @@
+//! Starting samples: free cache rows take pending (prompt, sample) work in request order, each prompt is prefilled
+//! once (prompts batched and right-padded, chunked to a token budget) into its first row and forked into the rows of
+//! its other samples, and every new row's first token is sampled from the prompt's last logits with its own draw 0.
+
+use std::collections::VecDeque;
+
+use tch::{Device, Kind, Tensor};
+
+use super::decode::{torch, DeviceState};
+use super::engine::Row;
+use super::request::{GenerateOptions, GenerationRequest, PromptOutput, SampleOutput};
+use super::sampling::{sample_seed, uniform};
+use super::GenerateError;
+use crate::model::{CausalLm, Pass};
+
+/// A prompt started in a set of free rows: its first row is prefilled, the others forked from it.
+pub(crate) struct Group {
+    prompt: usize,
+    rows: Vec<usize>,
+}
+
+pub(crate) fn assign_rows(
+    busy: &mut [Option<Row>],
+    pending: &mut VecDeque<(usize, usize)>,
+    request: &GenerationRequest,
+    prompts: &[(Vec<u32>, usize)],
+    outputs: &[PromptOutput<Option<SampleOutput>>],
+) -> Vec<Group> {
+    let mut free = (0..busy.len()).filter(|&r| busy[r].is_none()).collect::<Vec<_>>().into_iter();
+    let mut groups = Vec::new();
+    while let Some(&(prompt, next_sample)) = pending.front() {
+        let mut rows = Vec::new();
+        let mut sample = next_sample;
+        while sample < request.n {
+            let Some(r) = free.next() else { break };
+            let seed = sample_seed(request.seed, outputs[prompt].prompt_id, sample as u64);
+            let prompt_len = prompts[prompt].0.len();
+            busy[r] =
+                Some(Row { prompt, sample, seed, prompt_len, tokens: Vec::new(), generated: 0, pos: 0, fresh: true });
+            rows.push(r);
+            sample += 1;
+        }
+        if !rows.is_empty() {
+            groups.push(Group { prompt, rows });
+        }
+        if sample == request.n {
+            pending.pop_front();
+        } else {
+            pending.front_mut().expect("front exists").1 = sample;
+            break;
+        }
+    }
+    groups
+}
+
+/// Prefills the groups (chunked to the prefill token budget), forks their caches and samples each row's first
+/// token into history column 0. Returns the prompt tokens run.
+pub(crate) fn prefill(
+    model: &CausalLm,
+    state: &mut DeviceState,
+    groups: &[Group],
+    busy: &mut [Option<Row>],
+    prompts: &[(Vec<u32>, usize)],
+    request: &GenerationRequest,
+    options: &GenerateOptions,
+) -> Result<usize, GenerateError> {
+    let device = model.device();
+    let mut run = 0;
+    let mut start = 0;
+    while start < groups.len() {
+        // Grow the chunk while its padded size fits the budget (always at least one prompt).
+        let mut end = start + 1;
+        let mut longest = prompts[groups[start].prompt].0.len();
+        while end < groups.len() {
+            let l = longest.max(prompts[groups[end].prompt].0.len());
+            if l * (end + 1 - start) > options.max_prefill_tokens {
+                break;
+            }
+            longest = l;
+            end += 1;
+        }
+        let chunk = &groups[start..end];
+        run += prefill_chunk(model, state, chunk, longest, busy, prompts, request, device)?;
+        start = end;
+    }
+    Ok(run)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prefill_chunk(
+    model: &CausalLm,
+    state: &mut DeviceState,
+    chunk: &[Group],
+    longest: usize,
+    busy: &mut [Option<Row>],
+    prompts: &[(Vec<u32>, usize)],
+    request: &GenerationRequest,
+    device: Device,
+) -> Result<usize, GenerateError> {
+    let (m, t) = (chunk.len() as i64, longest as i64);
+    let mut ids = vec![0i64; chunk.len() * longest];
+    let mut last = Vec::with_capacity(chunk.len());
+    for (i, g) in chunk.iter().enumerate() {
+        let tokens = &prompts[g.prompt].0;
+        for (j, &tok) in tokens.iter().enumerate() {
+            ids[i * longest + j] = tok as i64;
+        }
+        last.push(i as i64 * t + tokens.len() as i64 - 1);
+    }
+    let err = torch("prefill");
+    let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_to_device(device));
+    let ids = to_dev(&ids).and_then(|x| x.f_view([m, t])).map_err(torch("prefill"))?;
+    let positions =
+        Tensor::f_arange(t, (Kind::Int64, device)).and_then(|p| p.f_expand([m, t], false)).map_err(torch("prefill"))?;
+    let prime: Vec<i64> = chunk.iter().map(|g| g.rows[0] as i64).collect();
+    let prime_dev = to_dev(&prime).map_err(torch("prefill"))?;
+    let hidden = model.forward(&ids, &positions, Pass::Prefill { cache: &mut state.cache, rows: &prime_dev })?;
+    let last_hidden =
+        hidden.f_reshape([m * t, -1]).and_then(|h| h.f_index_select(0, &to_dev(&last)?)).map_err(torch("prefill"))?;
+    let logits = model.logits(&last_hidden)?;
+    // Fork each prompt's cache into its other rows.
+    let (mut src, mut dst) = (Vec::new(), Vec::new());
+    for g in chunk {
+        for &r in &g.rows[1..] {
+            src.push(g.rows[0] as i64);
+            dst.push(r as i64);
+        }
+    }
+    if !dst.is_empty() {
+        state.cache.copy_rows(&to_dev(&src).map_err(torch("fork"))?, &to_dev(&dst).map_err(torch("fork"))?, t)?;
+    }
+    // First token of every row, from its prompt's logits and its own uniform 0.
+    let (mut rows, mut group_of, mut lens, mut u0) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, g) in chunk.iter().enumerate() {
+        for &r in &g.rows {
+            let row = busy[r].as_mut().expect("assigned row");
+            rows.push(r as i64);
+            group_of.push(i as i64);
+            lens.push(row.prompt_len as i64);
+            u0.push(uniform(row.seed, 0));
+            row.generated = 1;
+            row.pos = row.prompt_len as i64;
+        }
+    }
+    let n = rows.len() as i64;
+    let rows_dev = to_dev(&rows).map_err(torch("prefill"))?;
+    let row_logits =
+        logits.f_index_select(0, &to_dev(&group_of).map_err(torch("prefill"))?).map_err(torch("prefill"))?;
+    let uniforms = if request.sampling.is_random() {
+        Some(Tensor::f_from_slice(&u0).and_then(|u| u.f_to_device(device)).map_err(torch("prefill"))?)
+    } else {
+        None
+    };
+    let first = request
+        .sampling
+        .sample(&row_logits, uniforms.as_ref())
+        .and_then(|f| f.f_view([n, 1]))
+        .map_err(torch("sampling"))?;
+    let lens_dev = to_dev(&lens).and_then(|l| l.f_view([n, 1])).map_err(torch("prefill"))?;
+    let _ = state.tokens.f_index_copy_(0, &rows_dev, &first).map_err(torch("prefill"))?;
+    let _ = state.positions.f_index_copy_(0, &rows_dev, &lens_dev).map_err(torch("prefill"))?;
+    let _ = state.history.f_narrow(1, 0, 1).and_then(|mut h| h.f_index_copy_(0, &rows_dev, &first)).map_err(err)?;
+    Ok(chunk.iter().map(|g| prompts[g.prompt].0.len()).sum())
+}

@@ -1,0 +1,147 @@
+//! Where and in which precision a model runs: the `--device` (auto|cpu|cuda|cuda:N) and `--dtype` (auto|f32|bf16|f16)
+//! choices, parsed from text and resolved against the machine (auto = the first CUDA device if there is one, then bf16
+//! on CUDA and f32 on CPU).
+
+use std::fmt;
+use std::str::FromStr;
+
+use tch::{Device, Kind};
+
+use super::error::ModelError;
+
+/// The device a model is asked to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// CUDA device 0 when available, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| ModelError::Device(format!("device {other:?}: expected auto, cpu, cuda or cuda:N"))),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Auto => write!(f, "auto"),
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The concrete device; asking for a CUDA device that does not exist is an error.
+    pub fn resolve(self) -> Result<Device, ModelError> {
+        match self {
+            DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => {
+                let count = tch::Cuda::device_count();
+                if (n as i64) < count {
+                    Ok(Device::Cuda(n))
+                } else {
+                    Err(ModelError::Device(format!(
+                        "device cuda:{n} requested but {count} CUDA device(s) are available"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The floating-point type the weights and activations use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtypeSpec {
+    /// bf16 on CUDA, f32 on the CPU.
+    #[default]
+    Auto,
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+impl FromStr for DtypeSpec {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(DtypeSpec::Auto),
+            "f32" | "float32" => Ok(DtypeSpec::F32),
+            "bf16" | "bfloat16" => Ok(DtypeSpec::Bf16),
+            "f16" | "float16" => Ok(DtypeSpec::F16),
+            other => Err(ModelError::Device(format!("dtype {other:?}: expected auto, f32, bf16 or f16"))),
+        }
+    }
+}
+
+impl fmt::Display for DtypeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DtypeSpec::Auto => "auto",
+            DtypeSpec::F32 => "f32",
+            DtypeSpec::Bf16 => "bf16",
+            DtypeSpec::F16 => "f16",
+        })
+    }
+}
+
+impl DtypeSpec {
+    /// The libtorch kind for a model on `device`.
+    pub fn resolve(self, device: Device) -> Kind {
+        match self {
+            DtypeSpec::Auto if device.is_cuda() => Kind::BFloat16,
+            DtypeSpec::Auto | DtypeSpec::F32 => Kind::Float,
+            DtypeSpec::Bf16 => Kind::BFloat16,
+            DtypeSpec::F16 => Kind::Half,
+        }
+    }
+}
+
+/// How to load a model: device, dtype and the longest sequence it will be run on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Where to run.
+    pub device: DeviceSpec,
+    /// Which precision.
+    pub dtype: DtypeSpec,
+    /// Longest sequence (prompt + generated) to support; the model's own context when `None`. Smaller values keep
+    /// the rotary tables and KV caches small.
+    pub max_model_len: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices_and_dtypes() {
+        assert_eq!("cuda:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(1));
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert!("gpu".parse::<DeviceSpec>().unwrap_err().to_string().contains("cuda:N"));
+        assert_eq!("bf16".parse::<DtypeSpec>().unwrap(), DtypeSpec::Bf16);
+        assert_eq!(DtypeSpec::Auto.resolve(Device::Cpu), Kind::Float);
+        assert_eq!(DtypeSpec::Auto.resolve(Device::Cuda(0)), Kind::BFloat16);
+    }
+}

@@ -1,0 +1,326 @@
+//! The decoder building blocks shared by Qwen2, Llama and Phi3: linear layers (with an optional trainer adapter),
+//! RMSNorm, GQA attention through libtorch's scaled_dot_product_attention (full causal, cached prefill, cached
+//! decode), the SiLU-gated MLP and the decoder layer; the rotary embedding lives in rope.rs (re-exported here).
+//! Projections are either separate (q/k/v, gate/up) or fused (Phi3's qkv_proj, gate_up_proj); separate ones can be
+//! fused into inference-only copies for generation.
+
+use tch::Tensor;
+
+use super::error::ModelError;
+pub use super::rope::{RopeAt, RotaryEmbedding};
+
+/// A trainable addition to a linear layer (LoRA, DoRA), attached by a trainer (`train::lora`); inference has none.
+pub trait LinearAdapter: std::fmt::Debug + Send {
+    /// The adapted output, given the layer, its input `x` and the frozen layer's output `base` (bias included).
+    fn forward(&self, linear: &Linear, x: &Tensor, base: Tensor) -> Result<Tensor, tch::TchError>;
+}
+
+/// A linear layer `y = x W^T + b`, weights as stored in HF checkpoints ([out, in]).
+#[derive(Debug)]
+pub struct Linear {
+    /// [out_features, in_features].
+    pub weight: Tensor,
+    /// [out_features], when the layer has a bias.
+    pub bias: Option<Tensor>,
+    /// A trainer's adapter applied on top of the layer's output; `None` when loaded.
+    pub adapter: Option<Box<dyn LinearAdapter>>,
+}
+
+impl Linear {
+    /// Applies the layer to the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        let base = x.f_linear(&self.weight, self.bias.as_ref())?;
+        match &self.adapter {
+            None => Ok(base),
+            Some(adapter) => adapter.forward(self, x, base),
+        }
+    }
+}
+
+/// Root-mean-square layer norm with a learned scale.
+#[derive(Debug)]
+pub struct RmsNorm {
+    /// [hidden_size].
+    pub weight: Tensor,
+    /// Added to the mean square before the square root.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalises the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        let dim = self.weight.size()[0];
+        x.f_rms_norm([dim].as_slice(), Some(&self.weight), self.eps)
+    }
+}
+
+/// The q/k/v projections: three matrices, or Phi3's one fused matrix ([q; k; v] rows).
+#[derive(Debug)]
+pub enum QkvProj {
+    /// q_proj, k_proj, v_proj.
+    Separate {
+        /// Query projection.
+        q: Linear,
+        /// Key projection.
+        k: Linear,
+        /// Value projection.
+        v: Linear,
+    },
+    /// qkv_proj.
+    Fused(Linear),
+}
+
+/// Per-layer K/V storage handed to attention by the cache owner.
+pub struct LayerCache<'a> {
+    /// [rows, kv_heads, max_len, head_dim].
+    pub k: &'a mut Tensor,
+    /// [rows, kv_heads, max_len, head_dim].
+    pub v: &'a mut Tensor,
+}
+
+/// How one attention call uses the cache.
+pub enum AttnMode<'a> {
+    /// Causal attention over the input alone.
+    Full,
+    /// Causal attention over the input; K/V also written to cache rows `rows` at positions 0..T.
+    Prefill {
+        /// This layer's cache.
+        cache: LayerCache<'a>,
+        /// [B] cache row of each input row.
+        rows: &'a Tensor,
+    },
+    /// One token per cache row: K/V written at `write_pos`, attention over the first `attend_len` cache positions
+    /// where `mask` ([rows, 1, 1, attend_len] bool) is true.
+    Decode {
+        /// This layer's cache.
+        cache: LayerCache<'a>,
+        /// [rows] arange, the row index of each input row.
+        rows: &'a Tensor,
+        /// [rows] position written by each row.
+        write_pos: &'a Tensor,
+        /// Number of leading cache positions attended to.
+        attend_len: i64,
+        /// Which of them each row may see.
+        mask: &'a Tensor,
+    },
+}
+
+/// Multi-head self-attention with grouped K/V heads.
+#[derive(Debug)]
+pub struct Attention {
+    /// The input projections.
+    pub qkv: QkvProj,
+    /// The output projection.
+    pub o_proj: Linear,
+    /// Query heads.
+    pub num_heads: i64,
+    /// Key/value heads.
+    pub num_kv_heads: i64,
+    /// Per-head width.
+    pub head_dim: i64,
+}
+
+impl Attention {
+    /// Attends `x` ([B, T, hidden]) and returns [B, T, hidden].
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        rope_at: &RopeAt,
+        mode: AttnMode<'_>,
+    ) -> Result<Tensor, tch::TchError> {
+        self.forward_with(x, rope, rope_at, mode, None)
+    }
+
+    /// Like [`Attention::forward`], with an inference-only fused copy of separate q/k/v projections (fewer kernels).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        rope_at: &RopeAt,
+        mode: AttnMode<'_>,
+        fused_qkv: Option<&Linear>,
+    ) -> Result<Tensor, tch::TchError> {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (q, k, v) = match (&self.qkv, fused_qkv) {
+            (QkvProj::Separate { q, k, v }, None) => (
+                rope.apply(&q.forward(x)?.f_view([b, t, h, d])?, rope_at)?,
+                rope.apply(&k.forward(x)?.f_view([b, t, kvh, d])?, rope_at)?,
+                v.forward(x)?.f_view([b, t, kvh, d])?,
+            ),
+            (_, Some(qkv)) | (QkvProj::Fused(qkv), None) => {
+                let all = qkv.forward(x)?.f_view([b, t, h + 2 * kvh, d])?;
+                // Queries and keys are adjacent heads: rotate them in one go.
+                let qk = rope.apply(&all.f_narrow(2, 0, h + kvh)?, rope_at)?;
+                (qk.f_narrow(2, 0, h)?, qk.f_narrow(2, h, kvh)?, all.f_narrow(2, h + kvh, kvh)?)
+            }
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let out = match mode {
+            AttnMode::Full | AttnMode::Prefill { .. } => {
+                let (q, k, v) = (q.f_transpose(1, 2)?, k.f_transpose(1, 2)?, v.f_transpose(1, 2)?);
+                if let AttnMode::Prefill { cache, rows } = mode {
+                    let _ = cache.k.f_narrow(2, 0, t)?.f_index_copy_(0, rows, &k)?;
+                    let _ = cache.v.f_narrow(2, 0, t)?.f_index_copy_(0, rows, &v)?;
+                }
+                let out =
+                    Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, scale, h != kvh)?;
+                out.f_transpose(1, 2)?.f_reshape([b, t, h * d])?
+            }
+            AttnMode::Decode { cache, rows, write_pos, attend_len, mask } => {
+                let indices = [Some(rows), None, Some(write_pos)];
+                let _ = cache.k.f_index_put_(&indices, &k.f_reshape([b, kvh, d])?, false)?;
+                let _ = cache.v.f_index_put_(&indices, &v.f_reshape([b, kvh, d])?, false)?;
+                let keys = cache.k.f_narrow(2, 0, attend_len)?;
+                let values = cache.v.f_narrow(2, 0, attend_len)?;
+                // The G query heads of one K/V head act as G query rows against that head: GQA with no repeated K/V.
+                let grouped = q.f_reshape([b, kvh, h / kvh, d])?;
+                let out = Tensor::f_scaled_dot_product_attention(
+                    &grouped,
+                    &keys,
+                    &values,
+                    Some(mask),
+                    0.0,
+                    false,
+                    scale,
+                    false,
+                )?;
+                out.f_reshape([b, 1, h * d])?
+            }
+        };
+        self.o_proj.forward(&out)
+    }
+}
+
+/// The gate/up projections: two matrices, or Phi3's fused gate_up_proj ([gate; up] rows).
+#[derive(Debug)]
+pub enum GateUpProj {
+    /// gate_proj, up_proj.
+    Separate {
+        /// Gate projection (through SiLU).
+        gate: Linear,
+        /// Up projection.
+        up: Linear,
+    },
+    /// gate_up_proj.
+    Fused(Linear),
+}
+
+/// The SiLU-gated MLP: down(silu(gate(x)) * up(x)).
+#[derive(Debug)]
+pub struct Mlp {
+    /// Gate and up projections.
+    pub gate_up: GateUpProj,
+    /// Down projection.
+    pub down_proj: Linear,
+    /// Width of the hidden layer.
+    pub intermediate_size: i64,
+}
+
+impl Mlp {
+    /// Applies the MLP to [.., hidden].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        self.forward_with(x, None)
+    }
+
+    /// Like [`Mlp::forward`], with an inference-only fused copy of separate gate/up projections.
+    pub fn forward_with(&self, x: &Tensor, fused_gate_up: Option<&Linear>) -> Result<Tensor, tch::TchError> {
+        let hidden = match (&self.gate_up, fused_gate_up) {
+            (GateUpProj::Separate { gate, up }, None) => gate.forward(x)?.f_silu()?.f_mul(&up.forward(x)?)?,
+            (_, Some(gate_up)) | (GateUpProj::Fused(gate_up), None) => {
+                let both = gate_up.forward(x)?;
+                let n = self.intermediate_size;
+                both.f_narrow(-1, 0, n)?.f_silu()?.f_mul(&both.f_narrow(-1, n, n)?)?
+            }
+        };
+        self.down_proj.forward(&hidden)
+    }
+}
+
+/// One pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(.)).
+#[derive(Debug)]
+pub struct DecoderLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Self-attention.
+    pub self_attn: Attention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// The MLP.
+    pub mlp: Mlp,
+}
+
+impl DecoderLayer {
+    /// Runs the layer on [B, T, hidden].
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        rope_at: &RopeAt,
+        mode: AttnMode<'_>,
+    ) -> Result<Tensor, tch::TchError> {
+        self.forward_with(x, rope, rope_at, mode, None)
+    }
+
+    /// Like [`DecoderLayer::forward`], using inference-only fused projections where given.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        rope_at: &RopeAt,
+        mode: AttnMode<'_>,
+        fused: Option<&FusedProjections>,
+    ) -> Result<Tensor, tch::TchError> {
+        let normed = self.input_layernorm.forward(x)?;
+        let attn = self.self_attn.forward_with(&normed, rope, rope_at, mode, fused.and_then(|f| f.qkv.as_ref()))?;
+        let x = x.f_add(&attn)?;
+        let mlp = self
+            .mlp
+            .forward_with(&self.post_attention_layernorm.forward(&x)?, fused.and_then(|f| f.gate_up.as_ref()))?;
+        x.f_add(&mlp)
+    }
+
+    /// Inference-only fused copies of this layer's separate projections: [q; k; v] and [gate; up] rows concatenated,
+    /// so each runs as one matrix product. Projections carrying an adapter, or already fused, get none.
+    pub fn fused_projections(&self) -> Result<FusedProjections, tch::TchError> {
+        let qkv = match &self.self_attn.qkv {
+            QkvProj::Separate { q, k, v } => concat_linears(&[q, k, v])?,
+            QkvProj::Fused(_) => None,
+        };
+        let gate_up = match &self.mlp.gate_up {
+            GateUpProj::Separate { gate, up } => concat_linears(&[gate, up])?,
+            GateUpProj::Fused(_) => None,
+        };
+        Ok(FusedProjections { qkv, gate_up })
+    }
+}
+
+/// Inference-only concatenations of a layer's separate projections (see [`DecoderLayer::fused_projections`]).
+/// They are copies: valid only while the weights they were built from do not change.
+#[derive(Debug)]
+pub struct FusedProjections {
+    /// [q; k; v] rows, or `None`.
+    pub qkv: Option<Linear>,
+    /// [gate; up] rows, or `None`.
+    pub gate_up: Option<Linear>,
+}
+
+/// The row-wise concatenation of linear layers sharing an input, or `None` if one has an adapter.
+fn concat_linears(parts: &[&Linear]) -> Result<Option<Linear>, tch::TchError> {
+    let with_bias = parts.iter().filter(|l| l.bias.is_some()).count();
+    if parts.iter().any(|l| l.adapter.is_some()) || (with_bias != 0 && with_bias != parts.len()) {
+        return Ok(None);
+    }
+    let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+    let bias = match parts.iter().map(|l| l.bias.as_ref()).collect::<Option<Vec<&Tensor>>>() {
+        Some(biases) => Some(Tensor::f_cat(&biases, 0)?.f_detach()?),
+        None => None,
+    };
+    Ok(Some(Linear { weight: Tensor::f_cat(&weights, 0)?.f_detach()?, bias, adapter: None }))
+}
+
+/// Maps a libtorch error to a model error with context.
+pub(crate) fn torch_err(context: &str) -> impl FnOnce(tch::TchError) -> ModelError + '_ {
+    move |source| ModelError::Torch { context: context.to_string(), error: source }
+}
