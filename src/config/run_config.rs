@@ -61,33 +61,28 @@ pub struct RunConfig {
 impl RunConfig {
     /// Loads, validates and resolves the three files of a run.
     pub fn load(paths: &RunConfigPaths) -> Result<RunConfig, ConfigError> {
-        let (stasc_config, stasc_ignored) = StascConfig::load(&paths.config)?;
-        let ft_document = load_yaml(&paths.ft_config, FINE_TUNE_KEYS)?;
-        let (fine_tune, mut ft_ignored) = FineTuneConfig::from_document(&paths.ft_config, &ft_document)?;
-        let loop_set = IgnoredKeys::collect(&paths.ft_config, &ft_document, SET_BY_LOOP);
-        ft_ignored.keys.extend(loop_set.keys.into_iter().map(|key| format!("{key} (set by the loop)")));
-        let mut ignored = vec![stasc_ignored, ft_ignored];
-        let accelerate = match &paths.accelerate_config {
-            Some(path) => {
-                let (accelerate, accelerate_ignored) = AccelerateConfig::load(path)?;
-                ignored.push(accelerate_ignored);
-                accelerate
-            }
-            None => AccelerateConfig::default(),
-        };
-        let execution = execution(paths, &stasc_config, &fine_tune, &accelerate);
-        Ok(RunConfig { sources: paths.clone(), stasc_config, fine_tune, accelerate, execution, ignored })
+        Self::load_parts(paths, true)
     }
 
     /// Loads a run that will not fine-tune (`stasc eval`): fine_tune.yaml is optional and defaults to HF's
     /// settings when absent.
     pub fn load_for_eval(paths: &RunConfigPaths, ft_given: bool) -> Result<RunConfig, ConfigError> {
-        if ft_given {
-            return Self::load(paths);
-        }
+        Self::load_parts(paths, ft_given)
+    }
+
+    fn load_parts(paths: &RunConfigPaths, read_fine_tune: bool) -> Result<RunConfig, ConfigError> {
         let (stasc_config, stasc_ignored) = StascConfig::load(&paths.config)?;
-        let (fine_tune, _) = FineTuneConfig::from_document(&paths.ft_config, &serde_json::Value::Null)?;
         let mut ignored = vec![stasc_ignored];
+        let fine_tune = if read_fine_tune {
+            let ft_document = load_yaml(&paths.ft_config, FINE_TUNE_KEYS)?;
+            let (fine_tune, mut ft_ignored) = FineTuneConfig::from_document(&paths.ft_config, &ft_document)?;
+            let loop_set = IgnoredKeys::collect(&paths.ft_config, &ft_document, SET_BY_LOOP);
+            ft_ignored.keys.extend(loop_set.keys.into_iter().map(|key| format!("{key} (set by the loop)")));
+            ignored.push(ft_ignored);
+            fine_tune
+        } else {
+            FineTuneConfig::from_document(&paths.ft_config, &serde_json::Value::Null)?.0
+        };
         let accelerate = match &paths.accelerate_config {
             Some(path) => {
                 let (accelerate, accelerate_ignored) = AccelerateConfig::load(path)?;

@@ -98,11 +98,30 @@ fn cpu_run_writes_the_layout_and_resumes_after_kill_9() {
     let full = tmp.path().join("full");
     let log = run_to_end(&config, &ft, &full);
     assert!(log.contains("test_correction"), "{log}");
-    for f in ["config.resolved.yaml", "DONE", "iter_0/initial.jsonl", "iter_0/corrections.jsonl", "iter_0/train_pairs.jsonl", "iter_0/metrics.json", "iter_1/metrics.json"] {
+    for f in [
+        "config.resolved.yaml",
+        "DONE",
+        "iter_0/initial.jsonl",
+        "iter_0/corrections.jsonl",
+        "iter_0/train_pairs.jsonl",
+        "iter_0/metrics.json",
+        "iter_1/metrics.json",
+    ] {
         assert!(full.join(f).exists(), "missing {f}");
     }
     let m0: serde_json::Value = serde_json::from_str(&read(&full.join("iter_0/metrics.json"))).unwrap();
-    for key in ["train_initial_accuracy", "train_correction_accuracy", "test_initial_accuracy", "test_correction_accuracy", "transitions", "train_transitions", "filtered_pairs", "train_loss", "phase_seconds", "tokens_per_s"] {
+    for key in [
+        "train_initial_accuracy",
+        "train_correction_accuracy",
+        "test_initial_accuracy",
+        "test_correction_accuracy",
+        "transitions",
+        "train_transitions",
+        "filtered_pairs",
+        "train_loss",
+        "phase_seconds",
+        "tokens_per_s",
+    ] {
         assert!(m0.get(key).is_some(), "metrics.json lacks {key}: {m0}");
     }
     for key in ["correct_to_incorrect", "correct_to_correct", "incorrect_to_correct", "incorrect_to_incorrect"] {
@@ -125,7 +144,13 @@ fn cpu_run_writes_the_layout_and_resumes_after_kill_9() {
     let chunk0 = read(&gen.join("iter_0/.partial/initial/chunk-00000.jsonl"));
     run_to_end(&config, &ft, &gen);
     assert!(read(&gen.join("iter_0/initial.jsonl")).starts_with(&chunk0), "saved chunks are reused, not sampled again");
-    for f in ["iter_0/initial.jsonl", "iter_0/corrections.jsonl", "iter_0/train_pairs.jsonl", "iter_1/initial.jsonl", "iter_1/corrections.jsonl"] {
+    for f in [
+        "iter_0/initial.jsonl",
+        "iter_0/corrections.jsonl",
+        "iter_0/train_pairs.jsonl",
+        "iter_1/initial.jsonl",
+        "iter_1/corrections.jsonl",
+    ] {
         assert_eq!(read(&full.join(f)), read(&gen.join(f)), "{f} differs after resuming");
     }
     assert!(!gen.join("iter_0/.partial").exists());
@@ -150,4 +175,26 @@ fn cpu_run_writes_the_layout_and_resumes_after_kill_9() {
     let o = stasc_run(&config, &ft, &full).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("temperature") && err.contains("--force"), "{err}");
+}
+
+#[test]
+fn eval_is_iteration_zero_without_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, _) = tiny_run(tmp.path(), 128);
+    let out = tmp.path().join("eval");
+    let o = Command::new(env!("CARGO_BIN_EXE_stasc"))
+        .args(["eval", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{text}");
+    let m: serde_json::Value = serde_json::from_str(&read(&out.join("iter_0/metrics.json"))).unwrap();
+    assert_eq!(m["trained"], serde_json::json!(false));
+    assert!(m["train_loss"].is_null() && m["test_correction_accuracy"].is_number(), "{m}");
+    assert!(out.join("DONE").exists() && !out.join("iter_1").exists() && !out.join("iter_0/model").exists());
+    assert!(out.join("iter_0/train_pairs.jsonl").exists(), "the filtered pairs are still recorded");
 }
