@@ -1,15 +1,45 @@
 //! Links libtorch_cuda even though no symbol of it is used directly: without it the CUDA backend never registers and
-//! `tch::Cuda::is_available()` is silently false. Also sets an rpath to libtorch so the binary and the test binaries
-//! run without LD_LIBRARY_PATH.
+//! `tch::Cuda::is_available()` is silently false. Sets an rpath to libtorch so the binary and the test binaries run
+//! without LD_LIBRARY_PATH. Compiles src/ffi/cuda_memory.cpp (the caching allocator's emptyCache, which tch does not
+//! expose) when libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
+
+use std::path::PathBuf;
 
 fn main() {
-    // torch-sys (links = "tch") exports the directory it linked against.
-    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        let cuda = std::path::Path::new(&lib).join("libtorch_cuda.so");
-        if cuda.exists() {
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-        }
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    }
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-changed=src/ffi/cuda_memory.cpp");
+    println!("cargo::rustc-check-cfg=cfg(stasc_cuda_memory)");
+    // torch-sys (links = "tch") exports the directory it linked against.
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
+    let lib = PathBuf::from(lib);
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    if !lib.join("libtorch_cuda.so").exists() {
+        return;
+    }
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    // Resolve the .libtorch link: the nvidia wheels sit beside the real torch directory in site-packages.
+    let real = lib.canonicalize().unwrap_or_else(|_| lib.clone());
+    let torch = real.parent().expect("libtorch's lib directory has a parent");
+    let cuda_include = torch.parent().map(|sp| sp.join("nvidia/cu13/include"));
+    let Some(cuda_include) = cuda_include.filter(|p| p.join("crt/host_config.h").exists()) else {
+        println!(
+            "cargo:warning=CUDA headers (nvidia-cuda-crt) not found beside libtorch: GPU memory stays cached between \
+             phases; scripts/setup.sh installs them"
+        );
+        return;
+    };
+    cc::Build::new()
+        .cpp(true)
+        .file("src/ffi/cuda_memory.cpp")
+        .include(torch.join("include"))
+        .include(torch.join("include/torch/csrc/api/include"))
+        .include(&cuda_include)
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .compile("stasc_cuda_memory");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    println!("cargo:rustc-link-lib=dylib=c10");
+    println!("cargo:rustc-cfg=stasc_cuda_memory");
 }

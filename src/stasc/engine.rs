@@ -129,12 +129,16 @@ impl Backend for TchBackend {
 
     fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError> {
         self.release();
-        let report = fine_tune(base, examples, &self.fine_tune, &self.train, out)?;
+        let report = fine_tune(base, examples, &self.fine_tune, &self.train, out);
+        // The trainer's model, gradients and optimiser state are gone now: give their memory back.
+        crate::model::device::release_cuda_cache();
+        let report = report?;
         Ok(TrainSummary { losses: report.losses(), tokens_per_s: report.tokens_per_s })
     }
 
     fn release(&mut self) {
         self.loaded = None;
+        crate::model::device::release_cuda_cache();
     }
 }
 
