@@ -131,21 +131,6 @@ pub struct LoadOptions {
     pub max_model_len: Option<i64>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_devices_and_dtypes() {
-        assert_eq!("cuda:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(1));
-        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
-        assert!("gpu".parse::<DeviceSpec>().unwrap_err().to_string().contains("cuda:N"));
-        assert_eq!("bf16".parse::<DtypeSpec>().unwrap(), DtypeSpec::Bf16);
-        assert_eq!(DtypeSpec::Auto.resolve(Device::Cpu), Kind::Float);
-        assert_eq!(DtypeSpec::Auto.resolve(Device::Cuda(0)), Kind::BFloat16);
-    }
-}
-
 /// Returns the CUDA caching allocator's unused blocks to the driver, so memory a finished phase used (a generation
 /// model dropped before fine-tuning, the trainer's optimiser state) is not kept reserved. A no-op without CUDA, or
 /// when build.rs could not compile the allocator shim (it warns then).
@@ -161,5 +146,20 @@ pub fn release_cuda_cache() {
                 stasc_cuda_empty_cache();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices_and_dtypes() {
+        assert_eq!("cuda:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(1));
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert!("gpu".parse::<DeviceSpec>().unwrap_err().to_string().contains("cuda:N"));
+        assert_eq!("bf16".parse::<DtypeSpec>().unwrap(), DtypeSpec::Bf16);
+        assert_eq!(DtypeSpec::Auto.resolve(Device::Cpu), Kind::Float);
+        assert_eq!(DtypeSpec::Auto.resolve(Device::Cuda(0)), Kind::BFloat16);
     }
 }

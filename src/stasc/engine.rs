@@ -105,7 +105,7 @@ impl Backend for TchBackend {
             let request = generate::GenerationRequest {
                 prompts,
                 n,
-                sampling: rule.clone(),
+                sampling: rule,
                 max_tokens: sampling.max_tokens,
                 stop: StopRules {
                     eos_token_ids: loaded.tokenizer.eos_token_ids().to_vec(),

@@ -52,7 +52,7 @@ impl Backend for FakeBackend {
                         let mut h = DefaultHasher::new();
                         (&m, &r.key, i, sampling.seed).hash(&mut h);
                         let v = h.finish();
-                        let ok = v % self.correct_one_in == 0;
+                        let ok = v.is_multiple_of(self.correct_one_in);
                         GeneratedSample {
                             text: format!("{m}|{}|{i}|{}", r.key, if ok { "RIGHT" } else { "WRONG" }),
                             seed: v,

@@ -76,8 +76,8 @@ pub enum SweepError {
         file: PathBuf,
         /// The cell name.
         cell: String,
-        /// The configuration error.
-        source: crate::config::ConfigError,
+        /// The configuration error (boxed: it is large and rare).
+        source: Box<crate::config::ConfigError>,
     },
     /// `--only` named no cell.
     #[error("no cell named '{name}' in this sweep{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]

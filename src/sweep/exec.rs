@@ -110,7 +110,11 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
             ft_config: check.ft_config.clone(),
             accelerate_config: check.accelerate_config.clone(),
         })
-        .map_err(|source| SweepError::Cell { file: spec.file.clone(), cell: cell.name.clone(), source })?;
+        .map_err(|source| SweepError::Cell {
+            file: spec.file.clone(),
+            cell: cell.name.clone(),
+            source: Box::new(source),
+        })?;
         checked.push(check);
     }
     let mut plans = Vec::new();
@@ -147,7 +151,7 @@ fn read_yaml(path: &Path) -> Result<serde_json::Value, SweepError> {
     yaml_to_json(path, yaml).map_err(|source| SweepError::Cell {
         file: path.to_path_buf(),
         cell: "<base>".into(),
-        source,
+        source: Box::new(source),
     })
 }
 
