@@ -13,6 +13,7 @@ use super::error::SweepError;
 use super::grid::{expand, Cell};
 use super::spec::SweepSpec;
 use crate::config::keys::yaml_to_json;
+use crate::config::ConfigError;
 use crate::config::{RunConfig, RunConfigPaths};
 
 /// One cell ready to run: where its files are.
@@ -146,8 +147,9 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
 
 fn read_yaml(path: &Path) -> Result<serde_json::Value, SweepError> {
     let text = fs::read_to_string(path).map_err(|e| SweepError::Io { path: path.to_path_buf(), source: e })?;
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
-        .map_err(|e| SweepError::Syntax { file: path.to_path_buf(), message: e.to_string() })?;
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+        SweepError::from(ConfigError::Syntax { file: path.to_path_buf(), format: "TOML", message: e.to_string() })
+    })?;
     yaml_to_json(path, yaml).map_err(|source| SweepError::Cell {
         file: path.to_path_buf(),
         cell: "<base>".into(),

@@ -68,12 +68,8 @@ fn short_key(key: &str) -> &str {
 }
 
 fn bad(file: &Path, key: &str, value: &Value, reason: &str) -> SweepError {
-    SweepError::BadValue {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
+    crate::config::ConfigError::invalid(file, key, format!("has the grid value {value}, which is not valid: {reason}"))
+        .into()
 }
 
 /// Applies one override to the documents and returns how the cell name shows it.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::error::SweepError;
+use crate::config::ConfigError;
 
 /// Keys of the `[sweep]` table.
 pub const SWEEP_KEYS: &[&str] = &["name", "config", "ft_config", "accelerate_config", "out", "devices"];
@@ -51,17 +52,20 @@ impl SweepSpec {
     /// Reads and checks a sweep file.
     pub fn load(path: &Path) -> Result<SweepSpec, SweepError> {
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SweepError::NotFound { path: path.to_path_buf() },
-            _ => SweepError::Io { path: path.to_path_buf(), source: e },
+            std::io::ErrorKind::NotFound => SweepError::from(ConfigError::NotFound { path: path.to_path_buf() }),
+            _ => SweepError::from(ConfigError::Io { path: path.to_path_buf(), source: e }),
         })?;
         Self::parse(path, &text)
     }
 
     /// Parses the text of a sweep file; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<SweepSpec, SweepError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| SweepError::Syntax {
-            file: path.to_path_buf(),
-            message: e.message().to_string(),
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            SweepError::from(ConfigError::Syntax {
+                file: path.to_path_buf(),
+                format: "TOML",
+                message: e.message().to_string(),
+            })
         })?;
         for key in table.keys() {
             if !TABLES.contains(&key.as_str()) {
@@ -78,20 +82,22 @@ impl SweepSpec {
             match sweep.get(key) {
                 None => Ok(None),
                 Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(SweepError::Type {
+                Some(other) => Err(SweepError::from(ConfigError::WrongType {
                     file: path.to_path_buf(),
                     key: format!("sweep.{key}"),
                     expected: "a string",
                     found: other.type_str().to_string(),
-                }),
+                })),
             }
         };
         let name = string("name")?
             .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        let config = string("config")?
-            .ok_or_else(|| SweepError::Missing { file: path.to_path_buf(), key: "sweep.config".into() })?;
-        let ft_config = string("ft_config")?
-            .ok_or_else(|| SweepError::Missing { file: path.to_path_buf(), key: "sweep.ft_config".into() })?;
+        let config = string("config")?.ok_or_else(|| {
+            SweepError::from(ConfigError::Missing { file: path.to_path_buf(), key: "sweep.config".into() })
+        })?;
+        let ft_config = string("ft_config")?.ok_or_else(|| {
+            SweepError::from(ConfigError::Missing { file: path.to_path_buf(), key: "sweep.ft_config".into() })
+        })?;
         let out = string("out")?.map(PathBuf::from).unwrap_or_else(|| Path::new("runs").join(&name));
         let devices = match sweep.get("devices") {
             None => vec![],
@@ -100,21 +106,21 @@ impl SweepSpec {
                 .map(|v| match v {
                     toml::Value::String(s) => Ok(s.clone()),
                     toml::Value::Integer(i) => Ok(i.to_string()),
-                    other => Err(SweepError::Type {
+                    other => Err(SweepError::from(ConfigError::WrongType {
                         file: path.to_path_buf(),
                         key: "sweep.devices".into(),
                         expected: "a list of device ids",
                         found: other.type_str().to_string(),
-                    }),
+                    })),
                 })
                 .collect::<Result<_, _>>()?,
             Some(other) => {
-                return Err(SweepError::Type {
+                return Err(SweepError::from(ConfigError::WrongType {
                     file: path.to_path_buf(),
                     key: "sweep.devices".into(),
                     expected: "a list of device ids",
                     found: other.type_str().to_string(),
-                })
+                }))
             }
         };
         let set = flatten(section(path, &table, "set")?.as_ref());
@@ -123,12 +129,12 @@ impl SweepSpec {
             let values = match value {
                 Value::Array(a) if !a.is_empty() => a,
                 _ => {
-                    return Err(SweepError::Type {
+                    return Err(SweepError::from(ConfigError::WrongType {
                         file: path.to_path_buf(),
                         key: format!("grid.{key}"),
                         expected: "a non-empty list of values",
                         found: describe(&value),
-                    })
+                    }))
                 }
             };
             grid.push(Axis { key, values });
@@ -139,12 +145,12 @@ impl SweepSpec {
                 match body {
                     toml::Value::Table(b) => tasks.push((task.clone(), flatten(Some(b)))),
                     other => {
-                        return Err(SweepError::Type {
+                        return Err(SweepError::from(ConfigError::WrongType {
                             file: path.to_path_buf(),
                             key: format!("tasks.{task}"),
                             expected: "a table of overrides",
                             found: other.type_str().to_string(),
-                        })
+                        }))
                     }
                 }
             }
@@ -166,23 +172,23 @@ impl SweepSpec {
 
 fn unknown(path: &Path, key: &str, known: &[&str]) -> SweepError {
     let last = key.rsplit('.').next().unwrap_or(key);
-    SweepError::UnknownKey {
+    SweepError::from(ConfigError::UnknownKey {
         file: path.to_path_buf(),
         key: key.to_string(),
         suggestion: crate::config::keys::closest(last, known.iter().copied()).map(str::to_string),
-    }
+    })
 }
 
 fn section(path: &Path, table: &toml::Table, name: &str) -> Result<Option<toml::Table>, SweepError> {
     match table.get(name) {
         None => Ok(None),
         Some(toml::Value::Table(t)) => Ok(Some(t.clone())),
-        Some(other) => Err(SweepError::Type {
+        Some(other) => Err(SweepError::from(ConfigError::WrongType {
             file: path.to_path_buf(),
             key: name.to_string(),
             expected: "a table",
             found: other.type_str().to_string(),
-        }),
+        })),
     }
 }
 

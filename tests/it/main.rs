@@ -10,4 +10,5 @@ mod reward_goldens;
 mod reward_plugins;
 mod score_cli;
 mod stasc_run;
+mod sweep_cli;
 mod train;

@@ -1,0 +1,40 @@
+//! `stasc sweep --dry-run` on the shipped sweep files, and the one-line error of a bad sweep file.
+
+use std::path::Path;
+use std::process::Command;
+
+fn stasc(cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stasc")).current_dir(cwd).args(args).output().unwrap()
+}
+
+#[test]
+fn dry_run_lists_and_validates_the_cells_of_the_shipped_sweeps() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = stasc(root, &["sweep", "experiments/ablation.toml", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("sweep ablation (8 cells)"), "{stdout}");
+    assert!(stdout.contains("init=E,filter=I,ft=E,task=qa,reward=in_acc,seed=42"), "{stdout}");
+    assert!(stdout.contains("every cell's configuration is valid"));
+    let out = stasc(root, &["sweep", "experiments/demo.toml", "--dry-run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("variant=FNE,seed=42"));
+}
+
+#[test]
+fn a_bad_sweep_file_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "[sweep]\nconfig = \"c.yaml\"\nft_config = \"f.yaml\"\n[grid]\nfilter = [\"X\"]\n",
+    )
+    .unwrap();
+    let out = stasc(dir.path(), &["sweep", "s.toml", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("c.yaml"), "the missing base config is named: {stderr}");
+    std::fs::write(dir.path().join("s.toml"), "[sweep]\nconfg = \"c.yaml\"\n").unwrap();
+    let stderr = String::from_utf8_lossy(&stasc(dir.path(), &["sweep", "s.toml"]).stderr).to_string();
+    assert_eq!(stderr.trim(), "error: s.toml: unknown key 'sweep.confg' (did you mean 'config'?)");
+}
