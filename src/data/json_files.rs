@@ -35,14 +35,25 @@ pub(crate) fn read_jsonl(path: &Path, split: &'static str, columns: &Columns) ->
             location: format!("{location}: "),
             message: e.to_string(),
         })?;
-        let example = example_from_json(&row, columns).map_err(|reason| DataError::BadRow {
-            file: path.to_path_buf(),
-            location: location.clone(),
-            reason,
-        })?;
-        builder.push(path, location, example)?;
+        push_row(&mut builder, path, location, &row, columns)?;
     }
     builder.finish(path)
+}
+
+/// Maps one JSON row object to an example (a bad row names the file and `location`) and adds it to the split.
+fn push_row(
+    builder: &mut SplitBuilder,
+    path: &Path,
+    location: String,
+    row: &Value,
+    columns: &Columns,
+) -> Result<(), DataError> {
+    let example = example_from_json(row, columns).map_err(|reason| DataError::BadRow {
+        file: path.to_path_buf(),
+        location: location.clone(),
+        reason,
+    })?;
+    builder.push(path, location, example)
 }
 
 /// Reads one split held as a JSON list of objects (`rows`), located as `<prefix>row N`.
@@ -63,12 +74,7 @@ fn rows_to_split(
     let mut builder = SplitBuilder::new(split);
     for (index, row) in rows.iter().enumerate() {
         let location = format!("{prefix}row {}", index + 1);
-        let example = example_from_json(row, columns).map_err(|reason| DataError::BadRow {
-            file: path.to_path_buf(),
-            location: location.clone(),
-            reason,
-        })?;
-        builder.push(path, location, example)?;
+        push_row(&mut builder, path, location, row, columns)?;
     }
     builder.finish(path)
 }

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::error::SweepError;
 use super::grid::{expand, Cell};
 use super::spec::SweepSpec;
-use crate::config::keys::yaml_to_json;
-use crate::config::ConfigError;
+use crate::config::document::load_yaml;
+use crate::config::fine_tune::FINE_TUNE_KEYS;
+use crate::config::stasc_config::STASC_KEYS;
 use crate::config::{RunConfig, RunConfigPaths};
 
 /// One cell ready to run: where its files are.
@@ -97,8 +98,9 @@ pub struct SweepOutcome {
 /// Expands the sweep, validates every cell's configuration (via the same loader `stasc run` uses) and returns the
 /// plans. Writes the cell config files (only where they changed) and sweep.json unless `dry_run`.
 pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError> {
-    let base_stasc = read_yaml(&spec.config)?;
-    let base_ft = read_yaml(&spec.ft_config)?;
+    // The base files get the same checks (and one-line errors naming them) as in `stasc run`.
+    let base_stasc = load_yaml(&spec.config, STASC_KEYS)?;
+    let base_ft = load_yaml(&spec.ft_config, FINE_TUNE_KEYS)?;
     let cells = expand(spec, &base_stasc, &base_ft)?;
     let scratch = tempfile::tempdir().map_err(|e| SweepError::Io { path: std::env::temp_dir(), source: e })?;
     let mut checked = Vec::new();
@@ -143,18 +145,6 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
         write_if_changed(&spec.out.join("sweep.json"), &json)?;
     }
     Ok(plans)
-}
-
-fn read_yaml(path: &Path) -> Result<serde_json::Value, SweepError> {
-    let text = fs::read_to_string(path).map_err(|e| SweepError::Io { path: path.to_path_buf(), source: e })?;
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
-        SweepError::from(ConfigError::Syntax { file: path.to_path_buf(), format: "TOML", message: e.to_string() })
-    })?;
-    yaml_to_json(path, yaml).map_err(|source| SweepError::Cell {
-        file: path.to_path_buf(),
-        cell: "<base>".into(),
-        source: Box::new(source),
-    })
 }
 
 fn write_cell_files(spec: &SweepSpec, cell: &Cell, dir: &Path) -> Result<CellPlan, SweepError> {

@@ -51,10 +51,7 @@ pub struct SweepSpec {
 impl SweepSpec {
     /// Reads and checks a sweep file.
     pub fn load(path: &Path) -> Result<SweepSpec, SweepError> {
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SweepError::from(ConfigError::NotFound { path: path.to_path_buf() }),
-            _ => SweepError::from(ConfigError::Io { path: path.to_path_buf(), source: e }),
-        })?;
+        let text = crate::config::document::read_text(path)?;
         Self::parse(path, &text)
     }
 
