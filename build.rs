@@ -1,14 +1,14 @@
 //! Links libtorch_cuda even though no symbol of it is used directly: without it the CUDA backend never registers and
 //! `tch::Cuda::is_available()` is silently false. Sets an rpath to libtorch so the binary and the test binaries run
-//! without LD_LIBRARY_PATH. Compiles src/ffi/cuda_memory.cpp (the caching allocator's emptyCache, which tch does not
-//! expose) when libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
+//! without LD_LIBRARY_PATH. Compiles src/ffi/cuda_device.cpp (emptyCache, the current stream and per-device seeding, which tch
+//! does not expose) when libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-changed=src/ffi/cuda_memory.cpp");
-    println!("cargo::rustc-check-cfg=cfg(stasc_cuda_memory)");
+    println!("cargo:rerun-if-changed=src/ffi/cuda_device.cpp");
+    println!("cargo::rustc-check-cfg=cfg(stasc_cuda_shim)");
     // torch-sys (links = "tch") exports the directory it linked against.
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     let lib = PathBuf::from(lib);
@@ -30,16 +30,17 @@ fn main() {
     };
     cc::Build::new()
         .cpp(true)
-        .file("src/ffi/cuda_memory.cpp")
+        .file("src/ffi/cuda_device.cpp")
         .include(torch.join("include"))
         .include(torch.join("include/torch/csrc/api/include"))
         .include(&cuda_include)
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
-        .compile("stasc_cuda_memory");
+        .compile("stasc_cuda_device");
     println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cuda");
     println!("cargo:rustc-link-lib=dylib=c10_cuda");
     println!("cargo:rustc-link-lib=dylib=c10");
-    println!("cargo:rustc-cfg=stasc_cuda_memory");
+    println!("cargo:rustc-cfg=stasc_cuda_shim");
 }

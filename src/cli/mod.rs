@@ -61,6 +61,7 @@ pub enum Command {
 
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
+    crate::dist::guard::apply_to_process();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(args),
@@ -74,4 +75,29 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => sweep::run(args),
         Command::Train(args) => train::run(args),
     }
+}
+
+/// The data-parallel topology of a command-line device choice: `num_processes` ranks (`None` = one per usable
+/// device) over the visible GPUs (or `gpu_ids` of them) when `device` is auto, else on the one device named.
+/// `source` names the option for messages; a note about ranks sharing devices goes to stderr.
+pub fn topology_for(
+    device: crate::model::DeviceSpec,
+    num_processes: Option<usize>,
+    gpu_ids: Option<&[usize]>,
+    source: &str,
+) -> anyhow::Result<crate::dist::Topology> {
+    use crate::config::DeviceRequest;
+    use crate::model::DeviceSpec;
+    let request = match device {
+        DeviceSpec::Auto => DeviceRequest::Auto,
+        DeviceSpec::Cpu => DeviceRequest::Cpu,
+        DeviceSpec::Cuda(n) => DeviceRequest::Cuda(Some(n)),
+    };
+    let ask = crate::dist::DeviceAsk { request, num_processes, gpu_ids, source };
+    let visible = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
+    let (topology, note) = crate::dist::topology::resolve(&ask, visible)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    Ok(topology)
 }

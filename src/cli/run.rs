@@ -104,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are.
 pub fn run_loop(config: &RunConfig, splits: &crate::data::Splits, options: RunOptions) -> anyhow::Result<ExitCode> {
-    let mut backend = TchBackend::new(config, true);
+    let mut backend = TchBackend::new(config, true).map_err(|e| anyhow::anyhow!(e))?;
     let metrics = run_with_backend(config, splits, &mut backend, &options)?;
     let dir = config.stasc_config.output_dir.display();
     println!("iteration  test_initial  test_correction  train_pairs  train_loss");

@@ -30,6 +30,11 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceSpec,
+    /// Data-parallel ranks (accelerate's num_processes): a step takes per_device_train_batch_size x N x
+    /// gradient_accumulation_steps examples. With --device auto they use the first N visible GPUs, one each;
+    /// where fewer devices are usable the ranks share them (same loss, more time).
+    #[arg(long = "num_processes", visible_alias = "num-processes", default_value_t = 1, value_name = "N")]
+    pub num_processes: usize,
     /// Batch examples in file order of a seeded shuffle only, without grouping similar lengths (HF's default;
     /// pads more).
     #[arg(long)]
@@ -49,8 +54,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {line}");
     }
     let chats = read_messages_jsonl(&args.data)?;
+    let topology = super::topology_for(args.device, Some(args.num_processes), None, "--num_processes")?;
     let opts = TrainOptions {
         device: args.device,
+        topology: Some(topology),
         group_by_length: !args.no_group_by_length,
         merge_lora: !args.adapter_only,
         progress: !args.quiet,

@@ -48,6 +48,15 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+impl From<Device> for DeviceSpec {
+    fn from(device: Device) -> Self {
+        match device {
+            Device::Cuda(n) => DeviceSpec::Cuda(n),
+            _ => DeviceSpec::Cpu,
+        }
+    }
+}
+
 impl DeviceSpec {
     /// The concrete device; asking for a CUDA device that does not exist is an error.
     pub fn resolve(self) -> Result<Device, ModelError> {
@@ -131,22 +140,56 @@ pub struct LoadOptions {
     pub max_model_len: Option<i64>,
 }
 
+#[cfg(stasc_cuda_shim)]
+extern "C" {
+    fn stasc_cuda_empty_cache() -> i32;
+    fn stasc_cuda_current_stream(device: i32) -> *mut std::ffi::c_void;
+    fn stasc_cuda_manual_seed(device: i32, seed: u64) -> i32;
+}
+
 /// Returns the CUDA caching allocator's unused blocks to the driver, so memory a finished phase used (a generation
 /// model dropped before fine-tuning, the trainer's optimiser state) is not kept reserved. A no-op without CUDA, or
-/// when build.rs could not compile the allocator shim (it warns then).
+/// when build.rs could not compile the CUDA shim (it warns then).
 pub fn release_cuda_cache() {
-    #[cfg(stasc_cuda_memory)]
-    {
-        extern "C" {
-            fn stasc_cuda_empty_cache() -> i32;
-        }
-        if tch::Cuda::is_available() {
-            // SAFETY: a C function without arguments that catches every C++ exception itself.
-            unsafe {
-                stasc_cuda_empty_cache();
-            }
+    #[cfg(stasc_cuda_shim)]
+    if tch::Cuda::is_available() {
+        // SAFETY: a C function without arguments that catches every C++ exception itself.
+        unsafe {
+            stasc_cuda_empty_cache();
         }
     }
+}
+
+/// The calling thread's current CUDA stream of `device` (null, the legacy default stream, on the CPU or without
+/// the shim: libtorch queues its work there unless a stream was set).
+pub fn current_cuda_stream(device: Device) -> *mut std::ffi::c_void {
+    #[cfg(stasc_cuda_shim)]
+    if let Device::Cuda(i) = device {
+        // SAFETY: returns a stream handle or null; catches every C++ exception itself.
+        return unsafe { stasc_cuda_current_stream(i as i32) };
+    }
+    let _ = device;
+    std::ptr::null_mut()
+}
+
+/// Seeds the random generator that `device`'s kernels draw from (dropout masks), and only that one on CUDA, so
+/// worker threads on different GPUs do not reseed each other. On the CPU (one generator per process) and without
+/// the shim this is `torch.manual_seed`, which reseeds every device.
+pub fn seed_device(device: Device, seed: i64) {
+    #[cfg(stasc_cuda_shim)]
+    if let Device::Cuda(i) = device {
+        // SAFETY: catches every C++ exception itself; a failure (bad ordinal) falls through to the global seed.
+        if unsafe { stasc_cuda_manual_seed(i as i32, seed as u64) } == 0 {
+            return;
+        }
+    }
+    tch::manual_seed(seed);
+}
+
+/// Whether the linked libtorch is a CUDA build (true on a machine without a GPU too); NCCL comes with it.
+pub fn libtorch_has_cuda() -> bool {
+    // SAFETY: only opens (or finds already open) a library that libtorch itself links.
+    unsafe { libloading::Library::new("libtorch_cuda.so").is_ok() }
 }
 
 #[cfg(test)]

@@ -65,6 +65,19 @@ pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelEr
     Ok(LoadedModel { files, model, tokenizer, generation_config })
 }
 
+/// Loads only the tokenizer of an HF model directory, with the EOS ids [`load_model`] would give it.
+pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
+    let files = ModelFiles::resolve(dir)?;
+    let config = ModelConfig::from_file(&files.config)?;
+    let generation_config = match &files.generation_config {
+        Some(p) => GenerationConfig::from_file(p)?,
+        None => GenerationConfig::default(),
+    };
+    let model_eos =
+        if generation_config.eos_token_id.is_empty() { &config.eos_token_id } else { &generation_config.eos_token_id };
+    Tokenizer::load(&files, model_eos)
+}
+
 /// Loads only the network of an HF model directory (config.json + safetensors), without tokenizer files.
 pub fn load_weights(dir: &Path, opts: &LoadOptions) -> Result<CausalLm, ModelError> {
     let files = ModelFiles::resolve(dir)?;

@@ -1,11 +1,17 @@
-//! The real [`Backend`]: sampling with `crate::generate` and fine-tuning with `crate::train` on libtorch. It keeps
-//! the last generation model loaded between phases that use it, and drops it before training so a GPU holds one
-//! model at a time.
+//! The real [`Backend`]: sampling with `crate::generate` and fine-tuning with `crate::train` on libtorch, over the
+//! run's devices. Generation splits the requests into contiguous shards balanced by sample count, one per device,
+//! runs them on one worker thread each and merges the results in request order (samples depend on the prompt key
+//! and sample index only, so where a request runs does not change what is drawn); training is data-parallel (see
+//! `crate::train::trainer`). One device is the same path with one shard and one worker. The last generation
+//! model stays loaded between phases that use it, and is dropped before training so a GPU holds one model at a
+//! time.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::config::{DeviceRequest, Dtype, FineTuneConfig, RunConfig};
+use crate::dist::{run_workers, shard, DeviceAsk, Group, Topology, Transport};
 use crate::generate::{self, GenerateOptions, PromptInput, PromptOverflow, Sampling, StopRules};
 use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions, LoadedModel};
 use crate::prompt::ChatMessage;
@@ -19,8 +25,10 @@ pub struct TchBackend {
     load: LoadOptions,
     fine_tune: FineTuneConfig,
     train: TrainOptions,
+    topology: Topology,
     progress: bool,
-    loaded: Option<(PathBuf, LoadedModel)>,
+    /// The generation model on each device (same order as `topology.devices`).
+    loaded: Option<(PathBuf, Vec<Mutex<LoadedModel>>)>,
 }
 
 /// The model-engine device of a config's device request.
@@ -38,8 +46,27 @@ pub fn dtype_spec(d: Dtype) -> DtypeSpec {
 }
 
 impl TchBackend {
-    /// A backend for the device, dtype, length limit and fine-tuning settings of `config`.
-    pub fn new(config: &RunConfig, progress: bool) -> Self {
+    /// A backend for the devices, dtype, length limit and fine-tuning settings of `config`; a note about ranks
+    /// sharing devices goes to stderr.
+    pub fn new(config: &RunConfig, progress: bool) -> Result<Self, BackendError> {
+        let ex = &config.execution;
+        let source = config
+            .sources
+            .accelerate_config
+            .as_deref()
+            .map_or_else(|| "<no accelerate config>".to_string(), |p| p.display().to_string());
+        let ask =
+            DeviceAsk { request: ex.device, num_processes: ex.num_devices, gpu_ids: ex.gpu_ids.as_deref(), source: &source };
+        let visible = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
+        let (topology, note) = crate::dist::topology::resolve(&ask, visible)?;
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
+        Ok(Self::with_topology(config, topology, progress))
+    }
+
+    /// A backend for `config` on an explicit topology (tests, benchmarks).
+    pub fn with_topology(config: &RunConfig, topology: Topology, progress: bool) -> Self {
         let device = device_spec(config.execution.device);
         let mut fine_tune = config.fine_tune.clone();
         // One dtype for the whole run: what the execution settings decided wins over fine_tune's model.torch_dtype.
@@ -53,17 +80,29 @@ impl TchBackend {
                 max_model_len: config.stasc_config.max_model_len.map(|n| n as i64),
             },
             fine_tune,
-            train: TrainOptions { device, progress, ..TrainOptions::default() },
+            train: TrainOptions { device, topology: Some(topology.clone()), progress, ..TrainOptions::default() },
+            topology,
             progress,
             loaded: None,
         }
     }
 
-    fn model(&mut self, dir: &Path) -> Result<&LoadedModel, BackendError> {
+    /// The devices and ranks this backend uses.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Loads `dir` on every device (in parallel), unless it is already loaded.
+    fn models(&mut self, dir: &Path, group: &Group) -> Result<&[Mutex<LoadedModel>], BackendError> {
         if self.loaded.as_ref().map(|(p, _)| p.as_path()) != Some(dir) {
             self.loaded = None;
-            let m = load_model(dir, &self.load)?;
-            self.loaded = Some((dir.to_path_buf(), m));
+            let devices = &self.topology.devices;
+            let load = &self.load;
+            let models = run_workers(group, |w| -> Result<Mutex<LoadedModel>, BackendError> {
+                let opts = LoadOptions { device: DeviceSpec::from(devices[w]), ..load.clone() };
+                Ok(Mutex::new(load_model(dir, &opts)?))
+            })?;
+            self.loaded = Some((dir.to_path_buf(), models));
         }
         Ok(&self.loaded.as_ref().expect("just loaded").1)
     }
@@ -83,48 +122,17 @@ impl Backend for TchBackend {
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let progress = self.progress;
         let max_model_len = self.load.max_model_len.map(|n| n as usize);
-        let loaded = self.model(model)?;
-        let rule = Sampling::from_params(sampling.temperature, Some(sampling.top_p), None)?;
-        let device = loaded.model.device();
-        let mut options = GenerateOptions::for_device(device);
-        options.max_model_len = max_model_len;
-        options.progress = progress;
-        // The generator takes one `n` per call: group the requests by their sample count.
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, r) in requests.iter().enumerate() {
-            groups.entry(r.n).or_default().push(i);
-        }
-        let mut out: Vec<Vec<GeneratedSample>> = vec![Vec::new(); requests.len()];
-        for (n, members) in groups {
-            let mut prompts = Vec::with_capacity(members.len());
-            for &i in &members {
-                let r = &requests[i];
-                let token_ids = loaded.tokenizer.encode_chat(&r.messages, true)?;
-                prompts.push(PromptInput { id: prompt_id(&r.key), token_ids });
-            }
-            let request = generate::GenerationRequest {
-                prompts,
-                n,
-                sampling: rule,
-                max_tokens: sampling.max_tokens,
-                stop: StopRules {
-                    eos_token_ids: loaded.tokenizer.eos_token_ids().to_vec(),
-                    stop_strings: vec![],
-                    ignore_eos: false,
-                },
-                seed: sampling.seed,
-                prompt_overflow: PromptOverflow::Error,
-            };
-            let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options)?;
-            for (&i, p) in members.iter().zip(generated.prompts) {
-                out[i] = p
-                    .samples
-                    .into_iter()
-                    .map(|c| GeneratedSample { tokens: c.token_ids.len(), text: c.text, seed: c.seed })
-                    .collect();
-            }
-        }
-        Ok(out)
+        let group = Group::new(&self.topology.devices, Transport::Host)?;
+        let models = self.models(model, &group)?;
+        let weights: Vec<u64> = requests.iter().map(|r| r.n as u64).collect();
+        let ranges = shard::balanced_ranges(&weights, models.len());
+        let shards = shard::split(requests, &ranges);
+        let results = run_workers(&group, |w| -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
+            let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
+            // Only the first worker draws a progress bar (it counts its own shard).
+            generate_shard(&loaded, shards[w], sampling, max_model_len, progress && w == 0)
+        })?;
+        Ok(shard::merge(&ranges, results)?)
     }
 
     fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError> {
@@ -140,6 +148,56 @@ impl Backend for TchBackend {
         self.loaded = None;
         crate::model::device::release_cuda_cache();
     }
+}
+
+/// Samples every request of one shard on one loaded model, in request order.
+fn generate_shard(
+    loaded: &LoadedModel,
+    requests: &[GenerationRequest],
+    sampling: &SamplingSpec,
+    max_model_len: Option<usize>,
+    progress: bool,
+) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
+    let rule = Sampling::from_params(sampling.temperature, Some(sampling.top_p), None)?;
+    let mut options = GenerateOptions::for_device(loaded.model.device());
+    options.max_model_len = max_model_len;
+    options.progress = progress;
+    // The generator takes one `n` per call: group the requests by their sample count.
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, r) in requests.iter().enumerate() {
+        groups.entry(r.n).or_default().push(i);
+    }
+    let mut out: Vec<Vec<GeneratedSample>> = vec![Vec::new(); requests.len()];
+    for (n, members) in groups {
+        let mut prompts = Vec::with_capacity(members.len());
+        for &i in &members {
+            let r = &requests[i];
+            let token_ids = loaded.tokenizer.encode_chat(&r.messages, true)?;
+            prompts.push(PromptInput { id: prompt_id(&r.key), token_ids });
+        }
+        let request = generate::GenerationRequest {
+            prompts,
+            n,
+            sampling: rule,
+            max_tokens: sampling.max_tokens,
+            stop: StopRules {
+                eos_token_ids: loaded.tokenizer.eos_token_ids().to_vec(),
+                stop_strings: vec![],
+                ignore_eos: false,
+            },
+            seed: sampling.seed,
+            prompt_overflow: PromptOverflow::Error,
+        };
+        let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options)?;
+        for (&i, p) in members.iter().zip(generated.prompts) {
+            out[i] = p
+                .samples
+                .into_iter()
+                .map(|c| GeneratedSample { tokens: c.token_ids.len(), text: c.text, seed: c.seed })
+                .collect();
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

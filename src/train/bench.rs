@@ -114,6 +114,7 @@ pub fn fixed_shape_hyperparameters(batch: usize, steps: usize, gradient_checkpoi
         seed: 0,
         gradient_checkpointing,
         group_by_length: false,
+        data_parallel_ranks: 1,
     }
 }
 

@@ -52,6 +52,9 @@ pub enum TrainError {
     /// An option combination the trainer cannot honour.
     #[error("{0}")]
     Invalid(String),
+    /// The data-parallel workers could not run together (devices, NCCL, another worker's failure).
+    #[error(transparent)]
+    Parallel(crate::dist::DistError),
     /// A libtorch operation failed.
     #[error("{context}: {source}")]
     Torch {
@@ -111,5 +114,11 @@ mod tests {
         }
         let e = boxed(TrainError::Invalid("x".into()));
         assert_eq!(e.to_string(), "x");
+    }
+}
+
+impl From<crate::dist::DistError> for TrainError {
+    fn from(e: crate::dist::DistError) -> Self {
+        TrainError::Parallel(e)
     }
 }

@@ -2,7 +2,8 @@
 //! on the last assistant message only, HF Trainer's optimiser, schedule and loss normalisation, length-grouped
 //! batching, gradient checkpointing, LoRA/DoRA in PEFT's format, and HF checkpoints transformers can load.
 //!
-//! [`fine_tune`] is the whole job on a model directory (what `stasc train` and the loop's backend call);
+//! [`fine_tune`] is the whole job on a model directory (what `stasc train` and the loop's backend call), on one
+//! device or data-parallel over several (one worker thread and model replica per device, see [`trainer`]);
 //! [`trainer::train_examples`] is the loop on an already-loaded model and tokenised examples (benchmarks, parity).
 
 pub mod batching;
@@ -28,15 +29,18 @@ pub use tokenize::{TokenizeStats, TokenizedExample};
 pub use trainer::{Hyperparameters, LoopSummary};
 
 use crate::config::{Dtype, FineTuneConfig};
-use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions};
+use crate::dist::{run_workers, transport_for, Group, Topology};
+use crate::model::{load_tokenizer, load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions};
 use crate::prompt::ChatMessage;
 use lora::{LoraAdapters, LoraSpec};
 
 /// Choices of a fine-tuning run that fine_tune.yaml does not hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
-    /// Where to train (auto = first CUDA device, else CPU).
+    /// Where to train (auto = first CUDA device, else CPU) when `topology` is none.
     pub device: DeviceSpec,
+    /// Data-parallel ranks and devices; none = one rank on `device`.
+    pub topology: Option<Topology>,
     /// Batch examples of similar length together (HF `group_by_length`). Default true.
     pub group_by_length: bool,
     /// With LoRA: also write the merged full model at the top of the output (adapter files go to `adapter/`).
@@ -48,7 +52,13 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        TrainOptions { device: DeviceSpec::Auto, group_by_length: true, merge_lora: true, progress: true }
+        TrainOptions {
+            device: DeviceSpec::Auto,
+            topology: None,
+            group_by_length: true,
+            merge_lora: true,
+            progress: true,
+        }
     }
 }
 
@@ -99,7 +109,8 @@ pub fn lora_spec(cfg: &FineTuneConfig) -> Option<LoraSpec> {
 }
 
 /// Fine-tunes the HF model at `base_dir` on `examples` (each ending with the assistant message that carries the
-/// loss) with the hyperparameters of `cfg`, and writes the checkpoint and train_log.jsonl to `out_dir`.
+/// loss) with the hyperparameters of `cfg`, and writes the checkpoint and train_log.jsonl to `out_dir`. With
+/// several devices, every device trains a replica on its ranks' micro-batches and the gradients are summed.
 pub fn fine_tune(
     base_dir: &Path,
     examples: &[Vec<ChatMessage>],
@@ -107,60 +118,95 @@ pub fn fine_tune(
     opts: &TrainOptions,
     out_dir: &Path,
 ) -> Result<TrainReport, TrainError> {
-    let load = LoadOptions {
-        device: opts.device,
-        dtype: dtype_spec(cfg.model.torch_dtype),
-        // Room for micro-batch lengths rounded up to the CUDA padding multiple.
-        max_model_len: Some(cfg.data.block_size.next_multiple_of(batching::CUDA_PAD_MULTIPLE) as i64),
+    let topology = match &opts.topology {
+        Some(t) => t.clone(),
+        None => Topology::single(opts.device.resolve()?),
     };
-    let mut loaded = load_model(base_dir, &load)?;
-    let (data, stats) = tokenize::tokenize_all(&loaded.tokenizer, examples, cfg.data.block_size, cfg.data.truncation)?;
-    let hp = Hyperparameters::from_training_args(&cfg.training, opts.group_by_length);
-    tch::manual_seed(hp.seed as i64);
-    let lora = match lora_spec(cfg) {
-        Some(spec) => Some(LoraAdapters::attach(&mut loaded.model, &spec)?),
-        None => None,
-    };
-    let pad_id = loaded.tokenizer.pad_token_id().or(loaded.tokenizer.eos_token_ids().first().copied()).unwrap_or(0);
+    let group = Group::new(&topology.devices, transport_for(&topology.devices))?;
+    let tokenizer = load_tokenizer(base_dir)?;
+    let (data, stats) = tokenize::tokenize_all(&tokenizer, examples, cfg.data.block_size, cfg.data.truncation)?;
+    let mut hp = Hyperparameters::from_training_args(&cfg.training, opts.group_by_length);
+    hp.data_parallel_ranks = topology.ranks;
+    let pad_id = tokenizer.pad_token_id().or(tokenizer.eos_token_ids().first().copied()).unwrap_or(0) as i64;
+    let lora_spec = lora_spec(cfg);
     let partial = checkpoint::begin(out_dir)?;
     let mut log = log::TrainLog::create(&partial.join("train_log.jsonl"))?;
     let bar = log::progress_bar(hp.plan(data.len()).total_steps, opts.progress);
-    let summary = trainer::train_examples(&mut loaded.model, lora.as_ref(), &data, pad_id as i64, &hp, &mut |r| {
+    let mut on_step = |r: &StepRecord| {
         log::show_step(&bar, r);
         log.append(r)
+    };
+    let callback: trainer::StepCallback<'_> = std::sync::Mutex::new(&mut on_step);
+    // Replicas are built one at a time: adapter initialisation draws from the global generator.
+    let init = std::sync::Mutex::new(());
+    let summaries = run_workers(&group, |w| -> Result<LoopSummary, TrainError> {
+        let load = LoadOptions {
+            device: DeviceSpec::from(topology.devices[w]),
+            dtype: dtype_spec(cfg.model.torch_dtype),
+            // Room for micro-batch lengths rounded up to the CUDA padding multiple.
+            max_model_len: Some(cfg.data.block_size.next_multiple_of(batching::CUDA_PAD_MULTIPLE) as i64),
+        };
+        let (mut model, lora) = {
+            let _one_at_a_time = init.lock().unwrap_or_else(|p| p.into_inner());
+            tch::manual_seed(hp.seed as i64);
+            let mut model = load_weights(base_dir, &load)?;
+            let lora = match &lora_spec {
+                Some(spec) => Some(LoraAdapters::attach(&mut model, spec)?),
+                None => None,
+            };
+            (model, lora)
+        };
+        let worker = trainer::Worker { group: &group, index: w, topology: &topology };
+        let summary = trainer::train_replica(&mut model, lora.as_ref(), &data, pad_id, &hp, &worker, Some(&callback))?;
+        if w == 0 {
+            write_checkpoint(base_dir, &partial, &model, lora.as_ref(), opts.merge_lora)?;
+        }
+        Ok(summary)
     })?;
     bar.finish_and_clear();
-    let model = &loaded.model;
-    match &lora {
-        None => {
-            let weights = sorted(model.named_weights());
-            checkpoint::write_model_dir(base_dir, &partial, &weights)?;
-        }
-        Some(adapters) => {
-            let config = adapters.adapter_config(&base_dir.display().to_string());
-            let tensors = adapters.peft_state_dict();
-            if opts.merge_lora {
-                let mut weights = model.named_weights();
-                for (name, merged) in adapters.merged_weights(model)? {
-                    weights.insert(name, merged);
-                }
-                checkpoint::write_model_dir(base_dir, &partial, &sorted(weights))?;
-                checkpoint::write_adapter_dir(&partial.join("adapter"), &config, &tensors)?;
-            } else {
-                checkpoint::write_adapter_dir(&partial, &config, &tensors)?;
-                checkpoint::copy_base_files(base_dir, &partial)?;
-            }
-        }
-    }
     checkpoint::finish(&partial, out_dir)?;
+    let padded_tokens: usize = summaries.iter().map(|s| s.padded_tokens).sum();
+    let summary = summaries.into_iter().next().expect("one worker at least");
     Ok(TrainReport {
         tokens_per_s: summary.tokens_per_s(),
-        padding_overhead: summary.padded_tokens as f64 / summary.tokens.max(1) as f64,
+        padding_overhead: padded_tokens as f64 / summary.tokens.max(1) as f64,
         steps: summary.steps,
         data: stats,
         trainable_params: summary.trainable_params,
         out_dir: out_dir.to_path_buf(),
     })
+}
+
+/// Writes the trained model (full weights, or adapters and optionally the merged model) into `partial`.
+fn write_checkpoint(
+    base_dir: &Path,
+    partial: &Path,
+    model: &CausalLm,
+    lora: Option<&LoraAdapters>,
+    merge_lora: bool,
+) -> Result<(), TrainError> {
+    match lora {
+        None => {
+            let weights = sorted(model.named_weights());
+            checkpoint::write_model_dir(base_dir, partial, &weights)?;
+        }
+        Some(adapters) => {
+            let config = adapters.adapter_config(&base_dir.display().to_string());
+            let tensors = adapters.peft_state_dict();
+            if merge_lora {
+                let mut weights = model.named_weights();
+                for (name, merged) in adapters.merged_weights(model)? {
+                    weights.insert(name, merged);
+                }
+                checkpoint::write_model_dir(base_dir, partial, &sorted(weights))?;
+                checkpoint::write_adapter_dir(&partial.join("adapter"), &config, &tensors)?;
+            } else {
+                checkpoint::write_adapter_dir(partial, &config, &tensors)?;
+                checkpoint::copy_base_files(base_dir, partial)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn sorted(map: std::collections::HashMap<String, tch::Tensor>) -> Vec<(String, tch::Tensor)> {

@@ -132,6 +132,17 @@ impl AdamW {
         self.slots.iter().filter(|s| s.offset >= self.decay_numel).map(|s| s.name.as_str()).collect()
     }
 
+    /// The flat gradient buffer, every parameter's gradient gathered into it (what data-parallel workers sum).
+    pub fn gradient_buffer(&mut self) -> Result<&Tensor, TrainError> {
+        self.gather_grads()?;
+        Ok(&self.grads)
+    }
+
+    /// The flat parameter buffer (every trained tensor is a view into it).
+    pub fn parameter_buffer(&self) -> &Tensor {
+        &self.params
+    }
+
     /// Moves every parameter's gradient into the flat gradient buffer (once per tensor: afterwards autograd adds in
     /// place into the view). A parameter that got no gradient keeps a zero one.
     fn gather_grads(&mut self) -> Result<(), TrainError> {

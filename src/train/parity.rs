@@ -123,6 +123,7 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         seed: 0,
         gradient_checkpointing: false,
         group_by_length: false,
+        data_parallel_ranks: 1,
     };
     let model_dir = dir.join("model");
     let opts = LoadOptions { device, dtype: DtypeSpec::F32, max_model_len: None };

@@ -9,7 +9,7 @@
 //! Gradient checkpointing is real recomputation: the forward runs every decoder layer under `no_grad`, keeping only
 //! each layer's input; the backward recomputes one layer at a time with autograd on, back-propagates the incoming
 //! gradient through it (`(y * dy).sum().backward()`, whose gradient w.r.t. y is exactly dy) and moves to the layer
-//! below. Adapter dropout is replayed identically by reseeding libtorch's generator per layer.
+//! below. Adapter dropout is replayed identically by reseeding the device's generator per layer.
 
 use tch::{Kind, Reduction, Tensor};
 
@@ -51,7 +51,7 @@ pub fn forward_backward(
         checkpointed(model, batch, denominator, opts)
     } else {
         if let Some(seed) = opts.dropout_seed {
-            tch::manual_seed(seed as i64);
+            crate::model::device::seed_device(model.device(), seed as i64);
         }
         let hidden = model.forward(&batch.input_ids, &batch.positions, Pass::Full)?;
         head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)
@@ -118,7 +118,7 @@ fn checkpointed(
         let mut x = model.embed(&batch.input_ids)?;
         for (i, layer) in layers.iter().enumerate() {
             if let Some(s) = layer_seed(opts.dropout_seed, i) {
-                tch::manual_seed(s);
+                crate::model::device::seed_device(model.device(), s);
             }
             let y = layer.forward(&x, rope, &rope_at, AttnMode::Full).map_err(err("forward"))?;
             inputs.push(x);
@@ -134,7 +134,7 @@ fn checkpointed(
         let x = inputs.pop().ok_or_else(|| TrainError::Invalid("layer inputs out of step".into()))?;
         let x = x.detach().set_requires_grad(true);
         if let Some(s) = layer_seed(opts.dropout_seed, i) {
-            tch::manual_seed(s);
+            crate::model::device::seed_device(model.device(), s);
         }
         let y = layer.forward(&x, rope, &rope_at, AttnMode::Full).map_err(err("recompute"))?;
         backward_with_grad(&y, &grad).map_err(err("layer backward"))?;

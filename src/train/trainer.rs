@@ -1,8 +1,17 @@
 //! The training loop over tokenised examples: HF Trainer's epoch/step structure (seeded shuffle per epoch, micro-
 //! batches accumulated into optimiser steps, the last step of an epoch taking what is left, stop at the total step
 //! count), the loss normalised by the step's label tokens, clipping, AdamW and the learning-rate schedule.
+//!
+//! Data parallelism is part of the loop, not a wrapper: an optimiser step takes `gradient_accumulation_steps x
+//! ranks` micro-batches, micro-batch j belongs to rank `j % ranks` (accelerate's split) and runs on that rank's
+//! worker, every micro-batch's loss is divided by the label tokens of the whole step (HF's
+//! `average_tokens_across_devices`), and the workers sum their gradients before clipping. The summed gradient is
+//! then the single-device gradient of the same micro-batches, so the loss does not depend on the number of devices;
+//! every worker applies the same update to its replica. One device is one worker whose sum is a no-op.
 
 use std::time::Instant;
+
+use tch::{Kind, Tensor};
 
 use super::batching::{epoch_batches, MicroBatch, CUDA_PAD_MULTIPLE};
 use super::error::TrainError;
@@ -13,6 +22,7 @@ use super::schedule::{LrSchedule, StepPlan};
 use super::step::{forward_backward, PassOptions};
 use super::tokenize::TokenizedExample;
 use crate::config::{LrSchedulerType, TrainingArgs};
+use crate::dist::{Group, Topology, Transport};
 use crate::model::CausalLm;
 
 /// The hyperparameters the loop uses (HF `TrainingArguments` names), plus length grouping.
@@ -50,6 +60,9 @@ pub struct Hyperparameters {
     pub gradient_checkpointing: bool,
     /// Batch examples of similar length together (HF `group_by_length`).
     pub group_by_length: bool,
+    /// Data-parallel ranks (accelerate's `num_processes`): an optimiser step takes `per_device_train_batch_size x
+    /// ranks x gradient_accumulation_steps` examples.
+    pub data_parallel_ranks: usize,
 }
 
 impl Hyperparameters {
@@ -72,7 +85,13 @@ impl Hyperparameters {
             seed: t.seed,
             gradient_checkpointing: t.gradient_checkpointing,
             group_by_length,
+            data_parallel_ranks: 1,
         }
+    }
+
+    /// Micro-batches per optimiser step over all ranks.
+    pub fn micro_batches_per_step(&self) -> usize {
+        self.gradient_accumulation_steps.max(1) * self.data_parallel_ranks.max(1)
     }
 
     /// The step arithmetic for `examples` examples.
@@ -80,7 +99,7 @@ impl Hyperparameters {
         StepPlan::new(
             examples,
             self.per_device_train_batch_size,
-            self.gradient_accumulation_steps,
+            self.micro_batches_per_step(),
             self.num_train_epochs,
             self.max_steps,
         )
@@ -119,15 +138,54 @@ impl LoopSummary {
     }
 }
 
-/// Trains `model` (all weights, or only `lora`'s adapters) on `examples`; `on_step` sees every step as it ends.
+/// Trains `model` (all weights, or only `lora`'s adapters) on `examples` on its own device, as the only worker of
+/// a job with `hp.data_parallel_ranks` ranks; `on_step` sees every step as it ends.
 pub fn train_examples(
     model: &mut CausalLm,
     lora: Option<&LoraAdapters>,
     examples: &[TokenizedExample],
     pad_id: i64,
     hp: &Hyperparameters,
-    on_step: &mut dyn FnMut(&StepRecord) -> Result<(), TrainError>,
+    on_step: &mut (dyn FnMut(&StepRecord) -> Result<(), TrainError> + Send),
 ) -> Result<LoopSummary, TrainError> {
+    let topology = Topology::new(hp.data_parallel_ranks.max(1), vec![model.device()])?;
+    let group = Group::new(&topology.devices, Transport::Host)?;
+    let worker = Worker { group: &group, index: 0, topology: &topology };
+    let on_step = std::sync::Mutex::new(on_step);
+    train_replica(model, lora, examples, pad_id, hp, &worker, Some(&on_step))
+}
+
+/// One worker of a data-parallel job: its group, its index, and the job's topology.
+#[derive(Debug, Clone, Copy)]
+pub struct Worker<'a> {
+    /// The job's workers.
+    pub group: &'a Group,
+    /// This worker (index into `topology.devices`).
+    pub index: usize,
+    /// Ranks and devices of the job.
+    pub topology: &'a Topology,
+}
+
+/// The step callback, shared by the workers; worker 0 calls it.
+pub type StepCallback<'a> = std::sync::Mutex<&'a mut (dyn FnMut(&StepRecord) -> Result<(), TrainError> + Send)>;
+
+/// Trains this worker's replica `model` (on `worker`'s device) on its share of every step of `examples`. Every
+/// worker calls it with the same examples and hyperparameters; worker 0 reports steps to `on_step`.
+pub fn train_replica(
+    model: &mut CausalLm,
+    lora: Option<&LoraAdapters>,
+    examples: &[TokenizedExample],
+    pad_id: i64,
+    hp: &Hyperparameters,
+    worker: &Worker<'_>,
+    on_step: Option<&StepCallback<'_>>,
+) -> Result<LoopSummary, TrainError> {
+    if worker.topology.ranks != hp.data_parallel_ranks.max(1) {
+        return Err(TrainError::Invalid(format!(
+            "the job has {} ranks but the hyperparameters ask for {}",
+            worker.topology.ranks, hp.data_parallel_ranks
+        )));
+    }
     let mut params = match lora {
         Some(l) => l.named_parameters(),
         None => {
@@ -139,6 +197,9 @@ pub fn train_examples(
     let adam =
         AdamWConfig { beta1: hp.adam_beta1, beta2: hp.adam_beta2, eps: hp.adam_epsilon, weight_decay: hp.weight_decay };
     let mut opt = AdamW::new(params, adam)?;
+    let group = worker.group;
+    // Replicas start from worker 0's weights (adapter initialisation draws random numbers per device).
+    tch::no_grad(|| group.broadcast(worker.index, opt.parameter_buffer(), 0))?;
     if let Some(l) = lora {
         l.set_training(true);
     }
@@ -152,44 +213,49 @@ pub fn train_examples(
     let max_len = model.max_model_len() as usize;
     let mut summary =
         LoopSummary { steps: Vec::new(), tokens: 0, padded_tokens: 0, seconds: 0.0, trainable_params: opt.numel() };
-    let ga = hp.gradient_accumulation_steps.max(1);
-    let mut profile = Profile::from_env(device);
+    let per_step = hp.micro_batches_per_step();
+    let mut profile = Profile::from_env(device, worker.index == 0);
+    let torch = |what: &'static str| TrainError::torch(what);
     'epochs: for epoch in 0..plan.epochs {
         let batches = epoch_batches(&lengths, hp.per_device_train_batch_size, hp.seed, epoch, hp.group_by_length);
-        for group in batches.chunks(ga) {
+        for group_batches in batches.chunks(per_step) {
             if summary.steps.len() >= plan.total_steps {
                 break 'epochs;
             }
             let started = Instant::now();
             let step = summary.steps.len();
             profile.begin(step);
-            let denominator: usize = group.iter().flatten().map(|&i| examples[i].num_targets()).sum();
-            let (mut tokens, mut loss_sum): (usize, Option<tch::Tensor>) = (0, None);
-            for (m, indices) in group.iter().enumerate() {
-                let rows: Vec<&TokenizedExample> = indices.iter().map(|&i| &examples[i]).collect();
+            // Every worker knows the whole step: the denominator and token count cover all ranks.
+            let denominator: usize = group_batches.iter().flatten().map(|&i| examples[i].num_targets()).sum();
+            let tokens: usize = group_batches.iter().flatten().map(|&i| lengths[i]).sum();
+            let mine = &worker.topology.step_assignment(group_batches.len())[worker.index];
+            let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device)).map_err(torch("loss accumulator"))?;
+            for &m in mine {
+                let rows: Vec<&TokenizedExample> = group_batches[m].iter().map(|&i| &examples[i]).collect();
                 let batch = MicroBatch::new(&rows, pad_id, pad_multiple, max_len, device)?;
                 let opts = PassOptions {
                     gradient_checkpointing: hp.gradient_checkpointing,
                     head_chunk_rows: chunk,
                     dropout_seed: uses_dropout
-                        .then(|| hp.seed.wrapping_mul(1_000_003).wrapping_add((step * ga + m) as u64)),
+                        .then(|| hp.seed.wrapping_mul(1_000_003).wrapping_add((step * per_step + m) as u64)),
                 };
                 let loss = forward_backward(model, &batch, denominator.max(1) as f64, &opts)?;
-                loss_sum = Some(match loss_sum {
-                    None => loss,
-                    Some(acc) => acc.f_add(&loss).map_err(TrainError::torch("summing losses"))?,
-                });
-                tokens += batch.tokens;
+                loss_sum = loss_sum.f_add(&loss).map_err(torch("summing losses"))?;
                 summary.padded_tokens += batch.padded_tokens;
             }
             profile.mark(0);
+            tch::no_grad(|| -> Result<(), TrainError> {
+                group.all_reduce_sum(worker.index, opt.gradient_buffer()?)?;
+                group.all_reduce_sum(worker.index, &loss_sum)?;
+                Ok(())
+            })?;
             let norm = opt.clip_grad_norm(hp.max_grad_norm)?;
             profile.mark(1);
             let lr = schedule.lr(step);
             opt.step(lr)?;
             profile.mark(2);
             // One host sync per step: the loss and the norm.
-            let loss = loss_sum.map_or(0.0, |l| l.double_value(&[])) / denominator.max(1) as f64;
+            let loss = loss_sum.double_value(&[]) / denominator.max(1) as f64;
             let grad_norm = norm.double_value(&[]);
             let seconds = started.elapsed().as_secs_f64();
             let record = StepRecord {
@@ -203,7 +269,10 @@ pub fn train_examples(
             };
             summary.tokens += tokens;
             summary.seconds += seconds;
-            on_step(&record)?;
+            if let Some(callback) = on_step.filter(|_| worker.index == 0) {
+                let mut callback = callback.lock().unwrap_or_else(|p| p.into_inner());
+                (*callback)(&record)?;
+            }
             summary.steps.push(record);
         }
     }
@@ -213,6 +282,7 @@ pub fn train_examples(
     profile.report(summary.steps.len());
     Ok(summary)
 }
+
 
 /// Steps left out of the profile (libtorch and cuBLAS initialise lazily during the first ones).
 const PROFILE_SKIP: usize = 2;
@@ -227,8 +297,8 @@ struct Profile {
 }
 
 impl Profile {
-    fn from_env(device: tch::Device) -> Self {
-        let on = std::env::var("STASC_TRAIN_PROFILE").is_ok_and(|v| v == "1");
+    fn from_env(device: tch::Device, first_worker: bool) -> Self {
+        let on = first_worker && std::env::var("STASC_TRAIN_PROFILE").is_ok_and(|v| v == "1");
         Profile { device: on.then_some(device), last: Instant::now(), totals: [0.0; 3] }
     }
 

@@ -2,6 +2,7 @@
 
 mod chat_templates;
 mod config_cli;
+mod data_parallel;
 mod generation;
 mod gguf_import;
 mod model_parity;

@@ -1,0 +1,273 @@
+//! The workers of one data-parallel job and their collectives. Every collective starts with a host barrier that a
+//! failing worker can abort, so one worker's error (a bad batch, out of memory) ends the others with an error
+//! instead of leaving them waiting in a collective forever. The reduction itself is NCCL between distinct CUDA
+//! devices, and a host-side sum otherwise (CPU workers, or workers sharing a device), which adds the workers'
+//! tensors in worker order so every worker gets bit-identical results.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use tch::{Device, Tensor};
+
+use super::nccl::Communicators;
+use super::DistError;
+
+struct State {
+    arrived: usize,
+    generation: u64,
+    aborted: Option<String>,
+    /// Host reduction: each worker's contribution, in worker order.
+    slots: Vec<Option<Tensor>>,
+}
+
+/// A fixed set of workers (threads), one per device, that meet in collectives.
+pub struct Group {
+    workers: usize,
+    state: Mutex<State>,
+    wake: Condvar,
+    nccl: Option<Communicators>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("workers", &self.workers).field("nccl", &self.nccl.is_some()).finish()
+    }
+}
+
+/// How a group reduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// NCCL: every worker owns a distinct CUDA device.
+    Nccl,
+    /// Host-side sums (CPU workers, workers sharing a device, or a single worker).
+    Host,
+}
+
+/// The transport for workers on `devices`: NCCL when there are several and they are distinct CUDA devices.
+pub fn transport_for(devices: &[Device]) -> Transport {
+    let distinct_cuda = devices.iter().all(|d| d.is_cuda())
+        && devices.iter().enumerate().all(|(k, d)| !devices[..k].contains(d));
+    if devices.len() > 1 && distinct_cuda {
+        Transport::Nccl
+    } else {
+        Transport::Host
+    }
+}
+
+impl Group {
+    /// A group for one worker per entry of `devices`, with `transport`.
+    pub fn new(devices: &[Device], transport: Transport) -> Result<Self, DistError> {
+        let nccl = match transport {
+            Transport::Host => None,
+            Transport::Nccl => {
+                let ordinals: Result<Vec<usize>, DistError> = devices
+                    .iter()
+                    .map(|d| match d {
+                        Device::Cuda(i) => Ok(*i),
+                        other => Err(DistError::Nccl(format!("NCCL needs CUDA devices, got {other:?}"))),
+                    })
+                    .collect();
+                Some(Communicators::init_all(&ordinals?)?)
+            }
+        };
+        Ok(Group {
+            workers: devices.len(),
+            state: Mutex::new(State {
+                arrived: 0,
+                generation: 0,
+                aborted: None,
+                slots: (0..devices.len()).map(|_| None).collect(),
+            }),
+            wake: Condvar::new(),
+            nccl,
+        })
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// How this group reduces.
+    pub fn transport(&self) -> Transport {
+        if self.nccl.is_some() {
+            Transport::Nccl
+        } else {
+            Transport::Host
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends every current and future wait of the group with an error naming `why` (the first reason wins).
+    pub fn abort(&self, why: &str) {
+        let mut s = self.lock();
+        if s.aborted.is_none() {
+            s.aborted = Some(why.to_string());
+        }
+        self.wake.notify_all();
+    }
+
+    /// Waits until every worker arrived, or fails when the group was aborted.
+    pub fn barrier(&self) -> Result<(), DistError> {
+        let mut s = self.lock();
+        if let Some(why) = &s.aborted {
+            return Err(DistError::Aborted(why.clone()));
+        }
+        let generation = s.generation;
+        s.arrived += 1;
+        if s.arrived == self.workers {
+            s.arrived = 0;
+            s.generation += 1;
+            self.wake.notify_all();
+            return Ok(());
+        }
+        while s.generation == generation && s.aborted.is_none() {
+            s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        match (&s.aborted, s.generation == generation) {
+            (Some(why), true) => Err(DistError::Aborted(why.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sums worker `worker`'s `t` with every other worker's, in place (all call it with same-shaped tensors).
+    pub fn all_reduce_sum(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
+        if self.workers == 1 {
+            return Ok(());
+        }
+        self.barrier()?;
+        match &self.nccl {
+            Some(comms) => comms.all_reduce_sum(worker, t),
+            None => self.host_reduce(worker, t, None),
+        }
+    }
+
+    /// Copies worker `root`'s `t` into every worker's `t`.
+    pub fn broadcast(&self, worker: usize, t: &Tensor, root: usize) -> Result<(), DistError> {
+        if self.workers == 1 {
+            return Ok(());
+        }
+        self.barrier()?;
+        match &self.nccl {
+            Some(comms) => comms.broadcast(worker, t, root),
+            None => self.host_reduce(worker, t, Some(root)),
+        }
+    }
+
+    /// Host collective: every worker deposits a copy, then each computes the sum (or takes `root`'s copy) in worker
+    /// order on its own device, then every worker takes its deposit back.
+    fn host_reduce(&self, worker: usize, t: &Tensor, root: Option<usize>) -> Result<(), DistError> {
+        let torch = |what: &'static str| move |e: tch::TchError| DistError::Torch(format!("{what}: {e}"));
+        let deposit = t.f_detach_copy().map_err(torch("copying a contribution"))?;
+        self.lock().slots[worker] = Some(deposit);
+        self.barrier()?;
+        let contributions: Vec<Tensor> = {
+            let s = self.lock();
+            let pick: Vec<usize> = match root {
+                Some(r) => vec![r],
+                None => (0..self.workers).collect(),
+            };
+            pick.iter().map(|&k| s.slots[k].as_ref().map(Tensor::shallow_clone)).collect::<Option<Vec<_>>>()
+        }
+        .ok_or_else(|| DistError::Aborted("a worker left a collective early".into()))?;
+        let result = (|| -> Result<Tensor, DistError> {
+            let device = t.device();
+            let mut acc = contributions[0].f_to_device(device).map_err(torch("moving a contribution"))?;
+            for c in &contributions[1..] {
+                acc = acc.f_add(&c.f_to_device(device).map_err(torch("moving a contribution"))?).map_err(torch("sum"))?;
+            }
+            Ok(acc)
+        })();
+        drop(contributions);
+        // Everyone has read every deposit before any is taken back.
+        let waited = self.barrier();
+        self.lock().slots[worker] = None;
+        waited?;
+        let mut t = t.shallow_clone();
+        t.f_copy_(&result?).map_err(torch("writing the result"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn host_all_reduce_sums_in_worker_order_and_broadcast_copies_the_root() {
+        let group = Group::new(&[Device::Cpu; 3], Transport::Host).unwrap();
+        let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|w| {
+                    let group = &group;
+                    s.spawn(move || {
+                        let t = Tensor::from_slice(&[w as f32, 1.0, 0.5 * w as f32]);
+                        group.all_reduce_sum(w, &t).unwrap();
+                        let b = Tensor::from_slice(&[10.0 * w as f32 + 1.0]);
+                        group.broadcast(w, &b, 2).unwrap();
+                        (Vec::<f32>::try_from(&t).unwrap(), Vec::<f32>::try_from(&b).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (sum, b) in results {
+            assert_eq!(sum, vec![3.0, 3.0, 1.5]);
+            assert_eq!(b, vec![21.0]);
+        }
+    }
+
+    #[test]
+    fn an_aborting_worker_releases_the_others_with_its_reason() {
+        let group = Group::new(&[Device::Cpu; 2], Transport::Host).unwrap();
+        let errors: Vec<String> = std::thread::scope(|s| {
+            let waiting = s.spawn(|| {
+                let t = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+                group.all_reduce_sum(0, &t).unwrap_err().to_string()
+            });
+            let failing = s.spawn(|| {
+                group.abort("worker 1 (cuda:1): out of memory");
+                group.barrier().unwrap_err().to_string()
+            });
+            vec![waiting.join().unwrap(), failing.join().unwrap()]
+        });
+        for e in errors {
+            assert_eq!(e, "another worker failed: worker 1 (cuda:1): out of memory");
+        }
+    }
+
+    #[test]
+    fn nccl_only_between_distinct_cuda_devices() {
+        assert_eq!(transport_for(&[Device::Cuda(0), Device::Cuda(1)]), Transport::Nccl);
+        assert_eq!(transport_for(&[Device::Cuda(0), Device::Cuda(0)]), Transport::Host);
+        assert_eq!(transport_for(&[Device::Cuda(0)]), Transport::Host);
+        assert_eq!(transport_for(&[Device::Cpu, Device::Cpu]), Transport::Host);
+    }
+
+    #[test]
+    fn repeated_collectives_do_not_mix_rounds() {
+        let group = Group::new(&[Device::Cpu; 2], Transport::Host).unwrap();
+        let sums: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|w| {
+                    let group = &group;
+                    s.spawn(move || {
+                        (0..50)
+                            .map(|round| {
+                                let t = Tensor::from_slice(&[(round * 10 + w) as f32]);
+                                group.all_reduce_sum(w, &t).unwrap();
+                                t.double_value(&[0]) as f32
+                            })
+                            .collect::<Vec<f32>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let expected: Vec<f32> = (0..50).map(|r| (20 * r + 1) as f32).collect();
+        assert_eq!(sums, vec![expected.clone(), expected]);
+    }
+}

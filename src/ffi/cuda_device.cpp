@@ -1,0 +1,42 @@
+// Per-device CUDA state that tch does not expose, compiled by build.rs against the same libtorch the binary links:
+// - the caching allocator's emptyCache: the STaSC loop returns memory to the driver between phases
+//   (generation -> fine-tuning -> generation) so a process never keeps GPU memory it no longer uses;
+// - the calling thread's current stream of a device: NCCL collectives are queued on it, after the kernels that
+//   produced their input;
+// - seeding one device's default generator: with one worker thread per GPU, torch.manual_seed (which reseeds every
+//   device) from one worker would change another worker's dropout masks mid-pass.
+// Every function catches all C++ exceptions itself.
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdint>
+#include <mutex>
+
+extern "C" int stasc_cuda_empty_cache() {
+  try {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
+
+extern "C" void* stasc_cuda_current_stream(int device) {
+  try {
+    return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+extern "C" int stasc_cuda_manual_seed(int device, uint64_t seed) {
+  try {
+    auto gen = at::cuda::detail::getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(device));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
