@@ -29,6 +29,11 @@ pub enum BenchCommand {
     Train(super::bench_train::TrainArgs),
     /// Compare stasc's training with a case recorded from HF Trainer by scripts/parity/train_parity.py.
     TrainParity(super::bench_train::TrainParityArgs),
+    /// Data-parallel training over several devices against the same ranks on one device (same global batch):
+    /// tokens/s of each, the speed-up, and how far the two runs' losses differ.
+    TrainParallel(super::bench_parallel::TrainParallelArgs),
+    /// Time the gradient sum across devices (NCCL or host) and check its result.
+    Allreduce(super::bench_parallel::AllReduceArgs),
 }
 
 /// Arguments of `stasc bench generate`.
@@ -85,6 +90,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         BenchCommand::Generate(a) => run_generate(a),
         BenchCommand::Train(a) => super::bench_train::run_train(a),
         BenchCommand::TrainParity(a) => super::bench_train::run_train_parity(a),
+        BenchCommand::TrainParallel(a) => super::bench_parallel::run_train_parallel(a),
+        BenchCommand::Allreduce(a) => super::bench_parallel::run_allreduce(a),
     }
 }
 

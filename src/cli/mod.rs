@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod bench_parallel;
 pub mod bench_train;
 pub mod eval;
 pub mod generate;

@@ -244,7 +244,9 @@ fn record_failure(cell: &CellPlan, reason: &str) -> String {
 }
 
 /// Runs a cell as `stasc run --config .. --ft_config .. [--accelerate_config_path ..] --out <cell dir>`, with
-/// CUDA_VISIBLE_DEVICES set to the cell's device, stdout and stderr appended to the cell's log.
+/// CUDA_VISIBLE_DEVICES set to the cell's device entry (one GPU, or a group such as `0,1` for a cell whose
+/// accelerate config asks for two processes), the NVLink multicast guards set, and stdout and stderr appended to the
+/// cell's log.
 pub struct ProcessRunner {
     /// The stasc executable (normally the running one).
     pub exe: PathBuf,
@@ -268,6 +270,7 @@ impl CellRunner for ProcessRunner {
         if let Some(d) = device {
             cmd.env("CUDA_VISIBLE_DEVICES", d);
         }
+        crate::dist::guard::apply_to_command(&mut cmd);
         let status = cmd.status().map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
         if status.success() {
             Ok(())
@@ -276,5 +279,32 @@ impl CellRunner for ProcessRunner {
             let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
             Err(format!("stasc run exited with {status}: {last} (see {})", log.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn cells_start_with_the_multicast_guards_and_their_device_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("fake-stasc");
+        fs::write(&exe, "#!/bin/sh\nenv\n").unwrap();
+        fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let cell = CellPlan {
+            name: "c".into(),
+            overrides: vec![],
+            dir: dir.path().join("c"),
+            config: dir.path().join("c.yaml"),
+            ft_config: dir.path().join("ft.yaml"),
+            accelerate_config: None,
+        };
+        let log = dir.path().join("log.txt");
+        ProcessRunner { exe }.run(&cell, Some("0,1"), &log).unwrap();
+        let env = fs::read_to_string(&log).unwrap();
+        let pairs: Vec<(&str, &str)> = env.lines().filter_map(|l| l.split_once('=')).collect();
+        assert_eq!(crate::dist::guard::missing_in(pairs.iter().copied()), Vec::<&str>::new(), "{env}");
+        assert!(pairs.contains(&("CUDA_VISIBLE_DEVICES", "0,1")), "{env}");
     }
 }

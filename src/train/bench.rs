@@ -1,15 +1,18 @@
 //! Training throughput on random token data, measured through the real training loop (micro-batches, LM head and
 //! loss, clipping, AdamW): a fixed batch x sequence shape comparable with hf_baseline.py's training step, and a
-//! "realistic" set of variable-length chats with the reference hyperparameters, with and without length grouping.
+//! "realistic" set of variable-length chats with the reference hyperparameters, with and without length grouping;
+//! and data-parallel throughput over several devices ([`measure_parallel`]).
 
-use tch::Kind;
+use tch::{Device, Kind};
 
 use super::batching::SplitMix64;
 use super::device_memory::cuda_used_bytes;
 use super::error::TrainError;
 use super::tokenize::{TokenizedExample, IGNORE_INDEX};
-use super::trainer::{train_examples, Hyperparameters};
+use super::log::StepRecord;
+use super::trainer::{train_examples, train_replica, Hyperparameters, StepCallback, Worker};
 use crate::config::LrSchedulerType;
+use crate::dist::{run_workers, transport_for, Group, Topology};
 use crate::model::CausalLm;
 
 /// H100 SXM dense bf16 peak, FLOP/s (the default MFU denominator).
@@ -92,6 +95,58 @@ pub fn measure(
         padding_overhead: summary.padded_tokens as f64 / summary.tokens.max(1) as f64,
         last_loss: summary.steps.last().map_or(f64::NAN, |s| s.loss),
     })
+}
+
+/// Runs `examples` data-parallel on `topology` (`hp.data_parallel_ranks` is set from it), every worker building
+/// its replica with `make(device)`, and times every step after the first `warmup`; a step's time is the job's (it
+/// ends after the gradient sum). Returns the throughput and every step's record. Peak memory is worker 0's device.
+pub fn measure_parallel(
+    make: &(dyn Fn(Device) -> Result<CausalLm, TrainError> + Sync),
+    examples: &[TokenizedExample],
+    hp: &Hyperparameters,
+    topology: &Topology,
+    warmup: usize,
+) -> Result<(Throughput, Vec<StepRecord>), TrainError> {
+    let group = Group::new(&topology.devices, transport_for(&topology.devices))?;
+    let hp = Hyperparameters { data_parallel_ranks: topology.ranks, ..hp.clone() };
+    let mut peak: Option<u64> = None;
+    let mut on_step = |_: &StepRecord| {
+        if let Some(used) = cuda_used_bytes() {
+            peak = Some(peak.map_or(used, |p| p.max(used)));
+        }
+        Ok(())
+    };
+    let callback: StepCallback<'_> = std::sync::Mutex::new(&mut on_step);
+    // Replicas are built one at a time: random weights draw from the global generator.
+    let init = std::sync::Mutex::new(());
+    let summaries = run_workers(&group, |w| {
+        let mut model = {
+            let _one_at_a_time = init.lock().unwrap_or_else(|p| p.into_inner());
+            make(topology.devices[w])?
+        };
+        let worker = Worker { group: &group, index: w, topology };
+        train_replica(&mut model, None, examples, 0, &hp, &worker, Some(&callback))
+    })?;
+    drop(callback);
+    let padded: usize = summaries.iter().map(|s| s.padded_tokens).sum();
+    let summary = summaries.into_iter().next().expect("one worker at least");
+    let timed = &summary.steps[warmup.min(summary.steps.len())..];
+    if timed.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "only {} steps ran, none left after {warmup} warm-up steps",
+            summary.steps.len()
+        )));
+    }
+    let tokens: usize = timed.iter().map(|s| s.tokens).sum();
+    let seconds: f64 = timed.iter().map(|s| s.seconds).sum();
+    let throughput = Throughput {
+        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        steps_timed: timed.len(),
+        peak_bytes: peak,
+        padding_overhead: padded as f64 / summary.tokens.max(1) as f64,
+        last_loss: summary.steps.last().map_or(f64::NAN, |s| s.loss),
+    };
+    Ok((throughput, summary.steps))
 }
 
 /// Hyperparameters of the fixed-shape benchmark: hf_baseline.py's step (AdamW lr 1e-5, weight decay 0.1, every

@@ -1,0 +1,221 @@
+//! `stasc bench train-parallel` and `stasc bench allreduce`: the data-parallel trainer's speed-up over one device
+//! at the same global batch (with the two runs' losses compared step by step), and the gradient sum's bandwidth
+//! (NCCL, or the host-side sum) with a check of the result.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use tch::{Device, Kind, Tensor};
+
+use crate::dist::nccl::Communicators;
+use crate::dist::{device_name, run_workers, DistError, Group, Topology, Transport};
+use crate::model::{load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions, ModelConfig};
+use crate::train::bench::{fixed_shape_hyperparameters, gib, measure_parallel, random_examples};
+use crate::train::TrainError;
+
+/// Arguments of `stasc bench train-parallel`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("weights").required(true).args(["model", "config_json"])))]
+pub struct TrainParallelArgs {
+    /// HF model directory to load on every device.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A config.json alone: the same random weights made on every device.
+    #[arg(long)]
+    pub config_json: Option<PathBuf>,
+    /// Sequences per micro-batch (per rank).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    pub seq: usize,
+    /// Micro-batches per rank per optimiser step.
+    #[arg(long, default_value_t = 1)]
+    pub accumulation: usize,
+    /// Timed optimiser steps.
+    #[arg(long, default_value_t = 6)]
+    pub steps: usize,
+    /// Untimed warm-up steps before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Devices, comma separated (cuda:0,cuda:1; a device may repeat to run two workers on it). Default: every
+    /// visible GPU.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<DeviceSpec>,
+    /// Data-parallel ranks (default: one per device).
+    #[arg(long)]
+    pub ranks: Option<usize>,
+    /// Skip the one-device run (no speed-up or loss comparison then).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Seed of the random weights and data.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeSpec,
+}
+
+/// Arguments of `stasc bench allreduce`.
+#[derive(Debug, clap::Args)]
+pub struct AllReduceArgs {
+    /// Devices, comma separated. Default: every visible GPU.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<DeviceSpec>,
+    /// MiB per device.
+    #[arg(long, default_value_t = 256)]
+    pub mib: usize,
+    /// Timed sums.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// nccl (needs CUDA devices; one device runs a one-rank clique) or host.
+    #[arg(long, default_value = "nccl")]
+    pub transport: String,
+    /// f32 or bf16.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: DtypeSpec,
+}
+
+fn devices_or_all(given: &[DeviceSpec]) -> anyhow::Result<Vec<Device>> {
+    if given.is_empty() {
+        let n = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        anyhow::ensure!(n > 0, "no CUDA device is visible: name the devices with --devices");
+        return Ok((0..n).map(Device::Cuda).collect());
+    }
+    given.iter().map(|d| d.resolve().map_err(anyhow::Error::from)).collect()
+}
+
+/// Runs `stasc bench train-parallel`.
+pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
+    let devices = devices_or_all(&a.devices)?;
+    let ranks = a.ranks.unwrap_or(devices.len());
+    let max_len = a.seq.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE) as i64;
+    let make = |device: Device| -> Result<CausalLm, TrainError> {
+        let opts = LoadOptions { device: DeviceSpec::from(device), dtype: a.dtype, max_model_len: Some(max_len) };
+        Ok(match (&a.model, &a.config_json) {
+            (Some(dir), _) => load_weights(dir, &opts)?,
+            (_, Some(path)) => CausalLm::random(ModelConfig::from_file(path)?, &opts, a.seed)?,
+            (None, None) => return Err(TrainError::Invalid("give --model or --config-json".into())),
+        })
+    };
+    let vocab = make(devices[0]).context("building the model")?.config().vocab_size;
+    let total_steps = a.warmup + a.steps;
+    let mut hp = fixed_shape_hyperparameters(a.batch, total_steps, false);
+    hp.gradient_accumulation_steps = a.accumulation;
+    hp.seed = a.seed;
+    let examples = random_examples(a.batch * a.accumulation * ranks * total_steps, a.seq..=a.seq, vocab, 1.0, a.seed);
+    let parallel = Topology::new(ranks, devices.clone())?;
+    let names: Vec<String> = devices.iter().map(|d| device_name(*d)).collect();
+    eprintln!(
+        "{ranks} ranks x {} sequences x {} accumulation = {} sequences of {} tokens a step; devices {}",
+        a.batch,
+        a.accumulation,
+        a.batch * a.accumulation * ranks,
+        a.seq,
+        names.join(",")
+    );
+    let (par, par_steps) = measure_parallel(&make, &examples, &hp, &parallel, a.warmup)?;
+    let line = |label: &str, t: &crate::train::bench::Throughput| {
+        format!("{label}: {:.0} tok/s, peak {} on the first device", t.tokens_per_s, gib(t.peak_bytes))
+    };
+    println!(
+        "stasc train-parallel bs={} seq={} ranks={ranks} {}",
+        a.batch,
+        a.seq,
+        line(&format!("on {}", names.join(",")), &par)
+    );
+    if a.no_baseline {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let single = Topology::new(ranks, vec![devices[0]])?;
+    let (one, one_steps) = measure_parallel(&make, &examples, &hp, &single, a.warmup)?;
+    println!("stasc train-parallel bs={} seq={} ranks={ranks} {}", a.batch, a.seq, line(&format!("on {}", names[0]), &one));
+    let worst = par_steps
+        .iter()
+        .zip(&one_steps)
+        .map(|(p, o)| (p.loss - o.loss).abs() / o.loss.abs().max(1e-12))
+        .fold(0.0f64, f64::max);
+    println!(
+        "stasc train-parallel speed-up x{:.2} on {} devices over 1 (same global batch); losses of {} steps differ by \
+         at most {:.2e} relative",
+        par.tokens_per_s / one.tokens_per_s,
+        devices.len(),
+        one_steps.len(),
+        worst
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `stasc bench allreduce`.
+pub fn run_allreduce(a: AllReduceArgs) -> anyhow::Result<ExitCode> {
+    let devices = devices_or_all(&a.devices)?;
+    let kind = a.dtype.resolve(devices[0]);
+    anyhow::ensure!(matches!(kind, Kind::Float | Kind::BFloat16), "--dtype must be f32 or bf16");
+    let numel = (a.mib << 20) as i64 / kind.elt_size_in_bytes() as i64;
+    let group = Group::new(&devices, Transport::Host)?;
+    let nccl = match a.transport.as_str() {
+        "nccl" => {
+            let ordinals: Vec<usize> = devices
+                .iter()
+                .map(|d| match d {
+                    Device::Cuda(i) => Ok(*i),
+                    _ => Err(anyhow::anyhow!("--transport nccl needs CUDA devices")),
+                })
+                .collect::<anyhow::Result<_>>()?;
+            Some(Communicators::init_all(&ordinals)?)
+        }
+        "host" => None,
+        other => anyhow::bail!("--transport {other:?}: expected nccl or host"),
+    };
+    let n = devices.len();
+    let torch = |e: tch::TchError| DistError::Torch(e.to_string());
+    let sum = |w: usize, t: &Tensor| match &nccl {
+        Some(c) => {
+            group.barrier()?;
+            c.all_reduce_sum(w, t)
+        }
+        None => group.all_reduce_sum(w, t),
+    };
+    let seconds = run_workers(&group, |w| -> Result<f64, DistError> {
+        let device = devices[w];
+        // Worker w contributes w + 1 everywhere: every element of the sum is n (n + 1) / 2.
+        let t = Tensor::f_full([numel], (w + 1) as f64, (kind, device)).map_err(torch)?;
+        sum(w, &t)?;
+        let expected = (n * (n + 1) / 2) as f64;
+        let (lo, hi) = (t.f_min().map_err(torch)?.double_value(&[]), t.f_max().map_err(torch)?.double_value(&[]));
+        if lo != expected || hi != expected {
+            return Err(DistError::Torch(format!("worker {w}: sum in [{lo}, {hi}], expected {expected}")));
+        }
+        sync(device);
+        group.barrier()?;
+        let started = Instant::now();
+        for _ in 0..a.iters {
+            sum(w, &t)?;
+        }
+        sync(device);
+        group.barrier()?;
+        Ok(started.elapsed().as_secs_f64())
+    })?;
+    let bytes = numel as f64 * kind.elt_size_in_bytes() as f64;
+    let t = seconds[0] / a.iters.max(1) as f64;
+    let algbw = bytes / t / 1e9;
+    let busbw = algbw * if n > 1 { 2.0 * (n as f64 - 1.0) / n as f64 } else { 1.0 };
+    let names: Vec<String> = devices.iter().map(|d| device_name(*d)).collect();
+    println!(
+        "stasc allreduce {} MiB {kind:?} over {} ({}): result checked, {:.3} ms, algbw {algbw:.1} GB/s, busbw \
+         {busbw:.1} GB/s",
+        a.mib,
+        names.join(","),
+        a.transport,
+        1e3 * t
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
