@@ -1,7 +1,7 @@
 //! stasc: Self-Taught Self-Correction (STaSC) experiments on small language models.
 //!
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
-//! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `model` -> `reward` / `prompt` -> `data` -> `config`.
+//! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them.
 
 pub mod cli;

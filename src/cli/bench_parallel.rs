@@ -131,7 +131,12 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
     }
     let single = Topology::new(ranks, vec![devices[0]])?;
     let (one, one_steps) = measure_parallel(&make, &examples, &hp, &single, a.warmup)?;
-    println!("stasc train-parallel bs={} seq={} ranks={ranks} {}", a.batch, a.seq, line(&format!("on {}", names[0]), &one));
+    println!(
+        "stasc train-parallel bs={} seq={} ranks={ranks} {}",
+        a.batch,
+        a.seq,
+        line(&format!("on {}", names[0]), &one)
+    );
     let worst = par_steps
         .iter()
         .zip(&one_steps)

@@ -241,15 +241,15 @@ impl MixedPrecision {
     }
 }
 
-/// The device a run asks for: `auto` (CUDA if available, else CPU), `cpu`, `cuda` (the first visible GPU) or
-/// `cuda:N`.
+/// The device a run asks for: `auto` (the visible GPUs if there are any, else CPU), `cpu`, `cuda` (the visible
+/// GPUs: as many as accelerate's `num_processes` asks) or `cuda:N` (that GPU alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceRequest {
     /// CUDA if available, else CPU.
     Auto,
     /// The CPU.
     Cpu,
-    /// A CUDA device: `None` for the first visible one, `Some(n)` for `cuda:n`.
+    /// CUDA: `None` for the visible GPUs, `Some(n)` for `cuda:n` alone.
     Cuda(Option<usize>),
 }
 

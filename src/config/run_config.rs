@@ -28,8 +28,8 @@ pub struct RunConfigPaths {
 pub struct Execution {
     /// stasc_config `device`; when auto and accelerate's `use_cpu` is true, cpu.
     pub device: DeviceRequest,
-    /// Devices (processes) to use, from accelerate's `num_processes`; none = every visible device. Runs use one
-    /// device until multi-GPU support lands; the number is recorded so the run says what was asked.
+    /// Data-parallel ranks (accelerate's `num_processes`); none = one per usable GPU (accelerate's -1). See
+    /// `crate::dist::topology` for how ranks map to devices.
     pub num_devices: Option<usize>,
     /// GPUs to use, from accelerate's `gpu_ids`; none = all visible.
     pub gpu_ids: Option<Vec<usize>>,

@@ -48,6 +48,7 @@ pub const STASC_KEYS: &[Key] = &[
     Key::leaf("output_dir", Kind::Str),
     Key::leaf("keep_checkpoints", Kind::Bool),
     Key::leaf("chunk_prompts", Kind::UInt),
+    Key::leaf("batch_invariant", Kind::Bool),
     Key::leaf("device", Kind::Str),
     Key::leaf("dtype", Kind::Str),
     Key::leaf("max_train_examples", Kind::UInt),
@@ -97,6 +98,7 @@ pub struct RawStascConfig {
     pub output_dir: Option<String>,
     pub keep_checkpoints: Option<bool>,
     pub chunk_prompts: Option<u64>,
+    pub batch_invariant: Option<bool>,
     pub device: Option<String>,
     pub dtype: Option<String>,
     pub max_train_examples: Option<u64>,
@@ -171,6 +173,10 @@ pub struct StascConfig {
     pub keep_checkpoints: bool,
     /// Prompts per saved generation chunk: a killed run loses at most one chunk of samples. Default 128.
     pub chunk_prompts: usize,
+    /// Generate with fixed shapes (all cache rows, the whole context, one prompt per prefill) so that a sample
+    /// never depends on which other samples share its batch or GPU, at a cost in speed. Default false (CPU runs
+    /// are batch-invariant anyway).
+    pub batch_invariant: bool,
     /// Device of the run. Default auto (CUDA if available, else CPU).
     pub device: DeviceRequest,
     /// Weight dtype. Default auto (bf16 on CUDA, f32 on CPU).
@@ -310,6 +316,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         template_dir: PathBuf::from(raw.template_dir.unwrap_or_else(|| "templates".to_string())),
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
         chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,
+        batch_invariant: raw.batch_invariant.unwrap_or(false),
         device: raw.device.as_deref().map_or(Ok(DeviceRequest::Auto), |v| DeviceRequest::parse(file, "device", v))?,
         dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
         max_train_examples: cap("max_train_examples", raw.max_train_examples)?,

@@ -44,8 +44,8 @@ pub enum Transport {
 
 /// The transport for workers on `devices`: NCCL when there are several and they are distinct CUDA devices.
 pub fn transport_for(devices: &[Device]) -> Transport {
-    let distinct_cuda = devices.iter().all(|d| d.is_cuda())
-        && devices.iter().enumerate().all(|(k, d)| !devices[..k].contains(d));
+    let distinct_cuda =
+        devices.iter().all(|d| d.is_cuda()) && devices.iter().enumerate().all(|(k, d)| !devices[..k].contains(d));
     if devices.len() > 1 && distinct_cuda {
         Transport::Nccl
     } else {
@@ -176,7 +176,8 @@ impl Group {
             let device = t.device();
             let mut acc = contributions[0].f_to_device(device).map_err(torch("moving a contribution"))?;
             for c in &contributions[1..] {
-                acc = acc.f_add(&c.f_to_device(device).map_err(torch("moving a contribution"))?).map_err(torch("sum"))?;
+                acc =
+                    acc.f_add(&c.f_to_device(device).map_err(torch("moving a contribution"))?).map_err(torch("sum"))?;
             }
             Ok(acc)
         })();

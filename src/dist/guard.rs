@@ -43,10 +43,8 @@ mod tests {
         let mut cmd = Command::new("true");
         cmd.env("NCCL_NVLS_ENABLE", "1").env_clear();
         apply_to_command(&mut cmd);
-        let env: Vec<(String, String)> = cmd
-            .get_envs()
-            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
-            .collect();
+        let env: Vec<(String, String)> =
+            cmd.get_envs().filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string()))).collect();
         assert_eq!(missing_in(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))), Vec::<&str>::new());
     }
 

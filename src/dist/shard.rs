@@ -52,7 +52,11 @@ pub fn merge<T>(ranges: &[Range<usize>], results: Vec<Vec<T>>) -> Result<Vec<T>,
             )));
         }
         if range.start != merged.len() {
-            return Err(DistError::Shard(format!("shard {k} starts at {} after {} results", range.start, merged.len())));
+            return Err(DistError::Shard(format!(
+                "shard {k} starts at {} after {} results",
+                range.start,
+                merged.len()
+            )));
         }
         merged.extend(shard);
     }

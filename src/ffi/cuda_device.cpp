@@ -3,11 +3,14 @@
 //   (generation -> fine-tuning -> generation) so a process never keeps GPU memory it no longer uses;
 // - the calling thread's current stream of a device: NCCL collectives are queued on it, after the kernels that
 //   produced their input;
+// - making a device the calling thread's current one: libtorch's CUDA graph capture records on the current
+//   device's current stream, so a worker thread on cuda:1 must have cuda:1 current;
 // - seeding one device's default generator: with one worker thread per GPU, torch.manual_seed (which reseeds every
 //   device) from one worker would change another worker's dropout masks mid-pass.
 // Every function catches all C++ exceptions itself.
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdint>
@@ -35,6 +38,15 @@ extern "C" int stasc_cuda_manual_seed(int device, uint64_t seed) {
     auto gen = at::cuda::detail::getDefaultCUDAGenerator(static_cast<c10::DeviceIndex>(device));
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_current_seed(seed);
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
+
+extern "C" int stasc_cuda_set_device(int device) {
+  try {
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
     return 0;
   } catch (...) {
     return 1;

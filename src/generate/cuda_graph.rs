@@ -42,6 +42,7 @@ type SetCurrentStream = unsafe extern "C" fn(CudaStreamRepr);
 type RawStream = unsafe extern "C" fn(*const CudaStreamRepr) -> *mut c_void;
 type IsCapturing = unsafe extern "C" fn(*mut c_void, *mut i32) -> i32;
 type EndCapture = unsafe extern "C" fn(*mut c_void, *mut *mut c_void) -> i32;
+type StreamSync = unsafe extern "C" fn(*mut c_void) -> i32;
 
 /// `cudaStreamCaptureModeThreadLocal`: other threads' unsafe CUDA calls do not break this capture.
 const CAPTURE_MODE_THREAD_LOCAL: i32 = 1;
@@ -64,6 +65,7 @@ struct Api {
     raw_stream: RawStream,
     is_capturing: IsCapturing,
     end_capture: EndCapture,
+    stream_sync: StreamSync,
 }
 
 fn load() -> Result<Api, String> {
@@ -94,6 +96,7 @@ fn load() -> Result<Api, String> {
             raw_stream: sym!(c10_cuda, "_ZNK3c104cuda10CUDAStream6streamEv"),
             is_capturing: sym!(cudart, "cudaStreamIsCapturing"),
             end_capture: sym!(cudart, "cudaStreamEndCapture"),
+            stream_sync: sym!(cudart, "cudaStreamSynchronize"),
             _libs: vec![torch_cuda, c10_cuda, cudart],
         })
     }
@@ -124,7 +127,6 @@ pub(crate) enum CaptureError<E> {
 pub(crate) struct CaptureStream {
     api: &'static Api,
     side: CudaStreamRepr,
-    device: usize,
 }
 
 impl CaptureStream {
@@ -133,7 +135,7 @@ impl CaptureStream {
         let api = api()?;
         // SAFETY: ABI as described in the module docs.
         let side = unsafe { (api.stream_from_pool)(false, device as i8) };
-        Ok(CaptureStream { api, side, device })
+        Ok(CaptureStream { api, side })
     }
 
     /// Records `work` into a graph on this stream, sharing the memory pool `pool` (a previous graph's) when given.
@@ -146,15 +148,21 @@ impl CaptureStream {
         mut work: impl FnMut() -> Result<(), E>,
     ) -> Result<CudaGraph, CaptureError<E>> {
         let api = self.api;
-        let device = self.device as i64;
-        tch::Cuda::synchronize(device);
+        // Stream (not device) synchronisation: another worker thread may be capturing on this device, and a device
+        // synchronisation would break its capture.
+        let sync = |stream: &CudaStreamRepr| {
+            // SAFETY: ABI as described in the module docs; the stream handle is live.
+            unsafe { (api.stream_sync)((api.raw_stream)(stream)) }
+        };
         // SAFETY: ABI as described in the module docs; the object buffer outlives every call on it.
         unsafe {
             let previous = (api.current_stream)(self.side.device_index);
+            // Work queued on the caller's stream (the prefill that filled the cache) ends before the side stream runs.
+            sync(&previous);
             (api.set_current_stream)(self.side);
             if warm_up {
                 let warm = work();
-                tch::Cuda::synchronize(device);
+                sync(&self.side);
                 if let Err(e) = warm {
                     (api.set_current_stream)(previous);
                     return Err(CaptureError::Work(e));
@@ -186,8 +194,42 @@ impl CaptureStream {
                 }
             };
             (api.set_current_stream)(previous);
-            tch::Cuda::synchronize(device);
+            sync(&self.side);
             result
+        }
+    }
+}
+
+/// While alive, the calling thread's current stream on one device is a stream of its own from libtorch's pool
+/// (restored on drop). Worker threads sharing a GPU then never queue work on the same (legacy default) stream.
+pub(crate) struct OwnStream {
+    api: &'static Api,
+    previous: CudaStreamRepr,
+}
+
+impl OwnStream {
+    /// Switches the calling thread to a pool stream of CUDA device `device`; `None` when the API is unavailable.
+    pub(crate) fn enter(device: usize) -> Option<Self> {
+        let api = api().ok()?;
+        // SAFETY: ABI as described in the module docs.
+        unsafe {
+            let previous = (api.current_stream)(device as i8);
+            let own = (api.stream_from_pool)(false, device as i8);
+            // Work already queued on the previous stream (the model's weights) is done before the new one runs.
+            (api.stream_sync)((api.raw_stream)(&previous));
+            (api.set_current_stream)(own);
+            Some(OwnStream { api, previous })
+        }
+    }
+}
+
+impl Drop for OwnStream {
+    fn drop(&mut self) {
+        // SAFETY: ABI as described in the module docs; waits for this stream's work, then restores the caller's.
+        unsafe {
+            let own = (self.api.current_stream)(self.previous.device_index);
+            (self.api.stream_sync)((self.api.raw_stream)(&own));
+            (self.api.set_current_stream)(self.previous);
         }
     }
 }

@@ -51,6 +51,14 @@ pub(crate) fn run(
 ) -> Result<Generated<SampleOutput>, GenerateError> {
     let started = Instant::now();
     let _no_grad = tch::no_grad_guard();
+    // A stream of this call's own on CUDA: generate calls on worker threads sharing a GPU stay apart.
+    let _stream = match model.device() {
+        Device::Cuda(i) => {
+            crate::model::device::set_current_device(model.device());
+            super::cuda_graph::OwnStream::enter(i)
+        }
+        _ => None,
+    };
     let max_model_len =
         options.max_model_len.map_or(model.max_model_len() as usize, |m| m.min(model.max_model_len() as usize));
     let prompts = prepare_prompts(model, request, max_model_len)?;
@@ -74,8 +82,13 @@ pub(crate) fn run(
         return Ok(finish(outputs, stats, started));
     }
     let longest = prompts.iter().map(|(t, _)| t.len()).max().unwrap_or(1);
-    let cache_len = max_model_len.min(longest + request.max_tokens) as i64;
-    let rows = batch_rows(model, options, total_samples, cache_len);
+    // Batch-invariant shapes depend on the options only, never on the work.
+    let (cache_len, work) = if options.batch_invariant {
+        (max_model_len as i64, None)
+    } else {
+        (max_model_len.min(longest + request.max_tokens) as i64, Some(total_samples))
+    };
+    let rows = batch_rows(model, options, work, cache_len);
     let window = options.sync_every.max(1) as i64;
     let mut state = DeviceState::new(model, rows, cache_len, window, request.sampling.is_random())?;
     let mut decoder = Decoder::new(model, options);
@@ -105,7 +118,11 @@ pub(crate) fn run(
             .min(window);
         state.begin_window(window_uniforms(request, &busy, steps), steps)?;
         for _ in 1..=steps {
-            let attend_len = active.iter().map(|&r| busy[r].as_ref().map_or(0, |row| row.pos + 1)).max().unwrap_or(1);
+            let attend_len = if options.batch_invariant {
+                cache_len
+            } else {
+                active.iter().map(|&r| busy[r].as_ref().map_or(0, |row| row.pos + 1)).max().unwrap_or(1)
+            };
             decoder.step(model, &mut state, &request.sampling, attend_len.min(cache_len))?;
             for &r in &active {
                 if let Some(row) = busy[r].as_mut() {
@@ -203,8 +220,8 @@ fn prepare_prompts(
     Ok(prepared)
 }
 
-/// Cache rows: the batch limit, the work available and the cache byte budget, whichever is smallest.
-fn batch_rows(model: &CausalLm, options: &GenerateOptions, total_samples: usize, cache_len: i64) -> i64 {
+/// Cache rows: the batch limit, the work available (when given) and the cache byte budget, whichever is smallest.
+fn batch_rows(model: &CausalLm, options: &GenerateOptions, total_samples: Option<usize>, cache_len: i64) -> i64 {
     let cfg = model.config();
     let row_bytes = 2
         * cfg.num_hidden_layers
@@ -213,7 +230,8 @@ fn batch_rows(model: &CausalLm, options: &GenerateOptions, total_samples: usize,
         * cache_len
         * model.kind().elt_size_in_bytes() as i64;
     let by_memory = (options.max_cache_bytes / row_bytes.max(1)).max(1);
-    (options.max_batch.max(1) as i64).min(total_samples as i64).min(by_memory)
+    let work = total_samples.map_or(i64::MAX, |n| n.min(i64::MAX as usize) as i64);
+    (options.max_batch.max(1) as i64).min(work).min(by_memory)
 }
 
 /// The uniforms of the next `steps` decode steps ([rows * steps] row-major), or `None` when greedy. Column j of a

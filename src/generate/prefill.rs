@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::decode::{torch, DeviceState};
 use super::engine::Row;
@@ -64,14 +64,14 @@ pub(crate) fn prefill(
     request: &GenerationRequest,
     options: &GenerateOptions,
 ) -> Result<usize, GenerateError> {
-    let device = model.device();
     let mut run = 0;
     let mut start = 0;
     while start < groups.len() {
         // Grow the chunk while its padded size fits the budget (always at least one prompt).
         let mut end = start + 1;
         let mut longest = prompts[groups[start].prompt].0.len();
-        while end < groups.len() {
+        // Batch-invariant generation prefills every prompt alone.
+        while end < groups.len() && !options.batch_invariant {
             let l = longest.max(prompts[groups[end].prompt].0.len());
             if l * (end + 1 - start) > options.max_prefill_tokens {
                 break;
@@ -80,7 +80,7 @@ pub(crate) fn prefill(
             end += 1;
         }
         let chunk = &groups[start..end];
-        run += prefill_chunk(model, state, chunk, longest, busy, prompts, request, device)?;
+        run += prefill_chunk(model, state, chunk, longest, busy, prompts, request, options)?;
         start = end;
     }
     Ok(run)
@@ -95,8 +95,9 @@ fn prefill_chunk(
     busy: &mut [Option<Row>],
     prompts: &[(Vec<u32>, usize)],
     request: &GenerationRequest,
-    device: Device,
+    options: &GenerateOptions,
 ) -> Result<usize, GenerateError> {
+    let device = model.device();
     let (m, t) = (chunk.len() as i64, longest as i64);
     let mut ids = vec![0i64; chunk.len() * longest];
     let mut last = Vec::with_capacity(chunk.len());
@@ -151,11 +152,20 @@ fn prefill_chunk(
     } else {
         None
     };
-    let first = request
-        .sampling
-        .sample(&row_logits, uniforms.as_ref())
-        .and_then(|f| f.f_view([n, 1]))
-        .map_err(torch("sampling"))?;
+    let first = if options.batch_invariant {
+        // One row at a time: the sampling kernels then see the same shape whatever the number of new rows.
+        (0..n)
+            .map(|i| {
+                let u = uniforms.as_ref().map(|u| u.f_narrow(0, i, 1)).transpose()?;
+                request.sampling.sample(&row_logits.f_narrow(0, i, 1)?, u.as_ref())
+            })
+            .collect::<Result<Vec<Tensor>, tch::TchError>>()
+            .and_then(|v| Tensor::f_cat(&v, 0))
+    } else {
+        request.sampling.sample(&row_logits, uniforms.as_ref())
+    }
+    .and_then(|f| f.f_view([n, 1]))
+    .map_err(torch("sampling"))?;
     let lens_dev = to_dev(&lens).and_then(|l| l.f_view([n, 1])).map_err(torch("prefill"))?;
     let _ = state.tokens.f_index_copy_(0, &rows_dev, &first).map_err(torch("prefill"))?;
     let _ = state.positions.f_index_copy_(0, &rows_dev, &lens_dev).map_err(torch("prefill"))?;

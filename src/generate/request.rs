@@ -192,6 +192,11 @@ pub struct GenerateOptions {
     /// Attended cache lengths are rounded up to a multiple of this: one graph per bucket reached (each capture costs
     /// about one eager step), at the price of reading up to this many masked cache positions more per step.
     pub cuda_graph_bucket: usize,
+    /// Fixed shapes for every step: all `max_batch` rows decode (not only as many as there are samples), every
+    /// step attends to the whole context (`max_model_len`), and each prompt is prefilled alone. A row's arithmetic
+    /// then never depends on the other rows, so a sample is the same whatever else is generated with it (on one
+    /// GPU or sharded over several); costs speed, most with few samples or short sequences.
+    pub batch_invariant: bool,
 }
 
 impl GenerateOptions {
@@ -210,6 +215,7 @@ impl GenerateOptions {
             fuse_projections: device.is_cuda(),
             cuda_graphs: device.is_cuda(),
             cuda_graph_bucket: 256,
+            batch_invariant: false,
         }
     }
 }

@@ -94,7 +94,9 @@ impl Sampling {
         // (bf16 on CUDA) moves half the bytes of f32 (the sort is the costliest part of a top-p decode step).
         let (values, ids) = match (top_k, top_p) {
             (Some(k), _) => logits.f_topk(k.min(vocab), -1, true, true)?,
-            (None, Some(_)) => logits.f_sort(-1, true)?,
+            // Stable: tied logits (common in bf16) keep id order, so a row's candidate order never depends on the
+            // sort algorithm libtorch picks for the batch's shape.
+            (None, Some(_)) => logits.f_sort_stable(true, -1, true)?,
             (None, None) => {
                 let ids = Tensor::f_arange(vocab, (Kind::Int64, logits.device()))?.f_expand_as(logits)?;
                 (logits.shallow_clone(), ids)

@@ -145,6 +145,7 @@ extern "C" {
     fn stasc_cuda_empty_cache() -> i32;
     fn stasc_cuda_current_stream(device: i32) -> *mut std::ffi::c_void;
     fn stasc_cuda_manual_seed(device: i32, seed: u64) -> i32;
+    fn stasc_cuda_set_device(device: i32) -> i32;
 }
 
 /// Returns the CUDA caching allocator's unused blocks to the driver, so memory a finished phase used (a generation
@@ -184,6 +185,19 @@ pub fn seed_device(device: Device, seed: i64) {
         }
     }
     tch::manual_seed(seed);
+}
+
+/// Makes `device` the calling thread's current CUDA device (a no-op for the CPU or without the shim). Worker
+/// threads call it first: CUDA graph capture and stream lookups without a device index use the current device.
+pub fn set_current_device(device: Device) {
+    #[cfg(stasc_cuda_shim)]
+    if let Device::Cuda(i) = device {
+        // SAFETY: catches every C++ exception itself.
+        unsafe {
+            stasc_cuda_set_device(i as i32);
+        }
+    }
+    let _ = device;
 }
 
 /// Whether the linked libtorch is a CUDA build (true on a machine without a GPU too); NCCL comes with it.

@@ -27,6 +27,7 @@ pub struct TchBackend {
     train: TrainOptions,
     topology: Topology,
     progress: bool,
+    batch_invariant: bool,
     /// The generation model on each device (same order as `topology.devices`).
     loaded: Option<(PathBuf, Vec<Mutex<LoadedModel>>)>,
 }
@@ -55,12 +56,20 @@ impl TchBackend {
             .accelerate_config
             .as_deref()
             .map_or_else(|| "<no accelerate config>".to_string(), |p| p.display().to_string());
-        let ask =
-            DeviceAsk { request: ex.device, num_processes: ex.num_devices, gpu_ids: ex.gpu_ids.as_deref(), source: &source };
+        let ask = DeviceAsk {
+            request: ex.device,
+            num_processes: ex.num_devices,
+            gpu_ids: ex.gpu_ids.as_deref(),
+            source: &source,
+        };
         let visible = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
-        let (topology, note) = crate::dist::topology::resolve(&ask, visible)?;
+        let (mut topology, note) = crate::dist::topology::resolve(&ask, visible)?;
         if let Some(note) = note {
             eprintln!("note: {note}");
+        }
+        if let Some(devices) = devices_from_env()? {
+            topology = Topology::new(topology.ranks, devices)?;
+            eprintln!("note: {DEVICES_ENV} sets the devices: {}", topology.describe());
         }
         Ok(Self::with_topology(config, topology, progress))
     }
@@ -83,6 +92,7 @@ impl TchBackend {
             train: TrainOptions { device, topology: Some(topology.clone()), progress, ..TrainOptions::default() },
             topology,
             progress,
+            batch_invariant: config.stasc_config.batch_invariant,
             loaded: None,
         }
     }
@@ -98,14 +108,45 @@ impl TchBackend {
             self.loaded = None;
             let devices = &self.topology.devices;
             let load = &self.load;
+            let (max_model_len, batch_invariant) = (load.max_model_len.map(|n| n as usize), self.batch_invariant);
             let models = run_workers(group, |w| -> Result<Mutex<LoadedModel>, BackendError> {
                 let opts = LoadOptions { device: DeviceSpec::from(devices[w]), ..load.clone() };
-                Ok(Mutex::new(load_model(dir, &opts)?))
+                let loaded = load_model(dir, &opts)?;
+                if devices[w].is_cuda() {
+                    // A throw-away sample first: libtorch and cuBLAS initialise lazily on a thread's first calls, and
+                    // those first calls must not be a real prompt's (it drew differently from a one-GPU run).
+                    let warm = GenerationRequest {
+                        key: "warm-up".into(),
+                        messages: vec![ChatMessage::new("user", "Hello.")],
+                        n: 1,
+                    };
+                    let sampling = SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 2, seed: 0 };
+                    generate_shard(&loaded, &[warm], &sampling, max_model_len, batch_invariant, false)?;
+                }
+                Ok(Mutex::new(loaded))
             })?;
             self.loaded = Some((dir.to_path_buf(), models));
         }
         Ok(&self.loaded.as_ref().expect("just loaded").1)
     }
+}
+
+/// Environment variable that replaces the automatic device choice with an explicit list (`cuda:0,cuda:1`); a
+/// device may repeat, which runs two workers on one GPU (the multi-device code path on a one-GPU machine).
+pub const DEVICES_ENV: &str = "STASC_DEVICES";
+
+fn devices_from_env() -> Result<Option<Vec<tch::Device>>, BackendError> {
+    let Ok(text) = std::env::var(DEVICES_ENV) else { return Ok(None) };
+    let devices = text
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse::<DeviceSpec>()
+                .and_then(DeviceSpec::resolve)
+                .map_err(|e| format!("{DEVICES_ENV}={text}: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Some(devices))
 }
 
 /// A stable 64-bit id of a prompt key (FNV-1a), so sample seeds depend on what is asked, not on batch position.
@@ -120,7 +161,7 @@ impl Backend for TchBackend {
         requests: &[GenerationRequest],
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
-        let progress = self.progress;
+        let (progress, batch_invariant) = (self.progress, self.batch_invariant);
         let max_model_len = self.load.max_model_len.map(|n| n as usize);
         let group = Group::new(&self.topology.devices, Transport::Host)?;
         let models = self.models(model, &group)?;
@@ -130,7 +171,7 @@ impl Backend for TchBackend {
         let results = run_workers(&group, |w| -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
             let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
             // Only the first worker draws a progress bar (it counts its own shard).
-            generate_shard(&loaded, shards[w], sampling, max_model_len, progress && w == 0)
+            generate_shard(&loaded, shards[w], sampling, max_model_len, batch_invariant, progress && w == 0)
         })?;
         Ok(shard::merge(&ranges, results)?)
     }
@@ -156,11 +197,13 @@ fn generate_shard(
     requests: &[GenerationRequest],
     sampling: &SamplingSpec,
     max_model_len: Option<usize>,
+    batch_invariant: bool,
     progress: bool,
 ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
     let rule = Sampling::from_params(sampling.temperature, Some(sampling.top_p), None)?;
     let mut options = GenerateOptions::for_device(loaded.model.device());
     options.max_model_len = max_model_len;
+    options.batch_invariant = batch_invariant;
     options.progress = progress;
     // The generator takes one `n` per call: group the requests by their sample count.
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();

@@ -8,8 +8,8 @@ use tch::{Device, Kind};
 use super::batching::SplitMix64;
 use super::device_memory::cuda_used_bytes;
 use super::error::TrainError;
-use super::tokenize::{TokenizedExample, IGNORE_INDEX};
 use super::log::StepRecord;
+use super::tokenize::{TokenizedExample, IGNORE_INDEX};
 use super::trainer::{train_examples, train_replica, Hyperparameters, StepCallback, Worker};
 use crate::config::LrSchedulerType;
 use crate::dist::{run_workers, transport_for, Group, Topology};
@@ -116,18 +116,19 @@ pub fn measure_parallel(
         }
         Ok(())
     };
-    let callback: StepCallback<'_> = std::sync::Mutex::new(&mut on_step);
-    // Replicas are built one at a time: random weights draw from the global generator.
-    let init = std::sync::Mutex::new(());
-    let summaries = run_workers(&group, |w| {
-        let mut model = {
-            let _one_at_a_time = init.lock().unwrap_or_else(|p| p.into_inner());
-            make(topology.devices[w])?
-        };
-        let worker = Worker { group: &group, index: w, topology };
-        train_replica(&mut model, None, examples, 0, &hp, &worker, Some(&callback))
-    })?;
-    drop(callback);
+    let summaries = {
+        let callback: StepCallback<'_> = std::sync::Mutex::new(&mut on_step);
+        // Replicas are built one at a time: random weights draw from the global generator.
+        let init = std::sync::Mutex::new(());
+        run_workers(&group, |w| {
+            let mut model = {
+                let _one_at_a_time = init.lock().unwrap_or_else(|p| p.into_inner());
+                make(topology.devices[w])?
+            };
+            let worker = Worker { group: &group, index: w, topology };
+            train_replica(&mut model, None, examples, 0, &hp, &worker, Some(&callback))
+        })?
+    };
     let padded: usize = summaries.iter().map(|s| s.padded_tokens).sum();
     let summary = summaries.into_iter().next().expect("one worker at least");
     let timed = &summary.steps[warmup.min(summary.steps.len())..];

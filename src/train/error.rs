@@ -103,6 +103,12 @@ impl TrainError {
     }
 }
 
+impl From<crate::dist::DistError> for TrainError {
+    fn from(e: crate::dist::DistError) -> Self {
+        TrainError::Parallel(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,11 +120,5 @@ mod tests {
         }
         let e = boxed(TrainError::Invalid("x".into()));
         assert_eq!(e.to_string(), "x");
-    }
-}
-
-impl From<crate::dist::DistError> for TrainError {
-    fn from(e: crate::dist::DistError) -> Self {
-        TrainError::Parallel(e)
     }
 }

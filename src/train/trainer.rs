@@ -186,6 +186,7 @@ pub fn train_replica(
             worker.topology.ranks, hp.data_parallel_ranks
         )));
     }
+    crate::model::device::set_current_device(model.device());
     let mut params = match lora {
         Some(l) => l.named_parameters(),
         None => {
@@ -282,7 +283,6 @@ pub fn train_replica(
     profile.report(summary.steps.len());
     Ok(summary)
 }
-
 
 /// Steps left out of the profile (libtorch and cuBLAS initialise lazily during the first ones).
 const PROFILE_SKIP: usize = 2;

@@ -23,8 +23,8 @@ fn tiny_chat_model() -> PathBuf {
 fn chat(i: usize) -> Vec<ChatMessage> {
     vec![
         ChatMessage::new("system", "Answer briefly."),
-        ChatMessage::new("user", &format!("What is {i} times {}?", i % 4 + 1)),
-        ChatMessage::new("assistant", &format!("{i} times {} is {}.", i % 4 + 1, i * (i % 4 + 1))),
+        ChatMessage::new("user", format!("What is {i} times {}?", i % 4 + 1)),
+        ChatMessage::new("assistant", format!("{i} times {} is {}.", i % 4 + 1, i * (i % 4 + 1))),
     ]
 }
 
@@ -63,8 +63,10 @@ fn two_ranks_give_the_single_device_loss_at_the_same_global_batch() {
 
     assert_eq!(single.steps.len(), 6, "3 steps an epoch (4, 4 and 1 micro-batches), 2 epochs");
     // Two ranks on one device run the single-device arithmetic in the same order: identical to the last bit.
-    assert_eq!(shared.steps.iter().map(|s| (s.loss, s.grad_norm, s.lr, s.tokens)).collect::<Vec<_>>(),
-               single.steps.iter().map(|s| (s.loss, s.grad_norm, s.lr, s.tokens)).collect::<Vec<_>>());
+    assert_eq!(
+        shared.steps.iter().map(|s| (s.loss, s.grad_norm, s.lr, s.tokens)).collect::<Vec<_>>(),
+        single.steps.iter().map(|s| (s.loss, s.grad_norm, s.lr, s.tokens)).collect::<Vec<_>>()
+    );
     for ((name, a), (_, b)) in shared_w.iter().zip(&single_w) {
         assert!(a.equal(b), "{name} differs between 2 ranks on one device and one rank");
     }
@@ -134,7 +136,7 @@ fn sharded_generation_returns_the_single_device_samples_in_request_order() {
     let requests: Vec<GenerationRequest> = (0..7)
         .map(|i| GenerationRequest {
             key: format!("iter0/initial/train/q{i}"),
-            messages: vec![ChatMessage::new("user", &format!("Name a number above {i}."))],
+            messages: vec![ChatMessage::new("user", format!("Name a number above {i}."))],
             n: 1 + i % 3,
         })
         .collect();

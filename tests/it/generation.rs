@@ -57,6 +57,29 @@ fn a_sample_is_the_same_alone_or_in_any_batch() {
 }
 
 #[test]
+fn batch_invariant_mode_keeps_every_shape_fixed_and_the_samples() {
+    let m = model("qwen2_untied");
+    let prompts: Vec<PromptInput> = (0..5).map(|i| prompt(200 + i, 3 + 5 * i as usize)).collect();
+    // Fixed shapes: 4 rows decode whatever the work, every step attends to all 64 positions, prompts prefill alone.
+    let fixed = GenerateOptions {
+        max_batch: 4,
+        max_model_len: Some(64),
+        batch_invariant: true,
+        sync_every: 3,
+        ..GenerateOptions::default()
+    };
+    let batched = samples(&m, &sampled(prompts.clone(), 3, 11), &fixed);
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = samples(&m, &sampled(vec![p.clone()], 3, 11), &fixed);
+        assert_eq!(alone[0], batched[i], "prompt {i} differs alone vs batched");
+    }
+    // On the CPU the default mode is batch-invariant too, so both modes draw the same samples.
+    let default = GenerateOptions { max_model_len: Some(64), ..GenerateOptions::default() };
+    assert_eq!(samples(&m, &sampled(prompts, 3, 11), &default), batched);
+    assert!(batched.iter().flatten().filter(|s| s.token_ids.len() > 5).count() >= 10);
+}
+
+#[test]
 fn seeds_are_reproducible_and_matter() {
     let m = model("phi3");
     let prompts = vec![prompt(1, 6), prompt(2, 9)];
