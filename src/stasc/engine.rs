@@ -71,6 +71,9 @@ impl TchBackend {
             topology = Topology::new(topology.ranks, devices)?;
             eprintln!("note: {DEVICES_ENV} sets the devices: {}", topology.describe());
         }
+        if let Some(line) = generation_note(config, &topology) {
+            eprintln!("note: {line}");
+        }
         Ok(Self::with_topology(config, topology, progress))
     }
 
@@ -129,6 +132,24 @@ impl TchBackend {
         }
         Ok(&self.loaded.as_ref().expect("just loaded").1)
     }
+}
+
+/// What a user should know about sharded or batch-invariant generation with this config, on one line.
+pub fn generation_note(config: &RunConfig, topology: &Topology) -> Option<String> {
+    let file = config.sources.config.display();
+    let cuda_workers = topology.devices.iter().filter(|d| d.is_cuda()).count();
+    if config.stasc_config.batch_invariant && config.stasc_config.max_model_len.is_none() {
+        return Some(format!(
+            "{file}: batch_invariant attends to the model's whole context every step; set max_model_len to what \
+             prompts and answers need"
+        ));
+    }
+    (cuda_workers > 1 && !config.stasc_config.batch_invariant).then(|| {
+        format!(
+            "{file}: generation is sharded over {cuda_workers} GPUs; its samples equal a one-GPU run's bit for bit \
+             only with batch_invariant: true (otherwise rounding can flip tokens)"
+        )
+    })
 }
 
 /// Environment variable that replaces the automatic device choice with an explicit list (`cuda:0,cuda:1`); a

@@ -110,6 +110,10 @@ fn a_failing_worker_ends_the_job_with_its_own_error() {
 }
 
 fn run_config(dir: &Path) -> RunConfig {
+    run_config_with(dir, "")
+}
+
+fn run_config_with(dir: &Path, extra: &str) -> RunConfig {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("train.jsonl"), "{\"question\": \"q\", \"answers\": [\"a\"]}\n").unwrap();
@@ -118,7 +122,7 @@ fn run_config(dir: &Path) -> RunConfig {
     std::fs::write(
         &config,
         format!(
-            "model_path: {}\ndata_path: {}\ntask_type: qa\nrun_name: dp\ndevice: cpu\ndtype: f32\n",
+            "model_path: {}\ndata_path: {}\ntask_type: qa\nrun_name: dp\ndevice: cpu\ndtype: f32\n{extra}",
             tiny_chat_model().display(),
             data.display()
         ),
@@ -155,4 +159,20 @@ fn sharded_generation_returns_the_single_device_samples_in_request_order() {
     assert_eq!(sharded.generate(&tiny_chat_model(), &requests, &sampling).unwrap(), expected);
     let distinct: std::collections::HashSet<&str> = expected.iter().flatten().map(|s| s.text.as_str()).collect();
     assert!(distinct.len() > 3, "sampling drew different texts: {distinct:?}");
+}
+
+#[test]
+fn runs_are_told_when_sharded_samples_can_differ_from_one_gpu() {
+    use stasc::stasc::engine::generation_note;
+    let dir = tempfile::tempdir().unwrap();
+    let two_gpus = Topology::new(2, vec![Device::Cuda(0), Device::Cuda(1)]).unwrap();
+    let plain = run_config(dir.path());
+    let note = generation_note(&plain, &two_gpus).unwrap();
+    assert!(note.ends_with("only with batch_invariant: true (otherwise rounding can flip tokens)"), "{note}");
+    assert_eq!(generation_note(&plain, &Topology::single(Device::Cuda(0))), None);
+    assert_eq!(generation_note(&plain, &Topology::new(1, vec![Device::Cpu; 2]).unwrap()), None);
+    let fixed = run_config_with(dir.path(), "batch_invariant: true\nmax_model_len: 512\n");
+    assert_eq!(generation_note(&fixed, &two_gpus), None);
+    let unbounded = run_config_with(dir.path(), "batch_invariant: true\n");
+    assert!(generation_note(&unbounded, &two_gpus).unwrap().contains("set max_model_len"));
 }
