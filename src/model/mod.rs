@@ -54,13 +54,7 @@ pub struct LoadedModel {
 pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
     let files = ModelFiles::resolve(dir)?;
     let config = ModelConfig::from_file(&files.config)?;
-    let generation_config = match &files.generation_config {
-        Some(p) => GenerationConfig::from_file(p)?,
-        None => GenerationConfig::default(),
-    };
-    let model_eos =
-        if generation_config.eos_token_id.is_empty() { &config.eos_token_id } else { &generation_config.eos_token_id };
-    let tokenizer = Tokenizer::load(&files, model_eos)?;
+    let (tokenizer, generation_config) = tokenizer_of(&files, &config)?;
     let model = CausalLm::load(&files, config, opts)?;
     Ok(LoadedModel { files, model, tokenizer, generation_config })
 }
@@ -69,13 +63,19 @@ pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelEr
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
     let files = ModelFiles::resolve(dir)?;
     let config = ModelConfig::from_file(&files.config)?;
+    Ok(tokenizer_of(&files, &config)?.0)
+}
+
+/// The tokenizer (EOS ids from generation_config.json, else config.json) and the generation defaults.
+fn tokenizer_of(files: &ModelFiles, config: &ModelConfig) -> Result<(Tokenizer, GenerationConfig), ModelError> {
     let generation_config = match &files.generation_config {
         Some(p) => GenerationConfig::from_file(p)?,
         None => GenerationConfig::default(),
     };
     let model_eos =
         if generation_config.eos_token_id.is_empty() { &config.eos_token_id } else { &generation_config.eos_token_id };
-    Tokenizer::load(&files, model_eos)
+    let tokenizer = Tokenizer::load(files, model_eos)?;
+    Ok((tokenizer, generation_config))
 }
 
 /// Loads only the network of an HF model directory (config.json + safetensors), without tokenizer files.

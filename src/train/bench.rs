@@ -10,7 +10,7 @@ use super::device_memory::cuda_used_bytes;
 use super::error::TrainError;
 use super::log::StepRecord;
 use super::tokenize::{TokenizedExample, IGNORE_INDEX};
-use super::trainer::{train_examples, train_replica, Hyperparameters, StepCallback, Worker};
+use super::trainer::{train_examples, train_replica, Hyperparameters, LoopSummary, StepCallback, Worker};
 use crate::config::LrSchedulerType;
 use crate::dist::{run_workers, transport_for, Group, Topology};
 use crate::model::CausalLm;
@@ -79,6 +79,16 @@ pub fn measure(
         }
         Ok(())
     })?;
+    throughput(&summary, summary.padded_tokens, warmup, peak)
+}
+
+/// The throughput of the steps of `summary` after the first `warmup`, with `padded` tokens over all workers.
+fn throughput(
+    summary: &LoopSummary,
+    padded: usize,
+    warmup: usize,
+    peak: Option<u64>,
+) -> Result<Throughput, TrainError> {
     let timed = &summary.steps[warmup.min(summary.steps.len())..];
     if timed.is_empty() {
         return Err(TrainError::Invalid(format!(
@@ -92,7 +102,7 @@ pub fn measure(
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         steps_timed: timed.len(),
         peak_bytes: peak,
-        padding_overhead: summary.padded_tokens as f64 / summary.tokens.max(1) as f64,
+        padding_overhead: padded as f64 / summary.tokens.max(1) as f64,
         last_loss: summary.steps.last().map_or(f64::NAN, |s| s.loss),
     })
 }
@@ -131,23 +141,7 @@ pub fn measure_parallel(
     };
     let padded: usize = summaries.iter().map(|s| s.padded_tokens).sum();
     let summary = summaries.into_iter().next().expect("one worker at least");
-    let timed = &summary.steps[warmup.min(summary.steps.len())..];
-    if timed.is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "only {} steps ran, none left after {warmup} warm-up steps",
-            summary.steps.len()
-        )));
-    }
-    let tokens: usize = timed.iter().map(|s| s.tokens).sum();
-    let seconds: f64 = timed.iter().map(|s| s.seconds).sum();
-    let throughput = Throughput {
-        tokens_per_s: tokens as f64 / seconds.max(1e-9),
-        steps_timed: timed.len(),
-        peak_bytes: peak,
-        padding_overhead: padded as f64 / summary.tokens.max(1) as f64,
-        last_loss: summary.steps.last().map_or(f64::NAN, |s| s.loss),
-    };
-    Ok((throughput, summary.steps))
+    Ok((throughput(&summary, padded, warmup, peak)?, summary.steps))
 }
 
 /// Hyperparameters of the fixed-shape benchmark: hf_baseline.py's step (AdamW lr 1e-5, weight decay 0.1, every
