@@ -15,6 +15,8 @@ struct State {
     arrived: usize,
     generation: u64,
     aborted: Option<String>,
+    /// The worker whose failure aborted the group, when a worker did.
+    failed_worker: Option<usize>,
     /// Host reduction: each worker's contribution, in worker order.
     slots: Vec<Option<Tensor>>,
 }
@@ -75,6 +77,7 @@ impl Group {
                 arrived: 0,
                 generation: 0,
                 aborted: None,
+                failed_worker: None,
                 slots: (0..devices.len()).map(|_| None).collect(),
             }),
             wake: Condvar::new(),
@@ -107,6 +110,22 @@ impl Group {
             s.aborted = Some(why.to_string());
         }
         self.wake.notify_all();
+    }
+
+    /// Records that `worker` failed (the first failure is remembered) and aborts the group with `why`.
+    pub fn fail(&self, worker: usize, why: &str) {
+        {
+            let mut s = self.lock();
+            if s.aborted.is_none() {
+                s.failed_worker = Some(worker);
+            }
+        }
+        self.abort(why);
+    }
+
+    /// The worker whose failure aborted the group first, if any.
+    pub fn failed_worker(&self) -> Option<usize> {
+        self.lock().failed_worker
     }
 
     /// Waits until every worker arrived, or fails when the group was aborted.

@@ -37,7 +37,7 @@ pub enum DistError {
 
 /// Runs `work(worker)` for every worker, worker 0 on the calling thread and the others on scoped threads, and
 /// returns the results in worker order. An error or panic of one worker aborts `group` (so the others leave their
-/// collectives) and is returned, the first worker's error first.
+/// collectives); the error returned is that of the worker that failed first, not the ones its abort caused.
 pub fn run_workers<T, E, F>(group: &Group, work: F) -> Result<Vec<T>, E>
 where
     T: Send,
@@ -47,7 +47,7 @@ where
     let guarded = |worker: usize| {
         let r = work(worker);
         if let Err(e) = &r {
-            group.abort(&format!("worker {worker}: {e}"));
+            group.fail(worker, &format!("worker {worker}: {e}"));
         }
         r
     };
@@ -58,32 +58,26 @@ where
         for (k, h) in handles.into_iter().enumerate() {
             all.push(h.join().unwrap_or_else(|_| {
                 let why = format!("worker {} panicked", k + 1);
-                group.abort(&why);
+                group.fail(k + 1, &why);
                 Err(DistError::Aborted(why).into())
             }));
         }
         all
     });
-    // Prefer a worker's own error over the "another worker failed" errors it caused.
-    let mut first_err = None;
+    let first_failure = group.failed_worker();
     let mut out = Vec::with_capacity(results.len());
-    for r in results {
+    let mut errors = Vec::new();
+    for (w, r) in results.into_iter().enumerate() {
         match r {
             Ok(v) => out.push(v),
-            Err(e) => {
-                let own = !e.to_string().starts_with("another worker failed");
-                match &first_err {
-                    None => first_err = Some((own, e)),
-                    Some((false, _)) if own => first_err = Some((own, e)),
-                    _ => {}
-                }
-            }
+            Err(e) => errors.push((w, e)),
         }
     }
-    match first_err {
-        Some((_, e)) => Err(e),
-        None => Ok(out),
+    if errors.is_empty() {
+        return Ok(out);
     }
+    let pick = errors.iter().position(|(w, _)| Some(*w) == first_failure).unwrap_or(0);
+    Err(errors.swap_remove(pick).1)
 }
 
 #[cfg(test)]

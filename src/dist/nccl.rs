@@ -138,13 +138,14 @@ impl Communicators {
     }
 
     fn comm_for(&self, rank: usize, t: &Tensor, what: &str) -> Result<NcclComm, DistError> {
-        let device = self.devices.get(rank).copied();
-        if t.device() != Device::Cuda(device.unwrap_or(-1) as usize) || !t.is_contiguous() {
+        let Some(&device) = self.devices.get(rank) else {
+            return Err(DistError::Nccl(format!("{what}: rank {rank} outside a clique of {}", self.devices.len())));
+        };
+        if t.device() != Device::Cuda(device as usize) || !t.is_contiguous() {
             return Err(DistError::Nccl(format!(
-                "{what}: rank {rank} passed a tensor on {:?} (contiguous: {}), expected contiguous on cuda:{}",
+                "{what}: rank {rank} passed a tensor on {:?} (contiguous: {}), expected contiguous on cuda:{device}",
                 t.device(),
-                t.is_contiguous(),
-                device.unwrap_or(-1)
+                t.is_contiguous()
             )));
         }
         Ok(self.comms[rank].0)
