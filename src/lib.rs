@@ -2,7 +2,8 @@
 //!
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
 //! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `reward` / `prompt` -> `data` -> `config`.
-//! `report` reads results from run directories and never computes them.
+//! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
+//! arithmetic that any module may use.
 
 pub mod cli;
 pub mod config;
@@ -14,5 +15,6 @@ pub mod prompt;
 pub mod report;
 pub mod reward;
 pub mod stasc;
+pub mod stats;
 pub mod sweep;
 pub mod train;

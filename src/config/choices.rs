@@ -158,22 +158,71 @@ choice! {
 choice! {
     /// Which (initial, correction) pairs become training data.
     CorrectionFilter {
-        /// r(correction) > r(initial): the paper's and reference's `only_better_correction: true`.
+        /// r(correction) > r(initial): `only_better_correction: true` in the paper and the reference (letter I).
         Improving = "improving",
-        /// r(correction) >= r(initial) and r(correction) > 0: the paper's `only_better_correction: false`.
+        /// r(correction) >= r(initial) and r(correction) > 0: what the paper's text describes for
+        /// `only_better_correction: false` (letter N under stasc's own protocol).
         NonDecreasing = "non_decreasing",
-        /// Both correct: what the reference code's non-strict branch keeps.
+        /// Initial answer and correction both correct: what the reference code keeps for `only_better_correction:
+        /// false`, and what produced the published N rows (letter N under the paper protocol).
         CorrectToCorrect = "correct_to_correct",
     }
 }
 
 choice! {
-    /// How corrections are paired with initial answers for filtering and training.
+    /// How corrections are paired with initial answers for filtering, training and train transitions.
     Pairing {
-        /// Each correction with the initial answer it was generated from (K_init x K_corr pairs per question).
+        /// Each correction with the initial answer it was generated from (K_init x K_corr pairs per question);
+        /// stasc's own protocol.
         PerInitial = "per_initial",
-        /// Every initial answer of a question with every correction of that question (an older reference version).
+        /// Every initial answer of a question with every correction of that question (K_init x K_init x K_corr
+        /// pairs per question): the reference code behind the published table, and the paper protocol.
         AllPairs = "all_pairs",
+    }
+}
+
+choice! {
+    /// A named set of defaults for everything that decides which experiment a run is (stasc.md "Reproducing the
+    /// published table"). Keys set explicitly in a config still win.
+    Protocol {
+        /// stasc's own choices: per-initial pairing, non-decreasing N filter, scoring after the answer marker,
+        /// few-shot prompts, SFT conversations from sft.jinja, raw completions, whole-step loss normalisation.
+        Stasc = "stasc",
+        /// What produced the published table: all-pairs, correct-to-correct N filter, whole-generation scoring,
+        /// zero-shot prompts, the SFT context equal to the sampling context, the reference's answer cleaning, a
+        /// reward > 0 counting as correct, per-rank loss normalisation (transformers 4.47.1).
+        Paper = "paper",
+    }
+}
+
+choice! {
+    /// Which conversation a kept (initial answer, correction) pair is trained on.
+    SftContext {
+        /// The task's sft.jinja (the shipped one: the correction prompt without its few-shot messages).
+        Template = "template",
+        /// Exactly the correction prompt the model samples corrections with, then the correction.
+        CorrectionPrompt = "correction_prompt",
+    }
+}
+
+choice! {
+    /// What happens to a completion before it is scored and reused in later prompts.
+    AnswerCleaning {
+        /// Used as generated.
+        None = "none",
+        /// The reference's `clean_completion_text`: strip surrounding whitespace; if "assistant:" occurs
+        /// (any case), keep only what follows its first occurrence, stripped again.
+        Reference = "reference",
+    }
+}
+
+choice! {
+    /// When a reward counts as "correct" for transitions and the correct-to-correct filter.
+    Correctness {
+        /// The full reward: r >= 1 (a binary reward's 1; an F1 of 1).
+        FullReward = "full_reward",
+        /// Any positive reward: r > 0, the reference's truthiness test (the same as full_reward for binary rewards).
+        PositiveReward = "positive_reward",
     }
 }
 

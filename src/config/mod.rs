@@ -15,8 +15,8 @@ mod validate;
 
 pub use accelerate::AccelerateConfig;
 pub use choices::{
-    CorrectionFilter, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, LrSchedulerType, MixedPrecision, Pairing,
-    RewardChoice, TaskType, Truncation,
+    AnswerCleaning, CorrectionFilter, Correctness, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode,
+    LrSchedulerType, MixedPrecision, Pairing, Protocol, RewardChoice, SftContext, TaskType, Truncation,
 };
 pub use document::{ignored_warning, IgnoredKeys};
 pub use error::ConfigError;

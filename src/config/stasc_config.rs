@@ -1,6 +1,8 @@
 //! `stasc_config.yaml`: the reference's STaSC configuration (model, dataset, the three design choices, reward,
-//! sampling), plus our own optional keys (filter, pairing, directories, device, dtype, example caps). Raw struct as
-//! read, known-key tree, resolved struct with every default filled in, and the keys we accept but do not act on.
+//! sampling), plus our own optional keys (protocol, filter, pairing, prompts, directories, device, dtype, example
+//! caps). Raw struct as read, known-key tree, resolved struct with every default filled in, and the keys we accept
+//! but do not act on. `protocol` picks the defaults of every key that decides which experiment runs (see
+//! [`ProtocolDefaults`]); a key set explicitly wins over its protocol's default.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::choices::{
-    CorrectionFilter, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, Pairing, RewardChoice, TaskType,
+    AnswerCleaning, CorrectionFilter, Correctness, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, Pairing,
+    Protocol, RewardChoice, SftContext, TaskType,
 };
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
@@ -42,8 +45,14 @@ pub const STASC_KEYS: &[Key] = &[
     Key::leaf("temperature", Kind::Number),
     Key::leaf("top_p", Kind::Number),
     Key::leaf("max_tokens", Kind::UInt),
+    Key::leaf("protocol", Kind::Str),
     Key::leaf("filter", Kind::Str),
     Key::leaf("pairing", Kind::Str),
+    Key::leaf("correctness", Kind::Str),
+    Key::leaf("use_few_shots", Kind::Bool),
+    Key::leaf("sft_context", Kind::Str),
+    Key::leaf("answer_cleaning", Kind::Str),
+    Key::leaf("sample_train_at_last_iteration", Kind::Bool),
     Key::leaf("template_dir", Kind::Str),
     Key::leaf("output_dir", Kind::Str),
     Key::leaf("keep_checkpoints", Kind::Bool),
@@ -92,8 +101,14 @@ pub struct RawStascConfig {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub max_tokens: Option<u64>,
+    pub protocol: Option<String>,
     pub filter: Option<String>,
     pub pairing: Option<String>,
+    pub correctness: Option<String>,
+    pub use_few_shots: Option<bool>,
+    pub sft_context: Option<String>,
+    pub answer_cleaning: Option<String>,
+    pub sample_train_at_last_iteration: Option<bool>,
     pub template_dir: Option<String>,
     pub output_dir: Option<String>,
     pub keep_checkpoints: Option<bool>,
@@ -138,11 +153,12 @@ pub struct StascConfig {
     pub run_name: String,
     /// true = Evolving initialization (initial answers from M_n), false = Fixed (from M0). Default true (reference).
     pub initial_answer_with_new_model: bool,
-    /// true = Improving filter, false = Non-decreasing. Default true (reference). Superseded by `filter`.
+    /// true = Improving filter (I), false = the protocol's N filter. Default true (reference). `filter` names the
+    /// filter exactly.
     pub only_better_correction: bool,
     /// true = Fixed fine-tuning (from M0), false = Evolving (from M_n). Default true (reference).
     pub train_from_initial_model: bool,
-    /// default or final. Default final (reference configs).
+    /// default or final. Default: final (stasc protocol), default (paper protocol; the reference README's advice).
     pub evaluator_mode: EvaluatorMode,
     /// Reward function. Default in_acc for qa, math_acc for math (reference configs).
     pub evaluator_function: RewardChoice,
@@ -161,10 +177,26 @@ pub struct StascConfig {
     pub top_p: f64,
     /// Maximum generated tokens per sample. Default 256 (paper).
     pub max_tokens: usize,
-    /// Which pairs become training data. Default: improving if only_better_correction else non_decreasing.
+    /// The named set of defaults this configuration starts from. Default stasc (our own choices).
+    pub protocol: Protocol,
+    /// Which pairs become training data. Default: improving if only_better_correction, else the protocol's N
+    /// filter (stasc: non_decreasing, paper: correct_to_correct).
     pub filter: CorrectionFilter,
-    /// How corrections are paired with initial answers. Default per_initial (paper, current reference).
+    /// How corrections are paired with initial answers. Default: per_initial (stasc), all_pairs (paper).
     pub pairing: Pairing,
+    /// When a reward counts as correct (transitions, correct_to_correct). Default: full_reward (stasc),
+    /// positive_reward (paper).
+    pub correctness: Correctness,
+    /// Show the few-shot messages of `few_shot_dir` in the prompts. Default: true (stasc), false (paper: the
+    /// reference's prompts were zero-shot).
+    pub use_few_shots: bool,
+    /// The conversation a kept pair is trained on. Default: template (stasc), correction_prompt (paper).
+    pub sft_context: SftContext,
+    /// What happens to a completion before it is scored and reused. Default: none (stasc), reference (paper).
+    pub answer_cleaning: AnswerCleaning,
+    /// Sample the train split at the last iteration too: it only feeds that iteration's train metrics (about a
+    /// tenth of a run's sampling). Default true under both protocols (the reference does it).
+    pub sample_train_at_last_iteration: bool,
     /// Directory of the minijinja prompt templates. Default templates.
     pub template_dir: PathBuf,
     /// Run directory. Default runs/<run_name>.
@@ -203,6 +235,59 @@ impl StascConfig {
     }
 }
 
+/// The defaults a protocol gives the keys that decide which experiment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolDefaults {
+    /// `pairing`.
+    pub pairing: Pairing,
+    /// `filter` when `only_better_correction` is false (the letter N).
+    pub n_filter: CorrectionFilter,
+    /// `correctness`.
+    pub correctness: Correctness,
+    /// `evaluator_mode`.
+    pub evaluator_mode: EvaluatorMode,
+    /// `use_few_shots`.
+    pub use_few_shots: bool,
+    /// `sft_context`.
+    pub sft_context: SftContext,
+    /// `answer_cleaning`.
+    pub answer_cleaning: AnswerCleaning,
+    /// fine_tune.yaml `training.average_tokens_across_devices`: whole-step (true) or per-rank (false) loss
+    /// normalisation across data-parallel ranks.
+    pub average_tokens_across_devices: bool,
+}
+
+impl ProtocolDefaults {
+    /// The defaults of `protocol`.
+    pub fn of(protocol: Protocol) -> Self {
+        match protocol {
+            Protocol::Stasc => ProtocolDefaults {
+                pairing: Pairing::PerInitial,
+                n_filter: CorrectionFilter::NonDecreasing,
+                correctness: Correctness::FullReward,
+                evaluator_mode: EvaluatorMode::Final,
+                use_few_shots: true,
+                sft_context: SftContext::Template,
+                answer_cleaning: AnswerCleaning::None,
+                // A token weighs the same whichever rank it lands on, so a run gives the same gradients on any
+                // number of GPUs (HF's own fix of the per-rank mean, issue 34242).
+                average_tokens_across_devices: true,
+            },
+            Protocol::Paper => ProtocolDefaults {
+                pairing: Pairing::AllPairs,
+                n_filter: CorrectionFilter::CorrectToCorrect,
+                correctness: Correctness::PositiveReward,
+                evaluator_mode: EvaluatorMode::Default,
+                use_few_shots: false,
+                sft_context: SftContext::CorrectionPrompt,
+                answer_cleaning: AnswerCleaning::Reference,
+                // transformers 4.47.1 (the reference's pin): TrainingArguments' default.
+                average_tokens_across_devices: false,
+            },
+        }
+    }
+}
+
 fn required<T>(file: &Path, key: &str, value: Option<T>) -> Result<T, ConfigError> {
     value.ok_or_else(|| ConfigError::Missing { file: file.to_path_buf(), key: key.to_string() })
 }
@@ -215,13 +300,15 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
             ("unique_id", "problem", "answer", EvaluatorFunction::MathAcc, "Final Answer: The final answer is")
         }
     };
+    let protocol = raw.protocol.as_deref().map_or(Ok(Protocol::Stasc), |v| Protocol::parse(file, "protocol", v))?;
+    let defaults = ProtocolDefaults::of(protocol);
     let only_better_correction = raw.only_better_correction.unwrap_or(true);
     let filter = match raw.filter.as_deref() {
         None => {
             if only_better_correction {
                 CorrectionFilter::Improving
             } else {
-                CorrectionFilter::NonDecreasing
+                defaults.n_filter
             }
         }
         Some(text) => {
@@ -244,7 +331,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
     let evaluator_mode = raw
         .evaluator_mode
         .as_deref()
-        .map_or(Ok(EvaluatorMode::Final), |v| EvaluatorMode::parse(file, "evaluator_mode", v))?;
+        .map_or(Ok(defaults.evaluator_mode), |v| EvaluatorMode::parse(file, "evaluator_mode", v))?;
     let evaluator_answer_marker = raw.evaluator_answer_marker.unwrap_or_else(|| marker.to_string());
     if evaluator_mode == EvaluatorMode::Final && evaluator_answer_marker.trim().is_empty() {
         return Err(ConfigError::invalid(
@@ -311,8 +398,23 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         temperature: non_negative(file, "temperature", raw.temperature.unwrap_or(0.6))?,
         top_p: in_interval(file, "top_p", raw.top_p.unwrap_or(0.9), (0.0, true), (1.0, false))?,
         max_tokens: at_least(file, "max_tokens", raw.max_tokens.unwrap_or(256), 1)?,
+        protocol,
         filter,
-        pairing: raw.pairing.as_deref().map_or(Ok(Pairing::PerInitial), |v| Pairing::parse(file, "pairing", v))?,
+        pairing: raw.pairing.as_deref().map_or(Ok(defaults.pairing), |v| Pairing::parse(file, "pairing", v))?,
+        correctness: raw
+            .correctness
+            .as_deref()
+            .map_or(Ok(defaults.correctness), |v| Correctness::parse(file, "correctness", v))?,
+        use_few_shots: raw.use_few_shots.unwrap_or(defaults.use_few_shots),
+        sft_context: raw
+            .sft_context
+            .as_deref()
+            .map_or(Ok(defaults.sft_context), |v| SftContext::parse(file, "sft_context", v))?,
+        answer_cleaning: raw
+            .answer_cleaning
+            .as_deref()
+            .map_or(Ok(defaults.answer_cleaning), |v| AnswerCleaning::parse(file, "answer_cleaning", v))?,
+        sample_train_at_last_iteration: raw.sample_train_at_last_iteration.unwrap_or(true),
         template_dir: PathBuf::from(raw.template_dir.unwrap_or_else(|| "templates".to_string())),
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
         chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,

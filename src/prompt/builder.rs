@@ -102,6 +102,13 @@ impl PromptBuilder {
         Ok(builder)
     }
 
+    /// The same prompts with no few-shot messages (zero-shot), whatever the few-shot files hold.
+    pub fn without_few_shots(mut self) -> PromptBuilder {
+        self.initial_few_shots.clear();
+        self.correction_few_shots.clear();
+        self
+    }
+
     /// The task these prompts are for (e.g. "qa" or "math").
     pub fn task(&self) -> &str {
         &self.task

@@ -24,8 +24,8 @@ pub fn metrics(variant: &str, iteration: usize, test_correction: f64) -> Iterati
         variant: variant.into(),
         model: "M0".into(),
         initial_answers_from: 0,
-        train_initial_accuracy: 0.5,
-        train_correction_accuracy: 0.6,
+        train_initial_accuracy: Some(0.5),
+        train_correction_accuracy: Some(0.6),
         test_initial_accuracy: 0.25,
         test_correction_accuracy: test_correction,
         transitions: t(10.0, 20.0, 30.0, 40.0, 500),
@@ -41,6 +41,9 @@ pub fn metrics(variant: &str, iteration: usize, test_correction: f64) -> Iterati
             ("corrections".into(), 200.0),
             ("train".into(), 300.0),
         ]),
+        questions: Default::default(),
+        intervals: Default::default(),
+        test_rewards: Vec::new(),
     }
 }
 

@@ -3,15 +3,25 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::CorrectionFilter;
+use super::spec::{CorrectionFilter, Correctness};
+
+impl Correctness {
+    /// Whether a sample with this reward counts as correct.
+    pub fn is_correct(self, reward: f64) -> bool {
+        match self {
+            Correctness::FullReward => reward >= 1.0,
+            Correctness::PositiveReward => reward > 0.0,
+        }
+    }
+}
 
 impl CorrectionFilter {
     /// Whether a pair with these rewards becomes training data.
-    pub fn keeps(self, initial: f64, correction: f64, correct_threshold: f64) -> bool {
+    pub fn keeps(self, initial: f64, correction: f64, correctness: Correctness) -> bool {
         match self {
             CorrectionFilter::Improving => correction > initial,
             CorrectionFilter::NonDecreasing => correction >= initial && correction > 0.0,
-            CorrectionFilter::CorrectToCorrect => initial >= correct_threshold && correction >= correct_threshold,
+            CorrectionFilter::CorrectToCorrect => correctness.is_correct(initial) && correctness.is_correct(correction),
         }
     }
 }
@@ -32,17 +42,25 @@ pub struct Transitions {
 }
 
 impl Transitions {
+    /// The four transition names, in the order of [`Transitions::kind`].
+    pub const NAMES: [&'static str; 4] =
+        ["correct_to_incorrect", "correct_to_correct", "incorrect_to_correct", "incorrect_to_incorrect"];
+
+    /// Which of the four transitions (index into [`Transitions::NAMES`]) a pair with these rewards is.
+    pub fn kind(initial: f64, correction: f64, correctness: Correctness) -> usize {
+        match (correctness.is_correct(initial), correctness.is_correct(correction)) {
+            (true, false) => 0,
+            (true, true) => 1,
+            (false, true) => 2,
+            (false, false) => 3,
+        }
+    }
+
     /// Counts transitions over `(initial_reward, correction_reward)` pairs.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (f64, f64)>, correct_threshold: f64) -> Self {
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (f64, f64)>, correctness: Correctness) -> Self {
         let mut counts = [0usize; 4];
         for (initial, correction) in pairs {
-            let idx = match (initial >= correct_threshold, correction >= correct_threshold) {
-                (true, false) => 0,
-                (true, true) => 1,
-                (false, true) => 2,
-                (false, false) => 3,
-            };
-            counts[idx] += 1;
+            counts[Self::kind(initial, correction, correctness)] += 1;
         }
         let total: usize = counts.iter().sum();
         let pct = |c: usize| if total == 0 { 0.0 } else { 100.0 * c as f64 / total as f64 };
@@ -63,7 +81,7 @@ mod tests {
     const BINARY: [(f64, f64); 4] = [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)];
 
     fn kept(filter: CorrectionFilter) -> Vec<(f64, f64)> {
-        BINARY.iter().copied().filter(|&(i, c)| filter.keeps(i, c, 1.0)).collect()
+        BINARY.iter().copied().filter(|&(i, c)| filter.keeps(i, c, Correctness::FullReward)).collect()
     }
 
     #[test]
@@ -84,16 +102,41 @@ mod tests {
     #[test]
     fn non_decreasing_on_continuous_rewards_needs_positive_correction() {
         let f = CorrectionFilter::NonDecreasing;
-        assert!(f.keeps(0.2, 0.5, 1.0));
-        assert!(f.keeps(0.5, 0.5, 1.0));
-        assert!(!f.keeps(0.0, 0.0, 1.0));
-        assert!(!f.keeps(0.6, 0.5, 1.0));
+        let full = Correctness::FullReward;
+        assert!(f.keeps(0.2, 0.5, full));
+        assert!(f.keeps(0.5, 0.5, full));
+        assert!(!f.keeps(0.0, 0.0, full));
+        assert!(!f.keeps(0.6, 0.5, full));
+    }
+
+    #[test]
+    fn filters_on_f1_rewards_follow_the_correctness_rule() {
+        // F1-style rewards: 0.4 -> 0.8 improves; both are truthy (the reference's test), neither is a full reward.
+        let (positive, full) = (Correctness::PositiveReward, Correctness::FullReward);
+        assert!(CorrectionFilter::Improving.keeps(0.4, 0.8, positive));
+        assert!(!CorrectionFilter::Improving.keeps(0.8, 0.4, positive));
+        assert!(!CorrectionFilter::Improving.keeps(0.5, 0.5, positive));
+        assert!(CorrectionFilter::CorrectToCorrect.keeps(0.4, 0.8, positive));
+        assert!(CorrectionFilter::CorrectToCorrect.keeps(0.8, 0.4, positive));
+        assert!(!CorrectionFilter::CorrectToCorrect.keeps(0.0, 0.8, positive));
+        assert!(!CorrectionFilter::CorrectToCorrect.keeps(0.4, 0.8, full));
+        assert!(CorrectionFilter::CorrectToCorrect.keeps(1.0, 1.0, full));
+        // non_decreasing ignores the correctness rule: it compares rewards.
+        assert!(CorrectionFilter::NonDecreasing.keeps(0.4, 0.4, full));
+        assert!(!CorrectionFilter::NonDecreasing.keeps(0.8, 0.4, positive));
+        // Transitions of F1 pairs under each rule.
+        let pairs = [(0.4, 0.8), (0.0, 0.5), (0.6, 0.0), (0.0, 0.0), (1.0, 1.0)];
+        let t = Transitions::from_pairs(pairs, positive);
+        assert_eq!((t.correct_to_correct, t.incorrect_to_correct, t.correct_to_incorrect), (40.0, 20.0, 20.0));
+        assert_eq!(t.incorrect_to_incorrect, 20.0);
+        let t = Transitions::from_pairs(pairs, full);
+        assert_eq!((t.correct_to_correct, t.incorrect_to_incorrect), (20.0, 80.0));
     }
 
     #[test]
     fn transitions_are_percentages_of_all_pairs() {
         let pairs = [(1.0, 0.0), (1.0, 1.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)];
-        let t = Transitions::from_pairs(pairs, 1.0);
+        let t = Transitions::from_pairs(pairs, Correctness::FullReward);
         assert_eq!(t.pairs, 8);
         assert_eq!(t.correct_to_incorrect, 12.5);
         assert_eq!(t.correct_to_correct, 25.0);
@@ -103,7 +146,7 @@ mod tests {
 
     #[test]
     fn transitions_of_nothing_are_zero() {
-        let t = Transitions::from_pairs(std::iter::empty(), 1.0);
+        let t = Transitions::from_pairs(std::iter::empty(), Correctness::FullReward);
         assert_eq!(t, Transitions::default());
     }
 }

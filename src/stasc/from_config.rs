@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::config::{RunConfig, StascConfig};
+use crate::config::{RunConfig, SftContext, StascConfig};
 use crate::data::Splits;
 use crate::prompt::{ChatMessage, PromptBuilder};
 use crate::reward::Evaluator;
@@ -34,24 +34,41 @@ pub fn run_spec(c: &StascConfig) -> RunSpec {
             max_tokens: c.max_tokens,
             seed: c.random_seed,
         },
-        correct_threshold: 1.0,
+        correctness: c.correctness,
+        answer_cleaning: c.answer_cleaning,
+        sample_train_at_last_iteration: c.sample_train_at_last_iteration,
         keep_checkpoints: c.keep_checkpoints,
         chunk_prompts: c.chunk_prompts,
     }
 }
 
 /// [`Prompts`] over the minijinja prompt templates.
-pub struct TemplatePrompts(pub PromptBuilder);
+pub struct TemplatePrompts {
+    /// The task's templates and few-shot messages.
+    pub builder: PromptBuilder,
+    /// Where SFT conversations come from.
+    pub sft_context: SftContext,
+}
 
 impl Prompts for TemplatePrompts {
     fn initial(&self, question: &str) -> Result<Vec<ChatMessage>, String> {
-        self.0.initial_messages(question).map_err(|e| e.to_string())
+        self.builder.initial_messages(question).map_err(|e| e.to_string())
     }
     fn correction(&self, question: &str, initial: &str) -> Result<Vec<ChatMessage>, String> {
-        self.0.correction_messages(question, initial).map_err(|e| e.to_string())
+        self.builder.correction_messages(question, initial).map_err(|e| e.to_string())
     }
     fn sft(&self, question: &str, initial: &str, correction: &str) -> Result<Vec<ChatMessage>, String> {
-        self.0.sft_messages(question, initial, correction).map_err(|e| e.to_string())
+        match self.sft_context {
+            SftContext::Template => {
+                self.builder.sft_messages(question, initial, correction).map_err(|e| e.to_string())
+            }
+            // The model trains on exactly the conversation it would sample this correction in.
+            SftContext::CorrectionPrompt => {
+                let mut messages = self.correction(question, initial)?;
+                messages.push(ChatMessage::new("assistant", correction));
+                Ok(messages)
+            }
+        }
     }
 }
 
@@ -69,8 +86,9 @@ pub fn prompts_and_scorer(config: &RunConfig) -> Result<(TemplatePrompts, Evalua
     let c = &config.stasc_config;
     let file = &config.sources.config;
     let setup = |message: String| StascError::State { path: file.clone(), message };
-    let prompts = PromptBuilder::load(&c.template_dir, &c.few_shot_dir, c.task_type.name())
+    let builder = PromptBuilder::load(&c.template_dir, &c.few_shot_dir, c.task_type.name())
         .map_err(|e| setup(format!("prompt templates: {e}")))?;
+    let builder = if c.use_few_shots { builder } else { builder.without_few_shots() };
     let evaluator = Evaluator::from_spec(
         c.evaluator_function.name(),
         c.evaluator_mode.name(),
@@ -78,7 +96,7 @@ pub fn prompts_and_scorer(config: &RunConfig) -> Result<(TemplatePrompts, Evalua
         &crate::reward::plugin::default_plugin_dirs(),
     )
     .map_err(|e| setup(format!("evaluator_function {}: {e}", c.evaluator_function)))?;
-    Ok((TemplatePrompts(prompts), EvaluatorScorer(evaluator)))
+    Ok((TemplatePrompts { builder, sft_context: c.sft_context }, EvaluatorScorer(evaluator)))
 }
 
 /// Everything that decided the run: resolved configs (without where the run directory is), the reward's plugin

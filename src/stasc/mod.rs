@@ -2,11 +2,13 @@
 //! directory that holds every sample and makes runs resumable. Talks to models only through [`Backend`].
 
 pub mod backend;
+pub mod cleaning;
 pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod from_config;
 pub mod metrics;
+pub mod pairing;
 pub mod records;
 pub mod rundir;
 pub mod runner;
@@ -15,9 +17,13 @@ pub mod spec;
 pub use backend::{Backend, BackendError, GeneratedSample, GenerationRequest, TrainSummary};
 pub use error::StascError;
 pub use filter::Transitions;
-pub use metrics::IterationMetrics;
+pub use metrics::{IterationMetrics, QuestionCounts, QuestionRewards};
 pub use runner::{run_stasc, Prompts, RunOptions, Scorer, TrainRecord};
-pub use spec::{CorrectionFilter, FineTuning, Initialization, Pairing, RunSpec, SamplingSpec};
+pub use spec::{
+    AnswerCleaning, CorrectionFilter, Correctness, FineTuning, Initialization, Pairing, RunSpec, SamplingSpec,
+};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod pairing_tests;

@@ -30,8 +30,11 @@ pub struct InitialRecord {
     pub sample: usize,
     /// Seed the sample was drawn with.
     pub seed: u64,
-    /// The generated answer.
+    /// The answer as scored and reused in prompts (after `answer_cleaning`).
     pub text: String,
+    /// The completion as generated, when `answer_cleaning` changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_text: Option<String>,
     /// Reward of the answer.
     pub reward: f64,
     /// Generated tokens.
@@ -53,8 +56,11 @@ pub struct CorrectionRecord {
     pub seed: u64,
     /// The initial answer's reward (copied for convenience).
     pub initial_reward: f64,
-    /// The generated correction.
+    /// The correction as scored and trained on (after `answer_cleaning`).
     pub text: String,
+    /// The completion as generated, when `answer_cleaning` changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_text: Option<String>,
     /// Reward of the correction.
     pub reward: f64,
     /// Generated tokens.
@@ -66,9 +72,12 @@ pub struct CorrectionRecord {
 pub struct TrainPair {
     /// Question id.
     pub id: String,
-    /// Index of the initial answer.
+    /// Index of the initial answer the pair trains on.
     pub initial_sample: usize,
-    /// Index of the correction.
+    /// Index of the initial answer the correction was sampled for: `initial_sample` itself under per_initial
+    /// pairing, any of the question's initial answers under all_pairs.
+    pub corrected_initial_sample: usize,
+    /// Index of the correction among the corrections of `corrected_initial_sample`.
     pub correction_sample: usize,
     /// Reward of the initial answer.
     pub initial_reward: f64,

@@ -14,10 +14,14 @@ use crate::prompt::ChatMessage;
 use super::backend::{iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest};
 use super::error::StascError;
 use super::filter::Transitions;
-use super::metrics::{correction_accuracy, initial_accuracy, IterationMetrics, PhaseTiming};
+use super::metrics::{
+    correction_accuracy, initial_accuracy, iteration_intervals, question_counts, test_rewards, IterationMetrics,
+    PhaseTiming,
+};
+use super::pairing::candidate_pairs;
 use super::records::{CorrectionRecord, InitialRecord, Split, TrainPair};
 use super::rundir::{config_changes, read_json, read_jsonl, write_atomic, write_json, write_jsonl, ChunkStore};
-use super::spec::{FineTuning, Initialization, Pairing, RunSpec};
+use super::spec::{FineTuning, Initialization, RunSpec};
 
 /// Builds the chats of the three prompt kinds (implemented over the prompt templates).
 pub trait Prompts {
@@ -193,7 +197,7 @@ impl<'a> Loop<'a> {
         if !initial_path.exists() {
             // With fixed initialization iteration 0 samples from M0, which is also the current model there.
             let t = Instant::now();
-            let records = self.sample_initial(n, model)?;
+            let records = self.sample_initial(n, model, self.samples_train(initial_from))?;
             let tokens = records.iter().map(|r| r.tokens).sum();
             write_jsonl(&initial_path, &records)?;
             ChunkStore::new(&dir, "initial").clear()?;
@@ -205,7 +209,10 @@ impl<'a> Loop<'a> {
         let corrections_path = dir.join("corrections.jsonl");
         if !corrections_path.exists() {
             let t = Instant::now();
-            let records = self.sample_corrections(n, model, &initial)?;
+            let train = self.samples_train(n);
+            let to_correct: Vec<InitialRecord> =
+                initial.iter().filter(|r| train || r.split == Split::Test).cloned().collect();
+            let records = self.sample_corrections(n, model, &to_correct)?;
             let tokens = records.iter().map(|r| r.tokens).sum();
             write_jsonl(&corrections_path, &records)?;
             ChunkStore::new(&dir, "corrections").clear()?;
@@ -238,21 +245,33 @@ impl<'a> Loop<'a> {
             timings.insert("train".into(), PhaseTiming { seconds: t.seconds, tokens });
         }
 
-        let sc = self.spec.correct_threshold;
-        let pair_rewards =
-            |split: Split| corrections.iter().filter(move |c| c.split == split).map(|c| (c.initial_reward, c.reward));
+        let correctness = self.spec.correctness;
+        let test_pairs: Vec<(&str, f64, f64)> = corrections
+            .iter()
+            .filter(|c| c.split == Split::Test)
+            .map(|c| (c.id.as_str(), c.initial_reward, c.reward))
+            .collect();
+        let train_pairs: Vec<(&str, f64, f64)> = candidate_pairs(self.spec.pairing, &initial, &corrections)
+            .map_err(|message| StascError::State { path: corrections_path.clone(), message })?
+            .iter()
+            .map(|(i, c)| (i.id.as_str(), i.reward, c.reward))
+            .collect();
+        let sampled_train = corrections.iter().any(|c| c.split == Split::Train);
+        let transitions_of = |pairs: &[(&str, f64, f64)]| {
+            Transitions::from_pairs(pairs.iter().map(|p| (p.1, p.2)), correctness)
+        };
         let trained = train.as_ref().is_some_and(|t| t.trained);
         Ok(IterationMetrics {
             iteration: n,
             variant: self.spec.variant(),
             model: model_label(model, m0),
             initial_answers_from: initial_from,
-            train_initial_accuracy: initial_accuracy(&initial, Split::Train),
-            train_correction_accuracy: correction_accuracy(&corrections, Split::Train),
+            train_initial_accuracy: sampled_train.then(|| initial_accuracy(&initial, Split::Train)),
+            train_correction_accuracy: sampled_train.then(|| correction_accuracy(&corrections, Split::Train)),
             test_initial_accuracy: initial_accuracy(&initial, Split::Test),
             test_correction_accuracy: correction_accuracy(&corrections, Split::Test),
-            transitions: Transitions::from_pairs(pair_rewards(Split::Test), sc),
-            train_transitions: Transitions::from_pairs(pair_rewards(Split::Train), sc),
+            transitions: transitions_of(&test_pairs),
+            train_transitions: transitions_of(&train_pairs),
             filtered_pairs: pairs.len(),
             trained,
             no_training_reason: match &train {
@@ -266,20 +285,34 @@ impl<'a> Loop<'a> {
             loss_curve: train.as_ref().map(|t| t.losses.clone()).unwrap_or_default(),
             phase_seconds: timings.iter().map(|(k, v)| (k.clone(), v.seconds)).collect(),
             tokens_per_s: timings.iter().map(|(k, v)| (k.clone(), v.tokens_per_s())).collect(),
+            questions: question_counts(&corrections),
+            intervals: iteration_intervals(&initial, &corrections, &train_pairs, &test_pairs, correctness, n as u64),
+            test_rewards: test_rewards(&corrections),
         })
     }
 
-    /// Train then test questions; borrowed for the run's lifetime, not from `self`.
-    fn questions(&self) -> impl Iterator<Item = (Split, &'a Example)> + 'a {
+    /// Whether iteration `n` samples the train split: always, except the last iteration when
+    /// `sample_train_at_last_iteration` is off (nothing trains on its samples).
+    fn samples_train(&self, n: usize) -> bool {
+        n < self.spec.iterations || self.spec.sample_train_at_last_iteration
+    }
+
+    /// Train (when `with_train`) then test questions; borrowed for the run's lifetime, not from `self`.
+    fn questions(&self, with_train: bool) -> impl Iterator<Item = (Split, &'a Example)> + 'a {
         let splits: &'a Splits = self.splits;
-        let train = splits.train.iter().map(|e| (Split::Train, e));
+        let train = splits.train.iter().filter(move |_| with_train).map(|e| (Split::Train, e));
         train.chain(splits.test.iter().map(|e| (Split::Test, e)))
     }
 
-    fn sample_initial(&mut self, n: usize, model: &Path) -> Result<Vec<InitialRecord>, StascError> {
+    fn sample_initial(
+        &mut self,
+        n: usize,
+        model: &Path,
+        with_train: bool,
+    ) -> Result<Vec<InitialRecord>, StascError> {
         const PHASE: &str = "initial answers";
         let mut jobs = Vec::new();
-        for (split, ex) in self.questions() {
+        for (split, ex) in self.questions(with_train) {
             let messages = self.prompts.initial(&ex.question).map_err(|message| StascError::Sample {
                 iteration: n,
                 phase: PHASE,
@@ -290,7 +323,7 @@ impl<'a> Loop<'a> {
             let key = format!("iter{n}/initial/{}/{}", split_name(split), ex.id);
             jobs.push((GenerationRequest { key, messages, n: k }, (split, ex)));
         }
-        let n_train = self.splits.train.len();
+        let n_train = if with_train { self.splits.train.len() } else { 0 };
         self.log(format!(
             "iteration {n}: sampling initial answers ({} train x{}, {} test) from {}",
             n_train,
@@ -298,13 +331,14 @@ impl<'a> Loop<'a> {
             self.splits.test.len(),
             model.display()
         ));
-        let scorer = self.scorer;
+        let (scorer, cleaning) = (self.scorer, self.spec.answer_cleaning);
         self.generate_chunked(n, PHASE, "initial", model, jobs, |(split, ex), samples| {
             samples
                 .into_iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let reward = scorer.score(&ex.gold, &s.text).map_err(|message| StascError::Sample {
+                    let (text, raw_text) = cleaning.apply(s.text);
+                    let reward = scorer.score(&ex.gold, &text).map_err(|message| StascError::Sample {
                         iteration: n,
                         phase: PHASE,
                         id: ex.id.clone(),
@@ -317,7 +351,8 @@ impl<'a> Loop<'a> {
                         gold: ex.gold.clone(),
                         sample: i,
                         seed: s.seed,
-                        text: s.text,
+                        text,
+                        raw_text,
                         reward,
                         tokens: s.tokens,
                     })
@@ -346,13 +381,14 @@ impl<'a> Loop<'a> {
             jobs.push((GenerationRequest { key, messages, n: k }, r));
         }
         self.log(format!("iteration {n}: sampling corrections for {} initial answers", initial.len()));
-        let scorer = self.scorer;
+        let (scorer, cleaning) = (self.scorer, self.spec.answer_cleaning);
         self.generate_chunked(n, PHASE, "corrections", model, jobs, |r, samples| {
             samples
                 .into_iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let reward = scorer.score(&r.gold, &s.text).map_err(|message| StascError::Sample {
+                    let (text, raw_text) = cleaning.apply(s.text);
+                    let reward = scorer.score(&r.gold, &text).map_err(|message| StascError::Sample {
                         iteration: n,
                         phase: PHASE,
                         id: r.id.clone(),
@@ -365,7 +401,8 @@ impl<'a> Loop<'a> {
                         sample: i,
                         seed: s.seed,
                         initial_reward: r.reward,
-                        text: s.text,
+                        text,
+                        raw_text,
                         reward,
                         tokens: s.tokens,
                     })
@@ -436,37 +473,12 @@ impl<'a> Loop<'a> {
         corrections: &[CorrectionRecord],
     ) -> Result<Vec<TrainPair>, StascError> {
         const PHASE: &str = "filter";
-        let th = self.spec.correct_threshold;
-        let train_initial: Vec<&InitialRecord> = initial.iter().filter(|r| r.split == Split::Train).collect();
-        let lookup: BTreeMap<(&str, usize), &InitialRecord> =
-            train_initial.iter().map(|r| ((r.id.as_str(), r.sample), *r)).collect();
-        let mut candidates: Vec<(&InitialRecord, &CorrectionRecord, usize)> = Vec::new();
-        let train_corr = corrections.iter().filter(|c| c.split == Split::Train);
-        match self.spec.pairing {
-            Pairing::PerInitial => {
-                for c in train_corr {
-                    let init = lookup.get(&(c.id.as_str(), c.initial_sample)).ok_or_else(|| StascError::State {
-                        path: self.iter_dir(n).join("corrections.jsonl"),
-                        message: format!(
-                            "correction of {} refers to missing initial answer {}",
-                            c.id, c.initial_sample
-                        ),
-                    })?;
-                    candidates.push((init, c, c.sample));
-                }
-            }
-            Pairing::AllPairs => {
-                let corr: Vec<&CorrectionRecord> = train_corr.collect();
-                for init in &train_initial {
-                    for (j, c) in corr.iter().filter(|c| c.id == init.id).enumerate() {
-                        candidates.push((init, c, j));
-                    }
-                }
-            }
-        }
+        let candidates = candidate_pairs(self.spec.pairing, initial, corrections).map_err(|message| {
+            StascError::State { path: self.iter_dir(n).join("corrections.jsonl"), message }
+        })?;
         let mut pairs = Vec::new();
-        for (init, c, j) in candidates {
-            if !self.spec.filter.keeps(init.reward, c.reward, th) {
+        for (init, c) in candidates {
+            if !self.spec.filter.keeps(init.reward, c.reward, self.spec.correctness) {
                 continue;
             }
             let messages = self
@@ -476,7 +488,8 @@ impl<'a> Loop<'a> {
             pairs.push(TrainPair {
                 id: init.id.clone(),
                 initial_sample: init.sample,
-                correction_sample: j,
+                corrected_initial_sample: c.initial_sample,
+                correction_sample: c.sample,
                 initial_reward: init.reward,
                 correction_reward: c.reward,
                 messages,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::{CorrectionFilter, Pairing};
+pub use crate::config::{AnswerCleaning, CorrectionFilter, Correctness, Pairing};
 
 /// Where initial answers come from (`initial_answer_with_new_model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +63,12 @@ pub struct RunSpec {
     pub correction_samples: usize,
     /// Sampling settings.
     pub sampling: SamplingSpec,
-    /// A sample counts as correct for transitions and accuracy-style counts when its reward is >= this.
-    pub correct_threshold: f64,
+    /// When a reward counts as correct (transitions, the correct-to-correct filter).
+    pub correctness: Correctness,
+    /// What happens to each completion before it is scored and reused.
+    pub answer_cleaning: AnswerCleaning,
+    /// Sample the train split at the last iteration (only its train metrics need it).
+    pub sample_train_at_last_iteration: bool,
     /// Keep every iteration's checkpoint instead of only what later iterations need.
     pub keep_checkpoints: bool,
     /// Prompts per generation chunk; each finished chunk is saved, so a killed run loses at most one chunk.
@@ -72,7 +76,9 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// The paper's three-letter variant name, e.g. "EIE" (filter correct_to_correct is written "C").
+    /// The paper's three-letter variant name, e.g. "EIE". The letter N stands for `only_better_correction:
+    /// false`, whichever N filter (non_decreasing, correct_to_correct) the protocol gives it; the filter itself is
+    /// in the resolved config, and reports show it.
     pub fn variant(&self) -> String {
         let a = match self.initialization {
             Initialization::Evolving => 'E',
@@ -80,8 +86,7 @@ impl RunSpec {
         };
         let b = match self.filter {
             CorrectionFilter::Improving => 'I',
-            CorrectionFilter::NonDecreasing => 'N',
-            CorrectionFilter::CorrectToCorrect => 'C',
+            CorrectionFilter::NonDecreasing | CorrectionFilter::CorrectToCorrect => 'N',
         };
         let c = match self.fine_tuning {
             FineTuning::Evolving => 'E',

@@ -13,17 +13,17 @@ use crate::prompt::ChatMessage;
 
 /// A generation or training call the fake backend saw.
 #[derive(Debug, Clone, PartialEq)]
-enum Call {
+pub(super) enum Call {
     Generate { model: String, keys: Vec<String> },
     Train { base: String, examples: usize },
 }
 
 /// Deterministic fake: a sample is correct when a hash of (model, key, index) says so; training writes a directory
 /// whose name identifies the new model. It can be told to fail at the k-th call, to simulate a crash.
-struct FakeBackend {
-    calls: Rc<RefCell<Vec<Call>>>,
-    fail_at: Option<usize>,
-    correct_one_in: u64,
+pub(super) struct FakeBackend {
+    pub(super) calls: Rc<RefCell<Vec<Call>>>,
+    pub(super) fail_at: Option<usize>,
+    pub(super) correct_one_in: u64,
 }
 
 fn model_name(p: &Path) -> String {
@@ -80,7 +80,7 @@ impl Backend for FakeBackend {
     }
 }
 
-struct FakePrompts;
+pub(super) struct FakePrompts;
 impl Prompts for FakePrompts {
     fn initial(&self, q: &str) -> Result<Vec<ChatMessage>, String> {
         Ok(vec![ChatMessage::new("user", q)])
@@ -95,20 +95,20 @@ impl Prompts for FakePrompts {
     }
 }
 
-struct FakeScorer;
+pub(super) struct FakeScorer;
 impl Scorer for FakeScorer {
     fn score(&self, _gold: &[String], text: &str) -> Result<f64, String> {
         Ok(if text.ends_with("RIGHT") { 1.0 } else { 0.0 })
     }
 }
 
-fn splits(train: usize, test: usize) -> Splits {
+pub(super) fn splits(train: usize, test: usize) -> Splits {
     let ex =
         |p: &str, i: usize| Example { id: format!("{p}{i}"), question: format!("q {p}{i}"), gold: vec!["x".into()] };
     Splits { train: (0..train).map(|i| ex("tr", i)).collect(), test: (0..test).map(|i| ex("te", i)).collect() }
 }
 
-fn spec(init: Initialization, filter: CorrectionFilter, ft: FineTuning, iterations: usize) -> RunSpec {
+pub(super) fn spec(init: Initialization, filter: CorrectionFilter, ft: FineTuning, iterations: usize) -> RunSpec {
     RunSpec {
         run_name: "t".into(),
         model_path: PathBuf::from("/nonexistent/M0"),
@@ -120,18 +120,20 @@ fn spec(init: Initialization, filter: CorrectionFilter, ft: FineTuning, iteratio
         initial_samples: 3,
         correction_samples: 2,
         sampling: SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 16, seed: 42 },
-        correct_threshold: 1.0,
+        correctness: Correctness::FullReward,
+        answer_cleaning: AnswerCleaning::None,
+        sample_train_at_last_iteration: true,
         keep_checkpoints: false,
         chunk_prompts: 4,
     }
 }
 
-struct Outcome {
-    calls: Vec<Call>,
-    metrics: Vec<IterationMetrics>,
+pub(super) struct Outcome {
+    pub(super) calls: Vec<Call>,
+    pub(super) metrics: Vec<IterationMetrics>,
 }
 
-fn run(spec: &RunSpec, dir: &Path, fail_at: Option<usize>) -> (Result<Vec<IterationMetrics>, StascError>, Vec<Call>) {
+pub(super) fn run(spec: &RunSpec, dir: &Path, fail_at: Option<usize>) -> (Result<Vec<IterationMetrics>, StascError>, Vec<Call>) {
     let calls = Rc::new(RefCell::new(Vec::new()));
     let mut backend = FakeBackend { calls: calls.clone(), fail_at, correct_one_in: 3 };
     let fp = serde_json::to_value(spec).unwrap();
@@ -140,12 +142,12 @@ fn run(spec: &RunSpec, dir: &Path, fail_at: Option<usize>) -> (Result<Vec<Iterat
     (r, c)
 }
 
-fn run_ok(spec: &RunSpec, dir: &Path) -> Outcome {
+pub(super) fn run_ok(spec: &RunSpec, dir: &Path) -> Outcome {
     let (r, calls) = run(spec, dir, None);
     Outcome { calls, metrics: r.unwrap() }
 }
 
-fn generate_models(calls: &[Call], phase: &str) -> Vec<(String, String)> {
+pub(super) fn generate_models(calls: &[Call], phase: &str) -> Vec<(String, String)> {
     calls
         .iter()
         .filter_map(|c| match c {

@@ -114,21 +114,32 @@ fn apply(
             Ok(if evolving { "E" } else { "F" }.into())
         }
         "filter" => {
+            // The letters choose only_better_correction, and the protocol decides what N keeps; a filter name
+            // chooses that filter whatever the protocol.
             let (name, better, shown) = match value.as_str() {
-                Some("I") | Some("improving") => ("improving", true, "I"),
-                Some("N") | Some("non_decreasing") => ("non_decreasing", false, "N"),
-                Some("C") | Some("correct_to_correct") => ("correct_to_correct", false, "C"),
+                Some("I") => (None, true, "I"),
+                Some("N") => (None, false, "N"),
+                Some("improving") => (Some("improving"), true, "improving"),
+                Some("non_decreasing") => (Some("non_decreasing"), false, "non_decreasing"),
+                Some("C") | Some("correct_to_correct") => (Some("correct_to_correct"), false, "C"),
                 _ => {
                     return Err(bad(
                         file,
                         key,
                         value,
-                        "expected \"I\", \"N\" or \"C\" (improving, non_decreasing, correct_to_correct)",
+                        "expected \"I\", \"N\" (the protocol's N filter), \"improving\", \"non_decreasing\" or \"correct_to_correct\" (\"C\")",
                     ))
                 }
             };
             set_dotted(stasc, "only_better_correction", Value::Bool(better));
-            set_dotted(stasc, "filter", Value::String(name.into()));
+            match name {
+                Some(name) => set_dotted(stasc, "filter", Value::String(name.into())),
+                None => {
+                    if let Some(doc) = stasc.as_object_mut() {
+                        doc.remove("filter");
+                    }
+                }
+            }
             Ok(shown.into())
         }
         "task" => {
@@ -220,7 +231,8 @@ mod tests {
         let names: Vec<_> = cells.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["init=E,filter=I", "init=E,filter=N", "init=F,filter=I", "init=F,filter=N"]);
         assert_eq!(cells[2].stasc["initial_answer_with_new_model"], json!(false));
-        assert_eq!(cells[1].stasc["filter"], json!("non_decreasing"));
+        // N leaves the filter to the protocol: no explicit `filter` key.
+        assert_eq!(cells[1].stasc.get("filter"), None);
         assert_eq!(cells[1].stasc["only_better_correction"], json!(false));
     }
 
@@ -230,8 +242,22 @@ mod tests {
         let c = &expand(&s, &json!({}), &json!({})).unwrap()[0];
         assert_eq!(c.name, "variant=FNE");
         assert_eq!(c.stasc["initial_answer_with_new_model"], json!(false));
-        assert_eq!(c.stasc["filter"], json!("non_decreasing"));
+        assert_eq!(c.stasc["only_better_correction"], json!(false));
         assert_eq!(c.stasc["train_from_initial_model"], json!(false));
+    }
+
+    #[test]
+    fn filter_letters_defer_to_the_protocol_and_names_override_it() {
+        let s = spec(&format!(
+            "{HEAD}[set]\nprotocol = \"paper\"\n[grid]\nfilter = [\"N\", \"non_decreasing\", \"correct_to_correct\"]\n"
+        ));
+        let cells = expand(&s, &json!({"filter": "improving"}), &json!({})).unwrap();
+        let names: Vec<_> = cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["filter=N", "filter=non_decreasing", "filter=C"]);
+        assert_eq!(cells[0].stasc["protocol"], json!("paper"));
+        assert_eq!(cells[0].stasc.get("filter"), None);
+        assert_eq!(cells[1].stasc["filter"], json!("non_decreasing"));
+        assert_eq!(cells[2].stasc["filter"], json!("correct_to_correct"));
     }
 
     #[test]

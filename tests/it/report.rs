@@ -27,8 +27,8 @@ fn metrics(variant: &str, iteration: usize, test_correction: f64, last: bool) ->
         variant: variant.into(),
         model: if iteration == 0 { "M0".into() } else { format!("iter_{}/model", iteration - 1) },
         initial_answers_from: iteration,
-        train_initial_accuracy: 0.2,
-        train_correction_accuracy: 0.22,
+        train_initial_accuracy: Some(0.2),
+        train_correction_accuracy: Some(0.22),
         test_initial_accuracy: 0.212,
         test_correction_accuracy: test_correction,
         transitions,
@@ -40,6 +40,9 @@ fn metrics(variant: &str, iteration: usize, test_correction: f64, last: bool) ->
         loss_curve: if last { vec![] } else { vec![1.2, 0.9, 0.6] },
         phase_seconds: BTreeMap::from([("initial".into(), 12.5), ("corrections".into(), 30.0)]),
         tokens_per_s: BTreeMap::from([("initial".into(), 950.0), ("corrections".into(), 800.0)]),
+        questions: Default::default(),
+        intervals: Default::default(),
+        test_rewards: Vec::new(),
     }
 }
 
