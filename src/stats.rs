@@ -84,7 +84,12 @@ impl SplitMix64 {
 /// Percentile bootstrap over `n` units (questions): `statistic` sees the indices of one resample (n draws with
 /// replacement) and returns the quantity; the interval is its 2.5th and 97.5th percentiles over `resamples`
 /// resamples. None when `n` is 0 or no resample gave a finite value.
-pub fn bootstrap(n: usize, resamples: usize, seed: u64, mut statistic: impl FnMut(&[usize]) -> f64) -> Option<Interval> {
+pub fn bootstrap(
+    n: usize,
+    resamples: usize,
+    seed: u64,
+    mut statistic: impl FnMut(&[usize]) -> f64,
+) -> Option<Interval> {
     if n == 0 || resamples == 0 {
         return None;
     }

@@ -75,6 +75,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(line) = config.ignored_warning() {
         eprintln!("warning: {line}");
     }
+    if !config.stasc_config.protocol_departures.is_empty() {
+        eprintln!(
+            "warning: {}: protocol paper, but {}; the published table was not made this way",
+            args.config.display(),
+            config.stasc_config.protocol_departures.join(", ")
+        );
+    }
     if args.dry_run && !data_path.exists() {
         eprintln!(
             "warning: {}: data_path {} does not exist; the configuration is valid, but a run needs the dataset",

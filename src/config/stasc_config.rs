@@ -217,6 +217,10 @@ pub struct StascConfig {
     pub max_train_examples: Option<usize>,
     /// Use only the first N test questions. Default: all.
     pub max_test_examples: Option<usize>,
+    /// Under `protocol: paper`, the protocol keys set to something else, e.g. "pairing: per_initial (paper:
+    /// all_pairs)": such a run is not the published experiment, and `stasc run` says so.
+    #[serde(skip)]
+    pub protocol_departures: Vec<String>,
 }
 
 impl StascConfig {
@@ -352,7 +356,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         ));
     }
     let cap = |key: &str, v: Option<u64>| v.map(|n| at_least(file, key, n, 1)).transpose();
-    Ok(StascConfig {
+    let mut config = StascConfig {
         model_path: non_empty(file, "model_path", required(file, "model_path", raw.model_path)?)?,
         cache_dir: raw.cache_dir,
         gpu_memory_utilization: in_interval(
@@ -423,7 +427,32 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
         max_train_examples: cap("max_train_examples", raw.max_train_examples)?,
         max_test_examples: cap("max_test_examples", raw.max_test_examples)?,
-    })
+        protocol_departures: Vec::new(),
+    };
+    if protocol == Protocol::Paper {
+        config.protocol_departures = departures(&config, &defaults);
+    }
+    Ok(config)
+}
+
+/// The protocol keys of `c` whose values differ from `d`, as "key: value (paper: default)".
+fn departures(c: &StascConfig, d: &ProtocolDefaults) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |key: &str, ours: String, theirs: String| {
+        if ours != theirs {
+            out.push(format!("{key}: {ours} (paper: {theirs})"));
+        }
+    };
+    if c.filter != CorrectionFilter::Improving {
+        check("filter", c.filter.to_string(), d.n_filter.to_string());
+    }
+    check("pairing", c.pairing.to_string(), d.pairing.to_string());
+    check("correctness", c.correctness.to_string(), d.correctness.to_string());
+    check("evaluator_mode", c.evaluator_mode.to_string(), d.evaluator_mode.to_string());
+    check("use_few_shots", c.use_few_shots.to_string(), d.use_few_shots.to_string());
+    check("sft_context", c.sft_context.to_string(), d.sft_context.to_string());
+    check("answer_cleaning", c.answer_cleaning.to_string(), d.answer_cleaning.to_string());
+    out
 }
 
 #[cfg(test)]

@@ -37,6 +37,46 @@ fn defaults_fill_every_field() {
 }
 
 #[test]
+fn the_paper_protocol_selects_the_published_settings() {
+    let (c, _) = load_str("model_path: m\ndata_path: d\nprotocol: paper\nonly_better_correction: false\n").unwrap();
+    assert_eq!(c.protocol, Protocol::Paper);
+    assert_eq!((c.pairing, c.filter), (Pairing::AllPairs, CorrectionFilter::CorrectToCorrect));
+    assert_eq!((c.correctness, c.evaluator_mode), (Correctness::PositiveReward, EvaluatorMode::Default));
+    assert_eq!((c.use_few_shots, c.sft_context), (false, SftContext::CorrectionPrompt));
+    assert_eq!(c.answer_cleaning, AnswerCleaning::Reference);
+    assert!(c.sample_train_at_last_iteration);
+    assert!(c.protocol_departures.is_empty());
+    // stasc's own protocol is the default.
+    let (d, _) = load_str("model_path: m\ndata_path: d\nonly_better_correction: false\n").unwrap();
+    assert_eq!(d.protocol, Protocol::Stasc);
+    assert_eq!((d.pairing, d.filter), (Pairing::PerInitial, CorrectionFilter::NonDecreasing));
+    assert_eq!((d.correctness, d.evaluator_mode), (Correctness::FullReward, EvaluatorMode::Final));
+    assert_eq!((d.use_few_shots, d.sft_context, d.answer_cleaning), (true, SftContext::Template, AnswerCleaning::None));
+}
+
+#[test]
+fn explicit_keys_win_over_the_protocol_and_are_named() {
+    let (c, _) = load_str(
+        "model_path: m\ndata_path: d\nprotocol: paper\npairing: per_initial\nevaluator_mode: final\nsample_train_at_last_iteration: false\n",
+    )
+    .unwrap();
+    assert_eq!((c.pairing, c.evaluator_mode), (Pairing::PerInitial, EvaluatorMode::Final));
+    assert!(!c.sample_train_at_last_iteration);
+    assert_eq!(
+        c.protocol_departures,
+        ["pairing: per_initial (paper: all_pairs)", "evaluator_mode: final (paper: default)"]
+    );
+    assert_eq!(
+        err("model_path: m\ndata_path: d\nprotocol: papr\n"),
+        "configs/x.yaml: key 'protocol' must be one of stasc, paper, found \"papr\" (did you mean 'paper'?)"
+    );
+    assert_eq!(
+        err("model_path: m\ndata_path: d\nprotocl: paper\n"),
+        "configs/x.yaml: unknown key 'protocl' (did you mean 'protocol'?)"
+    );
+}
+
+#[test]
 fn math_defaults_follow_task_type() {
     let (c, _) = load_str("model_path: m\ndata_path: d\ntask_type: math\n").unwrap();
     assert_eq!((c.id_col.as_str(), c.question_col.as_str(), c.gold_col.as_str()), ("unique_id", "problem", "answer"));

@@ -59,9 +59,7 @@ impl Prompts for TemplatePrompts {
     }
     fn sft(&self, question: &str, initial: &str, correction: &str) -> Result<Vec<ChatMessage>, String> {
         match self.sft_context {
-            SftContext::Template => {
-                self.builder.sft_messages(question, initial, correction).map_err(|e| e.to_string())
-            }
+            SftContext::Template => self.builder.sft_messages(question, initial, correction).map_err(|e| e.to_string()),
             // The model trains on exactly the conversation it would sample this correction in.
             SftContext::CorrectionPrompt => {
                 let mut messages = self.correction(question, initial)?;

@@ -181,7 +181,9 @@ pub fn iteration_intervals(
         }
     };
     // A different, fixed seed per metric and iteration: the same records always give the same intervals.
-    let seed = |name: &str| name.bytes().fold(iteration.wrapping_mul(0x100_0000_01B3), |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+    let seed = |name: &str| {
+        name.bytes().fold(iteration.wrapping_mul(0x100_0000_01B3), |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3))
+    };
     for (split, prefix) in [(Split::Test, "test"), (Split::Train, "train")] {
         let name = format!("{prefix}_initial_accuracy");
         let values = initial.iter().filter(|r| r.split == split).map(|r| (r.id.as_str(), r.reward));
@@ -196,7 +198,8 @@ pub fn iteration_intervals(
     for (pairs, prefix) in [(test_pairs, "transitions"), (train_pairs, "train_transitions")] {
         for (kind, transition) in Transitions::NAMES.iter().enumerate() {
             let name = format!("{prefix}.{transition}");
-            let values = pairs.iter().map(|&(id, i, c)| (id, (Transitions::kind(i, c, correctness) == kind) as u8 as f64));
+            let values =
+                pairs.iter().map(|&(id, i, c)| (id, (Transitions::kind(i, c, correctness) == kind) as u8 as f64));
             put(name.clone(), rate_interval(values, seed(&name)).map(|i| i.scaled(100.0)));
         }
     }

@@ -24,6 +24,6 @@ pub use spec::{
 };
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod pairing_tests;
+#[cfg(test)]
+mod tests;

@@ -222,7 +222,12 @@ impl Backend for ChattyBackend {
         }
         Ok(out)
     }
-    fn train(&mut self, base: &Path, examples: &[Vec<crate::prompt::ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError> {
+    fn train(
+        &mut self,
+        base: &Path,
+        examples: &[Vec<crate::prompt::ChatMessage>],
+        out: &Path,
+    ) -> Result<TrainSummary, BackendError> {
         self.0.train(base, examples, out)
     }
 }

@@ -257,9 +257,8 @@ impl<'a> Loop<'a> {
             .map(|(i, c)| (i.id.as_str(), i.reward, c.reward))
             .collect();
         let sampled_train = corrections.iter().any(|c| c.split == Split::Train);
-        let transitions_of = |pairs: &[(&str, f64, f64)]| {
-            Transitions::from_pairs(pairs.iter().map(|p| (p.1, p.2)), correctness)
-        };
+        let transitions_of =
+            |pairs: &[(&str, f64, f64)]| Transitions::from_pairs(pairs.iter().map(|p| (p.1, p.2)), correctness);
         let trained = train.as_ref().is_some_and(|t| t.trained);
         Ok(IterationMetrics {
             iteration: n,
@@ -304,12 +303,7 @@ impl<'a> Loop<'a> {
         train.chain(splits.test.iter().map(|e| (Split::Test, e)))
     }
 
-    fn sample_initial(
-        &mut self,
-        n: usize,
-        model: &Path,
-        with_train: bool,
-    ) -> Result<Vec<InitialRecord>, StascError> {
+    fn sample_initial(&mut self, n: usize, model: &Path, with_train: bool) -> Result<Vec<InitialRecord>, StascError> {
         const PHASE: &str = "initial answers";
         let mut jobs = Vec::new();
         for (split, ex) in self.questions(with_train) {
@@ -473,9 +467,8 @@ impl<'a> Loop<'a> {
         corrections: &[CorrectionRecord],
     ) -> Result<Vec<TrainPair>, StascError> {
         const PHASE: &str = "filter";
-        let candidates = candidate_pairs(self.spec.pairing, initial, corrections).map_err(|message| {
-            StascError::State { path: self.iter_dir(n).join("corrections.jsonl"), message }
-        })?;
+        let candidates = candidate_pairs(self.spec.pairing, initial, corrections)
+            .map_err(|message| StascError::State { path: self.iter_dir(n).join("corrections.jsonl"), message })?;
         let mut pairs = Vec::new();
         for (init, c) in candidates {
             if !self.spec.filter.keeps(init.reward, c.reward, self.spec.correctness) {

@@ -133,7 +133,11 @@ pub(super) struct Outcome {
     pub(super) metrics: Vec<IterationMetrics>,
 }
 
-pub(super) fn run(spec: &RunSpec, dir: &Path, fail_at: Option<usize>) -> (Result<Vec<IterationMetrics>, StascError>, Vec<Call>) {
+pub(super) fn run(
+    spec: &RunSpec,
+    dir: &Path,
+    fail_at: Option<usize>,
+) -> (Result<Vec<IterationMetrics>, StascError>, Vec<Call>) {
     let calls = Rc::new(RefCell::new(Vec::new()));
     let mut backend = FakeBackend { calls: calls.clone(), fail_at, correct_one_in: 3 };
     let fp = serde_json::to_value(spec).unwrap();
