@@ -124,6 +124,7 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         gradient_checkpointing: false,
         group_by_length: false,
         data_parallel_ranks: 1,
+        average_tokens_across_devices: true,
     };
     let model_dir = dir.join("model");
     let opts = LoadOptions { device, dtype: DtypeSpec::F32, max_model_len: None };
