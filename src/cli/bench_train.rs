@@ -60,11 +60,12 @@ pub struct TrainArgs {
 /// Arguments of `stasc bench train-parity`.
 #[derive(Debug, clap::Args)]
 pub struct TrainParityArgs {
-    /// Parity directory written by scripts/parity/train_parity.py (model/, CASE.json, CASE.safetensors).
+    /// Parity directory written by scripts/parity/train_parity.py and train_parity_ddp.py (model/, CASE.json,
+    /// CASE.safetensors).
     #[arg(long)]
     pub dir: PathBuf,
     /// Cases to run.
-    #[arg(long, value_delimiter = ',', default_value = "full,lora,dora")]
+    #[arg(long, value_delimiter = ',', default_value = "full,lora,dora,ddp_per_rank,ddp_whole_step")]
     pub cases: Vec<String>,
     /// Also write each trained model and its logits to OUT/CASE/ (for the transformers load check).
     #[arg(long)]

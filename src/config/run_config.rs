@@ -10,7 +10,7 @@ use super::choices::{DeviceRequest, Dtype};
 use super::document::{ignored_warning, load_yaml, IgnoredKeys};
 use super::error::ConfigError;
 use super::fine_tune::{FineTuneConfig, FINE_TUNE_KEYS, SET_BY_LOOP};
-use super::stasc_config::StascConfig;
+use super::stasc_config::{ProtocolDefaults, StascConfig};
 
 /// The files a run is configured from, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,7 +73,7 @@ impl RunConfig {
     fn load_parts(paths: &RunConfigPaths, read_fine_tune: bool) -> Result<RunConfig, ConfigError> {
         let (stasc_config, stasc_ignored) = StascConfig::load(&paths.config)?;
         let mut ignored = vec![stasc_ignored];
-        let fine_tune = if read_fine_tune {
+        let mut fine_tune = if read_fine_tune {
             let ft_document = load_yaml(&paths.ft_config, FINE_TUNE_KEYS)?;
             let (fine_tune, mut ft_ignored) = FineTuneConfig::from_document(&paths.ft_config, &ft_document)?;
             let loop_set = IgnoredKeys::collect(&paths.ft_config, &ft_document, SET_BY_LOOP);
@@ -83,6 +83,12 @@ impl RunConfig {
         } else {
             FineTuneConfig::from_document(&paths.ft_config, &serde_json::Value::Null)?.0
         };
+        // fine_tune.yaml alone cannot know the protocol; a key set in the file wins over the protocol's default.
+        let training = &mut fine_tune.training;
+        if training.average_tokens_across_devices.is_none() {
+            training.average_tokens_across_devices =
+                Some(ProtocolDefaults::of(stasc_config.protocol).average_tokens_across_devices);
+        }
         let accelerate = match &paths.accelerate_config {
             Some(path) => {
                 let (accelerate, accelerate_ignored) = AccelerateConfig::load(path)?;
@@ -166,6 +172,7 @@ mod tests {
         let t = &c.fine_tune.training;
         assert_eq!((t.learning_rate, t.per_device_train_batch_size, t.gradient_accumulation_steps), (7e-6, 1, 4));
         assert_eq!((t.lr_scheduler_type, t.warmup_ratio, t.weight_decay), (LrSchedulerType::Cosine, 0.03, 0.1));
+        assert_eq!(t.average_tokens_across_devices, Some(false), "protocol: paper, transformers 4.47.1's default");
         assert_eq!((c.accelerate.num_processes, c.accelerate.mixed_precision), (Some(2), MixedPrecision::Bf16));
         assert_eq!((c.execution.num_devices, c.execution.dtype), (Some(2), Dtype::Bf16));
         assert_eq!(c.execution.dtype_source, "accelerate_config.yaml: mixed_precision");
@@ -207,6 +214,29 @@ mod tests {
         let c = RunConfig::load(&paths).unwrap();
         assert_eq!((c.execution.device, c.execution.dtype), (DeviceRequest::Cpu, Dtype::Bf16));
         assert_eq!(c.execution.dtype_source, "f.yaml: model.torch_dtype");
+    }
+
+    #[test]
+    fn average_tokens_across_devices_follows_the_protocol_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |protocol: &str, ft: &str| {
+            let config = dir.path().join("s.yaml");
+            std::fs::write(&config, format!("model_path: m\ndata_path: d\n{protocol}")).unwrap();
+            let ft_config = dir.path().join("f.yaml");
+            std::fs::write(&ft_config, ft).unwrap();
+            let paths = RunConfigPaths { config, ft_config, accelerate_config: None };
+            let run = RunConfig::load(&paths).unwrap().fine_tune.training.average_tokens_across_devices;
+            let eval =
+                RunConfig::load_for_eval(&paths, false).unwrap().fine_tune.training.average_tokens_across_devices;
+            (run, eval)
+        };
+        assert_eq!(load("", ""), (Some(true), Some(true)));
+        assert_eq!(load("protocol: stasc\n", ""), (Some(true), Some(true)));
+        assert_eq!(load("protocol: paper\n", ""), (Some(false), Some(false)));
+        let set_true = "training:\n  average_tokens_across_devices: true\n";
+        assert_eq!(load("protocol: paper\n", set_true).0, Some(true));
+        let set_false = "training:\n  average_tokens_across_devices: false\n";
+        assert_eq!(load("", set_false).0, Some(false));
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub fn fixed_shape_hyperparameters(batch: usize, steps: usize, gradient_checkpoi
         gradient_checkpointing,
         group_by_length: false,
         data_parallel_ranks: 1,
+        average_tokens_across_devices: true,
     }
 }
 

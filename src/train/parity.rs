@@ -2,8 +2,12 @@
 //! set of token-id examples, HF hyperparameters, optionally a PEFT LoRA/DoRA initialisation) through stasc's loop,
 //! and compares the per-step loss, learning rate and gradient norm and the trained tensors after the last step.
 //!
-//! Every case puts all its examples in each optimiser step (batch x accumulation = examples), so the order HF's
-//! sampler draws them in does not change the result, only the floating-point summation order.
+//! The single-process cases put all their examples in each optimiser step (batch x accumulation = examples), so the
+//! order HF's sampler draws them in does not change the result, only the floating-point summation order. The
+//! data-parallel cases (scripts/parity/train_parity_ddp.py: transformers 4.47.1, 2 DDP processes) have HF read the
+//! examples in file order, so which rank sees which example is known; stasc places them where its own shuffle puts
+//! them in that order, and runs the ranks on one device (the same arithmetic as one device per rank, see
+//! tests/it/data_parallel.rs).
 //!
 //! Tolerances (f32 on either side): losses and gradient norms agree to 1e-5 relative (kernels and reduction order
 //! differ: fused RMSNorm, causal SDPA without a mask, the LM head on target rows only; observed ~1e-6); the learning
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
+use super::batching::epoch_batches;
 use super::error::TrainError;
 use super::lora::{LoraAdapters, LoraSpec};
 use super::tokenize::TokenizedExample;
@@ -67,9 +72,26 @@ struct CaseReference {
 #[derive(Debug, Deserialize)]
 struct Case {
     hyperparameters: CaseHp,
+    /// Data-parallel processes of the recording (accelerate's `num_processes`); cases without it ran on one.
+    #[serde(default = "one_process")]
+    num_processes: usize,
+    /// HF's `average_tokens_across_devices`; only multi-process cases record it, and on one it changes nothing.
+    #[serde(default = "whole_step")]
+    average_tokens_across_devices: bool,
+    /// `sequential`: HF consumed the examples in file order (a SequentialSampler), so batch j went to rank j % R.
+    #[serde(default)]
+    sampler: Option<String>,
     lora: Option<CaseLora>,
     examples: Vec<CaseExample>,
     reference: CaseReference,
+}
+
+fn one_process() -> usize {
+    1
+}
+
+fn whole_step() -> bool {
+    true
 }
 
 /// The outcome of one case.
@@ -123,7 +145,8 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         seed: 0,
         gradient_checkpointing: false,
         group_by_length: false,
-        data_parallel_ranks: 1,
+        data_parallel_ranks: case.num_processes.max(1),
+        average_tokens_across_devices: case.average_tokens_across_devices,
     };
     let model_dir = dir.join("model");
     let opts = LoadOptions { device, dtype: DtypeSpec::F32, max_model_len: None };
@@ -148,6 +171,11 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         .iter()
         .map(|e| TokenizedExample { input_ids: e.input_ids.clone(), labels: e.labels.clone() })
         .collect();
+    let examples = match case.sampler.as_deref() {
+        None => examples,
+        Some("sequential") => in_file_order(examples, &hp)?,
+        Some(other) => return Err(TrainError::Invalid(format!("unknown sampler {other:?} in the parity case"))),
+    };
     let summary = train_examples(&mut model, lora.as_ref(), &examples, 0, &hp, &mut |_| Ok(()))?;
 
     let mut report = ParityReport { case: name.to_string(), lines: Vec::new(), failures: Vec::new() };
@@ -212,6 +240,24 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         write_trained(&model_dir, &model, lora.as_ref(), &examples[0], out)?;
     }
     Ok(report)
+}
+
+/// Places `examples` so that stasc's first-epoch shuffle draws them in file order, as HF's SequentialSampler did:
+/// the ranks then see the same examples on both sides. Only one epoch can be matched (each epoch reshuffles).
+fn in_file_order(examples: Vec<TokenizedExample>, hp: &Hyperparameters) -> Result<Vec<TokenizedExample>, TrainError> {
+    if hp.num_train_epochs > 1.0 {
+        return Err(TrainError::Invalid("a sequential parity case must be one epoch".into()));
+    }
+    let lengths: Vec<usize> = examples.iter().map(TokenizedExample::len).collect();
+    let order = epoch_batches(&lengths, hp.per_device_train_batch_size, hp.seed, 0, hp.group_by_length).concat();
+    let mut placed: Vec<Option<TokenizedExample>> = vec![None; examples.len()];
+    for (example, &slot) in examples.into_iter().zip(&order) {
+        placed[slot] = Some(example);
+    }
+    placed
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| TrainError::Invalid("shuffle is not a permutation".into()))
 }
 
 fn check(report: &mut ParityReport, what: &str, ours: f64, theirs: f64, rel: f64) {

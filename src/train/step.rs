@@ -1,8 +1,10 @@
 //! Forward and backward of one micro-batch, gradients accumulating into the trainable tensors.
 //!
-//! The loss is HF's: cross-entropy in f32 over the shifted label tokens, summed and divided by the number of label
-//! tokens of the whole optimiser step (`num_items_in_batch`), so accumulated micro-batches add up to the step's
-//! mean token loss. Two savings over HF: the LM head runs only on positions that have a target, and it runs in
+//! The loss is HF's: cross-entropy in f32 over the shifted label tokens, summed and divided by a denominator the
+//! trainer chooses (HF's `num_items_in_batch`): the label tokens of the whole optimiser step, or, per-rank, the
+//! ranks times the label tokens of the micro-batch's rank (see [`super::trainer`]). Accumulated micro-batches then
+//! add up to the step's loss, and the value returned is divided the same way as the gradient, so the loss reported
+//! is the one trained on. Two savings over HF: the LM head runs only on positions that have a target, and it runs in
 //! chunks of rows whose logits are freed before the next chunk (backward through the head happens per chunk, and
 //! the decoder's backward is then driven by the gradient of the hidden states).
 //!
@@ -36,8 +38,8 @@ impl PassOptions {
     }
 }
 
-/// Runs forward and backward on `batch`; returns the summed token loss of the micro-batch (a detached f32 device
-/// scalar, not yet divided). `denominator` is the step's label-token count.
+/// Runs forward and backward on `batch` with its summed token loss divided by `denominator`; returns that divided
+/// loss, the micro-batch's share of the step loss (a detached f32 device scalar).
 pub fn forward_backward(
     model: &CausalLm,
     batch: &MicroBatch,
@@ -47,15 +49,16 @@ pub fn forward_backward(
     if batch.num_targets == 0 {
         return Tensor::f_zeros([], (Kind::Float, model.device())).map_err(TrainError::torch("empty micro-batch"));
     }
-    if opts.gradient_checkpointing {
-        checkpointed(model, batch, denominator, opts)
+    let summed = if opts.gradient_checkpointing {
+        checkpointed(model, batch, denominator, opts)?
     } else {
         if let Some(seed) = opts.dropout_seed {
             crate::model::device::seed_device(model.device(), seed as i64);
         }
         let hidden = model.forward(&batch.input_ids, &batch.positions, Pass::Full)?;
-        head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)
-    }
+        head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)?
+    };
+    summed.f_div_scalar(denominator).map_err(TrainError::torch("normalising the micro-batch loss"))
 }
 
 /// From final-normed hidden states [B, T, H] (part of an autograd graph): the LM head and loss per chunk, then the

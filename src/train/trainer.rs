@@ -1,13 +1,28 @@
 //! The training loop over tokenised examples: HF Trainer's epoch/step structure (seeded shuffle per epoch, micro-
 //! batches accumulated into optimiser steps, the last step of an epoch taking what is left, stop at the total step
-//! count), the loss normalised by the step's label tokens, clipping, AdamW and the learning-rate schedule.
+//! count), the loss normalised by label tokens, clipping, AdamW and the learning-rate schedule.
 //!
 //! Data parallelism is part of the loop, not a wrapper: an optimiser step takes `gradient_accumulation_steps x
 //! ranks` micro-batches, micro-batch j belongs to rank `j % ranks` (accelerate's split) and runs on that rank's
-//! worker, every micro-batch's loss is divided by the label tokens of the whole step (HF's
-//! `average_tokens_across_devices`), and the workers sum their gradients before clipping. The summed gradient is
-//! then the single-device gradient of the same micro-batches, so the loss does not depend on the number of devices;
-//! every worker applies the same update to its replica. One device is one worker whose sum is a no-op.
+//! worker, every micro-batch's summed token loss is divided by a denominator (below), and the workers sum their
+//! gradients before clipping; every worker applies the same update to its replica. One device is one worker whose
+//! sum is a no-op. Two normalisations, HF's `average_tokens_across_devices`:
+//!
+//! - whole-step (true, our default): every micro-batch is divided by the label tokens of the whole step, so the
+//!   summed gradient is the single-device gradient of the same micro-batches. A token weighs the same whichever rank
+//!   it lands on, so a global batch gives the same loss and gradient however it is split into ranks
+//!   (`num_processes`) and accumulation steps, and so on any number of GPUs (what HF changed to later, transformers
+//!   issue 34242);
+//! - per-rank (false, transformers 4.47.1's default, so the reference's and the paper protocol's): each rank
+//!   divides by its own label tokens T_r and DDP/FSDP average the R ranks' gradients, `(1/R) sum_r S_r / T_r` with
+//!   S_r the summed token loss of rank r's micro-batches. A micro-batch is divided by `R x T_r`, so the same sum
+//!   gives that mean. A token on a rank with few label tokens weighs more, so the result depends on how examples
+//!   fall on ranks. R counts the ranks with label tokens in the step, which is all of them except, at the end of
+//!   an epoch, ranks left without examples ([`Hyperparameters::loss_denominators`]).
+//!
+//! The step's reported loss is the sum of the same divided losses, so it is the loss the gradient is of: the step's
+//! mean token loss (whole-step) or the mean over ranks of each rank's mean token loss (per-rank, what HF logs). With
+//! one rank both are the mean token loss of the step.
 
 use std::time::Instant;
 
@@ -63,10 +78,14 @@ pub struct Hyperparameters {
     /// Data-parallel ranks (accelerate's `num_processes`): an optimiser step takes `per_device_train_batch_size x
     /// ranks x gradient_accumulation_steps` examples.
     pub data_parallel_ranks: usize,
+    /// Whole-step (true) or per-rank (false) loss normalisation across ranks (HF `average_tokens_across_devices`,
+    /// see the module docs).
+    pub average_tokens_across_devices: bool,
 }
 
 impl Hyperparameters {
-    /// The loop's settings from a resolved `training` section; `group_by_length` is stasc's own switch.
+    /// The loop's settings from a resolved `training` section; `group_by_length` is stasc's own switch. An unset
+    /// `average_tokens_across_devices` (fine_tune.yaml read without a run config) is whole-step.
     pub fn from_training_args(t: &TrainingArgs, group_by_length: bool) -> Self {
         Hyperparameters {
             learning_rate: t.learning_rate,
@@ -86,12 +105,35 @@ impl Hyperparameters {
             gradient_checkpointing: t.gradient_checkpointing,
             group_by_length,
             data_parallel_ranks: 1,
+            average_tokens_across_devices: t.average_tokens_across_devices.unwrap_or(true),
         }
     }
 
     /// Micro-batches per optimiser step over all ranks.
     pub fn micro_batches_per_step(&self) -> usize {
         self.gradient_accumulation_steps.max(1) * self.data_parallel_ranks.max(1)
+    }
+
+    /// What each micro-batch's summed token loss is divided by, for a step whose micro-batches have `targets` label
+    /// tokens: the step's label tokens (whole-step), or, per-rank, the label tokens of the micro-batch's rank
+    /// (micro-batch j belongs to rank `j % ranks`) times the number of ranks that have label tokens in this step.
+    /// Never below 1, so empty micro-batches stay zero.
+    ///
+    /// Per-rank counts only ranks with label tokens: with all ranks busy (every step but an epoch's last, and
+    /// always in HF, whose sampler pads the last step with repeated examples) that is all ranks; a rank left
+    /// without examples at the end of an epoch then leaves the mean, instead of halving the step (0/0 in HF).
+    pub fn loss_denominators(&self, targets: &[usize]) -> Vec<f64> {
+        let ranks = self.data_parallel_ranks.max(1);
+        if self.average_tokens_across_devices {
+            let step: usize = targets.iter().sum();
+            return vec![step.max(1) as f64; targets.len()];
+        }
+        let mut per_rank = vec![0usize; ranks];
+        for (m, &t) in targets.iter().enumerate() {
+            per_rank[m % ranks] += t;
+        }
+        let busy = per_rank.iter().filter(|&&t| t > 0).count().max(1);
+        (0..targets.len()).map(|m| (busy * per_rank[m % ranks].max(1)) as f64).collect()
     }
 
     /// The step arithmetic for `examples` examples.
@@ -226,8 +268,10 @@ pub fn train_replica(
             let started = Instant::now();
             let step = summary.steps.len();
             profile.begin(step);
-            // Every worker knows the whole step: the denominator and token count cover all ranks.
-            let denominator: usize = group_batches.iter().flatten().map(|&i| examples[i].num_targets()).sum();
+            // Every worker knows the whole step: the denominators and token count cover all ranks.
+            let targets: Vec<usize> =
+                group_batches.iter().map(|b| b.iter().map(|&i| examples[i].num_targets()).sum()).collect();
+            let denominators = hp.loss_denominators(&targets);
             let tokens: usize = group_batches.iter().flatten().map(|&i| lengths[i]).sum();
             let mine = &worker.topology.step_assignment(group_batches.len())[worker.index];
             let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device)).map_err(torch("loss accumulator"))?;
@@ -240,7 +284,7 @@ pub fn train_replica(
                     dropout_seed: uses_dropout
                         .then(|| hp.seed.wrapping_mul(1_000_003).wrapping_add((step * per_step + m) as u64)),
                 };
-                let loss = forward_backward(model, &batch, denominator.max(1) as f64, &opts)?;
+                let loss = forward_backward(model, &batch, denominators[m], &opts)?;
                 loss_sum = loss_sum.f_add(&loss).map_err(torch("summing losses"))?;
                 summary.padded_tokens += batch.padded_tokens;
             }
@@ -255,8 +299,8 @@ pub fn train_replica(
             let lr = schedule.lr(step);
             opt.step(lr)?;
             profile.mark(2);
-            // One host sync per step: the loss and the norm.
-            let loss = loss_sum.double_value(&[]) / denominator.max(1) as f64;
+            // One host sync per step: the loss (already normalised like the gradient) and the norm.
+            let loss = loss_sum.double_value(&[]);
             let grad_norm = norm.double_value(&[]);
             let seconds = started.elapsed().as_secs_f64();
             let record = StepRecord {
@@ -337,6 +381,42 @@ impl Profile {
                 ms(self.totals[1]),
                 ms(self.totals[2])
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hp(ranks: usize, whole_step: bool) -> Hyperparameters {
+        Hyperparameters {
+            data_parallel_ranks: ranks,
+            average_tokens_across_devices: whole_step,
+            ..super::super::bench::fixed_shape_hyperparameters(1, 1, false)
+        }
+    }
+
+    #[test]
+    fn whole_step_divides_by_the_steps_label_tokens() {
+        assert_eq!(hp(2, true).loss_denominators(&[3, 5, 2, 6]), vec![16.0; 4]);
+        assert_eq!(hp(2, true).loss_denominators(&[0, 0]), vec![1.0; 2]);
+    }
+
+    #[test]
+    fn per_rank_divides_by_ranks_times_the_ranks_label_tokens() {
+        // Rank 0 has micro-batches 0 and 2 (3 + 2 tokens), rank 1 has 1 and 3 (5 + 6).
+        assert_eq!(hp(2, false).loss_denominators(&[3, 5, 2, 6]), vec![10.0, 22.0, 10.0, 22.0]);
+        // The last step of an epoch: rank 1 has only an empty micro-batch, rank 2 none; rank 0's mean is the step's.
+        assert_eq!(hp(3, false).loss_denominators(&[4, 0]), vec![4.0, 1.0]);
+        // Three busy ranks: rank 0 has micro-batches 0 and 3 (4 + 1 tokens), rank 1 has 2, rank 2 has 3.
+        assert_eq!(hp(3, false).loss_denominators(&[4, 2, 3, 1]), vec![15.0, 6.0, 9.0, 15.0]);
+    }
+
+    #[test]
+    fn one_rank_normalises_the_same_either_way() {
+        for targets in [vec![7], vec![3, 5, 2, 6], vec![0, 9, 1]] {
+            assert_eq!(hp(1, false).loss_denominators(&targets), hp(1, true).loss_denominators(&targets));
         }
     }
 }

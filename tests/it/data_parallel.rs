@@ -3,18 +3,25 @@
 //! only the sum itself goes through NCCL. Checked here: the loss of a 2-rank run equals the single-device loss at
 //! the same global batch (bit for bit when the ranks share one device, within f32 reassociation across two
 //! workers), the first worker's checkpoint is the single-device one, a worker's failure ends the job with its own
-//! error, and sharded generation returns exactly the single-device samples in request order.
+//! error, and sharded generation returns exactly the single-device samples in request order. Per-rank loss
+//! normalisation (`average_tokens_across_devices: false`): the step loss is the mean over ranks of each rank's mean
+//! token loss (checked against forward passes), it equals whole-step when every rank has as many label tokens and
+//! on one rank, and two workers give what two ranks on one device give.
 
 use std::path::{Path, PathBuf};
 
 use stasc::config::{FineTuneConfig, RunConfig, RunConfigPaths};
 use stasc::dist::Topology;
+use stasc::model::{load_weights, CausalLm, LoadOptions};
 use stasc::prompt::ChatMessage;
 use stasc::stasc::backend::{Backend, GenerationRequest};
 use stasc::stasc::engine::TchBackend;
 use stasc::stasc::spec::SamplingSpec;
-use stasc::train::{fine_tune, TrainOptions, TrainReport};
-use tch::{Device, Tensor};
+use stasc::train::batching::epoch_batches;
+use stasc::train::bench::fixed_shape_hyperparameters;
+use stasc::train::trainer::train_examples;
+use stasc::train::{fine_tune, Hyperparameters, LoopSummary, TokenizedExample, TrainOptions, TrainReport};
+use tch::{Device, Kind, Reduction, Tensor};
 
 fn tiny_chat_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_models/qwen2_untied")
@@ -28,12 +35,13 @@ fn chat(i: usize) -> Vec<ChatMessage> {
     ]
 }
 
-fn ft_config(dir: &Path, accumulation: usize) -> FineTuneConfig {
-    let path = dir.join(format!("ft_{accumulation}.yaml"));
+/// fine_tune.yaml with `extra` lines appended to its `training` section.
+fn ft_config(dir: &Path, accumulation: usize, extra: &str) -> FineTuneConfig {
+    let path = dir.join(format!("ft_{accumulation}_{}.yaml", extra.len()));
     let text = format!(
         "data:\n  block_size: 256\ntraining:\n  learning_rate: 3.0e-3\n  num_train_epochs: 2\n  \
          per_device_train_batch_size: 2\n  gradient_accumulation_steps: {accumulation}\n  weight_decay: 0.1\n  \
-         warmup_ratio: 0.1\n  lr_scheduler_type: cosine\n  max_grad_norm: 1.0\n  seed: 11\n"
+         warmup_ratio: 0.1\n  lr_scheduler_type: cosine\n  max_grad_norm: 1.0\n  seed: 11\n{extra}"
     );
     std::fs::write(&path, text).unwrap();
     FineTuneConfig::load(&path).unwrap().0
@@ -42,10 +50,20 @@ fn ft_config(dir: &Path, accumulation: usize) -> FineTuneConfig {
 /// 18 examples in micro-batches of 2: 9 micro-batches an epoch, so with 4 per step the steps take 4, 4 and 1
 /// micro-batches, and in the last one the second rank has nothing to do.
 fn train(dir: &Path, name: &str, topology: Topology, accumulation: usize) -> (TrainReport, Vec<(String, Tensor)>) {
+    train_with(dir, name, topology, accumulation, "")
+}
+
+fn train_with(
+    dir: &Path,
+    name: &str,
+    topology: Topology,
+    accumulation: usize,
+    extra: &str,
+) -> (TrainReport, Vec<(String, Tensor)>) {
     let chats: Vec<Vec<ChatMessage>> = (0..18).map(chat).collect();
     let out = dir.join(name);
     let opts = TrainOptions { topology: Some(topology), progress: false, ..TrainOptions::default() };
-    let report = fine_tune(&tiny_chat_model(), &chats, &ft_config(dir, accumulation), &opts, &out).unwrap();
+    let report = fine_tune(&tiny_chat_model(), &chats, &ft_config(dir, accumulation, extra), &opts, &out).unwrap();
     let mut weights = Tensor::read_safetensors(out.join("model.safetensors")).unwrap();
     weights.sort_by(|a, b| a.0.cmp(&b.0));
     (report, weights)
@@ -94,6 +112,150 @@ fn two_ranks_give_the_single_device_loss_at_the_same_global_batch() {
     eprintln!("2 workers vs 1 device: worst weight difference {worst:e}");
 }
 
+const PER_RANK: &str = "  average_tokens_across_devices: false\n";
+
+/// Weights of two runs agree within the f32 reassociation of two workers (see the test above); returns the worst.
+fn assert_close_weights(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+    let mut worst = 0.0f64;
+    for ((name, x), (other, y)) in a.iter().zip(b) {
+        assert_eq!(name, other);
+        let diff = (x - y).abs().max().double_value(&[]);
+        worst = worst.max(diff);
+        assert!(diff <= 1e-4, "{name}: max |difference| {diff}");
+    }
+    worst
+}
+
+#[test]
+fn per_rank_normalisation_on_two_workers_matches_two_ranks_on_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Topology::new(2, vec![Device::Cpu]).unwrap();
+    let (one_device, one_device_w) = train_with(dir.path(), "shared", shared.clone(), 2, PER_RANK);
+    let two = Topology::new(2, vec![Device::Cpu, Device::Cpu]).unwrap();
+    let (parallel, parallel_w) = train_with(dir.path(), "parallel", two, 2, PER_RANK);
+    assert_eq!(parallel.steps.len(), 6);
+    for (p, s) in parallel.steps.iter().zip(&one_device.steps) {
+        assert_eq!((p.lr, p.tokens), (s.lr, s.tokens));
+        assert!((p.loss - s.loss).abs() <= 1e-5 * s.loss, "step {}: loss {} vs {}", s.step, p.loss, s.loss);
+        assert!((p.grad_norm - s.grad_norm).abs() <= 1e-4 * s.grad_norm, "step {}: grad norm", s.step);
+    }
+    let worst = assert_close_weights(&parallel_w, &one_device_w);
+    // The chats' answers differ in length, so the ranks' label tokens differ and the normalisation matters.
+    let (whole, _) = train(dir.path(), "whole", shared, 2);
+    let gap = whole.steps.iter().zip(&one_device.steps).map(|(w, p)| (w.loss - p.loss).abs()).fold(0.0, f64::max);
+    assert!(gap > 1e-4, "per-rank and whole-step losses should differ somewhere, largest gap {gap:e}");
+    eprintln!(
+        "per-rank, 2 workers vs 2 ranks on one device: worst weight difference {worst:e}; gap to whole-step {gap:e}"
+    );
+}
+
+fn cpu_f32() -> LoadOptions {
+    LoadOptions { device: "cpu".parse().unwrap(), dtype: "f32".parse().unwrap(), max_model_len: None }
+}
+
+/// Examples of the given (length, label tokens), with fixed token ids below the tiny model's vocabulary.
+fn token_examples(shapes: &[(usize, usize)]) -> Vec<TokenizedExample> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(len, answer))| {
+            let input_ids: Vec<i64> = (0..len).map(|k| ((i * 37 + k * 11 + k * k) % 290 + 5) as i64).collect();
+            let labels = (0..len).map(|k| if k >= len - answer { input_ids[k] } else { -100 }).collect();
+            TokenizedExample { input_ids, labels }
+        })
+        .collect()
+}
+
+/// One optimiser step of one example per micro-batch over `ranks` ranks (all on one CPU worker).
+fn hyper(ranks: usize, accumulation: usize, whole_step: bool, steps: usize) -> Hyperparameters {
+    Hyperparameters {
+        learning_rate: 1e-3,
+        max_steps: Some(steps),
+        gradient_accumulation_steps: accumulation,
+        data_parallel_ranks: ranks,
+        average_tokens_across_devices: whole_step,
+        ..fixed_shape_hyperparameters(1, steps, false)
+    }
+}
+
+/// `examples` placed so that the loop's first-epoch shuffle draws them in the given order: micro-batch j of a step
+/// is then `examples[j]`, on rank `j % ranks`.
+fn in_draw_order(examples: &[TokenizedExample], hp: &Hyperparameters) -> Vec<TokenizedExample> {
+    let lengths: Vec<usize> = examples.iter().map(TokenizedExample::len).collect();
+    let order = epoch_batches(&lengths, 1, hp.seed, 0, hp.group_by_length).concat();
+    let mut placed = examples.to_vec();
+    for (example, &slot) in examples.iter().zip(&order) {
+        placed[slot] = example.clone();
+    }
+    placed
+}
+
+fn run(hp: &Hyperparameters, examples: &[TokenizedExample]) -> (LoopSummary, Vec<(String, Tensor)>) {
+    let mut model = load_weights(&tiny_chat_model(), &cpu_f32()).unwrap();
+    let summary = train_examples(&mut model, None, &in_draw_order(examples, hp), 0, hp, &mut |_| Ok(())).unwrap();
+    let mut weights: Vec<_> = model.named_weights().into_iter().collect();
+    weights.sort_by(|a, b| a.0.cmp(&b.0));
+    (summary, weights)
+}
+
+/// The summed token cross-entropy of `e` at the model's weights, from a plain forward pass (no trainer code).
+fn summed_token_loss(model: &CausalLm, e: &TokenizedExample) -> f64 {
+    let ids = Tensor::from_slice(&e.input_ids).view([1, -1]);
+    let logits = tch::no_grad(|| model.forward_logits(&ids)).unwrap().squeeze_dim(0).to_kind(Kind::Float);
+    let n = e.len() as i64 - 1;
+    let targets = Tensor::from_slice(&e.labels[1..]);
+    logits.narrow(0, 0, n).cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, -100, 0.0).double_value(&[])
+}
+
+fn same_run(a: &(LoopSummary, Vec<(String, Tensor)>), b: &(LoopSummary, Vec<(String, Tensor)>)) {
+    let key = |s: &LoopSummary| s.steps.iter().map(|r| (r.loss, r.grad_norm, r.lr)).collect::<Vec<_>>();
+    assert_eq!(key(&a.0), key(&b.0));
+    for ((name, x), (_, y)) in a.1.iter().zip(&b.1) {
+        assert!(x.equal(y), "{name} differs");
+    }
+}
+
+#[test]
+fn per_rank_loss_is_the_mean_of_each_ranks_mean_token_loss() {
+    // Drawn in this order, rank 0 gets examples 0 and 2 (1 + 2 label tokens), rank 1 examples 1 and 3 (7 + 6).
+    let examples = token_examples(&[(12, 1), (9, 7), (15, 2), (11, 6)]);
+    let model = load_weights(&tiny_chat_model(), &cpu_f32()).unwrap();
+    let sums: Vec<f64> = examples.iter().map(|e| summed_token_loss(&model, e)).collect();
+    let targets: Vec<f64> = examples.iter().map(|e| e.num_targets() as f64).collect();
+    assert_eq!(targets, [1.0, 7.0, 2.0, 6.0]);
+    let rank0 = (sums[0] + sums[2]) / (targets[0] + targets[2]);
+    let rank1 = (sums[1] + sums[3]) / (targets[1] + targets[3]);
+    let per_rank_expected = (rank0 + rank1) / 2.0;
+    let whole_expected = sums.iter().sum::<f64>() / targets.iter().sum::<f64>();
+
+    let per_rank = run(&hyper(2, 2, false, 1), &examples);
+    let whole = run(&hyper(2, 2, true, 1), &examples);
+    let (p, w) = (per_rank.0.steps[0].loss, whole.0.steps[0].loss);
+    eprintln!(
+        "rank means {rank0} {rank1}: per-rank {p} (expected {per_rank_expected}), whole-step {w} (expected \
+         {whole_expected})"
+    );
+    assert!((p - per_rank_expected).abs() <= 1e-5 * per_rank_expected, "per-rank {p} vs {per_rank_expected}");
+    assert!((w - whole_expected).abs() <= 1e-5 * whole_expected, "whole-step {w} vs {whole_expected}");
+    assert!((p - w).abs() > 100.0 * 1e-5 * w, "the modes should differ: {p} vs {w}");
+    assert_ne!(per_rank.0.steps[0].grad_norm, whole.0.steps[0].grad_norm);
+}
+
+#[test]
+fn equal_label_tokens_per_rank_make_the_modes_agree() {
+    // Rank 0: 3 + 5 label tokens, rank 1: 5 + 3; every micro-batch is divided by 16 either way.
+    let examples = token_examples(&[(12, 3), (9, 5), (15, 5), (11, 3)]);
+    same_run(&run(&hyper(2, 2, false, 1), &examples), &run(&hyper(2, 2, true, 1), &examples));
+}
+
+#[test]
+fn one_rank_normalises_the_same_either_way() {
+    let examples = token_examples(&[(12, 1), (9, 7), (15, 2), (11, 6), (10, 3), (14, 10), (8, 1), (13, 9)]);
+    let per_rank = run(&hyper(1, 4, false, 2), &examples);
+    assert_eq!(per_rank.0.steps.len(), 2);
+    same_run(&per_rank, &run(&hyper(1, 4, true, 2), &examples));
+}
+
 #[test]
 fn a_failing_worker_ends_the_job_with_its_own_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +266,7 @@ fn a_failing_worker_ends_the_job_with_its_own_error() {
         ..TrainOptions::default()
     };
     let missing = dir.path().join("no_such_model");
-    let e = fine_tune(&missing, &[chat(1)], &ft_config(dir.path(), 1), &opts, &dir.path().join("out")).unwrap_err();
+    let e = fine_tune(&missing, &[chat(1)], &ft_config(dir.path(), 1, ""), &opts, &dir.path().join("out")).unwrap_err();
     assert!(e.to_string().contains("no_such_model"), "{e}");
     assert!(!dir.path().join("out").exists(), "nothing half-written");
 }

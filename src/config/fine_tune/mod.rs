@@ -73,6 +73,7 @@ const TRAINING_KEYS: &[Key] = &[
     Key::leaf("adam_beta1", Kind::Number),
     Key::leaf("adam_beta2", Kind::Number),
     Key::leaf("adam_epsilon", Kind::Number),
+    Key::leaf("average_tokens_across_devices", Kind::Bool),
 ];
 
 const PEFT_KEYS: &[Key] = &[
@@ -220,6 +221,7 @@ pub struct RawTrainingArgs {
     pub adam_beta1: Option<f64>,
     pub adam_beta2: Option<f64>,
     pub adam_epsilon: Option<f64>,
+    pub average_tokens_across_devices: Option<bool>,
 }
 
 /// The `peft` section as written.
@@ -378,6 +380,7 @@ fn resolve_training(file: &Path, raw: RawTrainingArgs) -> Result<TrainingArgs, C
         adam_beta1: unit("training.adam_beta1", raw.adam_beta1.unwrap_or(0.9), true)?,
         adam_beta2: unit("training.adam_beta2", raw.adam_beta2.unwrap_or(0.999), true)?,
         adam_epsilon: positive(file, "training.adam_epsilon", raw.adam_epsilon.unwrap_or(1e-8))?,
+        average_tokens_across_devices: raw.average_tokens_across_devices,
     })
 }
 

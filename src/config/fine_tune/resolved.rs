@@ -128,6 +128,9 @@ pub struct TrainingArgs {
     pub adam_beta2: f64,
     /// AdamW epsilon. Default 1e-8 (HF).
     pub adam_epsilon: f64,
+    /// Whole-step (true) or per-rank (false) loss normalisation across data-parallel ranks; unset = the protocol's
+    /// default (stasc_config `protocol`: stasc -> true, paper -> false).
+    pub average_tokens_across_devices: Option<bool>,
 }
 
 /// The resolved `peft` section.

@@ -96,3 +96,21 @@ fn raw_struct_and_key_tree_agree() {
         assert_eq!(doc[key.name].as_object().unwrap().len(), inner.len(), "{}", key.name);
     }
 }
+
+#[test]
+fn average_tokens_across_devices_is_unset_unless_written() {
+    assert_eq!(load_str("").unwrap().0.training.average_tokens_across_devices, None);
+    let (c, ignored) = load_str("training:\n  average_tokens_across_devices: false\n").unwrap();
+    assert_eq!(c.training.average_tokens_across_devices, Some(false));
+    assert!(ignored.keys.is_empty(), "acted on, so not reported as ignored");
+    assert_eq!(
+        err("training:\n  average_tokens_across_device: true\n"),
+        "configs/ft.yaml: unknown key 'training.average_tokens_across_device' \
+         (did you mean 'average_tokens_across_devices'?)"
+    );
+    assert_eq!(
+        err("training:\n  average_tokens_across_devices: \"yes\"\n"),
+        "configs/ft.yaml: key 'training.average_tokens_across_devices' expects a boolean (true or false), \
+         found string \"yes\""
+    );
+}
