@@ -269,3 +269,125 @@ fn a_paper_protocol_sweep_counts_pairs_filters_and_transitions_as_the_reference_
         assert!(!records.contains("\"raw_text\""));
     }
 }
+
+/// A deterministic 64-bit hash (FNV-1a), so the scripted answers are the same on every machine.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Right with probability about 1/5, decided by the prompt key and the sample index.
+struct Coin;
+
+impl Backend for Coin {
+    fn generate(
+        &mut self,
+        _model: &Path,
+        requests: &[GenerationRequest],
+        _sampling: &SamplingSpec,
+    ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
+        Ok(requests
+            .iter()
+            .map(|r| {
+                let id = r.key.split('/').nth(3).unwrap_or_default();
+                (0..r.n)
+                    .map(|i| {
+                        let right = fnv(&format!("{}#{i}", r.key)) % 5 == 0;
+                        let answer = if right { format!("gold-{id}") } else { "Atlantis".into() };
+                        GeneratedSample { text: format!("Final Answer: {answer}"), seed: 0, tokens: 1 }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn train(
+        &mut self,
+        _base: &Path,
+        _examples: &[Vec<ChatMessage>],
+        out: &Path,
+    ) -> Result<TrainSummary, BackendError> {
+        fs::create_dir_all(out)?;
+        Ok(TrainSummary { losses: vec![0.5], tokens_per_s: 1.0 })
+    }
+}
+
+struct CoinRunner;
+
+impl CellRunner for CoinRunner {
+    fn run(&self, cell: &CellPlan, _device: Option<&str>, _log: &Path) -> Result<(), String> {
+        let paths = RunConfigPaths {
+            config: cell.config.clone(),
+            ft_config: cell.ft_config.clone(),
+            accelerate_config: cell.accelerate_config.clone(),
+        };
+        let mut config = RunConfig::load(&paths).map_err(|e| e.to_string())?;
+        config.stasc_config.output_dir = cell.dir.clone();
+        let c = &config.stasc_config;
+        let splits = load_splits(&c.data_path, &Columns::from_config(c)).map_err(|e| e.to_string())?;
+        run_with_backend(&config, &splits, &mut Coin, &RunOptions::default()).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn the_paper_report_compares_paper_protocol_rows_and_marks_the_others_not_comparable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // The published setting's size: 500 train and 500 test questions.
+    fs::create_dir_all(dir.join("data")).unwrap();
+    for split in ["train", "test"] {
+        let lines: Vec<String> = (0..500)
+            .map(|q| {
+                let id = format!("{split}{q}");
+                serde_json::json!({"question_id": id, "question_text": format!("Question {id}?"), "reference": [format!("gold-{id}")]})
+                    .to_string()
+            })
+            .collect();
+        fs::write(dir.join(format!("data/{split}.jsonl")), lines.join("\n") + "\n").unwrap();
+    }
+    fs::create_dir_all(dir.join("Qwen2.5-1.5B-Instruct")).unwrap();
+    // The shipped paper configuration (protocol paper, K = 5/5, the reference's fine-tuning and accelerate files),
+    // pointed at the scripted model and the generated questions, for two iterations.
+    let sweep_file = dir.join("sweep.toml");
+    fs::write(
+        &sweep_file,
+        format!(
+            "[sweep]\nname = \"paper\"\nconfig = \"{r}/configs/stasc_config.yaml\"\nft_config = \"{r}/configs/fine_tune.yaml\"\n\
+             accelerate_config = \"{r}/configs/accelerate_config.yaml\"\nout = \"{o}\"\n\
+             [set]\nmodel_path = \"{m}\"\ndata_path = \"{d}\"\ntemplate_dir = \"{r}/templates\"\nfew_shot_dir = \"{r}/few_shots\"\n\
+             num_star_iterations = 1\n\
+             [grid]\nprotocol = [\"paper\", \"stasc\"]\nvariant = [\"EIE\", \"ENF\"]\n",
+            r = root.display(),
+            o = dir.join("runs").display(),
+            m = dir.join("Qwen2.5-1.5B-Instruct").display(),
+            d = dir.join("data").display(),
+        ),
+    )
+    .unwrap();
+    let spec = SweepSpec::load(&sweep_file).unwrap();
+    let plans = plan(&spec, false).unwrap();
+    let outcome = execute(&spec, &plans, &SweepOptions::default(), &CoinRunner).unwrap();
+    assert_eq!(outcome.failed, 0, "{:?}", outcome.cells);
+
+    let out = dir.join("report");
+    let options = stasc::report::ReportOptions {
+        out: out.clone(),
+        paper_model: Some(stasc::report::DEFAULT_MODEL_LABEL.to_string()),
+        templates: None,
+    };
+    stasc::report::write_report(&dir.join("runs"), &options).unwrap();
+    let table = fs::read_to_string(out.join("paper_table.md")).unwrap();
+    let rows = |protocol: &str| -> Vec<&str> {
+        table.lines().filter(|l| l.contains(&format!("protocol={protocol}"))).collect()
+    };
+    let (paper, ours) = (rows("paper"), rows("stasc"));
+    assert!(!paper.is_empty() && !ours.is_empty(), "{table}");
+    assert!(paper.iter().all(|l| !l.contains("not comparable")), "{table}");
+    for variant in ["EIE", "ENF"] {
+        let marked: Vec<&&str> = ours.iter().filter(|l| l.contains(variant) && l.contains("not comparable")).collect();
+        assert!(!marked.is_empty(), "{variant}: {table}");
+        for difference in ["pairing", "evaluator_mode"] {
+            assert!(marked.iter().any(|l| l.contains(difference)), "{variant} {difference}: {table}");
+        }
+    }
+}
