@@ -1,7 +1,7 @@
 //! Links libtorch_cuda even though no symbol of it is used directly: without it the CUDA backend never registers and
 //! `tch::Cuda::is_available()` is silently false. Sets an rpath to libtorch so the binary and the test binaries run
-//! without LD_LIBRARY_PATH. Compiles src/ffi/cuda_device.cpp (emptyCache, the current stream and per-device seeding, which tch
-//! does not expose) when libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
+//! without LD_LIBRARY_PATH. Compiles src/ffi/cuda_device.cpp (emptyCache, the current stream, per-device seeding and the
+//! allocator's memory fraction, which tch does not expose) when libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
 
 use std::path::PathBuf;
 

@@ -63,6 +63,7 @@ pub enum Command {
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
     crate::dist::guard::apply_to_process();
+    crate::model::device::default_allocator_config();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(args),

@@ -64,12 +64,8 @@ pub const STASC_KEYS: &[Key] = &[
     Key::leaf("max_test_examples", Kind::UInt),
 ];
 
-/// vLLM engine settings: stasc's own engine has no preallocated KV pool, no CUDA-graph switch and never downloads.
-const IGNORED: &[Ignored] = &[
-    Ignored::new("cache_dir", Neutral::Never),
-    Ignored::new("gpu_memory_utilization", Neutral::Never),
-    Ignored::new("enforce_eager", Neutral::Never),
-];
+/// vLLM engine settings stasc does not act on: it has no CUDA-graph switch and never downloads.
+const IGNORED: &[Ignored] = &[Ignored::new("cache_dir", Neutral::Never), Ignored::new("enforce_eager", Neutral::Never)];
 
 /// stasc_config.yaml exactly as written: every key optional.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -129,7 +125,8 @@ pub struct StascConfig {
     pub model_path: String,
     /// vLLM download cache. Accepted, not acted on (no default).
     pub cache_dir: Option<String>,
-    /// vLLM KV-pool fraction. Accepted, not acted on. Default 0.9 (vLLM's).
+    /// Share of each GPU's memory that generation may hold (the CUDA caching allocator's cap while sampling;
+    /// fine-tuning is not capped). Default 0.9 (vLLM's).
     pub gpu_memory_utilization: f64,
     /// vLLM CUDA-graph switch. Accepted, not acted on. Default false (vLLM's).
     pub enforce_eager: bool,

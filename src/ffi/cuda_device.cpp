@@ -6,8 +6,11 @@
 // - making a device the calling thread's current one: libtorch's CUDA graph capture records on the current
 //   device's current stream, so a worker thread on cuda:1 must have cuda:1 current;
 // - seeding one device's default generator: with one worker thread per GPU, torch.manual_seed (which reseeds every
-//   device) from one worker would change another worker's dropout masks mid-pass.
+//   device) from one worker would change another worker's dropout masks mid-pass;
+// - the caching allocator's per-process memory fraction of a device: generation stays inside the share of the card
+//   that gpu_memory_utilization grants (the allocator frees its cached blocks and retries before going past it).
 // Every function catches all C++ exceptions itself.
+#include <ATen/Context.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -47,6 +50,17 @@ extern "C" int stasc_cuda_manual_seed(int device, uint64_t seed) {
 extern "C" int stasc_cuda_set_device(int device) {
   try {
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
+
+extern "C" int stasc_cuda_set_memory_fraction(double fraction, int device) {
+  try {
+    // The allocator exists only once CUDA is initialised (torch.cuda.set_per_process_memory_fraction does the same).
+    at::globalContext().lazyInitDevice(c10::DeviceType::CUDA);
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, static_cast<c10::DeviceIndex>(device));
     return 0;
   } catch (...) {
     return 1;

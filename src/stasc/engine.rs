@@ -28,6 +28,9 @@ pub struct TchBackend {
     topology: Topology,
     progress: bool,
     batch_invariant: bool,
+    /// Share of each GPU that generation may hold (`gpu_memory_utilization`); fine-tuning runs uncapped, as the
+    /// reference's trainer ran in its own process after vLLM's had ended.
+    gpu_memory_utilization: f64,
     /// The generation model on each device (same order as `topology.devices`).
     loaded: Option<(PathBuf, Vec<Mutex<LoadedModel>>)>,
 }
@@ -96,8 +99,19 @@ impl TchBackend {
             topology,
             progress,
             batch_invariant: config.stasc_config.batch_invariant,
+            gpu_memory_utilization: config.stasc_config.gpu_memory_utilization,
             loaded: None,
         }
+    }
+
+    /// Caps every CUDA device of the topology at `fraction` of its memory (1.0 lifts the cap).
+    fn cap_memory(&self, fraction: f64) -> Result<(), BackendError> {
+        for &device in &self.topology.devices {
+            if !crate::model::device::cap_cuda_memory(device, fraction) {
+                return Err(format!("cannot cap the CUDA memory of {device:?} at {fraction}").into());
+            }
+        }
+        Ok(())
     }
 
     /// The devices and ranks this backend uses.
@@ -184,6 +198,7 @@ impl Backend for TchBackend {
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let (progress, batch_invariant) = (self.progress, self.batch_invariant);
         let max_model_len = self.load.max_model_len.map(|n| n as usize);
+        self.cap_memory(self.gpu_memory_utilization)?;
         let group = Group::new(&self.topology.devices, Transport::Host)?;
         let models = self.models(model, &group)?;
         let weights: Vec<u64> = requests.iter().map(|r| r.n as u64).collect();
@@ -199,6 +214,7 @@ impl Backend for TchBackend {
 
     fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError> {
         self.release();
+        self.cap_memory(1.0)?;
         let report = fine_tune(base, examples, &self.fine_tune, &self.train, out);
         // The trainer's model, gradients and optimiser state are gone now: give their memory back.
         crate::model::device::release_cuda_cache();

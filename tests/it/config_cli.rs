@@ -76,7 +76,7 @@ fn dry_run_on_paper_configs_with_both_flag_spellings() {
         assert_eq!(warnings.len(), 1, "one warning line expected, got:\n{stderr}");
         let warning = warnings[0];
         assert!(warning.starts_with("warning: keys accepted but not acted on: "), "{warning}");
-        for key in ["gpu_memory_utilization", "training.report_to", "fsdp_config (10 keys)", "distributed_type"] {
+        for key in ["enforce_eager", "training.report_to", "fsdp_config (10 keys)", "distributed_type"] {
             assert!(warning.contains(key), "{key} not in {warning}");
         }
     }
