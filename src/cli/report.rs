@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use crate::report::{default_out_dir, write_report, ReportOptions, DEFAULT_MODEL_LABEL};
 
 /// Write a report over finished or running experiments: results.csv (every iteration of every run),
-/// loss_curves.csv, summary.csv/.md/.tex (one row per run; mean ± std over seeds when runs differ only by seed)
-/// and index.html with SVG charts. Unfinished runs are included with the iterations they have, and marked.
+/// loss_curves.csv, summary.csv/.md/.tex (one row per run; mean ± std over seeds when runs differ only by seed),
+/// pairwise.csv (which variants differ from each other beyond the 95% interval) and index.html with SVG charts.
+/// Every accuracy and transition rate carries its 95% interval over questions. Unfinished runs are included with
+/// the iterations they have, and marked.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A sweep directory (with sweep.json), a run directory (with iter_0/), or a directory of run directories.
@@ -16,7 +18,9 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Add the paper's table: test correction accuracy per iteration for the eight variants, ours beside the
-    /// published numbers and their difference (paper_table.csv/.md/.tex and a section of index.html).
+    /// published numbers and their difference with its 95% interval, only where our settings (config.resolved.yaml)
+    /// match the published ones; other rows say "not comparable" and how they differ (paper_table.csv/.md/.tex,
+    /// paper_settings.csv and a section of index.html).
     #[arg(long)]
     pub paper: bool,
     /// Published model to compare with under --paper ("Qwen2.5-1.5B-Instruct" or "Phi-3-mini-4k-instruct").

@@ -37,6 +37,16 @@ pub enum ReportError {
         /// The parse error (shown in the message, so not chained again).
         error: serde_json::Error,
     },
+    /// A YAML file (config.resolved.yaml) that does not parse.
+    #[error("{}: not a valid {what}: {message}", path.display())]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// What the file should hold, e.g. "resolved run configuration".
+        what: &'static str,
+        /// The parser's message, on one line.
+        message: String,
+    },
     /// A metrics.json whose iteration number disagrees with its directory.
     #[error("{}: holds iteration {found}, but lies in iter_{expected}", path.display())]
     IterationMismatch {

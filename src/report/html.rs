@@ -39,10 +39,25 @@ pub struct HtmlPaper {
     pub model: String,
     /// Where the published numbers come from.
     pub reference: String,
+    /// Where the published settings come from.
+    pub settings_reference: String,
+    /// What Δ, the intervals, `*` and "not comparable" mean, one sentence each.
+    pub legend: Vec<String>,
     /// The table (three rows per variant).
     pub table: HtmlTable,
+    /// The settings table (published, then ours per compared row), when any row was compared.
+    pub settings: Option<HtmlTable>,
     /// Ours vs published, one `<svg>` element per variant.
     pub charts: Vec<String>,
+}
+
+/// The summary's comparison of groups with each other.
+#[derive(Debug, Clone, Serialize)]
+pub struct HtmlPairwise {
+    /// One sentence: how many pairs differ, or why none was compared.
+    pub note: String,
+    /// The pairs that differ beyond the 95% interval, when any does.
+    pub table: Option<HtmlTable>,
 }
 
 /// One run's section.
@@ -81,6 +96,8 @@ pub struct HtmlPage {
     pub summary: HtmlTable,
     /// Mean ± std over seeds, when runs differ only by seed.
     pub seeds: Option<HtmlTable>,
+    /// Which groups differ from each other beyond the 95% interval; None with fewer than two groups.
+    pub pairwise: Option<HtmlPairwise>,
     /// The paper section, with `--paper`.
     pub paper: Option<HtmlPaper>,
     /// Overview charts (`<svg>` elements).
@@ -144,6 +161,7 @@ mod tests {
             notes: vec![],
             summary: t.clone().into(),
             seeds: None,
+            pairwise: None,
             paper: None,
             charts: vec!["<svg id=\"c1\"></svg>".into()],
             cells: vec![HtmlCell {

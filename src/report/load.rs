@@ -1,6 +1,6 @@
 //! Finding and reading results: a sweep directory (sweep.json), a single run directory (iter_0/) or a directory of
-//! run directories. Reads what stasc wrote (metrics.json per iteration, DONE, FAILED, the resolved config) and
-//! computes nothing; an incomplete run contributes the iterations it has.
+//! run directories. Reads what stasc wrote (metrics.json per iteration, DONE, FAILED, the resolved config and the
+//! settings in it) and computes nothing; an incomplete run contributes the iterations it has.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use crate::stasc::IterationMetrics;
 use crate::sweep::SweepIndex;
 
 use super::error::ReportError;
+use super::settings::RunSettings;
 
 /// What kind of directory the report was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct CellResults {
     pub planned_iterations: Option<usize>,
     /// Whether the run finished, failed or is still going.
     pub status: CellStatus,
+    /// What decided the run (config.resolved.yaml and question counts); None when it does not say.
+    pub settings: Option<RunSettings>,
 }
 
 impl CellResults {
@@ -243,6 +246,7 @@ fn read_run(
     } else {
         CellStatus::Incomplete
     };
+    let settings = RunSettings::read(dir, &iterations)?;
     Ok(CellResults {
         name: name.to_string(),
         dir: dir.to_path_buf(),
@@ -250,6 +254,7 @@ fn read_run(
         iterations,
         planned_iterations: planned_iterations(dir),
         status,
+        settings,
     })
 }
 

@@ -1,17 +1,23 @@
 //! Reports over finished or running experiments: reads run directories and sweeps (never recomputing a metric),
 //! aggregates over seeds and iterations, and writes CSV tables, Markdown and LaTeX tables for papers, the paper's
-//! table beside the published numbers, and an HTML page with inline SVG charts.
+//! table beside the published numbers (compared only where the settings match), 95% intervals over questions for
+//! every accuracy and difference, and an HTML page with inline SVG charts.
 
 pub mod aggregate;
 pub mod charts;
 pub mod error;
 pub mod html;
 pub mod load;
+pub mod pairwise;
 pub mod paper;
+pub mod published;
 pub mod seeds;
+pub mod settings;
+pub mod settings_table;
 pub mod summary;
 pub mod svg;
 pub mod table;
+pub mod uncertainty;
 
 #[cfg(test)]
 mod testutil;
@@ -22,21 +28,24 @@ use std::path::{Path, PathBuf};
 
 pub use error::ReportError;
 pub use load::{load_results, CellResults, CellStatus, InputKind, ResultSet};
-pub use paper::{paper_table, PaperTable, Published, DEFAULT_MODEL_LABEL, PAPER_VARIANTS};
+pub use paper::{paper_table, PaperTable, DEFAULT_MODEL_LABEL, PAPER_VARIANTS};
+pub use published::Published;
 pub use table::{Precision, Table};
 
-use html::{HtmlCell, HtmlPage, HtmlPaper};
+use html::{HtmlCell, HtmlPage, HtmlPairwise, HtmlPaper};
 
 /// Every file a report may write; files from an earlier report that this one does not write are removed, so the
 /// directory always shows one consistent report.
-const REPORT_FILES: [&str; 10] = [
+const REPORT_FILES: [&str; 12] = [
     "results.csv",
     "loss_curves.csv",
     "summary.csv",
     "summary_seeds.csv",
+    "pairwise.csv",
     "summary.md",
     "summary.tex",
     "paper_table.csv",
+    "paper_settings.csv",
     "paper_table.md",
     "paper_table.tex",
     "index.html",
@@ -108,34 +117,40 @@ pub fn write_report_for(
     if replicates {
         write("summary_seeds.csv", &seeds::seeds_table(set, Precision::Full).to_csv("summary_seeds.csv")?)?;
     }
-    write("summary.md", &summary_markdown(set, &shown_summary, shown_seeds.as_ref(), &notes))?;
+    let pairs = pairwise::pairwise(set);
+    write("pairwise.csv", &pairs.to_table().to_csv("pairwise.csv")?)?;
+    let (pair_note, pair_table) = (pairs.summary_note(), pairs.differing_table());
+    let pair_section = pair_note.as_deref().map(|note| (note, pair_table.as_ref()));
+    write("summary.md", &summary_markdown(set, &shown_summary, shown_seeds.as_ref(), pair_section, &notes))?;
     write("summary.tex", &summary_latex(set, &shown_summary, shown_seeds.as_ref()))?;
     let mut html_paper = None;
     if let Some(p) = paper {
-        let shown = p.to_table(Precision::Display);
-        write("paper_table.csv", &p.to_table(Precision::Full).to_csv("paper_table.csv")?)?;
-        write(
-            "paper_table.md",
-            &format!(
-                "# Test correction accuracy: ours vs published ({})\n\nPublished: {}. Δ = ours − published; — = no value. \
-                 \"ours (mean of n)\": mean over the runs that reached each iteration.\n\n{}",
+        let shown = p.to_table();
+        let settings = settings_table::settings_display(p);
+        let legend = paper_legend(p);
+        write("paper_table.csv", &p.to_csv_table().to_csv("paper_table.csv")?)?;
+        write("paper_settings.csv", &settings_table::settings_csv(p).to_csv("paper_settings.csv")?)?;
+        write("paper_table.md", &paper_markdown(p, &shown, settings.as_ref(), &legend))?;
+        let mut tex = format!(
+            "% Test correction accuracy: ours vs published ({}); needs \\usepackage{{booktabs}}\n{}",
+            p.model,
+            shown.to_latex()
+        );
+        if let Some(t) = &settings {
+            tex.push_str(&format!(
+                "\n% Settings behind the published numbers and ours ({})\n{}",
                 p.model,
-                paper::PUBLISHED_PATH,
-                shown.to_markdown()
-            ),
-        )?;
-        write(
-            "paper_table.tex",
-            &format!(
-                "% Test correction accuracy: ours vs published ({}); needs \\usepackage{{booktabs}}\n{}",
-                p.model,
-                shown.to_latex()
-            ),
-        )?;
+                t.to_latex()
+            ));
+        }
+        write("paper_table.tex", &tex)?;
         html_paper = Some(HtmlPaper {
             model: p.model.clone(),
-            reference: paper::PUBLISHED_PATH.into(),
+            reference: published::PUBLISHED_PATH.into(),
+            settings_reference: published::PUBLISHED_SETTINGS_PATH.into(),
+            legend,
             table: shown.into(),
+            settings: settings.map(Into::into),
             charts: charts::paper_charts(p).iter().map(|c| c.to_svg()).collect(),
         });
     }
@@ -144,7 +159,7 @@ pub fn write_report_for(
         .filter(|f| **f != "index.html")
         .filter(|f| match **f {
             "summary_seeds.csv" => replicates,
-            f if f.starts_with("paper_table") => paper.is_some(),
+            f if f.starts_with("paper_") => paper.is_some(),
             _ => true,
         })
         .map(|f| f.to_string())
@@ -164,6 +179,7 @@ pub fn write_report_for(
         notes: notes.clone(),
         summary: shown_summary.into(),
         seeds: shown_seeds.map(Into::into),
+        pairwise: pair_note.map(|note| HtmlPairwise { note, table: pair_table.map(Into::into) }),
         paper: html_paper,
         charts: charts::overview_charts(set).iter().map(|c| c.to_svg()).collect(),
         cells: set
@@ -188,18 +204,87 @@ pub fn write_report_for(
     Ok(ReportOutcome { files: written, notes })
 }
 
-fn summary_markdown(set: &ResultSet, summary: &Table, seeds: Option<&Table>, notes: &[String]) -> String {
-    let mut md = format!("# {}\n\nTest accuracies; \"max test corr.\" is the best iteration (incl. 0).\n\n", set.name);
+// How the summary's intervals and comparisons were made, in summary.md (index.html's template says the same).
+const SUMMARY_INTERVALS: &str = "[low, high]: 95% interval over test questions (each run's own, from its \
+     metrics; for \"max test corr.\" a bootstrap over questions that picks the best iteration again in every resample).";
+const SEEDS_INTERVALS: &str = "Sample standard deviation over seeds (n − 1); the maximum is taken per run, then \
+     averaged. [low, high]: 95% interval over test questions of the mean (a bootstrap over the questions the runs share).";
+const PAIRWISE_METHOD: &str = "A paired bootstrap over the test questions both groups answered, of the final \
+     iteration's test correction accuracy and of the best iteration's (chosen again in every resample); \
+     pairwise.csv lists every pair, * marks a difference whose 95% interval excludes 0.";
+
+fn summary_markdown(
+    set: &ResultSet,
+    summary: &Table,
+    seeds: Option<&Table>,
+    pairs: Option<(&str, Option<&Table>)>,
+    notes: &[String],
+) -> String {
+    let mut md = format!(
+        "# {}\n\nTest accuracies; \"max test corr.\" is the best iteration (incl. 0). {SUMMARY_INTERVALS}\n\n",
+        set.name
+    );
     md.push_str(&summary.to_markdown());
     if let Some(s) = seeds {
-        md.push_str("\n## Mean ± standard deviation over seeds\n\n");
+        md.push_str(&format!("\n## Mean ± standard deviation over seeds\n\n{SEEDS_INTERVALS}\n\n"));
         md.push_str(&s.to_markdown());
+    }
+    if let Some((note, table)) = pairs {
+        md.push_str(&format!(
+            "\n## Differences between variants beyond the 95% interval\n\n{PAIRWISE_METHOD}\n\n{note}\n"
+        ));
+        if let Some(t) = table {
+            md.push('\n');
+            md.push_str(&t.to_markdown());
+        }
     }
     if !notes.is_empty() {
         md.push_str("\n## Unfinished runs\n\n");
         for n in notes {
             md.push_str(&format!("- {n}\n"));
         }
+    }
+    md
+}
+
+/// The paper table's legend: what Δ, the intervals, `*` and "not comparable" mean.
+fn paper_legend(p: &PaperTable) -> Vec<String> {
+    let n = p.published_questions.map_or_else(|| "its".to_string(), |n| format!("its {n}"));
+    vec![
+        "Δ = ours − published; — = no value. \"ours (mean of n)\": the mean over the runs that reached each iteration."
+            .into(),
+        format!(
+            "[low, high]: 95% interval over test questions. Ours: the run's own (Wilson), or for several runs (seeds) \
+             a bootstrap over questions of their mean; max: a bootstrap that picks the best iteration again in every \
+             resample. Δ: Newcombe's interval for one run, otherwise MOVER from ours' interval and the published \
+             value's Wilson interval on {n} test questions."
+        ),
+        "* = ours and published differ beyond the 95% interval (the interval of Δ excludes 0).".into(),
+        "not comparable: our settings differ from the published ones (see the settings table), so no Δ is shown. \
+         N (iterations) is shown but not compared: iteration n of a shorter run is the same experiment."
+            .into(),
+    ]
+}
+
+fn paper_markdown(p: &PaperTable, shown: &Table, settings: Option<&Table>, legend: &[String]) -> String {
+    let mut md = format!(
+        "# Test correction accuracy: ours vs published ({})\n\nPublished: {}; their settings: {}.\n\n",
+        p.model,
+        published::PUBLISHED_PATH,
+        published::PUBLISHED_SETTINGS_PATH
+    );
+    for line in legend {
+        md.push_str(&format!("- {line}\n"));
+    }
+    md.push('\n');
+    md.push_str(&shown.to_markdown());
+    if let Some(t) = settings {
+        md.push_str(&format!(
+            "\n## Settings\n\nThe settings behind the published numbers and behind ours, for every compared row; \
+             {} marks ours where it differs.\n\n{}",
+            settings_table::DIFFERS_MARK,
+            t.to_markdown()
+        ));
     }
     md
 }

@@ -1,9 +1,12 @@
-//! Mean ± standard deviation of each run's headline numbers over the runs that differ only by seed.
+//! Mean ± standard deviation of each run's headline numbers over the runs that differ only by seed, with the 95%
+//! interval over questions of each mean.
 
 use super::aggregate::{group_by_seed, is_seed_axis, is_variant_axis, MeanStd, SeedGroup};
 use super::load::{CellResults, CellStatus, ResultSet};
-use super::summary::{Headline, METRIC_COLUMNS};
+use super::summary::{Headline, HeadlineIntervals, METRIC_COLUMNS};
 use super::table::{Precision, Table};
+use super::uncertainty::{bounds, seed_of, Answer, QuestionMatrix};
+use crate::stats::Interval;
 
 /// Mean ± std over the seeds of each group of runs that differ only by seed.
 pub fn seeds_table(set: &ResultSet, p: Precision) -> Table {
@@ -27,8 +30,7 @@ pub fn seeds_table(set: &ResultSet, p: Precision) -> Table {
         Precision::Full => {
             headers.extend(["runs", "seeds_with_results", "complete_runs"].map(String::from));
             for m in measures {
-                headers.push(format!("{m}_mean"));
-                headers.push(format!("{m}_std"));
+                headers.extend([format!("{m}_mean"), format!("{m}_std"), format!("{m}_low"), format!("{m}_high")]);
             }
         }
         Precision::Display => headers.extend(
@@ -51,25 +53,48 @@ pub fn seeds_table(set: &ResultSet, p: Precision) -> Table {
             stat(&|h| h.max_test_correction.map(|m| m.0)),
             stat(&|h| h.final_test_correction.map(|m| m.0)),
         ];
+        let intervals = group_intervals(g, &cells);
         let complete = g.members.iter().filter(|&&i| set.cells[i].status == CellStatus::Done).count();
-        let mut row = vec![g.variant.clone().unwrap_or_else(|| p.missing())];
+        let mut row = vec![g.variant_label().unwrap_or_else(|| p.missing())];
         row.extend(g.key.iter().map(|(_, v)| v.clone()));
         match p {
             Precision::Full => {
                 row.extend([g.members.len().to_string(), seeds.join(" "), complete.to_string()]);
-                for s in stats {
+                for (s, i) in stats.iter().zip(intervals) {
                     row.push(p.computed(s.map(|s| s.mean), 3));
                     row.push(p.computed(s.and_then(|s| s.std), 3));
+                    row.extend(bounds(i.filter(|_| s.is_some())));
                 }
             }
             Precision::Display => {
                 row.extend([seeds.join(", "), format!("{complete}/{}", g.members.len())]);
-                row.extend(stats.iter().map(|s| mean_pm_std(*s)));
+                row.extend(stats.iter().zip(intervals).map(|(s, i)| match (mean_pm_std(*s), i) {
+                    (text, Some(i)) if s.is_some() => format!("{text} [{:.3}, {:.3}]", i.low, i.high),
+                    (text, _) => text,
+                }));
             }
         }
         table.rows.push(row);
     }
     table
+}
+
+/// 95% intervals over questions of a group's four headline means (it0 initial, it0 correction, max, final): a
+/// single run's own (as in the summary), or a bootstrap over the questions the runs share.
+fn group_intervals(g: &SeedGroup, cells: &[&CellResults]) -> [Option<Interval>; 4] {
+    if let [one] = cells {
+        let h = HeadlineIntervals::of(one);
+        return [h.test_initial_0, h.test_correction_0, h.max_test_correction, h.final_test_correction];
+    }
+    let seed = |what: &str| seed_of(&format!("seeds|{}|{what}", g.label()));
+    let initial = QuestionMatrix::of(cells, Answer::Initial);
+    let correction = QuestionMatrix::of(cells, Answer::Correction);
+    [
+        initial.and_then(|m| m.interval(seed("initial0"), |m, q| m.at(0, q))),
+        correction.as_ref().and_then(|m| m.interval(seed("correction0"), |m, q| m.at(0, q))),
+        correction.as_ref().and_then(|m| m.interval(seed("max"), QuestionMatrix::mean_of_bests)),
+        correction.as_ref().and_then(|m| m.interval(seed("final"), QuestionMatrix::final_mean)),
+    ]
 }
 
 /// "0.212 ± 0.004" (or just the mean for one value, "—" for none).
@@ -100,5 +125,23 @@ mod tests {
         let d = seeds_table(&set, Precision::Display);
         assert_eq!(column(&d, "max test corr."), ["0.312 ± 0.088", "0.500"]);
         assert_eq!(column(&d, "complete"), ["2/2", "0/1"]);
+        assert_eq!(column(&t, "max_test_correction_accuracy_low"), ["", ""]);
+    }
+
+    #[test]
+    fn seeds_means_get_a_bootstrap_interval_over_questions() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_paper_run(&tmp.path().join("a"), "EIE", &[0.2, 0.3], true);
+        write_paper_run(&tmp.path().join("b"), "EIE", &[0.2, 0.25], true);
+        let set = crate::report::load::load_results(tmp.path()).unwrap();
+        let t = seeds_table(&set, Precision::Full);
+        assert_eq!(column(&t, "final_test_correction_accuracy_mean"), ["0.275"]);
+        let (low, high): (f64, f64) = (
+            column(&t, "final_test_correction_accuracy_low")[0].parse().unwrap(),
+            column(&t, "final_test_correction_accuracy_high")[0].parse().unwrap(),
+        );
+        assert!(low < 0.275 && 0.275 < high && high - low < 0.1, "{low} {high}");
+        let d = seeds_table(&set, Precision::Display);
+        assert!(column(&d, "final test corr.")[0].starts_with("0.275 ± 0.035 [0.2"), "{:?}", d.rows);
     }
 }

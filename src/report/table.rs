@@ -131,7 +131,8 @@ impl Table {
                         return true;
                     }
                     any = true;
-                    let first = v.split([' ', '±']).next().unwrap_or("");
+                    // "0.212 [0.177, 0.250]", "0.3 ± 0.1" and a flagged difference "+0.074* [...]" are numbers.
+                    let first = v.split([' ', '±']).next().unwrap_or("").trim_end_matches('*');
                     first.parse::<f64>().is_ok()
                 });
                 all && any
@@ -156,6 +157,7 @@ pub fn latex_escape(text: &str) -> String {
             '—' => out.push_str("---"),
             'Δ' => out.push_str("$\\Delta$"),
             '→' => out.push_str("$\\to$"),
+            '✗' => out.push_str("$\\times$"),
             '…' => out.push_str("\\ldots{}"),
             c => out.push(c),
         }
@@ -198,6 +200,15 @@ mod tests {
         assert!(tex.contains("FN\\_F & --- & 50\\% \\& more \\\\"), "{tex}");
         assert!(tex.ends_with("\\bottomrule\n\\end{tabular}\n"));
         assert_eq!(latex_escape("0.2 ± 0.1"), "0.2 $\\pm$ 0.1");
+        assert_eq!(latex_escape("final ✗"), "final $\\times$");
+    }
+
+    #[test]
+    fn values_with_intervals_and_flags_are_numeric() {
+        let mut t = Table::new(["acc", "Δ", "note"]);
+        t.rows.push(vec!["0.212 [0.177, 0.250]".into(), "+0.074* [+0.030, +0.118]".into(), "per_initial ✗".into()]);
+        t.rows.push(vec!["0.3 ± 0.1 [0.2, 0.4]".into(), MISSING.into(), String::new()]);
+        assert_eq!(t.numeric_columns(), [true, true, false]);
     }
 
     #[test]

@@ -10,9 +10,10 @@ fn sweep_with_failure(root: &Path) -> PathBuf {
     let sweep = root.join("paper_grid");
     let names = ["variant=EIE,seed=1", "variant=EIE,seed=2", "variant=FNF,seed=1", "variant=FNF,seed=2"];
     write_sweep_index(&sweep, "paper_grid", &["variant", "seed"], &names);
-    write_run(&sweep.join(names[0]), "EIE", &[0.125, 0.25, 0.25], true);
-    write_run(&sweep.join(names[1]), "EIE", &[0.125, 0.375, 0.25], true);
-    write_run(&sweep.join(names[2]), "FNF", &[0.5, 0.25], false);
+    // EIE under the paper protocol, FNF under stasc's own defaults (both with per-question rewards).
+    write_paper_run(&sweep.join(names[0]), "EIE", &[0.124, 0.25, 0.25], true);
+    write_paper_run(&sweep.join(names[1]), "EIE", &[0.124, 0.376, 0.25], true);
+    write_run_as(&sweep.join(names[2]), "FNF", &[0.5, 0.25], false, Some(&RunConfigFixture::stasc_defaults()), 500);
     fs::create_dir_all(sweep.join(names[3])).unwrap();
     fs::write(sweep.join(names[3]).join("FAILED"), "stasc run exited with 1: CUDA out of memory\n").unwrap();
     sweep
@@ -38,9 +39,11 @@ fn sweep_report_writes_every_file_and_marks_unfinished_cells() {
             "loss_curves.csv",
             "summary.csv",
             "summary_seeds.csv",
+            "pairwise.csv",
             "summary.md",
             "summary.tex",
             "paper_table.csv",
+            "paper_settings.csv",
             "paper_table.md",
             "paper_table.tex",
             "index.html"
@@ -61,14 +64,42 @@ fn sweep_report_writes_every_file_and_marks_unfinished_cells() {
     assert_eq!(on_disk, expected, "no temporary file may be left");
 
     let summary = fs::read_to_string(out.join("summary.csv")).unwrap();
-    assert!(summary.contains("\"variant=FNF,seed=2\",FNF,2,failed after 0 iterations: stasc run exited with 1: CUDA out of memory,0,,,,,,,"), "{summary}");
+    let failed =
+        "\"variant=FNF,seed=2\",FNF,2,failed after 0 iterations: stasc run exited with 1: CUDA out of memory,0,";
+    assert!(summary.contains(&format!("{failed}{}\n", ",".repeat(14))), "{summary}");
     let md = fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("| EIE | 1, 2 | 2/2 | 0.250 ± 0.000 | 0.125 ± 0.000 | 0.312 ± 0.088 | 0.250 ± 0.000 |\n| FNF | 1 | 0/2 | 0.250 | 0.500 | 0.500 | 0.250 |"), "{md}");
+    assert!(md.contains("| EIE | 1, 2 | 2/2 | 0.250 ± 0.000 [0.2"), "{md}");
+    assert!(md.contains("| FNF | 1 | 0/2 | 0.250 [0.2"), "{md}");
+    // The pair differs in its best iteration (0.313 against 0.5), not in its last (0.25 both).
+    assert!(md.contains("## Differences between variants beyond the 95% interval"), "{md}");
+    assert!(md.contains("1 of 1 pairs compared differ beyond the 95% interval:\n\n| a | b | questions |"), "{md}");
+    assert!(
+        md.contains("| EIE | FNF | 500 | 0.250 / 0.250 | +0.000 [+0.000, +0.000] | 0.313 / 0.500 | -0.187* ["),
+        "{md}"
+    );
+    let pairwise = fs::read_to_string(out.join("pairwise.csv")).unwrap();
+    assert_eq!(pairwise.lines().count(), 2, "{pairwise}");
+    assert!(pairwise.lines().nth(1).unwrap().ends_with(",true"), "{pairwise}");
     let tex = fs::read_to_string(out.join("summary.tex")).unwrap();
-    assert!(tex.contains("0.312 $\\pm$ 0.088") && tex.contains("\\toprule"), "{tex}");
+    assert!(tex.contains("0.313 $\\pm$ 0.089 [0.2") && tex.contains("\\toprule"), "{tex}");
     let paper = fs::read_to_string(out.join("paper_table.md")).unwrap();
-    assert!(paper.contains("| EIE | ours (mean of 2) | 0.125 | 0.312 | 0.250 | — |"), "{paper}");
-    assert!(paper.contains("| EIE | Δ | -0.013 | +0.084 | +0.034 | — |"), "{paper}");
+    assert!(paper.contains("| EIE | ours (mean of 2) | 0.124 [0.09"), "{paper}");
+    assert!(paper.contains("| EIE | Δ | -0.014 [-0.0"), "{paper}");
+    assert!(paper.contains(" | +0.085* [+0.0"), "{paper}");
+    assert!(
+        paper.contains("| FNF | not comparable: pairing per_initial (published all_pairs); filter non_decreasing (published correct_to_correct); "),
+        "{paper}"
+    );
+    assert!(
+        paper.contains("## Settings") && paper.contains("| pairing | all_pairs | all_pairs | per_initial ✗ |"),
+        "{paper}"
+    );
+    assert!(paper.contains("* = ours and published differ beyond the 95% interval"), "{paper}");
+    let settings = fs::read_to_string(out.join("paper_settings.csv")).unwrap();
+    assert!(settings.starts_with("label,variant,setting,published,ours,agreement,source\n"), "{settings}");
+    assert!(settings.contains("\nFNF,FNF,evaluator_mode,default,final,differs,"), "{settings}");
+    let tex = fs::read_to_string(out.join("paper_table.tex")).unwrap();
+    assert!(tex.contains("per\\_initial $\\times$"), "{tex}");
 
     let html = fs::read_to_string(out.join("index.html")).unwrap();
     for needle in [
@@ -76,8 +107,14 @@ fn sweep_report_writes_every_file_and_marks_unfinished_cells() {
         "Mean ± standard deviation over seeds",
         "Paper table (Qwen2.5-1.5B-Instruct)",
         "CUDA out of memory",
-        "<td class=\"num\">0.375</td>",
         "Unfinished runs",
+        "<h3 id=\"pairwise\">Differences between variants beyond the 95% interval</h3>",
+        "<p>1 of 1 pairs compared differ beyond the 95% interval:</p>",
+        "<h3 id=\"settings\">Settings</h3>",
+        "<td class=\"differs\">per_initial ✗</td>",
+        "<tr class=\"not-comparable\"><td>FNF</td><td colspan=\"15\">not comparable: pairing per_initial",
+        "<td class=\"num\">0.124<br><span class=\"ci\">[0.09",
+        "N (iterations) is shown but not compared",
     ] {
         assert!(html.contains(needle), "missing {needle}");
     }
