@@ -29,6 +29,7 @@ use super::error::TrainError;
 use super::lora::{LoraAdapters, LoraSpec};
 use super::tokenize::TokenizedExample;
 use super::trainer::{train_examples, Hyperparameters};
+use crate::config::choices::DecayParameters;
 use crate::config::LrSchedulerType;
 use crate::model::{load_weights, DeviceSpec, DtypeSpec, LoadOptions};
 
@@ -135,6 +136,8 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         per_device_train_batch_size: h.per_device_train_batch_size,
         gradient_accumulation_steps: h.gradient_accumulation_steps,
         weight_decay: h.weight_decay,
+        // The single-process cases were recorded with later transformers, whose groups are `names`.
+        decay_parameters: DecayParameters::Names,
         warmup_ratio: h.warmup_ratio,
         warmup_steps: 0,
         lr_scheduler_type: schedule_kind(&h.lr_scheduler_type)?,
