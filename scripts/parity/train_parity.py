@@ -9,7 +9,9 @@ Writes into OUT (default tests/fixtures/train/parity):
   - CASE.safetensors: the trained tensors after the last step (all weights, or PEFT's adapter tensors);
   - CASE_init.safetensors (lora, dora): PEFT's initial adapter, which stasc loads instead of drawing its own;
   - schedules.json: learning rates of transformers' schedulers (through torch's LambdaLR) for several run shapes;
-  - decay.json: Trainer.get_decay_parameter_names for tiny Qwen2 / Llama / Phi3 models and a PEFT DoRA model.
+  - decay.json: Trainer.get_decay_parameter_names for tiny Qwen2 / Llama / Phi3 models and a PEFT DoRA model, as the
+    transformers this runs with forms them (later than 4.47.1: stasc's `names` rule; 4.47.1's groups, which decay
+    Qwen2 and Phi-3 norm weights, are train_parity_ddp.py's decay_4_47_1.json).
 
 Usage:
   python scripts/parity/train_parity.py [--out DIR] [--device cpu|cuda]

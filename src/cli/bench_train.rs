@@ -65,7 +65,7 @@ pub struct TrainParityArgs {
     #[arg(long)]
     pub dir: PathBuf,
     /// Cases to run.
-    #[arg(long, value_delimiter = ',', default_value = "full,lora,dora,ddp_per_rank,ddp_whole_step")]
+    #[arg(long, value_delimiter = ',', default_value = "full,lora,dora,ddp_per_rank,ddp_whole_step,ddp_decay")]
     pub cases: Vec<String>,
     /// Also write each trained model and its logits to OUT/CASE/ (for the transformers load check).
     #[arg(long)]

@@ -186,12 +186,28 @@ choice! {
     /// published table"). Keys set explicitly in a config still win.
     Protocol {
         /// stasc's own choices: per-initial pairing, non-decreasing N filter, scoring after the answer marker,
-        /// few-shot prompts, SFT conversations from sft.jinja, raw completions, whole-step loss normalisation.
+        /// few-shot prompts, SFT conversations from sft.jinja, raw completions, whole-step loss normalisation, no
+        /// weight decay on norm weights.
         Stasc = "stasc",
         /// What produced the published table: all-pairs, correct-to-correct N filter, whole-generation scoring,
         /// zero-shot prompts, the SFT context equal to the sampling context, the reference's answer cleaning, a
-        /// reward > 0 counting as correct, per-rank loss normalisation (transformers 4.47.1).
+        /// reward > 0 counting as correct, per-rank loss normalisation and weight-decay groups as transformers
+        /// 4.47.1 formed them.
         Paper = "paper",
+    }
+}
+
+choice! {
+    /// Which trainable parameters AdamW's weight decay applies to (fine_tune.yaml `training.decay_parameters`).
+    DecayParameters {
+        /// By name, as later transformers do: no decay on biases and norm weights (a name containing `bias`,
+        /// `layernorm` or `rmsnorm`, or with a path component `norm` or ending in `_norm`). stasc's default.
+        Names = "names",
+        /// transformers 4.47.1's `Trainer.get_decay_parameter_names`: no decay on names containing "bias" and on the
+        /// parameters of modules whose class is in its `ALL_LAYERNORM_LAYERS`. That list holds `LlamaRMSNorm` but
+        /// not `Qwen2RMSNorm` or `Phi3RMSNorm`, so Llama norm weights are not decayed and Qwen2 and Phi-3 norm
+        /// weights are. The paper protocol's default (the reference's pin).
+        Transformers4_47_1 = "transformers_4_47_1",
     }
 }
 

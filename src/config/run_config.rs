@@ -85,10 +85,9 @@ impl RunConfig {
         };
         // fine_tune.yaml alone cannot know the protocol; a key set in the file wins over the protocol's default.
         let training = &mut fine_tune.training;
-        if training.average_tokens_across_devices.is_none() {
-            training.average_tokens_across_devices =
-                Some(ProtocolDefaults::of(stasc_config.protocol).average_tokens_across_devices);
-        }
+        let defaults = ProtocolDefaults::of(stasc_config.protocol);
+        training.average_tokens_across_devices.get_or_insert(defaults.average_tokens_across_devices);
+        training.decay_parameters.get_or_insert(defaults.decay_parameters);
         let accelerate = match &paths.accelerate_config {
             Some(path) => {
                 let (accelerate, accelerate_ignored) = AccelerateConfig::load(path)?;
@@ -148,6 +147,7 @@ fn execution(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::choices::DecayParameters;
     use crate::config::{LrSchedulerType, MixedPrecision};
 
     fn repo(path: &str) -> PathBuf {
@@ -173,6 +173,7 @@ mod tests {
         assert_eq!((t.learning_rate, t.per_device_train_batch_size, t.gradient_accumulation_steps), (7e-6, 1, 4));
         assert_eq!((t.lr_scheduler_type, t.warmup_ratio, t.weight_decay), (LrSchedulerType::Cosine, 0.03, 0.1));
         assert_eq!(t.average_tokens_across_devices, Some(false), "protocol: paper, transformers 4.47.1's default");
+        assert_eq!(t.decay_parameters, Some(DecayParameters::Transformers4_47_1), "protocol: paper");
         assert_eq!((c.accelerate.num_processes, c.accelerate.mixed_precision), (Some(2), MixedPrecision::Bf16));
         assert_eq!((c.execution.num_devices, c.execution.dtype), (Some(2), Dtype::Bf16));
         assert_eq!(c.execution.dtype_source, "accelerate_config.yaml: mixed_precision");
@@ -237,6 +238,27 @@ mod tests {
         assert_eq!(load("protocol: paper\n", set_true).0, Some(true));
         let set_false = "training:\n  average_tokens_across_devices: false\n";
         assert_eq!(load("", set_false).0, Some(false));
+    }
+
+    #[test]
+    fn decay_parameters_follow_the_protocol_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |protocol: &str, ft: &str| {
+            let config = dir.path().join("s.yaml");
+            std::fs::write(&config, format!("model_path: m\ndata_path: d\n{protocol}")).unwrap();
+            let ft_config = dir.path().join("f.yaml");
+            std::fs::write(&ft_config, ft).unwrap();
+            let paths = RunConfigPaths { config, ft_config, accelerate_config: None };
+            let run = RunConfig::load(&paths).unwrap().fine_tune.training.decay_parameters;
+            let eval = RunConfig::load_for_eval(&paths, false).unwrap().fine_tune.training.decay_parameters;
+            (run, eval)
+        };
+        let (names, hf447) = (Some(DecayParameters::Names), Some(DecayParameters::Transformers4_47_1));
+        assert_eq!(load("", ""), (names, names));
+        assert_eq!(load("protocol: stasc\n", ""), (names, names));
+        assert_eq!(load("protocol: paper\n", ""), (hf447, hf447));
+        assert_eq!(load("protocol: paper\n", "training:\n  decay_parameters: names\n").0, names);
+        assert_eq!(load("", "training:\n  decay_parameters: transformers_4_47_1\n").0, hf447);
     }
 
     #[test]

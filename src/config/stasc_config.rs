@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::choices::{
-    AnswerCleaning, CorrectionFilter, Correctness, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode, Pairing,
-    Protocol, RewardChoice, SftContext, TaskType,
+    AnswerCleaning, CorrectionFilter, Correctness, DecayParameters, DeviceRequest, Dtype, EvaluatorFunction,
+    EvaluatorMode, Pairing, Protocol, RewardChoice, SftContext, TaskType,
 };
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
@@ -256,6 +256,8 @@ pub struct ProtocolDefaults {
     /// fine_tune.yaml `training.average_tokens_across_devices`: whole-step (true) or per-rank (false) loss
     /// normalisation across data-parallel ranks.
     pub average_tokens_across_devices: bool,
+    /// fine_tune.yaml `training.decay_parameters`: which parameters AdamW's weight decay applies to.
+    pub decay_parameters: DecayParameters,
 }
 
 impl ProtocolDefaults {
@@ -273,6 +275,9 @@ impl ProtocolDefaults {
                 // A token weighs the same whichever rank it lands on, so a run gives the same gradients on any
                 // number of GPUs (HF's own fix of the per-rank mean, issue 34242).
                 average_tokens_across_devices: true,
+                // Norm weights are per-channel scales around 1, not weights whose size regularisation should pull
+                // toward 0 (what later transformers do for every architecture).
+                decay_parameters: DecayParameters::Names,
             },
             Protocol::Paper => ProtocolDefaults {
                 pairing: Pairing::AllPairs,
@@ -284,6 +289,9 @@ impl ProtocolDefaults {
                 answer_cleaning: AnswerCleaning::Reference,
                 // transformers 4.47.1 (the reference's pin): TrainingArguments' default.
                 average_tokens_across_devices: false,
+                // transformers 4.47.1 (the reference's pin) decays Qwen2's norm weights: Qwen2RMSNorm is not in its
+                // ALL_LAYERNORM_LAYERS.
+                decay_parameters: DecayParameters::Transformers4_47_1,
             },
         }
     }

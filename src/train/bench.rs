@@ -11,6 +11,7 @@ use super::error::TrainError;
 use super::log::StepRecord;
 use super::tokenize::{TokenizedExample, IGNORE_INDEX};
 use super::trainer::{train_examples, train_replica, Hyperparameters, LoopSummary, StepCallback, Worker};
+use crate::config::choices::DecayParameters;
 use crate::config::LrSchedulerType;
 use crate::dist::{run_workers, transport_for, Group, Topology};
 use crate::model::CausalLm;
@@ -154,6 +155,7 @@ pub fn fixed_shape_hyperparameters(batch: usize, steps: usize, gradient_checkpoi
         per_device_train_batch_size: batch,
         gradient_accumulation_steps: 1,
         weight_decay: 0.1,
+        decay_parameters: DecayParameters::Names,
         warmup_ratio: 0.0,
         warmup_steps: 0,
         lr_scheduler_type: LrSchedulerType::Constant,

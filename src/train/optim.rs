@@ -1,6 +1,12 @@
 //! AdamW as HF Trainer runs it (torch.optim.AdamW: betas, eps, decoupled weight decay, bias correction), with HF's
-//! two parameter groups (weight decay on everything but biases and norm weights) and clipping of the global L2
-//! gradient norm.
+//! two parameter groups (decayed and not) and clipping of the global L2 gradient norm.
+//!
+//! Which parameters are decayed is fine_tune.yaml's `training.decay_parameters` ([`is_decayed`]):
+//! - `names` (stasc's default, later transformers' rule): everything but biases and norm weights, by name;
+//! - `transformers_4_47_1` (the paper protocol's): everything but names containing "bias" and the parameters of
+//!   modules whose class is in that version's `ALL_LAYERNORM_LAYERS` (`get_parameter_names(model,
+//!   ALL_LAYERNORM_LAYERS)`). Of stasc's architectures only Llama's norm (`LlamaRMSNorm`) is listed, so the
+//!   RMSNorm weights of Qwen2 and Phi-3 models are decayed.
 //!
 //! Every trainable tensor is made a view into one flat buffer (decayed tensors first), and so is its gradient, so
 //! the whole update is a handful of large kernels over a few chunks instead of ~10 small kernels per tensor. State
@@ -18,14 +24,45 @@ use regex::Regex;
 use tch::{Kind, Tensor};
 
 use super::error::TrainError;
+use crate::config::choices::DecayParameters;
+use crate::model::Architecture;
 
-/// HF's `Trainer.get_decay_parameter_names` rule: a parameter whose lower-cased name contains `bias`, `layernorm`
-/// or `rmsnorm`, or has a path component `norm` or ending in `_norm`, gets no weight decay.
+/// The `names` rule, later transformers' `Trainer.get_decay_parameter_names`: a parameter whose lower-cased name
+/// contains `bias`, `layernorm` or `rmsnorm`, or has a path component `norm` or ending in `_norm`, gets no weight
+/// decay.
 pub fn gets_weight_decay(name: &str) -> bool {
     static NO_DECAY: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
         Regex::new(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)").expect("valid regex")
     });
     !NO_DECAY.is_match(&name.to_lowercase())
+}
+
+/// The modules of `architecture`'s HF model whose class transformers 4.47.1 lists in `ALL_LAYERNORM_LAYERS`, by
+/// attribute name (the last component of the module path). `LlamaRMSNorm` is appended to that list when
+/// modeling_llama is imported, which training a Llama model does; `Qwen2RMSNorm` and `Phi3RMSNorm` are their own
+/// classes and never listed.
+fn transformers_4_47_1_norm_modules(architecture: Architecture) -> &'static [&'static str] {
+    match architecture {
+        Architecture::Llama => &["input_layernorm", "post_attention_layernorm", "norm"],
+        Architecture::Qwen2 | Architecture::Phi3 => &[],
+    }
+}
+
+/// Whether the trainable parameter `name` (HF's name, or PEFT's for adapters) of an `architecture` model gets
+/// weight decay under `rule`.
+///
+/// LoRA/DoRA train only adapters (`lora_A`, `lora_B`, `lora_magnitude_vector`; PEFT's `bias="none"`): no such name
+/// contains "bias" or any norm spelling, and adapters are never norm modules, so both rules decay every adapter, as
+/// transformers 4.47.1 and later do; the rule changes nothing for LoRA.
+pub fn is_decayed(rule: DecayParameters, architecture: Architecture, name: &str) -> bool {
+    match rule {
+        DecayParameters::Names => gets_weight_decay(name),
+        DecayParameters::Transformers4_47_1 => {
+            // 4.47.1 tests `"bias" not in name`: a case-sensitive substring, on the full name.
+            let module = name.rsplit('.').nth(1).unwrap_or("");
+            !name.contains("bias") && !transformers_4_47_1_norm_modules(architecture).contains(&module)
+        }
+    }
 }
 
 /// AdamW hyperparameters.
@@ -71,9 +108,14 @@ impl std::fmt::Debug for AdamW {
 }
 
 impl AdamW {
-    /// Takes over `params` (name, trainable tensor): their storage moves into one flat buffer, decayed ones first.
-    /// All must share one dtype and device.
-    pub fn new(params: Vec<(String, Tensor)>, config: AdamWConfig) -> Result<Self, TrainError> {
+    /// Takes over `params` (name, trainable tensor of an `architecture` model): their storage moves into one flat
+    /// buffer, decayed ones (under `decay`) first. All must share one dtype and device.
+    pub fn new(
+        params: Vec<(String, Tensor)>,
+        config: AdamWConfig,
+        decay: DecayParameters,
+        architecture: Architecture,
+    ) -> Result<Self, TrainError> {
         let first = params.first().ok_or_else(|| TrainError::Invalid("no trainable parameters".into()))?;
         let (kind, device) = (first.1.kind(), first.1.device());
         if let Some((name, t)) = params.iter().find(|(_, t)| t.kind() != kind || t.device() != device) {
@@ -83,7 +125,7 @@ impl AdamW {
                 t.device()
             )));
         }
-        let (decay, rest): (Vec<_>, Vec<_>) = params.into_iter().partition(|(n, _)| gets_weight_decay(n));
+        let (decay, rest): (Vec<_>, Vec<_>) = params.into_iter().partition(|(n, _)| is_decayed(decay, architecture, n));
         let decay_numel: i64 = decay.iter().map(|(_, t)| t.numel() as i64).sum();
         let total: i64 = decay_numel + rest.iter().map(|(_, t)| t.numel() as i64).sum::<i64>();
         let err = TrainError::torch("allocating optimiser buffers");
@@ -258,15 +300,115 @@ mod tests {
         }
     }
 
+    /// One layer of an HF model of `architecture` (its trainable names), plus the final norm and the LM head.
+    fn layer_names(architecture: Architecture) -> Vec<String> {
+        let p = "model.layers.0";
+        let mut names = vec!["model.embed_tokens.weight".to_string()];
+        let attention: &[&str] = match architecture {
+            Architecture::Qwen2 => &[
+                "q_proj.weight",
+                "q_proj.bias",
+                "k_proj.weight",
+                "k_proj.bias",
+                "v_proj.weight",
+                "v_proj.bias",
+                "o_proj.weight",
+            ],
+            Architecture::Llama => &["q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"],
+            Architecture::Phi3 => &["qkv_proj.weight", "o_proj.weight"],
+        };
+        names.extend(attention.iter().map(|n| format!("{p}.self_attn.{n}")));
+        names.extend(
+            ["mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"]
+                .map(|n| format!("{p}.{n}")),
+        );
+        names.extend(["model.norm.weight".to_string(), "lm_head.weight".to_string()]);
+        names
+    }
+
+    /// The (decayed, undecayed) names AdamW forms for `names` under `rule`.
+    fn partition(rule: DecayParameters, architecture: Architecture, names: &[String]) -> (Vec<String>, Vec<String>) {
+        let params = names.iter().map(|n| (n.clone(), Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)))).collect();
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+        let opt = AdamW::new(params, cfg, rule, architecture).unwrap();
+        let owned = |v: Vec<&str>| v.into_iter().map(String::from).collect();
+        (owned(opt.decayed_names()), owned(opt.undecayed_names()))
+    }
+
+    const NORMS: [&str; 3] = [
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.norm.weight",
+    ];
+
+    #[test]
+    fn qwen2_norms_are_decayed_only_under_transformers_4_47_1() {
+        let names = layer_names(Architecture::Qwen2);
+        let biases = ["q_proj", "k_proj", "v_proj"].map(|m| format!("model.layers.0.self_attn.{m}.bias"));
+        let (decayed, undecayed) = partition(DecayParameters::Names, Architecture::Qwen2, &names);
+        let mut expected: Vec<String> = biases.to_vec();
+        expected.extend(NORMS.map(String::from));
+        assert_eq!(undecayed, expected);
+        assert_eq!(decayed.len(), names.len() - 6);
+        let (decayed, undecayed) = partition(DecayParameters::Transformers4_47_1, Architecture::Qwen2, &names);
+        assert_eq!(undecayed, biases.to_vec(), "Qwen2RMSNorm is not in 4.47.1's ALL_LAYERNORM_LAYERS");
+        assert!(NORMS.iter().all(|n| decayed.iter().any(|d| d == n)), "{decayed:?}");
+    }
+
+    #[test]
+    fn llama_norms_are_undecayed_under_both_rules_phi3_norms_only_under_names() {
+        for rule in [DecayParameters::Names, DecayParameters::Transformers4_47_1] {
+            let names = layer_names(Architecture::Llama);
+            let (decayed, undecayed) = partition(rule, Architecture::Llama, &names);
+            assert_eq!(undecayed, NORMS.map(String::from).to_vec(), "{rule}");
+            assert_eq!(decayed.len(), names.len() - 3, "{rule}");
+        }
+        let names = layer_names(Architecture::Phi3);
+        assert_eq!(partition(DecayParameters::Names, Architecture::Phi3, &names).1, NORMS.map(String::from).to_vec());
+        let (decayed, undecayed) = partition(DecayParameters::Transformers4_47_1, Architecture::Phi3, &names);
+        assert!(undecayed.is_empty(), "Phi3RMSNorm is not in 4.47.1's ALL_LAYERNORM_LAYERS: {undecayed:?}");
+        assert_eq!(decayed.len(), names.len());
+    }
+
+    #[test]
+    fn adapters_are_decayed_under_both_rules() {
+        let p = "base_model.model.model.layers.0";
+        let names: Vec<String> = [
+            "self_attn.q_proj.lora_A.default.weight",
+            "self_attn.q_proj.lora_B.default.weight",
+            "self_attn.q_proj.lora_magnitude_vector.default.weight",
+            "mlp.down_proj.lora_A.default.weight",
+        ]
+        .iter()
+        .map(|n| format!("{p}.{n}"))
+        .collect();
+        for rule in [DecayParameters::Names, DecayParameters::Transformers4_47_1] {
+            for architecture in Architecture::ALL {
+                assert_eq!(partition(rule, architecture, &names).0.len(), names.len(), "{rule} {architecture:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn transformers_4_47_1_bias_test_is_a_case_sensitive_substring() {
+        let rule = DecayParameters::Transformers4_47_1;
+        assert!(!is_decayed(rule, Architecture::Qwen2, "model.layers.0.self_attn.q_proj.bias"));
+        assert!(!is_decayed(rule, Architecture::Qwen2, "model.unbiased_scale"));
+        assert!(is_decayed(rule, Architecture::Qwen2, "model.Bias_table"));
+        assert!(!is_decayed(DecayParameters::Names, Architecture::Qwen2, "model.Bias_table"));
+        // A module named like a Llama norm only counts in a Llama model.
+        assert!(!is_decayed(rule, Architecture::Llama, "model.norm.weight"));
+        assert!(is_decayed(rule, Architecture::Qwen2, "model.norm.weight"));
+    }
+
     /// Reference: torch's single-tensor AdamW written out with f64 scalars on one element.
     #[test]
     fn update_matches_the_adamw_formula() {
         let w = Tensor::from_slice(&[0.5f64, -1.0]).set_requires_grad(true);
         let b = Tensor::from_slice(&[0.25f64]).set_requires_grad(true);
         let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
-        let mut opt =
-            AdamW::new(vec![("x.bias".into(), b.shallow_clone()), ("x.weight".into(), w.shallow_clone())], cfg)
-                .unwrap();
+        let params = vec![("x.bias".into(), b.shallow_clone()), ("x.weight".into(), w.shallow_clone())];
+        let mut opt = AdamW::new(params, cfg, DecayParameters::Names, Architecture::Qwen2).unwrap();
         assert_eq!(opt.decayed_names(), vec!["x.weight"]);
         let (mut pw, mut m, mut v) = (0.5f64, 0.0, 0.0);
         let (mut pb, mut mb, mut vb) = (0.25f64, 0.0, 0.0);
@@ -298,7 +440,9 @@ mod tests {
     fn clipping_scales_to_max_norm() {
         let w = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
         let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
-        let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], cfg).unwrap();
+        let mut opt =
+            AdamW::new(vec![("w".into(), w.shallow_clone())], cfg, DecayParameters::Names, Architecture::Qwen2)
+                .unwrap();
         (&w * &w).sum(Kind::Float).g_mul_scalar(0.5).backward();
         let norm = opt.clip_grad_norm(1.0).unwrap().double_value(&[]);
         assert!((norm - 5.0).abs() < 1e-6);

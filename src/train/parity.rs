@@ -9,6 +9,12 @@
 //! them in that order, and runs the ranks on one device (the same arithmetic as one device per rank, see
 //! tests/it/data_parallel.rs).
 //!
+//! Weight-decay groups: a case names the `decay_parameters` rule that forms its transformers' groups
+//! (`transformers_4_47_1` for the 4.47.1 cases; the single-process cases, recorded with later transformers, have none
+//! and mean `names`), and stasc trains with that rule unless the caller forces another ([`run_case_with`]). A case
+//! that records the names transformers decayed (`reference.decay_parameter_names`) also has stasc's decay group
+//! compared with them.
+//!
 //! Tolerances (f32 on either side): losses and gradient norms agree to 1e-5 relative (kernels and reduction order
 //! differ: fused RMSNorm, causal SDPA without a mask, the LM head on target rows only; observed ~1e-6); the learning
 //! rates to 1e-12 (same formula). Trained tensors: one Adam step moves an element by lr * m/(sqrt(v)+eps), about lr
@@ -27,8 +33,10 @@ use tch::{Device, Kind, Tensor};
 use super::batching::epoch_batches;
 use super::error::TrainError;
 use super::lora::{LoraAdapters, LoraSpec};
+use super::optim::is_decayed;
 use super::tokenize::TokenizedExample;
 use super::trainer::{train_examples, Hyperparameters};
+use crate::config::choices::DecayParameters;
 use crate::config::LrSchedulerType;
 use crate::model::{load_weights, DeviceSpec, DtypeSpec, LoadOptions};
 
@@ -67,6 +75,9 @@ struct CaseReference {
     losses: Vec<f64>,
     grad_norms: Vec<f64>,
     learning_rates: Vec<f64>,
+    /// The trainable parameters transformers put in its weight-decay group (recorded by the 4.47.1 cases).
+    #[serde(default)]
+    decay_parameter_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +89,10 @@ struct Case {
     /// HF's `average_tokens_across_devices`; only multi-process cases record it, and on one it changes nothing.
     #[serde(default = "whole_step")]
     average_tokens_across_devices: bool,
+    /// The stasc rule that forms the recording's decay groups; cases without it were recorded with later
+    /// transformers, whose groups are `names`.
+    #[serde(default)]
+    decay_parameters: Option<String>,
     /// `sequential`: HF consumed the examples in file order (a SequentialSampler), so batch j went to rank j % R.
     #[serde(default)]
     sampler: Option<String>,
@@ -103,6 +118,8 @@ pub struct ParityReport {
     pub lines: Vec<String>,
     /// The comparisons that failed their tolerance.
     pub failures: Vec<String>,
+    /// Every compared tensor's largest |stasc - HF| after the last step, by name.
+    pub tensor_diffs: Vec<(String, f64)>,
 }
 
 fn schedule_kind(name: &str) -> Result<LrSchedulerType, TrainError> {
@@ -124,9 +141,30 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, TrainError> 
 /// `name_init.safetensors`, and the base model in `model/`) on `device` in f32; with `out`, also writes the trained
 /// model there as an HF directory, with `logits.safetensors` (its logits on the case's first example) beside it.
 pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) -> Result<ParityReport, TrainError> {
+    run_case_with(dir, name, device, out, None)
+}
+
+/// [`run_case`] with stasc's decay rule forced to `decay_parameters` instead of the case's (none = the case's), to
+/// show what the other rule would have trained.
+pub fn run_case_with(
+    dir: &Path,
+    name: &str,
+    device: DeviceSpec,
+    out: Option<&Path>,
+    decay_parameters: Option<DecayParameters>,
+) -> Result<ParityReport, TrainError> {
     let case_path = dir.join(format!("{name}.json"));
     let text = std::fs::read_to_string(&case_path).map_err(TrainError::io(&case_path))?;
     let case: Case = serde_json::from_str(&text).map_err(|source| TrainError::Json { path: case_path, source })?;
+    let recorded = match case.decay_parameters.as_deref() {
+        None => DecayParameters::Names,
+        Some(rule) => DecayParameters::SPELLINGS
+            .iter()
+            .find(|(n, _)| *n == rule)
+            .map(|(_, r)| *r)
+            .ok_or_else(|| TrainError::Invalid(format!("unknown decay_parameters {rule:?} in the parity case")))?,
+    };
+    let decay_parameters = decay_parameters.unwrap_or(recorded);
     let h = &case.hyperparameters;
     let hp = Hyperparameters {
         learning_rate: h.learning_rate,
@@ -135,6 +173,7 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         per_device_train_batch_size: h.per_device_train_batch_size,
         gradient_accumulation_steps: h.gradient_accumulation_steps,
         weight_decay: h.weight_decay,
+        decay_parameters,
         warmup_ratio: h.warmup_ratio,
         warmup_steps: 0,
         lr_scheduler_type: schedule_kind(&h.lr_scheduler_type)?,
@@ -176,9 +215,38 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
         Some("sequential") => in_file_order(examples, &hp)?,
         Some(other) => return Err(TrainError::Invalid(format!("unknown sampler {other:?} in the parity case"))),
     };
+    let mut report =
+        ParityReport { case: name.to_string(), lines: Vec::new(), failures: Vec::new(), tensor_diffs: Vec::new() };
+    if let Some(theirs) = &case.reference.decay_parameter_names {
+        let trainable: Vec<String> = match &lora {
+            None => model.named_weights().into_keys().collect(),
+            Some(a) => a.named_parameters().into_iter().map(|(n, _)| n).collect(),
+        };
+        let architecture = model.config().architecture;
+        let mut ours: Vec<&String> =
+            trainable.iter().filter(|n| is_decayed(decay_parameters, architecture, n)).collect();
+        let mut theirs: Vec<&String> = theirs.iter().collect();
+        ours.sort();
+        theirs.sort();
+        report.lines.push(format!(
+            "decay group ({decay_parameters}): {} of {} parameters",
+            ours.len(),
+            trainable.len()
+        ));
+        if ours != theirs {
+            let only = |a: &[&String], b: &[&String]| {
+                a.iter().filter(|n| !b.contains(n)).map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            report.failures.push(format!(
+                "decay group ({decay_parameters}) differs from transformers': only stasc decays [{}], only \
+                 transformers decays [{}]",
+                only(&ours, &theirs),
+                only(&theirs, &ours)
+            ));
+        }
+    }
     let summary = train_examples(&mut model, lora.as_ref(), &examples, 0, &hp, &mut |_| Ok(()))?;
 
-    let mut report = ParityReport { case: name.to_string(), lines: Vec::new(), failures: Vec::new() };
     let r = &case.reference;
     let steps = &summary.steps;
     if steps.len() != r.losses.len() {
@@ -211,6 +279,7 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
             .and_then(|d| d.f_abs())
             .map_err(TrainError::torch(format!("comparing {key}")))?;
         let diff = abs.max().double_value(&[]);
+        report.tensor_diffs.push((key.clone(), diff));
         above += abs.gt(tol_bulk).sum(Kind::Int64).int64_value(&[]);
         elements += abs.numel() as i64;
         if diff > worst.0 {

@@ -36,6 +36,7 @@ use super::optim::{AdamW, AdamWConfig};
 use super::schedule::{LrSchedule, StepPlan};
 use super::step::{forward_backward, PassOptions};
 use super::tokenize::TokenizedExample;
+use crate::config::choices::DecayParameters;
 use crate::config::{LrSchedulerType, TrainingArgs};
 use crate::dist::{Group, Topology, Transport};
 use crate::model::CausalLm;
@@ -55,6 +56,8 @@ pub struct Hyperparameters {
     pub gradient_accumulation_steps: usize,
     /// AdamW decoupled weight decay (decay group only).
     pub weight_decay: f64,
+    /// Which parameters form the decay group (fine_tune.yaml `training.decay_parameters`, see [`super::optim`]).
+    pub decay_parameters: DecayParameters,
     /// Warm-up as a fraction of the total steps.
     pub warmup_ratio: f64,
     /// Warm-up steps (wins over the ratio when > 0).
@@ -84,8 +87,9 @@ pub struct Hyperparameters {
 }
 
 impl Hyperparameters {
-    /// The loop's settings from a resolved `training` section; `group_by_length` is stasc's own switch. An unset
-    /// `average_tokens_across_devices` (fine_tune.yaml read without a run config) is whole-step.
+    /// The loop's settings from a resolved `training` section; `group_by_length` is stasc's own switch. Keys a run
+    /// config fills from the protocol and fine_tune.yaml alone leaves unset take stasc's defaults: whole-step
+    /// `average_tokens_across_devices`, `names` decay parameters.
     pub fn from_training_args(t: &TrainingArgs, group_by_length: bool) -> Self {
         Hyperparameters {
             learning_rate: t.learning_rate,
@@ -94,6 +98,7 @@ impl Hyperparameters {
             per_device_train_batch_size: t.per_device_train_batch_size,
             gradient_accumulation_steps: t.gradient_accumulation_steps,
             weight_decay: t.weight_decay,
+            decay_parameters: t.decay_parameters.unwrap_or(DecayParameters::Names),
             warmup_ratio: t.warmup_ratio,
             warmup_steps: t.warmup_steps,
             lr_scheduler_type: t.lr_scheduler_type,
@@ -239,7 +244,7 @@ pub fn train_replica(
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let adam =
         AdamWConfig { beta1: hp.adam_beta1, beta2: hp.adam_beta2, eps: hp.adam_epsilon, weight_decay: hp.weight_decay };
-    let mut opt = AdamW::new(params, adam)?;
+    let mut opt = AdamW::new(params, adam, hp.decay_parameters, model.config().architecture)?;
     let group = worker.group;
     // Replicas start from worker 0's weights (adapter initialisation draws random numbers per device).
     tch::no_grad(|| group.broadcast(worker.index, opt.parameter_buffer(), 0))?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::choices::{Dtype, LrSchedulerType, Truncation};
+use super::choices::{DecayParameters, Dtype, LrSchedulerType, Truncation};
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
 use super::keys::{Key, Kind};
@@ -74,6 +74,7 @@ const TRAINING_KEYS: &[Key] = &[
     Key::leaf("adam_beta2", Kind::Number),
     Key::leaf("adam_epsilon", Kind::Number),
     Key::leaf("average_tokens_across_devices", Kind::Bool),
+    Key::leaf("decay_parameters", Kind::Str),
 ];
 
 const PEFT_KEYS: &[Key] = &[
@@ -222,6 +223,7 @@ pub struct RawTrainingArgs {
     pub adam_beta2: Option<f64>,
     pub adam_epsilon: Option<f64>,
     pub average_tokens_across_devices: Option<bool>,
+    pub decay_parameters: Option<String>,
 }
 
 /// The `peft` section as written.
@@ -381,6 +383,11 @@ fn resolve_training(file: &Path, raw: RawTrainingArgs) -> Result<TrainingArgs, C
         adam_beta2: unit("training.adam_beta2", raw.adam_beta2.unwrap_or(0.999), true)?,
         adam_epsilon: positive(file, "training.adam_epsilon", raw.adam_epsilon.unwrap_or(1e-8))?,
         average_tokens_across_devices: raw.average_tokens_across_devices,
+        decay_parameters: raw
+            .decay_parameters
+            .as_deref()
+            .map(|v| DecayParameters::parse(file, "training.decay_parameters", v))
+            .transpose()?,
     })
 }
 

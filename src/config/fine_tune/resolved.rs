@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::choices::{Dtype, LrSchedulerType, Truncation};
+use crate::config::choices::{DecayParameters, Dtype, LrSchedulerType, Truncation};
 
 /// The resolved fine-tuning configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,7 +94,8 @@ pub struct TrainingArgs {
     pub evaluation_strategy: String,
     /// Accepted, not acted on. Default 500 (reference, HF).
     pub eval_steps: u64,
-    /// AdamW decoupled weight decay, not applied to biases and norm weights. Default 0.01 (reference fine_tune.py).
+    /// AdamW decoupled weight decay of the parameters `decay_parameters` selects. Default 0.01 (reference
+    /// fine_tune.py).
     pub weight_decay: f64,
     /// Linear warm-up as a fraction of total steps. Default 0 (reference, HF).
     pub warmup_ratio: f64,
@@ -131,6 +132,10 @@ pub struct TrainingArgs {
     /// Whole-step (true) or per-rank (false) loss normalisation across data-parallel ranks; unset = the protocol's
     /// default (stasc_config `protocol`: stasc -> true, paper -> false).
     pub average_tokens_across_devices: Option<bool>,
+    /// Which parameters weight decay applies to: `names` (no decay on biases and norm weights) or
+    /// `transformers_4_47_1` (as that version grouped them: Qwen2 and Phi-3 norm weights decayed); unset = the
+    /// protocol's default (stasc_config `protocol`: stasc -> names, paper -> transformers_4_47_1).
+    pub decay_parameters: Option<DecayParameters>,
 }
 
 /// The resolved `peft` section.

@@ -114,3 +114,22 @@ fn average_tokens_across_devices_is_unset_unless_written() {
          found string \"yes\""
     );
 }
+
+#[test]
+fn decay_parameters_is_unset_unless_written() {
+    assert_eq!(load_str("").unwrap().0.training.decay_parameters, None);
+    let (c, ignored) = load_str("training:\n  decay_parameters: transformers_4_47_1\n").unwrap();
+    assert_eq!(c.training.decay_parameters, Some(DecayParameters::Transformers4_47_1));
+    assert!(ignored.keys.is_empty(), "acted on, so not reported as ignored");
+    let (c, _) = load_str("training:\n  decay_parameters: names\n").unwrap();
+    assert_eq!(c.training.decay_parameters, Some(DecayParameters::Names));
+    assert_eq!(
+        err("training:\n  decay_parameters: transformers_4_47\n"),
+        "configs/ft.yaml: key 'training.decay_parameters' must be one of names, transformers_4_47_1, \
+         found \"transformers_4_47\" (did you mean 'transformers_4_47_1'?)"
+    );
+    assert_eq!(
+        err("training:\n  decay_parameter: names\n"),
+        "configs/ft.yaml: unknown key 'training.decay_parameter' (did you mean 'decay_parameters'?)"
+    );
+}
