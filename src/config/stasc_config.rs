@@ -272,8 +272,8 @@ impl ProtocolDefaults {
                 use_few_shots: true,
                 sft_context: SftContext::Template,
                 answer_cleaning: AnswerCleaning::None,
-                // A token weighs the same whichever rank it lands on, so a run gives the same gradients on any
-                // number of GPUs (HF's own fix of the per-rank mean, issue 34242).
+                // A token weighs the same whichever rank it lands on, so a global batch gives the same gradient
+                // however it is split into ranks and accumulation steps (HF's own fix of the per-rank mean, 34242).
                 average_tokens_across_devices: true,
                 // Norm weights are per-channel scales around 1, not weights whose size regularisation should pull
                 // toward 0 (what later transformers do for every architecture).

@@ -54,11 +54,13 @@ pub enum Setting {
     FineTuning,
     /// How the loss is averaged across data-parallel ranks.
     LossNormalisation,
+    /// Which parameters get weight decay (fine_tune `training.decay_parameters`).
+    WeightDecay,
 }
 
 impl Setting {
     /// Every setting, in the order tables list them.
-    pub const ALL: [Setting; 19] = [
+    pub const ALL: [Setting; 20] = [
         Setting::Model,
         Setting::Questions,
         Setting::Reward,
@@ -78,6 +80,7 @@ impl Setting {
         Setting::GlobalBatch,
         Setting::FineTuning,
         Setting::LossNormalisation,
+        Setting::WeightDecay,
     ];
 
     /// The name in paper_settings.csv and in the report's settings table.
@@ -102,6 +105,7 @@ impl Setting {
             Setting::GlobalBatch => "global_batch",
             Setting::FineTuning => "fine_tuning",
             Setting::LossNormalisation => "loss_normalisation",
+            Setting::WeightDecay => "weight_decay",
         }
     }
 
@@ -324,6 +328,11 @@ impl RunSettings {
         values.insert(Setting::FineTuning, fine_tuning);
         let whole_step = flag(&training("average_tokens_across_devices")).unwrap_or(!paper);
         values.insert(Setting::LossNormalisation, RunValue::known(if whole_step { "whole_step" } else { "per_rank" }));
+        // Runs made before decay_parameters existed decayed by name (no decay on biases and norm weights).
+        let decay = at(doc, &training("decay_parameters"))
+            .and_then(text)
+            .unwrap_or_else(|| if paper { "transformers_4_47_1" } else { "names" }.to_string());
+        values.insert(Setting::WeightDecay, RunValue::known(decay));
         Some(RunSettings { protocol, values })
     }
 
@@ -529,6 +538,7 @@ mod tests {
                 "sft_context template (published correction_prompt)",
                 "answer_cleaning none (published reference)",
                 "loss_normalisation whole_step (published per_rank)",
+                "weight_decay names (published transformers_4_47_1)",
             ]
         );
         // The I filter row is not shown for an N variant.
