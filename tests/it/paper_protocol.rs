@@ -296,7 +296,7 @@ impl Backend for Coin {
                 let id = r.key.split('/').nth(3).unwrap_or_default();
                 (0..r.n)
                     .map(|i| {
-                        let right = fnv(&format!("{}#{i}", r.key)) % 5 == 0;
+                        let right = fnv(&format!("{}#{i}", r.key)).is_multiple_of(5);
                         let answer = if right { format!("gold-{id}") } else { "Atlantis".into() };
                         GeneratedSample { text: format!("Final Answer: {answer}"), seed: 0, tokens: 1 }
                     })
