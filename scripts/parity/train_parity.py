@@ -26,10 +26,11 @@ import os
 import tempfile
 
 import torch
+from parity_data import Examples, make_examples
 from peft import LoraConfig, get_peft_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
-from torch.utils.data import Dataset
+
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Trainer, TrainerCallback, TrainingArguments, get_scheduler)
 
@@ -51,26 +52,6 @@ def tiny_config(cls=Qwen2Config, **extra):
                  tie_word_embeddings=False, bos_token_id=None, eos_token_id=2, pad_token_id=None)
     shape.update(extra)
     return cls(**shape)
-
-
-def make_examples(gen):
-    examples = []
-    for length, answer in [(12, 5), (9, 4), (15, 6), (7, 3)]:
-        ids = torch.randint(3, 300, (length,), generator=gen).tolist()
-        labels = [-100] * (length - answer) + ids[length - answer:]
-        examples.append(dict(input_ids=ids, labels=labels))
-    return examples
-
-
-class Examples(Dataset):
-    def __init__(self, examples):
-        self.examples = examples
-
-    def __len__(self):
-        return len(self.examples)
-
-    def __getitem__(self, i):
-        return self.examples[i]
 
 
 def collate(rows):
@@ -202,7 +183,7 @@ def main():
     torch.manual_seed(0)
     model_dir = os.path.join(a.out, "model")
     Qwen2ForCausalLM(tiny_config()).save_pretrained(model_dir)
-    examples = make_examples(torch.Generator().manual_seed(1))
+    examples = make_examples(torch.Generator().manual_seed(1), [(12, 5), (9, 4), (15, 6), (7, 3)])
     for name, spec in CASES.items():
         train_case(name, spec, model_dir, examples, a.device, a.out)
     with open(os.path.join(a.out, "schedules.json"), "w") as f:

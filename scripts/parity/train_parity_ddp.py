@@ -34,9 +34,10 @@ import os
 import tempfile
 
 import torch
+from parity_data import Examples, make_examples
 import torch.distributed as dist
 from safetensors.torch import save_file
-from torch.utils.data import Dataset, SequentialSampler
+from torch.utils.data import SequentialSampler
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Trainer, TrainerCallback, TrainingArguments)
 
@@ -53,26 +54,6 @@ CASES = {
 }
 # The stasc rule (fine_tune.yaml training.decay_parameters) that forms the groups this transformers forms.
 DECAY_PARAMETERS = "transformers_4_47_1"
-
-
-def make_examples(gen):
-    examples = []
-    for length, answer in SHAPES:
-        ids = torch.randint(3, 300, (length,), generator=gen).tolist()
-        labels = [-100] * (length - answer) + ids[length - answer:]
-        examples.append(dict(input_ids=ids, labels=labels))
-    return examples
-
-
-class Examples(Dataset):
-    def __init__(self, examples):
-        self.examples = examples
-
-    def __len__(self):
-        return len(self.examples)
-
-    def __getitem__(self, i):
-        return self.examples[i]
 
 
 def collate(rows):
@@ -197,7 +178,7 @@ def main():
                                                  "parity"))
     p.add_argument("--cases", default=",".join(CASES))
     a = p.parse_args()
-    examples = make_examples(torch.Generator().manual_seed(2))
+    examples = make_examples(torch.Generator().manual_seed(2), SHAPES)
     for name in a.cases.split(","):
         train_case(name, CASES[name], os.path.join(a.out, "model"), examples, a.out)
     if dist.get_rank() == 0:

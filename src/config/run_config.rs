@@ -217,19 +217,26 @@ mod tests {
         assert_eq!(c.execution.dtype_source, "f.yaml: model.torch_dtype");
     }
 
+    /// A minimal stasc_config with `protocol_line` and a fine_tune.yaml of `ft`, loaded for `stasc run` and for
+    /// `stasc eval` (which does not read fine_tune.yaml).
+    fn load_run_and_eval(dir: &Path, protocol_line: &str, ft: &str) -> (RunConfig, RunConfig) {
+        let config = dir.join("s.yaml");
+        std::fs::write(&config, format!("model_path: m\ndata_path: d\n{protocol_line}")).unwrap();
+        let ft_config = dir.join("f.yaml");
+        std::fs::write(&ft_config, ft).unwrap();
+        let paths = RunConfigPaths { config, ft_config, accelerate_config: None };
+        (RunConfig::load(&paths).unwrap(), RunConfig::load_for_eval(&paths, false).unwrap())
+    }
+
     #[test]
     fn average_tokens_across_devices_follows_the_protocol_unless_set() {
         let dir = tempfile::tempdir().unwrap();
         let load = |protocol: &str, ft: &str| {
-            let config = dir.path().join("s.yaml");
-            std::fs::write(&config, format!("model_path: m\ndata_path: d\n{protocol}")).unwrap();
-            let ft_config = dir.path().join("f.yaml");
-            std::fs::write(&ft_config, ft).unwrap();
-            let paths = RunConfigPaths { config, ft_config, accelerate_config: None };
-            let run = RunConfig::load(&paths).unwrap().fine_tune.training.average_tokens_across_devices;
-            let eval =
-                RunConfig::load_for_eval(&paths, false).unwrap().fine_tune.training.average_tokens_across_devices;
-            (run, eval)
+            let (run, eval) = load_run_and_eval(dir.path(), protocol, ft);
+            (
+                run.fine_tune.training.average_tokens_across_devices,
+                eval.fine_tune.training.average_tokens_across_devices,
+            )
         };
         assert_eq!(load("", ""), (Some(true), Some(true)));
         assert_eq!(load("protocol: stasc\n", ""), (Some(true), Some(true)));
@@ -244,14 +251,8 @@ mod tests {
     fn decay_parameters_follow_the_protocol_unless_set() {
         let dir = tempfile::tempdir().unwrap();
         let load = |protocol: &str, ft: &str| {
-            let config = dir.path().join("s.yaml");
-            std::fs::write(&config, format!("model_path: m\ndata_path: d\n{protocol}")).unwrap();
-            let ft_config = dir.path().join("f.yaml");
-            std::fs::write(&ft_config, ft).unwrap();
-            let paths = RunConfigPaths { config, ft_config, accelerate_config: None };
-            let run = RunConfig::load(&paths).unwrap().fine_tune.training.decay_parameters;
-            let eval = RunConfig::load_for_eval(&paths, false).unwrap().fine_tune.training.decay_parameters;
-            (run, eval)
+            let (run, eval) = load_run_and_eval(dir.path(), protocol, ft);
+            (run.fine_tune.training.decay_parameters, eval.fine_tune.training.decay_parameters)
         };
         let (names, hf447) = (Some(DecayParameters::Names), Some(DecayParameters::Transformers4_47_1));
         assert_eq!(load("", ""), (names, names));

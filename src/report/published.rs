@@ -16,6 +16,30 @@ pub const PUBLISHED_SETTINGS_CSV: &str = include_str!("../../reports/reference/p
 /// Where [`PUBLISHED_SETTINGS_CSV`] lives in the repository.
 pub const PUBLISHED_SETTINGS_PATH: &str = "reports/reference/paper_settings.csv";
 
+/// The error of row `row` (0: the header) of the published table `source_name`.
+fn published_error(source_name: &str) -> impl Fn(usize, String) -> ReportError + '_ {
+    move |row, message| ReportError::Published { source_name: source_name.into(), row, message }
+}
+
+/// A CSV table being read: its reader, its header row, and the positions of the columns asked for.
+type OpenTable<'a, const N: usize> = (csv::Reader<&'a [u8]>, csv::StringRecord, [usize; N]);
+
+/// A CSV reader over `text`, its header row, and the positions of the `N` columns it must have.
+fn open_table<'a, const N: usize>(
+    text: &'a str,
+    source_name: &str,
+    columns: [&str; N],
+) -> Result<OpenTable<'a, N>, ReportError> {
+    let err = published_error(source_name);
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| err(0, e.to_string()))?.clone();
+    let mut positions = [0; N];
+    for (slot, name) in positions.iter_mut().zip(columns) {
+        *slot = headers.iter().position(|h| h == name).ok_or_else(|| err(0, format!("no '{name}' column")))?;
+    }
+    Ok((reader, headers, positions))
+}
+
 /// One published series: a model, a variant, what is measured, its values per iteration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishedSeries {
@@ -49,13 +73,9 @@ impl Published {
     /// Parses a results table with columns model, variant, series, it0..itN, source (and no settings);
     /// `source_name` labels errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Self, ReportError> {
-        let err =
-            |row: usize, message: String| ReportError::Published { source_name: source_name.into(), row, message };
-        let mut reader = csv::Reader::from_reader(text.as_bytes());
-        let headers = reader.headers().map_err(|e| err(0, e.to_string()))?.clone();
-        let col =
-            |name: &str| headers.iter().position(|h| h == name).ok_or_else(|| err(0, format!("no '{name}' column")));
-        let (model, variant, series, source) = (col("model")?, col("variant")?, col("series")?, col("source")?);
+        let err = published_error(source_name);
+        let (mut reader, headers, [model, variant, series, source]) =
+            open_table(text, source_name, ["model", "variant", "series", "source"])?;
         let mut iterations: Vec<(usize, usize)> = headers
             .iter()
             .enumerate()
@@ -155,13 +175,9 @@ impl PaperSettings {
 
     /// Parses a table with columns model, setting, value, source; `source_name` labels errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Self, ReportError> {
-        let err =
-            |row: usize, message: String| ReportError::Published { source_name: source_name.into(), row, message };
-        let mut reader = csv::Reader::from_reader(text.as_bytes());
-        let headers = reader.headers().map_err(|e| err(0, e.to_string()))?.clone();
-        let col =
-            |name: &str| headers.iter().position(|h| h == name).ok_or_else(|| err(0, format!("no '{name}' column")));
-        let (model, setting, value, source) = (col("model")?, col("setting")?, col("value")?, col("source")?);
+        let err = published_error(source_name);
+        let (mut reader, _, [model, setting, value, source]) =
+            open_table(text, source_name, ["model", "setting", "value", "source"])?;
         let mut models: Vec<PublishedSettings> = Vec::new();
         for (r, record) in reader.records().enumerate() {
             let record = record.map_err(|e| err(r + 1, e.to_string()))?;

@@ -141,6 +141,14 @@ impl CellRunner for InProcess {
     }
 }
 
+/// Plans and runs every cell of the sweep file with `runner`; every cell must succeed.
+fn run_sweep(sweep_file: &Path, runner: &dyn CellRunner) {
+    let spec = SweepSpec::load(sweep_file).unwrap();
+    let plans = plan(&spec, false).unwrap();
+    let outcome = execute(&spec, &plans, &SweepOptions::default(), runner).unwrap();
+    assert_eq!(outcome.failed, 0, "{:?}", outcome.cells);
+}
+
 fn write_dataset(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     for (name, rows) in [("train.jsonl", &TRAIN[..]), ("test.jsonl", &TEST[..])] {
@@ -202,11 +210,8 @@ fn a_paper_protocol_sweep_counts_pairs_filters_and_transitions_as_the_reference_
         ),
     )
     .unwrap();
-    let spec = SweepSpec::load(&sweep_file).unwrap();
-    let plans = plan(&spec, false).unwrap();
     let runner = InProcess(Mutex::new(BTreeMap::new()));
-    let outcome = execute(&spec, &plans, &SweepOptions::default(), &runner).unwrap();
-    assert_eq!(outcome.failed, 0, "{:?}", outcome.cells);
+    run_sweep(&sweep_file, &runner);
     let seen = runner.0.into_inner().unwrap();
     let cell = |name: &str| dir.join("runs").join(name);
 
@@ -360,10 +365,7 @@ fn the_paper_report_compares_paper_protocol_rows_and_marks_the_others_not_compar
         ),
     )
     .unwrap();
-    let spec = SweepSpec::load(&sweep_file).unwrap();
-    let plans = plan(&spec, false).unwrap();
-    let outcome = execute(&spec, &plans, &SweepOptions::default(), &CoinRunner).unwrap();
-    assert_eq!(outcome.failed, 0, "{:?}", outcome.cells);
+    run_sweep(&sweep_file, &CoinRunner);
 
     let out = dir.join("report");
     let options = stasc::report::ReportOptions {
