@@ -3,7 +3,8 @@
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
 //! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
-//! arithmetic that any module may use.
+//! arithmetic that any module may use. `track` (experiment trackers) observes `stasc` runs from `cli` and uploads
+//! what `report` writes.
 
 pub mod cli;
 pub mod config;
@@ -17,4 +18,5 @@ pub mod reward;
 pub mod stasc;
 pub mod stats;
 pub mod sweep;
+pub mod track;
 pub mod train;

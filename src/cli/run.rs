@@ -13,6 +13,7 @@ use crate::data::{detect_format, load_splits, Columns, DatasetFormat};
 use crate::stasc::engine::TchBackend;
 use crate::stasc::from_config::run_with_backend;
 use crate::stasc::RunOptions;
+use crate::track::Trackers;
 
 /// Run the STaSC algorithm from the reference's YAML files.
 #[derive(Debug, clap::Args)]
@@ -75,6 +76,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(line) = config.ignored_warning() {
         eprintln!("warning: {line}");
     }
+    if args.dry_run {
+        crate::track::warnings(&config).iter().for_each(|w| eprintln!("warning: {w}"));
+    }
     if !config.stasc_config.protocol_departures.is_empty() {
         eprintln!(
             "warning: {}: protocol paper, but {}; the published table was not made this way",
@@ -112,7 +116,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are.
 pub fn run_loop(config: &RunConfig, splits: &crate::data::Splits, options: RunOptions) -> anyhow::Result<ExitCode> {
     let mut backend = TchBackend::new(config, true).map_err(|e| anyhow::anyhow!(e))?;
-    let metrics = run_with_backend(config, splits, &mut backend, &options)?;
+    // Trackers see every iteration; one that fails only warns (crate::track).
+    let mut trackers = Trackers::from_config(config, &config.stasc_config.output_dir);
+    trackers.start();
+    let result = run_with_backend(config, splits, &mut backend, &options, &mut trackers);
+    trackers.finish(result.is_ok());
+    let metrics = result?;
     let dir = config.stasc_config.output_dir.display();
     println!("iteration  test_initial  test_correction  train_pairs  train_loss");
     for m in &metrics {

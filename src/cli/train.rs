@@ -53,6 +53,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(line) = ignored_warning(&[ignored]) {
         eprintln!("warning: {line}");
     }
+    if cfg.training.report_to.iter().any(|r| r != "none") {
+        // Trackers follow STaSC runs (stasc run / eval / sweep); one SFT run logs to train_log.jsonl only.
+        eprintln!(
+            "warning: {}: training.report_to is acted on by stasc run, eval and sweep; stasc train writes every step              to {}/train_log.jsonl only",
+            args.ft_config.display(),
+            args.out.display()
+        );
+    }
     let chats = read_messages_jsonl(&args.data)?;
     let topology = super::topology_for(args.device, Some(args.num_processes), None, "--num_processes")?;
     let opts = TrainOptions {

@@ -9,6 +9,7 @@ pub mod document;
 pub mod error;
 pub mod fine_tune;
 pub mod keys;
+pub mod report_to;
 pub mod run_config;
 pub mod stasc_config;
 mod validate;
@@ -21,5 +22,6 @@ pub use choices::{
 pub use document::{ignored_warning, IgnoredKeys};
 pub use error::ConfigError;
 pub use fine_tune::{DataArgs, FineTuneConfig, ModelArgs, PeftArgs, TrainingArgs};
+pub use report_to::ReportTo;
 pub use run_config::{Execution, RunConfig, RunConfigPaths};
 pub use stasc_config::StascConfig;

@@ -75,6 +75,14 @@ pub enum ReportError {
         /// The labels the table has, comma-separated.
         known: String,
     },
+    /// A samples.jsonl line that is not what stasc writes (file and line named in the message).
+    #[error("{}: {message}", path.display())]
+    Samples {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, starting with the line number.
+        message: String,
+    },
     /// A report template failed to parse or render.
     #[error("report template {name}: {message}")]
     Template {

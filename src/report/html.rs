@@ -73,6 +73,8 @@ pub struct HtmlCell {
     pub table: HtmlTable,
     /// Loss curves (an `<svg>` element), when it trained.
     pub loss_chart: Option<String>,
+    /// Its lineage page (relative to index.html), when the run wrote samples.jsonl.
+    pub lineage: Option<String>,
 }
 
 /// Everything index.html shows.
@@ -170,6 +172,7 @@ mod tests {
                 dir: "runs/x".into(),
                 table: t.into(),
                 loss_chart: None,
+                lineage: Some("lineage/x.html".into()),
             }],
         }
     }
@@ -179,6 +182,7 @@ mod tests {
         let html = render(&page(), None).unwrap();
         assert!(html.contains("<td>E&lt;I&gt;E</td><td class=\"num\">0.228</td>"), "{html}");
         assert!(html.contains("<svg id=\"c1\"></svg>"));
+        assert!(html.contains("<a href=\"lineage/x.html\">"), "{html}");
         assert!(!html.contains("Unfinished runs"));
         assert!(!html.contains("Paper table"));
     }

@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod charts;
 pub mod error;
 pub mod html;
+pub mod lineage;
 pub mod load;
 pub mod pairwise;
 pub mod paper;
@@ -154,6 +155,7 @@ pub fn write_report_for(
             charts: charts::paper_charts(p).iter().map(|c| c.to_svg()).collect(),
         });
     }
+    let lineage_links = lineage::write_pages(&set.cells, out, &mut write)?;
     let file_names = REPORT_FILES
         .iter()
         .filter(|f| **f != "index.html")
@@ -185,7 +187,9 @@ pub fn write_report_for(
         cells: set
             .cells
             .iter()
-            .map(|c| HtmlCell {
+            .zip(lineage_links)
+            .map(|(c, lineage)| HtmlCell {
+                lineage,
                 name: c.name.clone(),
                 status: c.status_text(),
                 dir: c.dir.display().to_string(),
@@ -195,8 +199,10 @@ pub fn write_report_for(
             .collect(),
     };
     write("index.html", &html::render(&page, options.templates.as_deref())?)?;
-    for stale in REPORT_FILES {
-        let p = out.join(stale);
+    let lineage_dir = out.join("lineage");
+    let stale_pages = fs::read_dir(&lineage_dir).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path()));
+    let stale_pages: Vec<PathBuf> = stale_pages.filter(|p| p.extension().is_some_and(|x| x == "html")).collect();
+    for p in REPORT_FILES.iter().map(|f| out.join(f)).chain(stale_pages) {
         if !written.contains(&p) && p.is_file() {
             fs::remove_file(&p).map_err(|e| ReportError::io(&p, e))?;
         }

@@ -122,6 +122,19 @@ impl Evaluator {
         Ok(score)
     }
 
+    /// The part of `generation` the reward reads, when it is not the whole text: the text after the marker in
+    /// `final` mode, or the answer a reward that extracts its own finds (math_acc); `None` when the whole generation
+    /// is scored (`default` mode, or a reward that extracts its own answer without saying what it found).
+    pub fn scored_answer(&self, generation: &str) -> Option<String> {
+        if self.reward.extracts_own_answer() {
+            self.reward.extract(generation)
+        } else if self.mode == EvaluatorMode::Final {
+            Some(final_answer(generation, &self.marker))
+        } else {
+            None
+        }
+    }
+
     /// The reward's name.
     pub fn reward_name(&self) -> &str {
         self.reward.name()
@@ -194,6 +207,9 @@ mod tests {
         assert_eq!(last.evaluate(&gold(&["Paris"]), text).unwrap(), 0.0);
         assert_eq!(last.evaluate(&gold(&["London"]), text).unwrap(), 1.0);
         assert_eq!(last.evaluate(&gold(&["London"]), "London, no marker").unwrap(), 0.0);
+        assert_eq!(default.scored_answer(text), None);
+        assert_eq!(last.scored_answer(text).as_deref(), Some("London"));
+        assert_eq!(last.scored_answer("London, no marker").as_deref(), Some(""));
     }
 
     #[test]
@@ -201,6 +217,7 @@ mod tests {
         let evaluator = Evaluator::from_spec("math_acc", "final", "Final Answer: The final answer is", &[]).unwrap();
         assert_eq!(evaluator.evaluate(&gold(&["\\frac{1}{2}"]), "so \\boxed{0.5}").unwrap(), 1.0);
         assert_eq!(evaluator.evaluate(&gold(&["3"]), "Final Answer: The final answer is 4. \\boxed{3}").unwrap(), 1.0);
+        assert_eq!(evaluator.scored_answer("so \\boxed{0.5}").as_deref(), Some("0.5"));
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub trait Reward: Send + Sync {
     fn extracts_own_answer(&self) -> bool {
         false
     }
+
+    /// The answer this reward reads in `text`, for rewards that extract their own (shown in samples.jsonl).
+    fn extract(&self, _text: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Why a reward could not be built or could not score.

@@ -31,6 +31,8 @@ pub struct GeneratedSample {
     pub seed: u64,
     /// Number of generated tokens.
     pub tokens: usize,
+    /// Why the sample ended ("eos", "max_tokens", ...), when the backend knows.
+    pub finish_reason: Option<String>,
 }
 
 /// What a fine-tuning run reports back.

@@ -273,7 +273,12 @@ fn generate_shard(
             out[i] = p
                 .samples
                 .into_iter()
-                .map(|c| GeneratedSample { tokens: c.token_ids.len(), text: c.text, seed: c.seed })
+                .map(|c| GeneratedSample {
+                    tokens: c.token_ids.len(),
+                    finish_reason: Some(c.finish_reason.to_string()),
+                    text: c.text,
+                    seed: c.seed,
+                })
                 .collect();
         }
     }

@@ -26,6 +26,35 @@ impl CorrectionFilter {
     }
 }
 
+impl CorrectionFilter {
+    /// Why a pair with these rewards is kept or dropped, in words (samples.jsonl's `filter_reason`).
+    pub fn explain(self, initial: f64, correction: f64, correctness: Correctness) -> String {
+        let kept = self.keeps(initial, correction, correctness);
+        match (self, kept) {
+            (CorrectionFilter::Improving, true) => format!("improving: reward rose from {initial} to {correction}"),
+            (CorrectionFilter::Improving, false) => {
+                format!("improving: reward {correction} is not above the initial {initial}")
+            }
+            (CorrectionFilter::NonDecreasing, true) => {
+                format!("non_decreasing: reward {correction} >= initial {initial} and > 0")
+            }
+            (CorrectionFilter::NonDecreasing, false) if correction < initial => {
+                format!("non_decreasing: reward fell from {initial} to {correction}")
+            }
+            (CorrectionFilter::NonDecreasing, false) => format!("non_decreasing: reward {correction} is not above 0"),
+            (CorrectionFilter::CorrectToCorrect, true) => "correct_to_correct: both answers correct".to_string(),
+            (CorrectionFilter::CorrectToCorrect, false) => {
+                let wrong: Vec<&str> = [(initial, "initial answer"), (correction, "correction")]
+                    .iter()
+                    .filter(|(r, _)| !correctness.is_correct(*r))
+                    .map(|(_, what)| *what)
+                    .collect();
+                format!("correct_to_correct: {} incorrect", wrong.join(" and "))
+            }
+        }
+    }
+}
+
 /// Transition percentages over a set of (initial, correction) pairs; they sum to 100 when any pair exists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Transitions {
@@ -56,6 +85,9 @@ impl Transitions {
         }
     }
 
+    /// Short labels of the four transitions (I = incorrect, C = correct), in the order of [`Transitions::NAMES`].
+    pub const LABELS: [&'static str; 4] = ["C→I", "C→C", "I→C", "I→I"];
+
     /// Counts transitions over `(initial_reward, correction_reward)` pairs.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (f64, f64)>, correctness: Correctness) -> Self {
         let mut counts = [0usize; 4];
@@ -82,6 +114,26 @@ mod tests {
 
     fn kept(filter: CorrectionFilter) -> Vec<(f64, f64)> {
         BINARY.iter().copied().filter(|&(i, c)| filter.keeps(i, c, Correctness::FullReward)).collect()
+    }
+
+    #[test]
+    fn explanations_say_why_a_pair_is_kept_or_dropped() {
+        let full = Correctness::FullReward;
+        assert_eq!(CorrectionFilter::Improving.explain(0.0, 1.0, full), "improving: reward rose from 0 to 1");
+        assert_eq!(
+            CorrectionFilter::Improving.explain(1.0, 1.0, full),
+            "improving: reward 1 is not above the initial 1"
+        );
+        assert_eq!(CorrectionFilter::NonDecreasing.explain(1.0, 0.0, full), "non_decreasing: reward fell from 1 to 0");
+        assert_eq!(CorrectionFilter::NonDecreasing.explain(0.0, 0.0, full), "non_decreasing: reward 0 is not above 0");
+        assert_eq!(
+            CorrectionFilter::CorrectToCorrect.explain(0.0, 0.0, full),
+            "correct_to_correct: initial answer and correction incorrect"
+        );
+        assert_eq!(
+            CorrectionFilter::CorrectToCorrect.explain(1.0, 1.0, full),
+            "correct_to_correct: both answers correct"
+        );
     }
 
     #[test]

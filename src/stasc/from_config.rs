@@ -13,7 +13,7 @@ use crate::reward::Evaluator;
 use super::backend::Backend;
 use super::error::StascError;
 use super::metrics::IterationMetrics;
-use super::runner::{run_stasc, Prompts, RunOptions, Scorer};
+use super::runner::{run_stasc_observed, Prompts, RunObserver, RunOptions, Scorer};
 use super::spec::{FineTuning, Initialization, RunSpec, SamplingSpec};
 
 /// The loop's view of a stasc_config.
@@ -77,6 +77,9 @@ impl Scorer for EvaluatorScorer {
     fn score(&self, gold: &[String], text: &str) -> Result<f64, String> {
         self.0.evaluate(gold, text).map_err(|e| e.to_string())
     }
+    fn scored_answer(&self, text: &str) -> Option<String> {
+        self.0.scored_answer(text)
+    }
 }
 
 /// Builds the prompt templates and the evaluator a config names; errors name the config file.
@@ -115,16 +118,18 @@ pub fn fingerprint(config: &RunConfig, scorer: &EvaluatorScorer) -> serde_json::
     })
 }
 
-/// Runs (or resumes) the loop a config describes with `backend`, in the config's output directory.
+/// Runs (or resumes) the loop a config describes with `backend`, in the config's output directory; `observer` (the
+/// experiment trackers) sees every iteration.
 pub fn run_with_backend(
     config: &RunConfig,
     splits: &Splits,
     backend: &mut dyn Backend,
     options: &RunOptions,
+    observer: &mut dyn RunObserver,
 ) -> Result<Vec<IterationMetrics>, StascError> {
     let (prompts, scorer) = prompts_and_scorer(config)?;
     let spec = run_spec(&config.stasc_config);
     let fp = fingerprint(config, &scorer);
     let dir: &Path = &config.stasc_config.output_dir;
-    run_stasc(&spec, splits, backend, &prompts, &scorer, dir, &fp, options)
+    run_stasc_observed(&spec, splits, backend, &prompts, &scorer, dir, &fp, options, observer)
 }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod from_config;
+pub mod lineage;
 pub mod metrics;
 pub mod pairing;
 pub mod records;
@@ -18,7 +19,7 @@ pub use backend::{Backend, BackendError, GeneratedSample, GenerationRequest, Tra
 pub use error::StascError;
 pub use filter::Transitions;
 pub use metrics::{IterationMetrics, QuestionCounts, QuestionRewards};
-pub use runner::{run_stasc, Prompts, RunOptions, Scorer, TrainRecord};
+pub use runner::{run_stasc, run_stasc_observed, NoObserver, Prompts, RunObserver, RunOptions, Scorer, TrainRecord};
 pub use spec::{
     AnswerCleaning, CorrectionFilter, Correctness, FineTuning, Initialization, Pairing, RunSpec, SamplingSpec,
 };

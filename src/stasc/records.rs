@@ -39,6 +39,9 @@ pub struct InitialRecord {
     pub reward: f64,
     /// Generated tokens.
     pub tokens: usize,
+    /// Why generation stopped ("eos", "max_tokens", "max_model_len"); absent in runs made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 /// One correction (`iter_<n>/corrections.jsonl`).
@@ -65,6 +68,9 @@ pub struct CorrectionRecord {
     pub reward: f64,
     /// Generated tokens.
     pub tokens: usize,
+    /// Why generation stopped ("eos", "max_tokens", "max_model_len"); absent in runs made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 /// One filtered fine-tuning example (`iter_<n>/train_pairs.jsonl`).

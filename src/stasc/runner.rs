@@ -14,6 +14,7 @@ use crate::prompt::ChatMessage;
 use super::backend::{iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest};
 use super::error::StascError;
 use super::filter::Transitions;
+use super::lineage;
 use super::metrics::{
     correction_accuracy, initial_accuracy, iteration_intervals, question_counts, test_rewards, IterationMetrics,
     PhaseTiming,
@@ -37,6 +38,25 @@ pub trait Prompts {
 pub trait Scorer {
     /// The reward, a finite number.
     fn score(&self, gold: &[String], text: &str) -> Result<f64, String>;
+
+    /// The part of `text` the reward reads, when it is not the whole text (see `Evaluator::scored_answer`).
+    fn scored_answer(&self, _text: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Sees every iteration's results as the loop records them, and those found complete when a run resumes (experiment
+/// trackers implement it; they decide themselves what they have logged already).
+pub trait RunObserver {
+    /// Iteration `metrics.iteration` is complete; `train` is its fine-tuning record, when it has one.
+    fn iteration(&mut self, metrics: &IterationMetrics, train: Option<&TrainRecord>);
+}
+
+/// An observer that looks at nothing.
+pub struct NoObserver;
+
+impl RunObserver for NoObserver {
+    fn iteration(&mut self, _metrics: &IterationMetrics, _train: Option<&TrainRecord>) {}
 }
 
 /// How a run is started.
@@ -86,8 +106,24 @@ pub fn run_stasc(
     fingerprint: &serde_json::Value,
     options: &RunOptions,
 ) -> Result<Vec<IterationMetrics>, StascError> {
+    run_stasc_observed(spec, splits, backend, prompts, scorer, run_dir, fingerprint, options, &mut NoObserver)
+}
+
+/// [`run_stasc`] with an observer that sees every iteration's results.
+#[allow(clippy::too_many_arguments)]
+pub fn run_stasc_observed(
+    spec: &RunSpec,
+    splits: &Splits,
+    backend: &mut dyn Backend,
+    prompts: &dyn Prompts,
+    scorer: &dyn Scorer,
+    run_dir: &Path,
+    fingerprint: &serde_json::Value,
+    options: &RunOptions,
+    observer: &mut dyn RunObserver,
+) -> Result<Vec<IterationMetrics>, StascError> {
     check_fingerprint(run_dir, fingerprint, options.force)?;
-    let loop_ = Loop { spec, splits, backend, prompts, scorer, run_dir, verbose: options.verbose };
+    let loop_ = Loop { spec, splits, backend, prompts, scorer, run_dir, verbose: options.verbose, observer };
     loop_.run(options.stop_after)
 }
 
@@ -118,6 +154,7 @@ struct Loop<'a> {
     scorer: &'a dyn Scorer,
     run_dir: &'a Path,
     verbose: bool,
+    observer: &'a mut dyn RunObserver,
 }
 
 impl<'a> Loop<'a> {
@@ -142,6 +179,7 @@ impl<'a> Loop<'a> {
                 let m: IterationMetrics = read_json(&metrics_path)?;
                 model = self.model_after(n, &model)?;
                 self.log(format!("iteration {n}: already complete, skipped"));
+                self.observe(n, &m)?;
                 all.push(m);
                 continue;
             }
@@ -155,6 +193,7 @@ impl<'a> Loop<'a> {
                 m.filtered_pairs,
                 m.train_loss.map(|l| format!(", train loss {l:.4}")).unwrap_or_default()
             ));
+            self.observe(n, &m)?;
             all.push(m);
         }
         if last == self.spec.iterations {
@@ -165,6 +204,14 @@ impl<'a> Loop<'a> {
             write_json(&self.run_dir.join("DONE"), &summary)?;
         }
         Ok(all)
+    }
+
+    /// Shows iteration `n`'s metrics and fine-tuning record to the observer.
+    fn observe(&mut self, n: usize, metrics: &IterationMetrics) -> Result<(), StascError> {
+        let p = self.iter_dir(n).join("train.json");
+        let train = if p.exists() { Some(read_json::<TrainRecord>(&p)?) } else { None };
+        self.observer.iteration(metrics, train.as_ref());
+        Ok(())
     }
 
     /// The model in use after iteration `n` (the one it trained, or the same as before).
@@ -227,6 +274,13 @@ impl<'a> Loop<'a> {
             write_jsonl(&pairs_path, &pairs)?;
         }
         let pairs: Vec<TrainPair> = read_jsonl(&pairs_path)?;
+        let samples_path = dir.join("samples.jsonl");
+        if !samples_path.exists() {
+            write_jsonl(
+                &samples_path,
+                &lineage::joined_samples(self.spec, self.scorer, &initial, &corrections, &pairs),
+            )?;
+        }
 
         let train = if is_last || n == self.spec.iterations {
             None
@@ -349,6 +403,7 @@ impl<'a> Loop<'a> {
                         raw_text,
                         reward,
                         tokens: s.tokens,
+                        finish_reason: s.finish_reason,
                     })
                 })
                 .collect()
@@ -399,6 +454,7 @@ impl<'a> Loop<'a> {
                         raw_text,
                         reward,
                         tokens: s.tokens,
+                        finish_reason: s.finish_reason,
                     })
                 })
                 .collect()

@@ -57,6 +57,7 @@ impl Backend for FakeBackend {
                             text: format!("{m}|{}|{i}|{}", r.key, if ok { "RIGHT" } else { "WRONG" }),
                             seed: v,
                             tokens: 3,
+                            finish_reason: Some("eos".into()),
                         }
                     })
                     .collect()
@@ -99,6 +100,9 @@ pub(super) struct FakeScorer;
 impl Scorer for FakeScorer {
     fn score(&self, _gold: &[String], text: &str) -> Result<f64, String> {
         Ok(if text.ends_with("RIGHT") { 1.0 } else { 0.0 })
+    }
+    fn scored_answer(&self, text: &str) -> Option<String> {
+        text.rsplit('|').next().map(str::to_string)
     }
 }
 
@@ -357,4 +361,85 @@ fn only_the_current_checkpoint_is_kept_unless_asked() {
 fn variant_names_follow_the_paper() {
     let s = spec(Initialization::Fixed, CorrectionFilter::Improving, FineTuning::Evolving, 0);
     assert_eq!(s.variant(), "FIE");
+}
+
+#[test]
+fn samples_jsonl_joins_each_correction_with_its_question_initial_answer_and_filter_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(Initialization::Evolving, CorrectionFilter::Improving, FineTuning::Evolving, 1);
+    run_ok(&s, dir.path());
+    for n in 0..=1 {
+        let iter = dir.path().join(format!("iter_{n}"));
+        let lines: Vec<serde_json::Value> = rundir::read_jsonl(&iter.join("samples.jsonl")).unwrap();
+        let corrections: Vec<records::CorrectionRecord> = rundir::read_jsonl(&iter.join("corrections.jsonl")).unwrap();
+        let pairs: Vec<records::TrainPair> = rundir::read_jsonl(&iter.join("train_pairs.jsonl")).unwrap();
+        assert_eq!(lines.len(), corrections.len(), "one line per correction");
+        let keys: Vec<&str> = lines[0].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "correction_answer",
+                "correction_finish_reason",
+                "correction_reward",
+                "correction_sample",
+                "correction_text",
+                "filter_reason",
+                "gold",
+                "id",
+                "initial_answer",
+                "initial_finish_reason",
+                "initial_reward",
+                "initial_sample",
+                "initial_text",
+                "kept",
+                "question",
+                "split",
+                "train_pairs",
+                "transition",
+            ]
+        );
+        for (line, c) in lines.iter().zip(&corrections) {
+            assert_eq!(line["id"], c.id.as_str());
+            assert_eq!(line["question"], format!("q {}", c.id).as_str());
+            assert_eq!(line["gold"], serde_json::json!(["x"]));
+            assert_eq!(line["correction_text"], c.text.as_str());
+            assert_eq!(line["correction_reward"], c.reward);
+            assert_eq!(line["initial_reward"], c.initial_reward);
+            let initial_text = line["initial_text"].as_str().unwrap();
+            let expected_initial = format!("/{}|{}|", c.id, c.initial_sample);
+            assert!(
+                initial_text.contains(&expected_initial),
+                "{initial_text} is the initial answer {expected_initial}"
+            );
+            assert_eq!(line["correction_answer"], c.text.rsplit('|').next().unwrap());
+            assert_eq!(line["correction_finish_reason"], "eos");
+            assert_eq!(line["initial_finish_reason"], "eos");
+            let fixed = c.initial_reward == 0.0 && c.reward == 1.0;
+            let transition = match (c.initial_reward == 1.0, c.reward == 1.0) {
+                (true, false) => "C→I",
+                (true, true) => "C→C",
+                (false, true) => "I→C",
+                (false, false) => "I→I",
+            };
+            assert_eq!(line["transition"], transition);
+            match c.split {
+                records::Split::Test => {
+                    assert_eq!(line["kept"], serde_json::Value::Null);
+                    assert_eq!(line["train_pairs"], 0);
+                }
+                records::Split::Train => {
+                    assert_eq!(line["kept"], fixed, "{line}");
+                    assert!(line["filter_reason"].as_str().unwrap().starts_with("improving: "));
+                    let in_pairs = pairs.iter().any(|p| {
+                        p.id == c.id && p.initial_sample == c.initial_sample && p.correction_sample == c.sample
+                    });
+                    assert_eq!(line["train_pairs"], usize::from(in_pairs));
+                    assert_eq!(in_pairs, fixed);
+                }
+            }
+        }
+        let kept = lines.iter().filter(|l| l["kept"] == true).count();
+        assert_eq!(kept, pairs.len(), "iteration {n}: kept lines are the train pairs");
+        assert!(kept > 0 && lines.iter().any(|l| l["kept"] == false), "the fake draws both kinds");
+    }
 }

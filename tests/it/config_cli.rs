@@ -73,10 +73,12 @@ fn dry_run_on_paper_configs_with_both_flag_spellings() {
             assert!(stdout.lines().any(|l| l == line), "missing {line:?} in:\n{stdout}");
         }
         let warnings: Vec<&str> = stderr.lines().collect();
-        assert_eq!(warnings.len(), 1, "one warning line expected, got:\n{stderr}");
+        assert_eq!(warnings.len(), 2, "two warning lines expected (ignored keys, report_to wandb), got:\n{stderr}");
+        assert!(warnings[1].contains("report_to \"wandb\" is not supported"), "{}", warnings[1]);
+        assert!(warnings[1].contains("use report_to: [\"mlflow\"]"), "{}", warnings[1]);
         let warning = warnings[0];
         assert!(warning.starts_with("warning: keys accepted but not acted on: "), "{warning}");
-        for key in ["enforce_eager", "training.report_to", "fsdp_config (10 keys)", "distributed_type"] {
+        for key in ["enforce_eager", "fsdp_config (10 keys)", "distributed_type"] {
             assert!(warning.contains(key), "{key} not in {warning}");
         }
     }

@@ -14,7 +14,8 @@ use stasc::prompt::ChatMessage;
 use stasc::stasc::from_config::run_with_backend;
 use stasc::stasc::records::TrainPair;
 use stasc::stasc::{
-    Backend, BackendError, GeneratedSample, GenerationRequest, IterationMetrics, RunOptions, SamplingSpec, TrainSummary,
+    Backend, BackendError, GeneratedSample, GenerationRequest, IterationMetrics, NoObserver, RunOptions, SamplingSpec,
+    TrainSummary,
 };
 use stasc::sweep::{execute, plan, CellPlan, CellRunner, SweepOptions, SweepSpec};
 
@@ -101,7 +102,12 @@ impl Backend for Scripted<'_> {
                 script
                     .iter()
                     .enumerate()
-                    .map(|(i, &right)| GeneratedSample { text: text(id, right, tricky && i == 0), seed: 0, tokens: 1 })
+                    .map(|(i, &right)| GeneratedSample {
+                        text: text(id, right, tricky && i == 0),
+                        seed: 0,
+                        tokens: 1,
+                        finish_reason: None,
+                    })
                     .collect(),
             );
         }
@@ -126,7 +132,9 @@ fn run_cell(cell: &CellPlan, backend: &mut dyn Backend) -> Result<(), String> {
     config.stasc_config.output_dir = cell.dir.clone();
     let c = &config.stasc_config;
     let splits = load_splits(&c.data_path, &Columns::from_config(c)).map_err(|e| e.to_string())?;
-    run_with_backend(&config, &splits, backend, &RunOptions::default()).map(|_| ()).map_err(|e| e.to_string())
+    run_with_backend(&config, &splits, backend, &RunOptions::default(), &mut NoObserver)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs each cell on the scripted model and keeps what the model saw, by cell.
@@ -303,7 +311,12 @@ impl Backend for Coin {
                     .map(|i| {
                         let right = fnv(&format!("{}#{i}", r.key)).is_multiple_of(5);
                         let answer = if right { format!("gold-{id}") } else { "Atlantis".into() };
-                        GeneratedSample { text: format!("Final Answer: {answer}"), seed: 0, tokens: 1 }
+                        GeneratedSample {
+                            text: format!("Final Answer: {answer}"),
+                            seed: 0,
+                            tokens: 1,
+                            finish_reason: None,
+                        }
                     })
                     .collect()
             })

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn model_dir() -> PathBuf {
+pub(crate) fn model_dir() -> PathBuf {
     let cache = std::env::var_os("STASC_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/stasc"));
@@ -16,7 +16,7 @@ fn model_dir() -> PathBuf {
 }
 
 /// Writes a tiny run's configs and data into `dir`; returns (stasc_config, fine_tune) paths.
-fn tiny_run(dir: &Path, chunk_prompts: usize) -> (PathBuf, PathBuf) {
+pub(crate) fn tiny_run(dir: &Path, chunk_prompts: usize) -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();

@@ -11,6 +11,7 @@ use super::choices::{DecayParameters, Dtype, LrSchedulerType, Truncation};
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
 use super::keys::{Key, Kind};
+use super::report_to::ReportTo;
 use super::validate::{at_least, in_interval, non_negative, positive};
 
 mod resolved;
@@ -95,8 +96,8 @@ pub const FINE_TUNE_KEYS: &[Key] = &[
 ];
 
 /// Keys with no effect in stasc: hub download/tokenizer options, HF `datasets` preprocessing, evaluation and
-/// intermediate checkpoints (STaSC never evaluates during SFT and saves the final model), experiment trackers,
-/// and autocast flags (weights already carry the dtype).
+/// intermediate checkpoints (STaSC never evaluates during SFT and saves the final model), and autocast flags
+/// (weights already carry the dtype). `report_to` and `project_name` are acted on (`crate::track`).
 const IGNORED: &[Ignored] = &[
     Ignored::new("model.tokenizer_name", Neutral::Never),
     Ignored::new("model.cache_dir", Neutral::Never),
@@ -120,8 +121,6 @@ const IGNORED: &[Ignored] = &[
     Ignored::new("training.eval_steps", Neutral::Never),
     Ignored::new("training.do_train", Neutral::Bool(true)),
     Ignored::new("training.do_eval", Neutral::Bool(false)),
-    Ignored::new("training.report_to", Neutral::ReportToNone),
-    Ignored::new("training.project_name", Neutral::Never),
     Ignored::new("training.bf16", Neutral::Bool(false)),
     Ignored::new("training.fp16", Neutral::Bool(false)),
 ];
@@ -368,10 +367,14 @@ fn resolve_training(file: &Path, raw: RawTrainingArgs) -> Result<TrainingArgs, C
         logging_steps: at_least(file, "training.logging_steps", raw.logging_steps.unwrap_or(10), 1)?,
         do_train: raw.do_train.unwrap_or(true),
         do_eval: raw.do_eval.unwrap_or(true),
-        report_to: match raw.report_to {
-            None => vec!["none".to_string()],
-            Some(OneOrMany::One(name)) => vec![name],
-            Some(OneOrMany::Many(names)) => names,
+        report_to: {
+            let names = match raw.report_to {
+                None => vec!["none".to_string()],
+                Some(OneOrMany::One(name)) => vec![name],
+                Some(OneOrMany::Many(names)) => names,
+            };
+            ReportTo::parse_all(file, "training.report_to", &names)?;
+            names
         },
         run_name: raw.run_name.unwrap_or_else(|| "experiment".to_string()),
         project_name: raw.project_name,

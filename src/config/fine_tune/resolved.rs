@@ -109,11 +109,12 @@ pub struct TrainingArgs {
     pub do_train: bool,
     /// Accepted, not acted on. Default true (reference).
     pub do_eval: bool,
-    /// Accepted, not acted on (metrics go to the run directory). Default ["none"] (reference).
+    /// Experiment trackers: mlflow, tensorboard, all or none (`crate::track`); wandb and HF's other integrations
+    /// are skipped with a warning. Default ["none"] (reference).
     pub report_to: Vec<String>,
     /// Name of the SFT run; in `stasc run` the loop sets it. Default experiment (reference).
     pub run_name: String,
-    /// Accepted, not acted on (wandb project). Default none.
+    /// The MLflow experiment, unless MLFLOW_EXPERIMENT_NAME is set. Default none (experiment "stasc").
     pub project_name: Option<String>,
     /// Seed of shuffling, dropout and LoRA init. Default 42 (HF).
     pub seed: u64,

@@ -72,13 +72,15 @@ fn invalid_values() {
 }
 
 #[test]
-fn report_to_and_tracker_keys_are_ignored_with_warning() {
+fn report_to_is_checked_and_acted_on() {
     let (c, ignored) =
-        load_str("training:\n  report_to: [\"wandb\"]\n  project_name: STaR\n  do_eval: false\n").unwrap();
-    assert_eq!(c.training.report_to, vec!["wandb"]);
-    assert_eq!(ignored.keys, vec!["training.report_to", "training.project_name"]);
-    let (_, ignored) = load_str("training:\n  report_to: none\n").unwrap();
-    assert!(ignored.keys.is_empty());
+        load_str("training:\n  report_to: [\"wandb\", mlflow]\n  project_name: STaR\n  do_eval: false\n").unwrap();
+    assert_eq!(c.training.report_to, vec!["wandb", "mlflow"]);
+    assert!(ignored.keys.is_empty(), "report_to and project_name are acted on: {:?}", ignored.keys);
+    let (c, _) = load_str("training:\n  report_to: tensorboard\n").unwrap();
+    assert_eq!(c.training.report_to, vec!["tensorboard"]);
+    let e = load_str("training:\n  report_to: [tensorbord]\n").unwrap_err().to_string();
+    assert!(e.contains("key 'training.report_to'") && e.contains("did you mean 'tensorboard'"), "{e}");
 }
 
 #[test]

@@ -48,6 +48,10 @@ impl Reward for MathAcc {
     fn extracts_own_answer(&self) -> bool {
         true
     }
+
+    fn extract(&self, text: &str) -> Option<String> {
+        Some(extract_answer(text))
+    }
 }
 
 /// The reference's `grade_answer(given_answer, ground_truth)`, called by it as `grade_answer(gold, extracted)`.
