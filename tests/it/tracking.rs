@@ -117,7 +117,7 @@ fn mlflow_holds_the_config_the_metrics_every_step_and_the_report() {
     let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     assert_eq!(param("stasc_config.temperature"), Some("0.6"));
     assert_eq!(param("stasc_config.number_output_initial_generations"), Some("2"));
-    assert_eq!(param("fine_tune.training.learning_rate"), Some("1e-5"));
+    assert_eq!(param("fine_tune.training.learning_rate"), Some("0.00001"));
     assert_eq!(param("stasc_config.filter"), Some("non_decreasing"), "a default the file does not set");
 
     // Metrics per iteration, as metrics.json has them.
