@@ -92,10 +92,11 @@ fn prefill_bytes_per_token(i: &BudgetInputs) -> u64 {
     (4 * i.hidden_size + i.qkv_width + 3 * i.intermediate_size) * i.elt_bytes
 }
 
-/// Bytes per decode row: the activations of one token, plus the logits (model dtype and an f32 copy) and the
-/// sampler's sorted probabilities, their indices and cumulative sum (f32, int64, f32).
+/// Bytes per decode row: the activations of one token, plus per vocabulary entry the logits and their sorted copy
+/// (model dtype), the sort's indices and its scratch (int64 each), and the f32 scaled logits, probabilities,
+/// cumulative sum and its shifted copy.
 fn decode_bytes_per_row(i: &BudgetInputs) -> u64 {
-    prefill_bytes_per_token(i) + i.vocab_size * (i.elt_bytes + 4 + 4 + 8 + 4)
+    prefill_bytes_per_token(i) + i.vocab_size * (2 * i.elt_bytes + 8 + 8 + 4 * 4)
 }
 
 /// Splits the budget of `inputs` (see the module docs).
@@ -159,9 +160,9 @@ mod tests {
     fn the_pool_gets_what_is_left_up_to_what_the_batch_can_use() {
         let inputs = qwen_1p5b(0.15);
         let p = plan(&inputs).unwrap();
-        // 21 GiB: 4.2 weights + 1 runtime + 3.3 decode buffers (1024 rows x 3.4 MB) leave ~12.5 GiB of KV cache.
+        // 21 GiB: 4.2 weights + 1 runtime + 5.6 decode buffers (1024 rows x 5.8 MB) leave ~10.2 GiB of KV cache.
         assert_eq!(p.budget_bytes, (140.0 * 0.15 * GIB as f64) as u64);
-        assert_eq!(p.decode_activation_bytes, 1024 * ((4 * 1536 + 2048 + 3 * 8960) * 2 + 151_936 * 22));
+        assert_eq!(p.decode_activation_bytes, 1024 * ((4 * 1536 + 2048 + 3 * 8960) * 2 + 151_936 * 36));
         assert!(p.decode_activation_bytes > p.prefill_activation_bytes);
         let left = p.budget_bytes - inputs.weight_bytes - GIB - p.decode_activation_bytes;
         assert_eq!(p.kv_positions, left / 28_672);

@@ -241,8 +241,17 @@ fn batch_rows(model: &CausalLm, options: &GenerateOptions, total_samples: Option
         None => options.max_cache_bytes / (model.kv_bytes_per_position() * cache_len).max(1),
     }
     .max(1);
-    let work = total_samples.map_or(i64::MAX, |n| n.min(i64::MAX as usize) as i64);
-    (options.max_batch.max(1) as i64).min(work).min(by_memory)
+    let limit = (options.max_batch.max(1) as i64).min(by_memory);
+    total_samples.map_or(limit, |work| wave_rows(limit, work.min(i64::MAX as usize) as i64))
+}
+
+/// Rows for `work` samples under a row limit: as few as the same number of waves needs. 640 samples under a limit
+/// of 256 take three waves either way, and three of 214 rows are cheaper steps than three of 256 with the last
+/// wave half empty.
+fn wave_rows(limit: i64, work: i64) -> i64 {
+    let (limit, work) = (limit.max(1), work.max(1));
+    let waves = (work + limit - 1) / limit;
+    (work + waves - 1) / waves
 }
 
 /// The uniforms of the next `steps` decode steps ([rows * steps] row-major), or `None` when greedy. Column j of a
@@ -290,4 +299,20 @@ fn absorb(
         }
     }
     Ok(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wave_rows;
+
+    #[test]
+    fn rows_fill_every_wave_evenly() {
+        assert_eq!(wave_rows(256, 640), 214);
+        assert_eq!(wave_rows(512, 640), 320);
+        assert_eq!(wave_rows(512, 320), 320);
+        assert_eq!(wave_rows(256, 128), 128);
+        assert_eq!(wave_rows(2, 10), 2);
+        assert_eq!(wave_rows(4, 9), 3);
+        assert_eq!(wave_rows(4, 0), 1);
+    }
 }

@@ -209,7 +209,8 @@ pub struct GenerateOptions {
 
 impl GenerateOptions {
     /// Defaults for a model on `device`: 256 rows and 24 GiB of cache on CUDA, 32 rows and 2 GiB on the CPU; fused
-    /// projections on CUDA only (where kernel launches, not arithmetic, limit small decode steps).
+    /// projections on CUDA only (where kernel launches, not arithmetic, limit small decode steps); shared-prefix
+    /// prefill on the CPU only.
     pub fn for_device(device: tch::Device) -> Self {
         let gib = 1i64 << 30;
         let (max_batch, max_cache_bytes) = if device.is_cuda() { (256, 24 * gib) } else { (32, 2 * gib) };
@@ -224,8 +225,10 @@ impl GenerateOptions {
             cuda_graphs: device.is_cuda(),
             cuda_graph_bucket: 256,
             batch_invariant: false,
-            // Below a few dozen tokens the extra forward pass and copies cost about what they save.
-            shared_prefix_min_tokens: Some(32),
+            // Below a few dozen tokens the extra forward pass and copies cost about what they save. Off on CUDA until
+            // a paper-scale run measures it there: the one H200 run with it (and the KV pool) on was slower than
+            // before (scripts/paper_scale/h200_pool_2026-11-30.txt); `stasc run` turns it on with STASC_BOUNDED_GENERATION=1.
+            shared_prefix_min_tokens: if device.is_cuda() { None } else { Some(32) },
         }
     }
 }

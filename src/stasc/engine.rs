@@ -6,11 +6,13 @@
 //! model stays loaded between phases that use it, and is dropped before training so a GPU holds one model at a
 //! time.
 //!
-//! Memory: on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
+//! Memory (opt-in with `STASC_BOUNDED_GENERATION=1` until a paper-scale GPU run confirms it; see
+//! [`BOUNDED_ENV`]): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
 //! `crate::generate::budget`) reserves a KV pool that every generate call's cache views, and allows up to
-//! [`GENERATION_ROWS`] sequences at once: a call of `chunk_prompts` prompts with K samples each then runs in one
-//! wave instead of ending with a partly filled one (with 256 rows, 128 prompts x 5 took three waves for 2.5 waves
-//! of work, and a half-size shard on each of two GPUs two waves for 1.25: the 1.49x of two GPUs).
+//! [`GENERATION_ROWS`] sequences at once, and a call uses as few rows as its number of waves needs: a call of
+//! `chunk_prompts` prompts with K samples each then ends without a partly filled wave (with 256 rows, 128 prompts
+//! x 5 took three full-width waves for 2.5 waves of work, and a half-size shard on each of two GPUs two waves for
+//! 1.25: the 1.49x of two GPUs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,8 +45,18 @@ pub struct TchBackend {
     prefill: PrefillCounts,
 }
 
-/// Most sequences one GPU decodes at once when a KV pool is reserved (the budget may allow fewer).
-pub const GENERATION_ROWS: usize = 1024;
+/// Environment variable that turns on, on CUDA, the budgeted KV pool, up to [`GENERATION_ROWS`] rows and
+/// shared-prefix prefill (`1`). Off by default: the one paper-scale H200 run with them on ran slower than before and
+/// its cause was not found (scripts/paper_scale/h200_pool_2026-11-30.txt).
+pub const BOUNDED_ENV: &str = "STASC_BOUNDED_GENERATION";
+
+fn bounded_generation() -> bool {
+    std::env::var(BOUNDED_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Most sequences one GPU decodes at once when a KV pool is reserved (the budget may allow fewer). Calls use as few
+/// rows as their number of waves needs, so 640 samples run as two waves of 320, and a half-size shard as one.
+pub const GENERATION_ROWS: usize = 512;
 
 /// Memory the CUDA runtime holds besides tensors (context, cuBLAS workspaces, graph bookkeeping), as budgeted.
 const RUNTIME_BYTES: u64 = 1 << 30;
@@ -155,7 +167,9 @@ impl TchBackend {
                     };
                     let sampling = SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 2, seed: 0 };
                     generate_shard(&loaded, &[warm], &sampling, max_model_len, batch_invariant, false)?;
-                    reserve_kv_pool(&loaded, utilization)?;
+                    if bounded_generation() {
+                        reserve_kv_pool(&loaded, utilization)?;
+                    }
                 }
                 Ok(Mutex::new(loaded))
             })?;
@@ -334,6 +348,9 @@ fn generate_shard(
     if loaded.model.kv_pool_positions().is_some() && !batch_invariant {
         options.max_batch = GENERATION_ROWS;
     }
+    if bounded_generation() && options.shared_prefix_min_tokens.is_none() {
+        options.shared_prefix_min_tokens = GenerateOptions::for_device(tch::Device::Cpu).shared_prefix_min_tokens;
+    }
     let mut counts = PrefillCounts::default();
     // The generator takes one `n` per call: group the requests by their sample count.
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -362,6 +379,9 @@ fn generate_shard(
             prompt_overflow: PromptOverflow::Error,
         };
         let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options)?;
+        if let Some(note) = &generated.stats.cuda_graph_note {
+            eprintln!("note: {:?}: {note}", loaded.model.device());
+        }
         counts.run += generated.stats.prefill_tokens;
         counts.saved += generated.stats.prefill_tokens_reused;
         for (&i, p) in members.iter().zip(generated.prompts) {
