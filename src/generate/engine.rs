@@ -10,7 +10,7 @@ use std::time::Instant;
 use tch::Device;
 
 use super::decode::{Decoder, DeviceState};
-use super::prefill::{assign_rows, prefill};
+use super::prefill::{assign_rows, prefill, shared_prefix};
 use super::progress::Progress;
 use super::request::{
     FinishReason, GenerateOptions, Generated, GenerationRequest, GenerationStats, PromptOutput, PromptOverflow,
@@ -91,6 +91,16 @@ pub(crate) fn run(
     let rows = batch_rows(model, options, work, cache_len);
     let window = options.sync_every.max(1) as i64;
     let mut state = DeviceState::new(model, rows, cache_len, window, request.sampling.is_random())?;
+    // Batch-invariant runs prefill each prompt alone: a prefix found across the call's prompts would make a
+    // sample's arithmetic depend on what else is in the call.
+    let prefix = match (options.shared_prefix_min_tokens, options.batch_invariant) {
+        (Some(min_len), false) => shared_prefix(model, &prompts, min_len)?,
+        _ => None,
+    };
+    if let Some(p) = &prefix {
+        stats.prefill_tokens += p.len();
+        stats.shared_prefix_tokens = p.len();
+    }
     let mut decoder = Decoder::new(model, options);
     let mut busy: Vec<Option<Row>> = (0..rows).map(|_| None).collect();
     let mut pending: VecDeque<(usize, usize)> = (0..prompts.len()).map(|p| (p, 0)).collect();
@@ -99,7 +109,9 @@ pub(crate) fn run(
     loop {
         let groups = assign_rows(&mut busy, &mut pending, request, &prompts, &outputs);
         if !groups.is_empty() {
-            stats.prefill_tokens += prefill(model, &mut state, &groups, &mut busy, &prompts, request, options)?;
+            let count = prefill(model, &mut state, &groups, &mut busy, &prompts, request, options, prefix.as_ref())?;
+            stats.prefill_tokens += count.run;
+            stats.prefill_tokens_reused += count.reused;
         }
         let active: Vec<usize> = (0..busy.len()).filter(|&r| busy[r].is_some()).collect();
         if active.is_empty() {
@@ -220,18 +232,26 @@ fn prepare_prompts(
     Ok(prepared)
 }
 
-/// Cache rows: the batch limit, the work available (when given) and the cache byte budget, whichever is smallest.
+/// Cache rows: the batch limit, the work available (when given) and the memory for the cache, whichever is
+/// smallest. The memory is the model's reserved KV pool when it has one (the cache is then a view of it), otherwise
+/// the cache byte limit of the options.
 fn batch_rows(model: &CausalLm, options: &GenerateOptions, total_samples: Option<usize>, cache_len: i64) -> i64 {
-    let cfg = model.config();
-    let row_bytes = 2
-        * cfg.num_hidden_layers
-        * cfg.num_key_value_heads
-        * cfg.head_dim
-        * cache_len
-        * model.kind().elt_size_in_bytes() as i64;
-    let by_memory = (options.max_cache_bytes / row_bytes.max(1)).max(1);
-    let work = total_samples.map_or(i64::MAX, |n| n.min(i64::MAX as usize) as i64);
-    (options.max_batch.max(1) as i64).min(work).min(by_memory)
+    let by_memory = match model.kv_pool_positions() {
+        Some(positions) => positions / cache_len.max(1),
+        None => options.max_cache_bytes / (model.kv_bytes_per_position() * cache_len).max(1),
+    }
+    .max(1);
+    let limit = (options.max_batch.max(1) as i64).min(by_memory);
+    total_samples.map_or(limit, |work| wave_rows(limit, work.min(i64::MAX as usize) as i64))
+}
+
+/// Rows for `work` samples under a row limit: as few as the same number of waves needs. 640 samples under a limit
+/// of 256 take three waves either way, and three of 214 rows are cheaper steps than three of 256 with the last
+/// wave half empty.
+fn wave_rows(limit: i64, work: i64) -> i64 {
+    let (limit, work) = (limit.max(1), work.max(1));
+    let waves = (work + limit - 1) / limit;
+    (work + waves - 1) / waves
 }
 
 /// The uniforms of the next `steps` decode steps ([rows * steps] row-major), or `None` when greedy. Column j of a
@@ -279,4 +299,20 @@ fn absorb(
         }
     }
     Ok(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wave_rows;
+
+    #[test]
+    fn rows_fill_every_wave_evenly() {
+        assert_eq!(wave_rows(256, 640), 214);
+        assert_eq!(wave_rows(512, 640), 320);
+        assert_eq!(wave_rows(512, 320), 320);
+        assert_eq!(wave_rows(256, 128), 128);
+        assert_eq!(wave_rows(2, 10), 2);
+        assert_eq!(wave_rows(4, 9), 3);
+        assert_eq!(wave_rows(4, 0), 1);
+    }
 }

@@ -12,6 +12,7 @@
 //! (all 256 samples of a sharded 2-GPU run matched the one-GPU run; see scripts/multi_gpu/results/).
 
 pub mod bench;
+pub mod budget;
 mod cuda_graph;
 mod decode;
 mod engine;

@@ -1,6 +1,13 @@
 //! Starting samples: free cache rows take pending (prompt, sample) work in request order, each prompt is prefilled
 //! once (prompts batched and right-padded, chunked to a token budget) into its first row and forked into the rows of
 //! its other samples, and every new row's first token is sampled from the prompt's last logits with its own draw 0.
+//!
+//! Shared prefix: the prompts of a STaSC phase all start with the same instruction and few-shot messages. The
+//! longest prefix common to every prompt of the call is prefilled once into a one-row cache of its own; each
+//! prompt's first row then gets a copy of those positions and only the rest of the prompt is prefilled, attending
+//! to the copy. Rows are copied rather than shared copy-on-write because attention reads each row as one contiguous
+//! sequence (libtorch's kernels take no block tables), and the copy costs a memory pass of the prefix per prompt
+//! where prefilling it cost a forward pass.
 
 use std::collections::VecDeque;
 
@@ -11,12 +18,69 @@ use super::engine::Row;
 use super::request::{GenerateOptions, GenerationRequest, PromptOutput, SampleOutput};
 use super::sampling::{sample_seed, uniform};
 use super::GenerateError;
-use crate::model::{CausalLm, Pass};
+use crate::model::{CausalLm, KvCache, Pass};
 
 /// A prompt started in a set of free rows: its first row is prefilled, the others forked from it.
 pub(crate) struct Group {
     prompt: usize,
     rows: Vec<usize>,
+}
+
+/// A prompt prefix common to every prompt of a call, prefilled once.
+pub(crate) struct SharedPrefix {
+    /// Its length in tokens (less than every prompt's, so each prompt keeps a token of its own to prefill).
+    len: usize,
+    /// Its K/V in row 0.
+    cache: KvCache,
+}
+
+/// The longest prefix shared by all `prompts`, kept shorter than the shortest prompt.
+pub(crate) fn common_prefix_len(prompts: &[(Vec<u32>, usize)]) -> usize {
+    let Some(((first, _), rest)) = prompts.split_first() else { return 0 };
+    let mut len = first.len().saturating_sub(1);
+    for (tokens, _) in rest {
+        len = len.min(tokens.len().saturating_sub(1));
+        len = first.iter().zip(tokens).take(len).take_while(|(a, b)| a == b).count();
+    }
+    len
+}
+
+/// Prefills the prefix common to all prompts once, when it is at least `min_len` tokens and more than one prompt
+/// shares it.
+pub(crate) fn shared_prefix(
+    model: &CausalLm,
+    prompts: &[(Vec<u32>, usize)],
+    min_len: usize,
+) -> Result<Option<SharedPrefix>, GenerateError> {
+    let len = common_prefix_len(prompts);
+    if prompts.len() < 2 || len < min_len.max(1) {
+        return Ok(None);
+    }
+    let device = model.device();
+    let mut cache = KvCache::new(model.config(), 1, len as i64, model.kind(), device)?;
+    let ids: Vec<i64> = prompts[0].0[..len].iter().map(|&t| t as i64).collect();
+    let err = torch("prefilling the shared prefix");
+    let ids = Tensor::f_from_slice(&ids).and_then(|x| x.f_to_device(device)?.f_view([1, len as i64])).map_err(err)?;
+    let positions = Tensor::f_arange(len as i64, (Kind::Int64, device))
+        .and_then(|p| p.f_view([1, len as i64]))
+        .map_err(torch("prefilling the shared prefix"))?;
+    let row = Tensor::f_zeros([1], (Kind::Int64, device)).map_err(torch("prefilling the shared prefix"))?;
+    let _ = model.forward(&ids, &positions, Pass::Prefill { cache: &mut cache, rows: &row })?;
+    Ok(Some(SharedPrefix { len, cache }))
+}
+
+impl SharedPrefix {
+    /// Its length in tokens.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Prompt tokens run and prompt tokens whose K/V came from the shared prefix instead, of one prefill.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PrefillCount {
+    pub(crate) run: usize,
+    pub(crate) reused: usize,
 }
 
 pub(crate) fn assign_rows(
@@ -53,8 +117,9 @@ pub(crate) fn assign_rows(
     groups
 }
 
-/// Prefills the groups (chunked to the prefill token budget), forks their caches and samples each row's first
-/// token into history column 0. Returns the prompt tokens run.
+/// Prefills the groups (chunked to the prefill token budget) after the shared prefix when given, forks their caches
+/// and samples each row's first token into history column 0. Returns the prompt tokens run and reused.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn prefill(
     model: &CausalLm,
     state: &mut DeviceState,
@@ -63,16 +128,18 @@ pub(crate) fn prefill(
     prompts: &[(Vec<u32>, usize)],
     request: &GenerationRequest,
     options: &GenerateOptions,
-) -> Result<usize, GenerateError> {
-    let mut run = 0;
+    prefix: Option<&SharedPrefix>,
+) -> Result<PrefillCount, GenerateError> {
+    let mut count = PrefillCount::default();
+    let skip = prefix.map_or(0, |p| p.len);
     let mut start = 0;
     while start < groups.len() {
         // Grow the chunk while its padded size fits the budget (always at least one prompt).
         let mut end = start + 1;
-        let mut longest = prompts[groups[start].prompt].0.len();
+        let mut longest = prompts[groups[start].prompt].0.len() - skip;
         // Batch-invariant generation prefills every prompt alone.
         while end < groups.len() && !options.batch_invariant {
-            let l = longest.max(prompts[groups[end].prompt].0.len());
+            let l = longest.max(prompts[groups[end].prompt].0.len() - skip);
             if l * (end + 1 - start) > options.max_prefill_tokens {
                 break;
             }
@@ -80,10 +147,12 @@ pub(crate) fn prefill(
             end += 1;
         }
         let chunk = &groups[start..end];
-        run += prefill_chunk(model, state, chunk, longest, busy, prompts, request, options)?;
+        let run = prefill_chunk(model, state, chunk, longest, busy, prompts, request, options, prefix)?;
+        count.run += run;
+        count.reused += skip * chunk.len();
         start = end;
     }
-    Ok(run)
+    Ok(count)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -96,13 +165,16 @@ fn prefill_chunk(
     prompts: &[(Vec<u32>, usize)],
     request: &GenerationRequest,
     options: &GenerateOptions,
+    prefix: Option<&SharedPrefix>,
 ) -> Result<usize, GenerateError> {
     let device = model.device();
+    // Only the tokens after the shared prefix are run; they sit at positions skip.. of their rows.
+    let skip = prefix.map_or(0, |p| p.len);
     let (m, t) = (chunk.len() as i64, longest as i64);
     let mut ids = vec![0i64; chunk.len() * longest];
     let mut last = Vec::with_capacity(chunk.len());
     for (i, g) in chunk.iter().enumerate() {
-        let tokens = &prompts[g.prompt].0;
+        let tokens = &prompts[g.prompt].0[skip..];
         for (j, &tok) in tokens.iter().enumerate() {
             ids[i * longest + j] = tok as i64;
         }
@@ -111,11 +183,19 @@ fn prefill_chunk(
     let err = torch("prefill");
     let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_to_device(device));
     let ids = to_dev(&ids).and_then(|x| x.f_view([m, t])).map_err(torch("prefill"))?;
-    let positions =
-        Tensor::f_arange(t, (Kind::Int64, device)).and_then(|p| p.f_expand([m, t], false)).map_err(torch("prefill"))?;
+    let positions = Tensor::f_arange_start(skip as i64, skip as i64 + t, (Kind::Int64, device))
+        .and_then(|p| p.f_expand([m, t], false))
+        .map_err(torch("prefill"))?;
     let prime: Vec<i64> = chunk.iter().map(|g| g.rows[0] as i64).collect();
     let prime_dev = to_dev(&prime).map_err(torch("prefill"))?;
-    let hidden = model.forward(&ids, &positions, Pass::Prefill { cache: &mut state.cache, rows: &prime_dev })?;
+    let hidden = match prefix {
+        Some(p) => {
+            state.cache.copy_prefix(&p.cache, &prime_dev, skip as i64)?;
+            let pass = Pass::Extend { cache: &mut state.cache, rows: &prime_dev, start: skip as i64 };
+            model.forward(&ids, &positions, pass)?
+        }
+        None => model.forward(&ids, &positions, Pass::Prefill { cache: &mut state.cache, rows: &prime_dev })?,
+    };
     let last_hidden =
         hidden.f_reshape([m * t, -1]).and_then(|h| h.f_index_select(0, &to_dev(&last)?)).map_err(torch("prefill"))?;
     let logits = model.logits(&last_hidden)?;
@@ -128,7 +208,8 @@ fn prefill_chunk(
         }
     }
     if !dst.is_empty() {
-        state.cache.copy_rows(&to_dev(&src).map_err(torch("fork"))?, &to_dev(&dst).map_err(torch("fork"))?, t)?;
+        let (src, dst) = (to_dev(&src).map_err(torch("fork"))?, to_dev(&dst).map_err(torch("fork"))?);
+        state.cache.copy_rows(&src, &dst, skip as i64 + t)?;
     }
     // First token of every row, from its prompt's logits and its own uniform 0.
     let (mut rows, mut group_of, mut lens, mut u0) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -170,5 +251,25 @@ fn prefill_chunk(
     let _ = state.tokens.f_index_copy_(0, &rows_dev, &first).map_err(torch("prefill"))?;
     let _ = state.positions.f_index_copy_(0, &rows_dev, &lens_dev).map_err(torch("prefill"))?;
     let _ = state.history.f_narrow(1, 0, 1).and_then(|mut h| h.f_index_copy_(0, &rows_dev, &first)).map_err(err)?;
-    Ok(chunk.iter().map(|g| prompts[g.prompt].0.len()).sum())
+    Ok(chunk.iter().map(|g| prompts[g.prompt].0.len() - skip).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix_len;
+
+    fn p(tokens: &[u32]) -> (Vec<u32>, usize) {
+        (tokens.to_vec(), 0)
+    }
+
+    #[test]
+    fn the_common_prefix_leaves_every_prompt_a_token_of_its_own() {
+        assert_eq!(common_prefix_len(&[]), 0);
+        assert_eq!(common_prefix_len(&[p(&[1, 2, 3])]), 2);
+        assert_eq!(common_prefix_len(&[p(&[1, 2, 3, 4]), p(&[1, 2, 3, 5, 6])]), 3);
+        // A prompt that is the others' prefix keeps its last token to prefill.
+        assert_eq!(common_prefix_len(&[p(&[1, 2, 3, 4]), p(&[1, 2, 3])]), 2);
+        assert_eq!(common_prefix_len(&[p(&[1, 2]), p(&[7, 2]), p(&[1, 2, 3])]), 0);
+        assert_eq!(common_prefix_len(&[p(&[5, 6, 7, 8]), p(&[5, 6, 9]), p(&[5, 6, 7, 1])]), 2);
+    }
 }

@@ -130,8 +130,13 @@ pub struct PromptOutput<T> {
 /// Counters of one generate call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GenerationStats {
-    /// Prompt tokens run through prefill (a prompt whose samples did not fit at once is prefilled again).
+    /// Prompt tokens run through prefill (a prompt whose samples did not fit at once is prefilled again; a shared
+    /// prefix counts once).
     pub prefill_tokens: usize,
+    /// Prompt tokens whose K/V were copied from the shared prefix instead of being prefilled: the tokens saved.
+    pub prefill_tokens_reused: usize,
+    /// Length of the prefix common to every prompt of the call that was prefilled once (0: none).
+    pub shared_prefix_tokens: usize,
     /// Tokens generated and kept, over all samples.
     pub generated_tokens: usize,
     /// Batched decode steps run.
@@ -197,11 +202,15 @@ pub struct GenerateOptions {
     /// then never depends on the other rows, so a sample is the same whatever else is generated with it (on one
     /// GPU or sharded over several); costs speed, most with few samples or short sequences.
     pub batch_invariant: bool,
+    /// Prefill the prefix common to every prompt of a call once and copy its K/V into each prompt's row, when it is
+    /// at least this many tokens (`None`: every prompt is prefilled whole). Off under `batch_invariant`.
+    pub shared_prefix_min_tokens: Option<usize>,
 }
 
 impl GenerateOptions {
     /// Defaults for a model on `device`: 256 rows and 24 GiB of cache on CUDA, 32 rows and 2 GiB on the CPU; fused
-    /// projections on CUDA only (where kernel launches, not arithmetic, limit small decode steps).
+    /// projections on CUDA only (where kernel launches, not arithmetic, limit small decode steps); shared-prefix
+    /// prefill on the CPU only.
     pub fn for_device(device: tch::Device) -> Self {
         let gib = 1i64 << 30;
         let (max_batch, max_cache_bytes) = if device.is_cuda() { (256, 24 * gib) } else { (32, 2 * gib) };
@@ -216,6 +225,10 @@ impl GenerateOptions {
             cuda_graphs: device.is_cuda(),
             cuda_graph_bucket: 256,
             batch_invariant: false,
+            // Below a few dozen tokens the extra forward pass and copies cost about what they save. Off on CUDA until
+            // a paper-scale run measures it there: the one H200 run with it (and the KV pool) on was slower than
+            // before (scripts/paper_scale/h200_pool_2026-11-30.txt); `stasc run` turns it on with STASC_BOUNDED_GENERATION=1.
+            shared_prefix_min_tokens: if device.is_cuda() { None } else { Some(32) },
         }
     }
 }

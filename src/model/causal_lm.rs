@@ -4,7 +4,7 @@
 //! batch) and generation (cached prefill and decode); the cache belongs to the caller.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -12,7 +12,7 @@ use super::config::{Architecture, ModelConfig};
 use super::device::LoadOptions;
 use super::error::ModelError;
 use super::files::ModelFiles;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvPool};
 use super::layers::{torch_err, AttnMode, DecoderLayer, FusedProjections, RmsNorm, RotaryEmbedding};
 use super::weights::{add_named, random_tensor, Checkpoint, Init, NamedWeights, WeightSpec};
 use super::{llama, phi3, qwen2};
@@ -29,6 +29,17 @@ pub enum Pass<'a> {
         cache: &'a mut KvCache,
         /// The cache row of each input row.
         rows: &'a Tensor,
+    },
+    /// Prefill continuing cache rows: input [B, T] at positions `start..start + T` of cache rows `rows` ([B] int64),
+    /// whose positions `0..start` already hold K/V (a shared prefix copied in). The new K/V are written after them
+    /// and every token attends causally over the cached and new positions. Input rows may be right-padded.
+    Extend {
+        /// The cache to extend.
+        cache: &'a mut KvCache,
+        /// The cache row of each input row.
+        rows: &'a Tensor,
+        /// Cached positions before the input.
+        start: i64,
     },
     /// One decode step: input [rows, 1] holds one token for every cache row (in row order) at `positions`
     /// ([rows, 1]); each row attends to its cache positions 0..=position. `attend_len` must exceed every position;
@@ -54,6 +65,8 @@ pub struct CausalLm {
     kind: Kind,
     /// Inference-only fused projections, present while a [`FusedGuard`] lives.
     fused: RwLock<Option<Vec<FusedProjections>>>,
+    /// Memory reserved for generation's KV caches (see [`CausalLm::reserve_kv_pool`]).
+    kv_pool: Mutex<Option<KvPool>>,
 }
 
 /// Keeps fused projection copies in use by [`CausalLm::forward`]; dropping it frees them.
@@ -164,7 +177,19 @@ impl CausalLm {
         let norm = RmsNorm { weight: w.get("model.norm.weight")?, eps: config.rms_norm_eps };
         let max_len = opts.max_model_len.map_or(config.max_context(), |n| n.min(config.max_context()));
         let rope = RotaryEmbedding::new(&config, max_len, kind, device).map_err(torch_err("building rotary tables"))?;
-        Ok(CausalLm { config, vs, embed_tokens, layers, norm, lm_head, tied, rope, kind, fused: RwLock::new(None) })
+        Ok(CausalLm {
+            config,
+            vs,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            tied,
+            rope,
+            kind,
+            fused: RwLock::new(None),
+            kv_pool: Mutex::new(None),
+        })
     }
 
     /// The resolved config.
@@ -250,9 +275,39 @@ impl CausalLm {
         Ok(FusedGuard { model: self })
     }
 
-    /// Allocates a KV cache for `rows` sequences of up to `max_len` tokens, in the model's kind and device.
+    /// A KV cache for `rows` sequences of up to `max_len` tokens, in the model's kind and device: leased from the
+    /// reserved pool when one is reserved, free and large enough, otherwise newly allocated.
     pub fn new_cache(&self, rows: i64, max_len: i64) -> Result<KvCache, ModelError> {
-        KvCache::new(&self.config, rows, max_len.min(self.max_model_len()), self.kind, self.device())
+        let max_len = max_len.min(self.max_model_len());
+        if let Some(pool) = self.kv_pool.lock().map_err(|_| poisoned())?.as_ref() {
+            if let Some(cache) = pool.lease(rows, max_len)? {
+                return Ok(cache);
+            }
+        }
+        KvCache::new(&self.config, rows, max_len, self.kind, self.device())
+    }
+
+    /// Reserves memory for `positions` KV-cache token positions (rows x length, summed) that later caches of
+    /// [`CausalLm::new_cache`] view instead of allocating; replaces an earlier pool. Returns the bytes reserved.
+    pub fn reserve_kv_pool(&self, positions: i64) -> Result<i64, ModelError> {
+        let mut slot = self.kv_pool.lock().map_err(|_| poisoned())?;
+        // The old pool's memory goes back before the new one is taken.
+        *slot = None;
+        let pool = KvPool::new(&self.config, positions, self.kind, self.device())?;
+        let bytes = pool.bytes();
+        *slot = Some(pool);
+        Ok(bytes)
+    }
+
+    /// Token positions of the reserved KV pool, if one is reserved.
+    pub fn kv_pool_positions(&self) -> Option<i64> {
+        self.kv_pool.lock().ok().and_then(|p| p.as_ref().map(KvPool::positions))
+    }
+
+    /// Bytes of KV cache per token position: K and V of every layer.
+    pub fn kv_bytes_per_position(&self) -> i64 {
+        let c = &self.config;
+        2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * self.kind.elt_size_in_bytes() as i64
     }
 
     /// Runs the decoder on `input_ids` ([B, T] int64) at `positions` ([B, T] int64) and returns the final-normed
@@ -290,6 +345,31 @@ impl CausalLm {
                 for (i, layer) in self.layers.iter().enumerate() {
                     let mode = AttnMode::Prefill { cache: cache.layer(i), rows };
                     x = layer.forward_with(&x, &self.rope, &rope_at, mode, fused(i)).map_err(torch_err("prefill"))?;
+                }
+            }
+            Pass::Extend { cache, rows, start } => {
+                if start + t > cache.max_len() {
+                    return Err(shape_error(format!(
+                        "extending {t} tokens from position {start} exceeds cache length {}",
+                        cache.max_len()
+                    )));
+                }
+                let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
+                let mask = super::extend::extend_mask(start, t, groups, input_ids.device())
+                    .map_err(torch_err("extend mask"))?;
+                for (i, layer) in self.layers.iter().enumerate() {
+                    x = super::extend::layer_forward(
+                        layer,
+                        &x,
+                        &self.rope,
+                        &rope_at,
+                        cache.layer(i),
+                        rows,
+                        start,
+                        &mask,
+                        fused(i),
+                    )
+                    .map_err(torch_err("prefill after a cached prefix"))?;
                 }
             }
             Pass::Decode { cache, attend_len } => {
@@ -341,7 +421,7 @@ fn decode_mask(write_pos: &Tensor, attend_len: i64, rows: i64) -> Result<Tensor,
 }
 
 fn poisoned() -> ModelError {
-    ModelError::Device("the fused-projection lock was poisoned by a panic".into())
+    ModelError::Device("a lock of the model (fused projections or KV pool) was poisoned by a panic".into())
 }
 
 fn shape_error(message: String) -> ModelError {

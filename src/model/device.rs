@@ -229,6 +229,24 @@ pub fn cap_cuda_memory(device: Device, fraction: f64) -> bool {
     true
 }
 
+/// Free and total bytes of CUDA device `device` as the driver sees them (`cudaMemGetInfo`), or `None` for the CPU
+/// or when the CUDA runtime cannot be found. Makes `device` the calling thread's current device.
+pub fn cuda_memory_info(device: Device) -> Option<(u64, u64)> {
+    let Device::Cuda(_) = device else { return None };
+    set_current_device(device);
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: the CUDA runtime is already loaded by libtorch_cuda (opening it again returns a handle), and
+    // cudaMemGetInfo(size_t*, size_t*) -> cudaError_t is called with two valid out-pointers.
+    unsafe {
+        let lib = ["libcudart.so.13", "libcudart.so.12", "libcudart.so"]
+            .iter()
+            .find_map(|n| libloading::Library::new(n).ok())?;
+        let get: libloading::Symbol<MemGetInfo> = lib.get(b"cudaMemGetInfo\0").ok()?;
+        let (mut free, mut total) = (0usize, 0usize);
+        (get(&mut free, &mut total) == 0).then_some((free as u64, total as u64))
+    }
+}
+
 /// Whether the linked libtorch is a CUDA build (true on a machine without a GPU too); NCCL comes with it.
 pub fn libtorch_has_cuda() -> bool {
     // SAFETY: only opens (or finds already open) a library that libtorch itself links.

@@ -12,6 +12,7 @@ pub mod causal_lm;
 pub mod config;
 pub mod device;
 pub mod error;
+mod extend;
 pub mod files;
 pub mod generation_config;
 pub mod gguf;
@@ -32,7 +33,7 @@ pub use device::{DeviceSpec, DtypeSpec, LoadOptions};
 pub use error::{ModelError, TensorReport};
 pub use files::ModelFiles;
 pub use generation_config::GenerationConfig;
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvPool};
 pub use tokenizer::Tokenizer;
 
 /// A model ready to generate: weights, tokenizer and the checkpoint's generation defaults.

@@ -139,6 +139,8 @@ pub fn metrics(variant: &str, iteration: usize, test_correction: f64) -> Iterati
         questions: Default::default(),
         intervals: Default::default(),
         test_rewards: Vec::new(),
+        prefill_tokens: Default::default(),
+        prefill_tokens_saved: Default::default(),
     }
 }
 

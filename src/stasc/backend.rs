@@ -35,6 +35,16 @@ pub struct GeneratedSample {
     pub finish_reason: Option<String>,
 }
 
+/// Prompt tokens of the generate calls since they were last taken: run through prefill, and saved (their K/V
+/// copied from a prefix shared by the call's prompts instead).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrefillCounts {
+    /// Prompt tokens prefilled.
+    pub run: usize,
+    /// Prompt tokens whose prefill was saved.
+    pub saved: usize,
+}
+
 /// What a fine-tuning run reports back.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrainSummary {
@@ -60,6 +70,11 @@ pub trait Backend {
 
     /// Frees whatever the backend holds (models on the GPU) before a phase that needs the memory.
     fn release(&mut self) {}
+
+    /// The prefill counts of the generate calls since the last call of this method (zero when not counted).
+    fn take_prefill_counts(&mut self) -> PrefillCounts {
+        PrefillCounts::default()
+    }
 }
 
 /// The model that produced a set of samples, as recorded in the run directory.

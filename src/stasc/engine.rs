@@ -5,6 +5,14 @@
 //! `crate::train::trainer`). One device is the same path with one shard and one worker. The last generation
 //! model stays loaded between phases that use it, and is dropped before training so a GPU holds one model at a
 //! time.
+//!
+//! Memory (opt-in with `STASC_BOUNDED_GENERATION=1` until a paper-scale GPU run confirms it; see
+//! [`BOUNDED_ENV`]): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
+//! `crate::generate::budget`) reserves a KV pool that every generate call's cache views, and allows up to
+//! [`GENERATION_ROWS`] sequences at once, and a call uses as few rows as its number of waves needs: a call of
+//! `chunk_prompts` prompts with K samples each then ends without a partly filled wave (with 256 rows, 128 prompts
+//! x 5 took three full-width waves for 2.5 waves of work, and a half-size shard on each of two GPUs two waves for
+//! 1.25: the 1.49x of two GPUs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +25,7 @@ use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions, LoadedModel};
 use crate::prompt::ChatMessage;
 use crate::train::{fine_tune, TrainOptions};
 
-use super::backend::{Backend, BackendError, GeneratedSample, GenerationRequest, TrainSummary};
+use super::backend::{Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary};
 use super::spec::SamplingSpec;
 
 /// The libtorch engine behind `stasc run`.
@@ -33,7 +41,25 @@ pub struct TchBackend {
     gpu_memory_utilization: f64,
     /// The generation model on each device (same order as `topology.devices`).
     loaded: Option<(PathBuf, Vec<Mutex<LoadedModel>>)>,
+    /// Prefill counts since they were last taken.
+    prefill: PrefillCounts,
 }
+
+/// Environment variable that turns on, on CUDA, the budgeted KV pool, up to [`GENERATION_ROWS`] rows and
+/// shared-prefix prefill (`1`). Off by default: the one paper-scale H200 run with them on ran slower than before and
+/// its cause was not found (scripts/paper_scale/h200_pool_2026-11-30.txt).
+pub const BOUNDED_ENV: &str = "STASC_BOUNDED_GENERATION";
+
+fn bounded_generation() -> bool {
+    std::env::var(BOUNDED_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Most sequences one GPU decodes at once when a KV pool is reserved (the budget may allow fewer). Calls use as few
+/// rows as their number of waves needs, so 640 samples run as two waves of 320, and a half-size shard as one.
+pub const GENERATION_ROWS: usize = 512;
+
+/// Memory the CUDA runtime holds besides tensors (context, cuBLAS workspaces, graph bookkeeping), as budgeted.
+const RUNTIME_BYTES: u64 = 1 << 30;
 
 /// The model-engine device of a config's device request.
 pub fn device_spec(d: DeviceRequest) -> DeviceSpec {
@@ -101,6 +127,7 @@ impl TchBackend {
             batch_invariant: config.stasc_config.batch_invariant,
             gpu_memory_utilization: config.stasc_config.gpu_memory_utilization,
             loaded: None,
+            prefill: PrefillCounts::default(),
         }
     }
 
@@ -126,6 +153,7 @@ impl TchBackend {
             let devices = &self.topology.devices;
             let load = &self.load;
             let (max_model_len, batch_invariant) = (load.max_model_len.map(|n| n as usize), self.batch_invariant);
+            let utilization = self.gpu_memory_utilization;
             let models = run_workers(group, |w| -> Result<Mutex<LoadedModel>, BackendError> {
                 let opts = LoadOptions { device: DeviceSpec::from(devices[w]), ..load.clone() };
                 let loaded = load_model(dir, &opts)?;
@@ -139,6 +167,9 @@ impl TchBackend {
                     };
                     let sampling = SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 2, seed: 0 };
                     generate_shard(&loaded, &[warm], &sampling, max_model_len, batch_invariant, false)?;
+                    if bounded_generation() {
+                        reserve_kv_pool(&loaded, utilization)?;
+                    }
                 }
                 Ok(Mutex::new(loaded))
             })?;
@@ -146,6 +177,57 @@ impl TchBackend {
         }
         Ok(&self.loaded.as_ref().expect("just loaded").1)
     }
+}
+
+/// Plans the generation budget of a model just loaded on a CUDA device and reserves its KV pool.
+fn reserve_kv_pool(loaded: &LoadedModel, utilization: f64) -> Result<(), BackendError> {
+    let model = &loaded.model;
+    let device = model.device();
+    let Some((_, total)) = crate::model::device::cuda_memory_info(device) else {
+        return Err(format!("cannot read the memory of {device:?} to budget generation").into());
+    };
+    let c = model.config();
+    let elt = model.kind().elt_size_in_bytes() as u64;
+    let options = GenerateOptions::for_device(device);
+    let qkv_width = ((c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim) as u64;
+    let (hidden, intermediate) = (c.hidden_size as u64, c.intermediate_size as u64);
+    let weights: u64 = model.named_weights().values().map(|t| t.numel() as u64 * elt).sum();
+    // Fused q/k/v and gate/up copies live for the whole generate call.
+    let fused = if options.fuse_projections {
+        c.num_hidden_layers as u64 * (qkv_width + 2 * intermediate) * (hidden + 1) * elt
+    } else {
+        0
+    };
+    let inputs = crate::generate::budget::BudgetInputs {
+        device_bytes: total,
+        utilization,
+        weight_bytes: weights + fused,
+        runtime_bytes: RUNTIME_BYTES,
+        kv_bytes_per_position: model.kv_bytes_per_position() as u64,
+        hidden_size: hidden,
+        intermediate_size: intermediate,
+        qkv_width,
+        vocab_size: c.vocab_size as u64,
+        elt_bytes: elt,
+        prefill_tokens: options.max_prefill_tokens as u64,
+        max_rows: GENERATION_ROWS as u64,
+        max_model_len: model.max_model_len() as u64,
+    };
+    let plan = crate::generate::budget::plan(&inputs)?;
+    model.reserve_kv_pool(plan.kv_positions as i64)?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    eprintln!(
+        "note: generation on {device:?} budgets {:.1} GiB ({utilization} of {:.1} GiB): weights {:.1}, activations \
+         {:.1}, runtime {:.1}, KV pool {:.1} GiB ({} token positions)",
+        gib(plan.budget_bytes),
+        gib(total),
+        gib(inputs.weight_bytes),
+        gib(plan.prefill_activation_bytes.max(plan.decode_activation_bytes)),
+        gib(RUNTIME_BYTES),
+        gib(plan.kv_pool_bytes),
+        plan.kv_positions
+    );
+    Ok(())
 }
 
 /// What a user should know about sharded or batch-invariant generation with this config, on one line.
@@ -201,15 +283,35 @@ impl Backend for TchBackend {
         self.cap_memory(self.gpu_memory_utilization)?;
         let group = Group::new(&self.topology.devices, Transport::Host)?;
         let models = self.models(model, &group)?;
-        let weights: Vec<u64> = requests.iter().map(|r| r.n as u64).collect();
+        // Balance the shards by the token positions their samples fill (prompt + max_tokens each), the work of
+        // decoding them; a sample count alone ignores how long prompts are.
+        let weights: Vec<u64> = {
+            let loaded = models[0].lock().unwrap_or_else(|p| p.into_inner());
+            let mut weights = Vec::with_capacity(requests.len());
+            for r in requests {
+                let prompt = loaded.tokenizer.encode_chat(&r.messages, true)?.len();
+                weights.push((r.n * (prompt + sampling.max_tokens)) as u64);
+            }
+            weights
+        };
         let ranges = shard::balanced_ranges(&weights, models.len());
         let shards = shard::split(requests, &ranges);
-        let results = run_workers(&group, |w| -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
+        let results = run_workers(&group, |w| -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
             let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
             // Only the first worker draws a progress bar (it counts its own shard).
             generate_shard(&loaded, shards[w], sampling, max_model_len, batch_invariant, progress && w == 0)
         })?;
-        Ok(shard::merge(&ranges, results)?)
+        let mut samples = Vec::with_capacity(results.len());
+        for (shard_samples, counts) in results {
+            self.prefill.run += counts.run;
+            self.prefill.saved += counts.saved;
+            samples.push(shard_samples);
+        }
+        Ok(shard::merge(&ranges, samples)?)
+    }
+
+    fn take_prefill_counts(&mut self) -> PrefillCounts {
+        std::mem::take(&mut self.prefill)
     }
 
     fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError> {
@@ -228,7 +330,7 @@ impl Backend for TchBackend {
     }
 }
 
-/// Samples every request of one shard on one loaded model, in request order.
+/// Samples every request of one shard on one loaded model, in request order; also returns its prefill counts.
 fn generate_shard(
     loaded: &LoadedModel,
     requests: &[GenerationRequest],
@@ -236,12 +338,20 @@ fn generate_shard(
     max_model_len: Option<usize>,
     batch_invariant: bool,
     progress: bool,
-) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
+) -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
     let rule = Sampling::from_params(sampling.temperature, Some(sampling.top_p), None)?;
     let mut options = GenerateOptions::for_device(loaded.model.device());
     options.max_model_len = max_model_len;
     options.batch_invariant = batch_invariant;
     options.progress = progress;
+    // With a reserved pool the budget has room for this many rows (batch-invariant runs keep their fixed batch).
+    if loaded.model.kv_pool_positions().is_some() && !batch_invariant {
+        options.max_batch = GENERATION_ROWS;
+    }
+    if bounded_generation() && options.shared_prefix_min_tokens.is_none() {
+        options.shared_prefix_min_tokens = GenerateOptions::for_device(tch::Device::Cpu).shared_prefix_min_tokens;
+    }
+    let mut counts = PrefillCounts::default();
     // The generator takes one `n` per call: group the requests by their sample count.
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, r) in requests.iter().enumerate() {
@@ -269,6 +379,11 @@ fn generate_shard(
             prompt_overflow: PromptOverflow::Error,
         };
         let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options)?;
+        if let Some(note) = &generated.stats.cuda_graph_note {
+            eprintln!("note: {:?}: {note}", loaded.model.device());
+        }
+        counts.run += generated.stats.prefill_tokens;
+        counts.saved += generated.stats.prefill_tokens_reused;
         for (&i, p) in members.iter().zip(generated.prompts) {
             out[i] = p
                 .samples
@@ -282,7 +397,7 @@ fn generate_shard(
                 .collect();
         }
     }
-    Ok(out)
+    Ok((out, counts))
 }
 
 #[cfg(test)]

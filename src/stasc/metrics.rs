@@ -17,6 +17,12 @@ pub struct PhaseTiming {
     pub seconds: f64,
     /// Tokens generated or trained.
     pub tokens: usize,
+    /// Prompt tokens prefilled (generation phases; for a resumed phase, its resumed part only).
+    #[serde(default)]
+    pub prefill_tokens: usize,
+    /// Prompt tokens whose prefill a prefix shared by the prompts saved.
+    #[serde(default)]
+    pub prefill_tokens_saved: usize,
 }
 
 impl PhaseTiming {
@@ -68,6 +74,12 @@ pub struct IterationMetrics {
     pub phase_seconds: BTreeMap<String, f64>,
     /// Tokens per second per phase.
     pub tokens_per_s: BTreeMap<String, f64>,
+    /// Prompt tokens prefilled per generation phase.
+    #[serde(default)]
+    pub prefill_tokens: BTreeMap<String, usize>,
+    /// Prompt tokens per generation phase whose prefill was saved by a prefix shared by the phase's prompts.
+    #[serde(default)]
+    pub prefill_tokens_saved: BTreeMap<String, usize>,
     /// Questions of each split this iteration sampled.
     #[serde(default)]
     pub questions: QuestionCounts,
@@ -233,6 +245,6 @@ mod tests {
     #[test]
     fn throughput_of_untimed_phase_is_zero() {
         assert_eq!(PhaseTiming::default().tokens_per_s(), 0.0);
-        assert_eq!(PhaseTiming { seconds: 2.0, tokens: 10 }.tokens_per_s(), 5.0);
+        assert_eq!(PhaseTiming { seconds: 2.0, tokens: 10, ..PhaseTiming::default() }.tokens_per_s(), 5.0);
     }
 }

@@ -15,7 +15,7 @@ pub mod rundir;
 pub mod runner;
 pub mod spec;
 
-pub use backend::{Backend, BackendError, GeneratedSample, GenerationRequest, TrainSummary};
+pub use backend::{Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary};
 pub use error::StascError;
 pub use filter::Transitions;
 pub use metrics::{IterationMetrics, QuestionCounts, QuestionRewards};

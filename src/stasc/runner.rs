@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Example, Splits};
 use crate::prompt::ChatMessage;
 
-use super::backend::{iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest};
+use super::backend::{iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest, PrefillCounts};
 use super::error::StascError;
 use super::filter::Transitions;
 use super::lineage;
@@ -244,11 +244,14 @@ impl<'a> Loop<'a> {
         if !initial_path.exists() {
             // With fixed initialization iteration 0 samples from M0, which is also the current model there.
             let t = Instant::now();
+            self.backend.take_prefill_counts();
             let records = self.sample_initial(n, model, self.samples_train(initial_from))?;
             let tokens = records.iter().map(|r| r.tokens).sum();
+            let prefill = self.backend.take_prefill_counts();
             write_jsonl(&initial_path, &records)?;
             ChunkStore::new(&dir, "initial").clear()?;
-            timings.insert("initial".into(), PhaseTiming { seconds: t.elapsed().as_secs_f64(), tokens });
+            let seconds = t.elapsed().as_secs_f64();
+            timings.insert("initial".into(), phase_timing(seconds, tokens, prefill));
             write_json(&dir.join("timings.json"), &timings)?;
         }
         let initial: Vec<InitialRecord> = read_jsonl(&initial_path)?;
@@ -259,11 +262,14 @@ impl<'a> Loop<'a> {
             let train = self.samples_train(n);
             let to_correct: Vec<InitialRecord> =
                 initial.iter().filter(|r| train || r.split == Split::Test).cloned().collect();
+            self.backend.take_prefill_counts();
             let records = self.sample_corrections(n, model, &to_correct)?;
             let tokens = records.iter().map(|r| r.tokens).sum();
+            let prefill = self.backend.take_prefill_counts();
             write_jsonl(&corrections_path, &records)?;
             ChunkStore::new(&dir, "corrections").clear()?;
-            timings.insert("corrections".into(), PhaseTiming { seconds: t.elapsed().as_secs_f64(), tokens });
+            let seconds = t.elapsed().as_secs_f64();
+            timings.insert("corrections".into(), phase_timing(seconds, tokens, prefill));
             write_json(&dir.join("timings.json"), &timings)?;
         }
         let corrections: Vec<CorrectionRecord> = read_jsonl(&corrections_path)?;
@@ -296,7 +302,7 @@ impl<'a> Loop<'a> {
         };
         if let Some(t) = &train {
             let tokens = (t.tokens_per_s * t.seconds).round() as usize;
-            timings.insert("train".into(), PhaseTiming { seconds: t.seconds, tokens });
+            timings.insert("train".into(), PhaseTiming { seconds: t.seconds, tokens, ..PhaseTiming::default() });
         }
 
         let correctness = self.spec.correctness;
@@ -338,6 +344,8 @@ impl<'a> Loop<'a> {
             loss_curve: train.as_ref().map(|t| t.losses.clone()).unwrap_or_default(),
             phase_seconds: timings.iter().map(|(k, v)| (k.clone(), v.seconds)).collect(),
             tokens_per_s: timings.iter().map(|(k, v)| (k.clone(), v.tokens_per_s())).collect(),
+            prefill_tokens: prefill_map(&timings, |t| t.prefill_tokens),
+            prefill_tokens_saved: prefill_map(&timings, |t| t.prefill_tokens_saved),
             questions: question_counts(&corrections),
             intervals: iteration_intervals(&initial, &corrections, &train_pairs, &test_pairs, correctness, n as u64),
             test_rewards: test_rewards(&corrections),
@@ -615,4 +623,16 @@ fn split_name(split: Split) -> &'static str {
         Split::Train => "train",
         Split::Test => "test",
     }
+}
+
+fn phase_timing(seconds: f64, tokens: usize, prefill: PrefillCounts) -> PhaseTiming {
+    PhaseTiming { seconds, tokens, prefill_tokens: prefill.run, prefill_tokens_saved: prefill.saved }
+}
+
+/// One prefill count per generation phase (those that prefilled anything).
+fn prefill_map(
+    timings: &BTreeMap<String, PhaseTiming>,
+    count: impl Fn(&PhaseTiming) -> usize,
+) -> BTreeMap<String, usize> {
+    timings.iter().filter(|(_, t)| t.prefill_tokens > 0).map(|(k, t)| (k.clone(), count(t))).collect()
 }

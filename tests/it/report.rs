@@ -45,6 +45,8 @@ fn metrics(variant: &str, iteration: usize, test_correction: f64, last: bool) ->
         questions: Default::default(),
         intervals: Default::default(),
         test_rewards: Vec::new(),
+        prefill_tokens: Default::default(),
+        prefill_tokens_saved: Default::default(),
     }
 }
 
