@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions turned into library requests. Each subcommand lives in its own file
-//! with an `Args` struct and a `run` function; this file only dispatches. Loads no models itself.
+//! with an `Args` struct and a `run` function that calls the library (generate, eval, run, train and bench load
+//! models through it); this file only dispatches.
 
 use std::process::ExitCode;
 
@@ -30,7 +31,7 @@ pub struct Cli {
 /// Every subcommand stasc offers. A subcommand is listed only once it works.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Performance measurements (generation), printed like shared/bench/hf_baseline.py.
+    /// Performance measurements (generation), printed like scripts/bench/hf_baseline.py.
     Bench(bench::Args),
     /// Sample completions from a model for a prompt or chat conversations.
     Generate(generate::Args),

@@ -142,7 +142,7 @@ choice! {
 }
 
 choice! {
-    /// The built-in reward functions (see docs/stasc.md "Rewards").
+    /// The built-in reward functions (README, "Rewards and plugins").
     EvaluatorFunction {
         /// Any gold alias occurs in the text as a token sequence after DPR-style normalisation.
         InAcc = "in_acc",
