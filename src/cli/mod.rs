@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod bench_parallel;
 pub mod bench_train;
+pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod import_gguf;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod run;
 pub mod score;
 pub mod sweep;
+pub mod templates;
 pub mod train;
 
 /// Top-level command line.
@@ -57,6 +59,8 @@ pub enum Command {
     Score(score::Args),
     /// Expand a sweep file into a grid of runs and run the unfinished cells.
     Sweep(sweep::Args),
+    /// The built-in prompt templates, few-shot files and report templates: `export DIR` writes them out to edit.
+    Templates(templates::Args),
     /// Fine-tune a model on a messages JSONL file (loss on the last assistant message).
     Train(train::Args),
 }
@@ -76,6 +80,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Score(args) => score::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Templates(args) => templates::run(args),
         Command::Train(args) => train::run(args),
     }
 }
