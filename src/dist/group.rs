@@ -169,10 +169,11 @@ impl Group {
             self.wake.notify_all();
             return Ok(());
         }
-        let deadline = Instant::now() + self.timeout;
+        // A limit too far away to represent is no limit.
+        let deadline = Instant::now().checked_add(self.timeout);
         while s.generation == generation && s.aborted.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 let missing: Vec<String> =
                     s.arrived.iter().enumerate().filter(|(_, &a)| !a).map(|(k, _)| k.to_string()).collect();
                 let why = format!(
@@ -188,7 +189,10 @@ impl Group {
                 eprintln!("stasc: {why}");
                 return Err(DistError::Timeout(why));
             }
-            s = self.wake.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+            s = match left {
+                Some(left) => self.wake.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
+                None => self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
+            };
         }
         match (&s.aborted, s.generation == generation) {
             (Some(why), true) => Err(DistError::Aborted(why.clone())),
@@ -258,18 +262,18 @@ impl Group {
 
 /// The collective timeout: `STASC_COLLECTIVE_TIMEOUT_S` when set, else [`DEFAULT_COLLECTIVE_TIMEOUT`].
 pub fn collective_timeout() -> Result<Duration, DistError> {
-    match std::env::var(COLLECTIVE_TIMEOUT_VAR) {
-        Err(_) => Ok(DEFAULT_COLLECTIVE_TIMEOUT),
-        Ok(v) => {
-            v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).map(Duration::from_secs_f64).ok_or_else(
-                || {
-                    DistError::Topology(format!(
-                        "{COLLECTIVE_TIMEOUT_VAR}={v:?}: expected a positive number of seconds"
-                    ))
-                },
-            )
-        }
-    }
+    parse_timeout(std::env::var(COLLECTIVE_TIMEOUT_VAR).ok().as_deref())
+}
+
+/// The timeout a value of `STASC_COLLECTIVE_TIMEOUT_S` gives (`None`: unset).
+fn parse_timeout(value: Option<&str>) -> Result<Duration, DistError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_COLLECTIVE_TIMEOUT);
+    };
+    let seconds = value.trim().parse::<f64>().ok().filter(|s| *s > 0.0);
+    seconds.and_then(|s| Duration::try_from_secs_f64(s).ok()).ok_or_else(|| {
+        DistError::Topology(format!("{COLLECTIVE_TIMEOUT_VAR}={value:?}: expected a positive number of seconds"))
+    })
 }
 
 #[cfg(test)]
@@ -318,6 +322,17 @@ mod tests {
         for e in errors {
             assert_eq!(e, "another worker failed: worker 1 (cuda:1): out of memory");
         }
+    }
+
+    #[test]
+    fn the_timeout_variable_takes_positive_seconds() {
+        for (value, expected) in [("90", Some(90.0)), (" 0.5 ", Some(0.5)), ("0", None), ("-3", None), ("soon", None)] {
+            let got = parse_timeout(Some(value));
+            assert_eq!(got.as_ref().ok().map(Duration::as_secs_f64), expected, "{value:?}: {got:?}");
+        }
+        let err = parse_timeout(Some("1e300")).unwrap_err().to_string();
+        assert_eq!(err, "STASC_COLLECTIVE_TIMEOUT_S=\"1e300\": expected a positive number of seconds");
+        assert_eq!(parse_timeout(None).unwrap(), DEFAULT_COLLECTIVE_TIMEOUT);
     }
 
     #[test]

@@ -70,13 +70,8 @@ where
         let handles: Vec<_> = (1..group.workers()).map(|w| s.spawn(move || guarded(w))).collect();
         let first = guarded(0);
         let mut all = vec![first];
-        for (k, h) in handles.into_iter().enumerate() {
-            all.push(h.join().unwrap_or_else(|_| {
-                let why = format!("worker {} panicked", k + 1);
-                group.fail(k + 1, &why);
-                Err(DistError::Aborted(why).into())
-            }));
-        }
+        // Panics are caught inside `guarded`; one that escapes it is a bug of this function, passed on as such.
+        all.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|payload| std::panic::resume_unwind(payload))));
         all
     });
     let first_failure = group.failed_worker();
