@@ -25,7 +25,7 @@ if [ ! -f "$venv/.torch-2.11.0-ok" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check torch==2.11.0
   touch "$venv/.torch-2.11.0-ok"
 fi
-# CUDA's crt/ headers, which torch's wheels leave out; build.rs needs them to compile src/ffi/cuda_memory.cpp.
+# CUDA's crt/ headers, which torch's wheels leave out; build.rs needs them to compile src/ffi/cuda_device.cpp.
 if [ ! -f "$venv/.cuda-crt-13.0.88-ok" ]; then
   say "installing nvidia-cuda-crt==13.0.88 (CUDA C runtime headers, 134 kB)"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps nvidia-cuda-crt==13.0.88

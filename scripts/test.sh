@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh clone: set-up first (idempotent; see scripts/setup.sh and scripts/setup_test.sh),
-# a real MLflow server for tests/it/tracking.rs on a free loopback port (stopped when this script ends), then every
-# test of the workspace (unit, integration, plugins) on CPU.
+# then the checks the developers' hook makes (formatting, clippy with warnings as errors), a real MLflow server for
+# tests/it/tracking.rs on a free loopback port (stopped when this script ends), and every test of the workspace
+# (unit, integration, plugins) on CPU. Arguments go to `cargo test`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 "$root/scripts/setup_test.sh"
 cd "$root"
+# rustfmt and clippy are rustup components a minimal toolchain may lack.
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 venv="${STASC_CACHE:-$HOME/.cache/stasc}/tracking-venv"
 mlflow_dir="$(mktemp -d)"

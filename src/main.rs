@@ -6,7 +6,7 @@ fn main() -> ExitCode {
     match stasc::cli::run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", stasc::cli::error::one_line(&err));
             ExitCode::FAILURE
         }
     }

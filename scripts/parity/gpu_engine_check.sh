@@ -4,7 +4,7 @@
 #
 # Prepare here (CPU machine), then run on the device from the repo root with `carry: [".gpu"]`:
 #   cargo build --release --bin stasc && cargo test --release --test it --no-run
-#   mkdir -p .gpu && cp target/release/stasc .gpu/stasc && cp ../shared/bench/hf_baseline.py .gpu/
+#   mkdir -p .gpu && cp target/release/stasc .gpu/stasc && cp scripts/bench/hf_baseline.py .gpu/
 #   cp "$(ls -t target/release/deps/it-* | grep -v '\.d$' | head -1)" .gpu/it && strip .gpu/stasc .gpu/it
 #   (device) bash scripts/parity/gpu_engine_check.sh [parity|bench|profile|all]
 set -o pipefail

@@ -1,5 +1,5 @@
 """Writes GPU parity references for stasc: the tiny random models of make_tiny_models.py in f32 on CUDA, and a
-Qwen2.5-1.5B-shape random model (HF init, seed 0, like shared/bench/hf_baseline.py) in bf16 on CUDA.
+Qwen2.5-1.5B-shape random model (HF init, seed 0, like scripts/bench/hf_baseline.py) in bf16 on CUDA.
 
 Each model directory gets what make_tiny_models.py writes (weights, tokenizer, reference.safetensors/json). For the
 bf16 model the logits tolerance is measured, not guessed: HF's own bf16 logits are compared with the same weights

@@ -1,4 +1,4 @@
-//! `stasc bench`: performance measurements printed in the format of shared/bench/hf_baseline.py so the two can be
+//! `stasc bench`: performance measurements printed in the format of scripts/bench/hf_baseline.py so the two can be
 //! compared line by line. `bench generate` times batched sampling.
 
 use std::path::PathBuf;

@@ -178,7 +178,7 @@ pub fn run_allreduce(a: AllReduceArgs) -> anyhow::Result<ExitCode> {
     let torch = |e: tch::TchError| DistError::Torch(e.to_string());
     let sum = |w: usize, t: &Tensor| match &nccl {
         Some(c) => {
-            group.barrier()?;
+            group.barrier(w)?;
             c.all_reduce_sum(w, t)
         }
         None => group.all_reduce_sum(w, t),
@@ -194,13 +194,13 @@ pub fn run_allreduce(a: AllReduceArgs) -> anyhow::Result<ExitCode> {
             return Err(DistError::Torch(format!("worker {w}: sum in [{lo}, {hi}], expected {expected}")));
         }
         sync(device);
-        group.barrier()?;
+        group.barrier(w)?;
         let started = Instant::now();
         for _ in 0..a.iters {
             sum(w, &t)?;
         }
         sync(device);
-        group.barrier()?;
+        group.barrier(w)?;
         Ok(started.elapsed().as_secs_f64())
     })?;
     let bytes = numel as f64 * kind.elt_size_in_bytes() as f64;

@@ -1,5 +1,5 @@
 //! `stasc bench train` and `stasc bench train-parity`: training throughput printed like
-//! shared/bench/hf_baseline.py ("stasc train bs=B seq=S: X tok/s, peak Y GiB") with MFU, the realistic
+//! scripts/bench/hf_baseline.py ("stasc train bs=B seq=S: X tok/s, peak Y GiB") with MFU, the realistic
 //! variable-length run with and without length grouping, and the HF Trainer parity check on a recorded case.
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions turned into library requests. Each subcommand lives in its own file
-//! with an `Args` struct and a `run` function; this file only dispatches. Loads no models itself.
+//! with an `Args` struct and a `run` function that calls the library (generate, eval, run, train and bench load
+//! models through it); this file only dispatches.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod bench_parallel;
 pub mod bench_train;
+pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod import_gguf;
@@ -16,6 +18,7 @@ pub mod report;
 pub mod run;
 pub mod score;
 pub mod sweep;
+pub mod templates;
 pub mod train;
 
 /// Top-level command line.
@@ -30,7 +33,7 @@ pub struct Cli {
 /// Every subcommand stasc offers. A subcommand is listed only once it works.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Performance measurements (generation), printed like shared/bench/hf_baseline.py.
+    /// Performance measurements (generation), printed like scripts/bench/hf_baseline.py.
     Bench(bench::Args),
     /// Sample completions from a model for a prompt or chat conversations.
     Generate(generate::Args),
@@ -56,6 +59,8 @@ pub enum Command {
     Score(score::Args),
     /// Expand a sweep file into a grid of runs and run the unfinished cells.
     Sweep(sweep::Args),
+    /// The built-in prompt templates, few-shot files and report templates: `export DIR` writes them out to edit.
+    Templates(templates::Args),
     /// Fine-tune a model on a messages JSONL file (loss on the last assistant message).
     Train(train::Args),
 }
@@ -75,6 +80,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Score(args) => score::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Templates(args) => templates::run(args),
         Command::Train(args) => train::run(args),
     }
 }

@@ -142,7 +142,7 @@ choice! {
 }
 
 choice! {
-    /// The built-in reward functions (see docs/stasc.md "Rewards").
+    /// The built-in reward functions (README, "Rewards and plugins").
     EvaluatorFunction {
         /// Any gold alias occurs in the text as a token sequence after DPR-style normalisation.
         InAcc = "in_acc",
@@ -182,8 +182,8 @@ choice! {
 }
 
 choice! {
-    /// A named set of defaults for everything that decides which experiment a run is (stasc.md "Reproducing the
-    /// published table"). Keys set explicitly in a config still win.
+    /// A named set of defaults for everything that decides which experiment a run is (docs/stasc.md "Reproducing
+    /// the published table"). Keys set explicitly in a config still win.
     Protocol {
         /// stasc's own choices: per-initial pairing, non-decreasing N filter, scoring after the answer marker,
         /// few-shot prompts, SFT conversations from sft.jinja, raw completions, whole-step loss normalisation, no

@@ -162,8 +162,9 @@ pub struct StascConfig {
     /// Marker after which `final` mode scores. Default "Final Answer:" for qa, "Final Answer: The final answer is"
     /// for math (reference configs).
     pub evaluator_answer_marker: String,
-    /// Directory of `<task>_initial.json` / `<task>_correction.json` few-shot files. Default few_shots (reference).
-    pub few_shot_dir: PathBuf,
+    /// Directory of `<task>_initial.json` / `<task>_correction.json` few-shot files. Default: none, the built-in
+    /// copies of the clone's few_shots/ (the reference's few_shots).
+    pub few_shot_dir: Option<PathBuf>,
     /// K_init: initial answers per train question. Default 5 (paper).
     pub number_output_initial_generations: usize,
     /// K_corr: corrections per initial answer on train. Default 5 (paper).
@@ -194,8 +195,9 @@ pub struct StascConfig {
     /// Sample the train split at the last iteration too: it only feeds that iteration's train metrics (about a
     /// tenth of a run's sampling). Default true under both protocols (the reference does it).
     pub sample_train_at_last_iteration: bool,
-    /// Directory of the minijinja prompt templates. Default templates.
-    pub template_dir: PathBuf,
+    /// Directory of the minijinja prompt templates (it holds `prompts/<task>/`). Default: none, the built-in copies
+    /// of the clone's templates/.
+    pub template_dir: Option<PathBuf>,
     /// Run directory. Default runs/<run_name>.
     pub output_dir: PathBuf,
     /// Keep every iteration's checkpoint instead of only those the next iteration needs. Default false.
@@ -391,7 +393,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
             .as_deref()
             .map_or(Ok(RewardChoice::Builtin(function)), |v| RewardChoice::parse(file, "evaluator_function", v))?,
         evaluator_answer_marker,
-        few_shot_dir: PathBuf::from(raw.few_shot_dir.unwrap_or_else(|| "few_shots".to_string())),
+        few_shot_dir: raw.few_shot_dir.map(PathBuf::from),
         number_output_initial_generations: at_least(
             file,
             "number_output_initial_generations",
@@ -424,7 +426,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
             .as_deref()
             .map_or(Ok(defaults.answer_cleaning), |v| AnswerCleaning::parse(file, "answer_cleaning", v))?,
         sample_train_at_last_iteration: raw.sample_train_at_last_iteration.unwrap_or(true),
-        template_dir: PathBuf::from(raw.template_dir.unwrap_or_else(|| "templates".to_string())),
+        template_dir: raw.template_dir.map(PathBuf::from),
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
         chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,
         batch_invariant: raw.batch_invariant.unwrap_or(false),

@@ -3,16 +3,29 @@
 //! instead of leaving them waiting in a collective forever. The reduction itself is NCCL between distinct CUDA
 //! devices, and a host-side sum otherwise (CPU workers, or workers sharing a device), which adds the workers'
 //! tensors in worker order so every worker gets bit-identical results.
+//!
+//! A worker that never reaches a collective (stuck, or gone without failing the group) would leave the others
+//! waiting forever, so every wait has a timeout ([`DEFAULT_COLLECTIVE_TIMEOUT`], `STASC_COLLECTIVE_TIMEOUT_S`)
+//! whose error names the workers that did not arrive.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tch::{Device, Tensor};
 
 use super::nccl::Communicators;
 use super::DistError;
 
+/// How long a worker waits for the others at a collective when `STASC_COLLECTIVE_TIMEOUT_S` is not set: longer
+/// than any step or checkpoint save between two collectives, as PyTorch's default process-group timeout is.
+pub const DEFAULT_COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The environment variable that overrides [`DEFAULT_COLLECTIVE_TIMEOUT`], in seconds.
+pub const COLLECTIVE_TIMEOUT_VAR: &str = "STASC_COLLECTIVE_TIMEOUT_S";
+
 struct State {
-    arrived: usize,
+    /// Which workers have reached the current barrier.
+    arrived: Vec<bool>,
     generation: u64,
     aborted: Option<String>,
     /// The worker whose failure aborted the group, when a worker did.
@@ -27,11 +40,16 @@ pub struct Group {
     state: Mutex<State>,
     wake: Condvar,
     nccl: Option<Communicators>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Group").field("workers", &self.workers).field("nccl", &self.nccl.is_some()).finish()
+        f.debug_struct("Group")
+            .field("workers", &self.workers)
+            .field("nccl", &self.nccl.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -56,7 +74,8 @@ pub fn transport_for(devices: &[Device]) -> Transport {
 }
 
 impl Group {
-    /// A group for one worker per entry of `devices`, with `transport`.
+    /// A group for one worker per entry of `devices`, with `transport` and the collective timeout of the
+    /// environment ([`collective_timeout`]).
     pub fn new(devices: &[Device], transport: Transport) -> Result<Self, DistError> {
         let nccl = match transport {
             Transport::Host => None,
@@ -74,7 +93,7 @@ impl Group {
         Ok(Group {
             workers: devices.len(),
             state: Mutex::new(State {
-                arrived: 0,
+                arrived: vec![false; devices.len()],
                 generation: 0,
                 aborted: None,
                 failed_worker: None,
@@ -82,7 +101,14 @@ impl Group {
             }),
             wake: Condvar::new(),
             nccl,
+            timeout: collective_timeout()?,
         })
+    }
+
+    /// The same group with another collective timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Number of workers.
@@ -128,22 +154,45 @@ impl Group {
         self.lock().failed_worker
     }
 
-    /// Waits until every worker arrived, or fails when the group was aborted.
-    pub fn barrier(&self) -> Result<(), DistError> {
+    /// Worker `worker` waits until every worker arrived. Fails when the group was aborted, or when a worker has not
+    /// arrived within the group's timeout (the error names it, and the group is aborted so the others stop too).
+    pub fn barrier(&self, worker: usize) -> Result<(), DistError> {
         let mut s = self.lock();
         if let Some(why) = &s.aborted {
             return Err(DistError::Aborted(why.clone()));
         }
         let generation = s.generation;
-        s.arrived += 1;
-        if s.arrived == self.workers {
-            s.arrived = 0;
+        s.arrived[worker] = true;
+        if s.arrived.iter().all(|&a| a) {
+            s.arrived.iter_mut().for_each(|a| *a = false);
             s.generation += 1;
             self.wake.notify_all();
             return Ok(());
         }
+        // A limit too far away to represent is no limit.
+        let deadline = Instant::now().checked_add(self.timeout);
         while s.generation == generation && s.aborted.is_none() {
-            s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                let missing: Vec<String> =
+                    s.arrived.iter().enumerate().filter(|(_, &a)| !a).map(|(k, _)| k.to_string()).collect();
+                let why = format!(
+                    "worker {} did not reach a collective within {} s (worker {worker} waited; {COLLECTIVE_TIMEOUT_VAR} \
+                     sets the limit)",
+                    missing.join(", "),
+                    self.timeout.as_secs_f64()
+                );
+                s.failed_worker = Some(worker);
+                s.aborted = Some(why.clone());
+                self.wake.notify_all();
+                // Said at once: a worker that never returns also keeps the process from reporting the error.
+                eprintln!("stasc: {why}");
+                return Err(DistError::Timeout(why));
+            }
+            s = match left {
+                Some(left) => self.wake.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
+                None => self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
+            };
         }
         match (&s.aborted, s.generation == generation) {
             (Some(why), true) => Err(DistError::Aborted(why.clone())),
@@ -156,7 +205,7 @@ impl Group {
         if self.workers == 1 {
             return Ok(());
         }
-        self.barrier()?;
+        self.barrier(worker)?;
         match &self.nccl {
             Some(comms) => comms.all_reduce_sum(worker, t),
             None => self.host_reduce(worker, t, None),
@@ -168,7 +217,7 @@ impl Group {
         if self.workers == 1 {
             return Ok(());
         }
-        self.barrier()?;
+        self.barrier(worker)?;
         match &self.nccl {
             Some(comms) => comms.broadcast(worker, t, root),
             None => self.host_reduce(worker, t, Some(root)),
@@ -181,7 +230,7 @@ impl Group {
         let torch = |what: &'static str| move |e: tch::TchError| DistError::Torch(format!("{what}: {e}"));
         let deposit = t.f_detach_copy().map_err(torch("copying a contribution"))?;
         self.lock().slots[worker] = Some(deposit);
-        self.barrier()?;
+        self.barrier(worker)?;
         let contributions: Vec<Tensor> = {
             let s = self.lock();
             let pick: Vec<usize> = match root {
@@ -202,13 +251,29 @@ impl Group {
         })();
         drop(contributions);
         // Everyone has read every deposit before any is taken back.
-        let waited = self.barrier();
+        let waited = self.barrier(worker);
         self.lock().slots[worker] = None;
         waited?;
         let mut t = t.shallow_clone();
         t.f_copy_(&result?).map_err(torch("writing the result"))?;
         Ok(())
     }
+}
+
+/// The collective timeout: `STASC_COLLECTIVE_TIMEOUT_S` when set, else [`DEFAULT_COLLECTIVE_TIMEOUT`].
+pub fn collective_timeout() -> Result<Duration, DistError> {
+    parse_timeout(std::env::var(COLLECTIVE_TIMEOUT_VAR).ok().as_deref())
+}
+
+/// The timeout a value of `STASC_COLLECTIVE_TIMEOUT_S` gives (`None`: unset).
+fn parse_timeout(value: Option<&str>) -> Result<Duration, DistError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_COLLECTIVE_TIMEOUT);
+    };
+    let seconds = value.trim().parse::<f64>().ok().filter(|s| *s > 0.0);
+    seconds.and_then(|s| Duration::try_from_secs_f64(s).ok()).ok_or_else(|| {
+        DistError::Topology(format!("{COLLECTIVE_TIMEOUT_VAR}={value:?}: expected a positive number of seconds"))
+    })
 }
 
 #[cfg(test)]
@@ -250,13 +315,24 @@ mod tests {
             });
             let failing = s.spawn(|| {
                 group.abort("worker 1 (cuda:1): out of memory");
-                group.barrier().unwrap_err().to_string()
+                group.barrier(1).unwrap_err().to_string()
             });
             vec![waiting.join().unwrap(), failing.join().unwrap()]
         });
         for e in errors {
             assert_eq!(e, "another worker failed: worker 1 (cuda:1): out of memory");
         }
+    }
+
+    #[test]
+    fn the_timeout_variable_takes_positive_seconds() {
+        for (value, expected) in [("90", Some(90.0)), (" 0.5 ", Some(0.5)), ("0", None), ("-3", None), ("soon", None)] {
+            let got = parse_timeout(Some(value));
+            assert_eq!(got.as_ref().ok().map(Duration::as_secs_f64), expected, "{value:?}: {got:?}");
+        }
+        let err = parse_timeout(Some("1e300")).unwrap_err().to_string();
+        assert_eq!(err, "STASC_COLLECTIVE_TIMEOUT_S=\"1e300\": expected a positive number of seconds");
+        assert_eq!(parse_timeout(None).unwrap(), DEFAULT_COLLECTIVE_TIMEOUT);
     }
 
     #[test]

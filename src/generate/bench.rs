@@ -1,6 +1,6 @@
 //! The generation benchmark behind `stasc bench generate`: a batch of random prompts of a fixed length, every sample
 //! decoding exactly `new_tokens` tokens (EOS ignored, like HF's `min_new_tokens`), after a short warm-up run, timed
-//! end to end (prefill included) the way shared/bench/hf_baseline.py times HF generate.
+//! end to end (prefill included) the way scripts/bench/hf_baseline.py times HF generate.
 
 use super::request::{GenerateOptions, GenerationRequest, GenerationStats, PromptInput, StopRules};
 use super::sampling::{splitmix64, Sampling};

@@ -3,7 +3,8 @@
 //! message list of that stage, from the question, the answers and the few-shot messages of
 //! `<few_shot_dir>/T_initial.json` and `T_correction.json`. Templates may `{% import %}` other files of their task
 //! directory (the shipped ones share their texts through `texts.jinja`), so a user edits prompt texts without
-//! recompiling; templates/prompts/README.md documents the variables.
+//! recompiling; templates/prompts/README.md documents the variables. With no `template_dir` / `few_shot_dir` the
+//! built-in copies of the shipped files are used ([`super::builtin`]).
 
 use std::path::{Path, PathBuf};
 
@@ -11,11 +12,11 @@ use minijinja::value::ValueKind;
 use minijinja::{path_loader, AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 
 use super::few_shot::{load_few_shots, FewShotKind};
-use super::{ChatMessage, PromptError, ROLES};
+use super::{builtin, ChatMessage, PromptError, ROLES};
 
-/// The template directory used when none is configured (it holds `prompts/<task>/`).
+/// The clone's template directory (it holds `prompts/<task>/`), which the built-in templates are made from.
 pub const DEFAULT_TEMPLATE_DIR: &str = "templates";
-/// The few-shot directory used when none is configured (the reference's `few_shot_dir`).
+/// The clone's few-shot directory (the reference's `few_shot_dir`), which the built-in few-shot files are made from.
 pub const DEFAULT_FEW_SHOT_DIR: &str = "few_shots";
 
 /// The three message lists a task defines, one template each.
@@ -50,14 +51,29 @@ pub struct PromptBuilder {
 
 impl PromptBuilder {
     /// Loads the templates of `task` from `<template_dir>/prompts/<task>/` and its few-shot files from
-    /// `few_shot_dir`, then renders each template once with sample text so that a broken template fails here, not
-    /// in the middle of a run.
-    pub fn load(template_dir: &Path, few_shot_dir: &Path, task: &str) -> Result<PromptBuilder, PromptError> {
-        let prompts_dir = template_dir.join("prompts");
-        let task_dir = prompts_dir.join(task);
+    /// `few_shot_dir` (each `None`: the built-in files), then renders each template once with sample text so that a
+    /// broken template fails here, not in the middle of a run.
+    pub fn load(
+        template_dir: Option<&Path>,
+        few_shot_dir: Option<&Path>,
+        task: &str,
+    ) -> Result<PromptBuilder, PromptError> {
         let plain_name = !task.is_empty() && task.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !plain_name || !task_dir.is_dir() {
-            let available = match available_tasks(&prompts_dir) {
+        let (prompts_dir, known) = match template_dir {
+            Some(dir) => {
+                let prompts_dir = dir.join("prompts");
+                let known = prompts_dir.join(task).is_dir();
+                (prompts_dir, known)
+            }
+            None => (builtin::label("prompts"), builtin::tasks().iter().any(|t| t == task)),
+        };
+        let task_dir = prompts_dir.join(task);
+        if !plain_name || !known {
+            let tasks = match template_dir {
+                Some(_) => available_tasks(&prompts_dir),
+                None => builtin::tasks(),
+            };
+            let available = match tasks {
                 tasks if tasks.is_empty() => "there are none".to_string(),
                 tasks => format!("tasks there: {}", tasks.join(", ")),
             };
@@ -71,7 +87,13 @@ impl PromptBuilder {
         env.set_auto_escape_callback(|_| AutoEscape::None);
         // A misspelt variable is an error, not an empty string in every prompt of a run.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_loader(path_loader(&task_dir));
+        match template_dir {
+            Some(_) => env.set_loader(path_loader(&task_dir)),
+            None => {
+                let task = task.to_string();
+                env.set_loader(move |name| Ok(builtin::template(&format!("prompts/{task}/{name}")).map(str::to_string)))
+            }
+        }
         for role in ROLES {
             env.add_function(role, move |content: String| Value::from_serialize(ChatMessage::new(role, content)));
         }
@@ -114,7 +136,7 @@ impl PromptBuilder {
         &self.task
     }
 
-    /// The directory the templates are read from.
+    /// The directory the templates are read from (`<built-in>/prompts/<task>` for the built-in ones).
     pub fn task_dir(&self) -> &Path {
         &self.task_dir
     }

@@ -1,13 +1,14 @@
-//! Few-shot files: `<few_shot_dir>/<task>_initial.json` and `<task>_correction.json`, each a JSON list of
-//! `{"role", "content"}` messages. A missing file means no few-shot messages and is said once per file and
-//! process; a malformed one is an error naming the file, the entry and what was expected.
+//! Few-shot files: `<few_shot_dir>/<task>_initial.json` and `<task>_correction.json` (the built-in ones when no
+//! `few_shot_dir` is set), each a JSON list of `{"role", "content"}` messages. A missing file means no few-shot
+//! messages and is said once per file and process; a malformed one is an error naming the file, the entry and what
+//! was expected.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{ChatMessage, PromptError, ROLES};
+use super::{builtin, ChatMessage, PromptError, ROLES};
 
 /// Which prompt a few-shot file feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +28,14 @@ impl FewShotKind {
         }
     }
 
+    /// The name of the file of this kind for `task`, as in `qa_initial.json`.
+    pub fn file_name(self, task: &str) -> String {
+        format!("{task}_{}.json", self.suffix())
+    }
+
     /// The file of this kind for `task` in `dir`.
     pub fn path(self, dir: &Path, task: &str) -> PathBuf {
-        dir.join(format!("{task}_{}.json", self.suffix()))
+        dir.join(self.file_name(task))
     }
 }
 
@@ -39,21 +45,26 @@ impl fmt::Display for FewShotKind {
     }
 }
 
-/// Loads the few-shot messages of `task` and `kind` from `dir`; a missing file gives an empty list.
-pub fn load_few_shots(dir: &Path, task: &str, kind: FewShotKind) -> Result<Vec<ChatMessage>, PromptError> {
-    let path = kind.path(dir, task);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if first_time_missing(&path) {
-                eprintln!(
-                    "stasc: no few-shot file {}; the {task} {kind} prompts get no few-shot messages",
-                    path.display()
-                );
+/// Loads the few-shot messages of `task` and `kind` from `dir`, or from the built-in files when `dir` is `None`; a
+/// missing file gives an empty list.
+pub fn load_few_shots(dir: Option<&Path>, task: &str, kind: FewShotKind) -> Result<Vec<ChatMessage>, PromptError> {
+    let name = kind.file_name(task);
+    let (path, text) = match dir {
+        Some(dir) => {
+            let path = dir.join(&name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => (path, Some(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (path, None),
+                Err(source) => return Err(PromptError::Io { path, source }),
             }
-            return Ok(Vec::new());
         }
-        Err(source) => return Err(PromptError::Io { path, source }),
+        None => (builtin::label(&name), builtin::few_shot(&name).map(str::to_string)),
+    };
+    let Some(text) = text else {
+        if first_time_missing(&path) {
+            eprintln!("stasc: no few-shot file {}; the {task} {kind} prompts get no few-shot messages", path.display());
+        }
+        return Ok(Vec::new());
     };
     parse_few_shots(&text).map_err(|reason| PromptError::FewShot { path, reason })
 }
@@ -135,7 +146,7 @@ mod tests {
         let path = FewShotKind::Initial.path(dir.path(), "qa");
         assert!(first_time_missing(&path));
         assert!(!first_time_missing(&path));
-        assert_eq!(load_few_shots(dir.path(), "qa", FewShotKind::Initial).unwrap(), vec![]);
+        assert_eq!(load_few_shots(Some(dir.path()), "qa", FewShotKind::Initial).unwrap(), vec![]);
         assert!(first_time_missing(&FewShotKind::Correction.path(dir.path(), "qa")));
     }
 
@@ -144,9 +155,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("qa_correction.json");
         std::fs::write(&path, r#"[{"role": "user"}]"#).unwrap();
-        let err = load_few_shots(dir.path(), "qa", FewShotKind::Correction).unwrap_err().to_string();
+        let err = load_few_shots(Some(dir.path()), "qa", FewShotKind::Correction).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("entry 0 has no string \"content\""), "{err}");
         assert!(err.contains("expected a JSON list of"), "{err}");
+    }
+
+    #[test]
+    fn built_in_files_are_read_without_a_directory() {
+        let qa = load_few_shots(None, "qa", FewShotKind::Initial).unwrap();
+        assert_eq!(qa, parse_few_shots(include_str!("../../few_shots/qa_initial.json")).unwrap());
+        assert!(!qa.is_empty());
+        assert_eq!(load_few_shots(None, "math", FewShotKind::Correction).unwrap(), vec![]);
     }
 }

@@ -1,11 +1,13 @@
-//! Prompts: minijinja rendering of the task prompts (templates/prompts + few_shots/) and of a model's own chat
-//! template from tokenizer_config.json, the way HF transformers renders it.
+//! Prompts: minijinja rendering of the task prompts (templates/prompts + few_shots/, built into the binary and
+//! replaceable by directories) and of a model's own chat template from tokenizer_config.json, the way HF
+//! transformers renders it.
 //!
 //! [`PromptBuilder`] turns a question (and answers) into the message lists of the STaSC loop: the initial
 //! generation, the correction, and the SFT conversation. [`chat_template::ChatTemplate`] turns a message list into
 //! the exact text a model was trained on.
 
 pub mod builder;
+pub mod builtin;
 pub mod chat_template;
 mod error;
 mod few_shot;

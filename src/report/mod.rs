@@ -228,7 +228,7 @@ fn summary_markdown(
 ) -> String {
     let mut md = format!(
         "# {}\n\nTest accuracies; \"max test corr.\" is the best iteration (incl. 0). {SUMMARY_INTERVALS}\n\n",
-        set.name
+        table::markdown_text(&set.name)
     );
     md.push_str(&summary.to_markdown());
     if let Some(s) = seeds {
@@ -247,7 +247,7 @@ fn summary_markdown(
     if !notes.is_empty() {
         md.push_str("\n## Unfinished runs\n\n");
         for n in notes {
-            md.push_str(&format!("- {n}\n"));
+            md.push_str(&format!("- {}\n", table::markdown_text(n)));
         }
     }
     md
@@ -275,7 +275,7 @@ fn paper_legend(p: &PaperTable) -> Vec<String> {
 fn paper_markdown(p: &PaperTable, shown: &Table, settings: Option<&Table>, legend: &[String]) -> String {
     let mut md = format!(
         "# Test correction accuracy: ours vs published ({})\n\nPublished: {}; their settings: {}.\n\n",
-        p.model,
+        table::markdown_text(&p.model),
         published::PUBLISHED_PATH,
         published::PUBLISHED_SETTINGS_PATH
     );

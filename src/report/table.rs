@@ -94,7 +94,7 @@ impl Table {
 
     /// The table as a GitHub-flavoured Markdown table; numeric columns are right-aligned.
     pub fn to_markdown(&self) -> String {
-        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let cell = |s: &str| markdown_text(s).replace('|', "\\|");
         let mut out = format!("| {} |\n|", self.headers.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
         for numeric in self.numeric_columns() {
             out.push_str(if numeric { " ---: |" } else { " --- |" });
@@ -139,6 +139,23 @@ impl Table {
             })
             .collect()
     }
+}
+
+/// `s` as Markdown text on one line: HTML tags and entities show as typed (a run name is a user's string, and
+/// Markdown renderers pass raw HTML through); a bare `&` stays as it is.
+pub fn markdown_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' if chars.peek().is_some_and(|n| n.is_ascii_alphanumeric() || *n == '#') => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Escapes LaTeX specials and writes the report's symbols (±, —, Δ, →) in math mode.
@@ -191,6 +208,19 @@ mod tests {
             md,
             "| variant | acc | note |\n| --- | ---: | --- |\n| EIE | 0.228 | a\\|b, \"c\" |\n| FN_F | — | 50% & more |\n"
         );
+    }
+
+    #[test]
+    fn markdown_shows_html_in_names_as_typed() {
+        let t = Table {
+            headers: vec!["run".into(), "acc".into()],
+            rows: vec![vec!["<script>alert(1)</script> &amp; <b>x</b>".into(), "0.5".into()]],
+        };
+        assert_eq!(
+            t.to_markdown(),
+            "| run | acc |\n| --- | ---: |\n| &lt;script&gt;alert(1)&lt;/script&gt; &amp;amp; &lt;b&gt;x&lt;/b&gt; | 0.5 |\n"
+        );
+        assert_eq!(markdown_text("a & b\nc"), "a & b c");
     }
 
     #[test]

@@ -147,3 +147,18 @@ fn rerun_without_paper_removes_the_stale_paper_table() {
 fn default_output_is_named_after_the_input() {
     assert_eq!(default_out_dir(Path::new("runs/demo")), Path::new("reports/demo"));
 }
+
+#[test]
+fn run_names_with_html_show_as_typed_in_summary_md() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("<b>runs");
+    write_run(&runs.join("<script>alert(1)"), "EIE", &[0.25, 0.5], true);
+    write_run(&runs.join("plain"), "FNF", &[0.25, 0.5], false);
+    let out = tmp.path().join("report");
+    let options = ReportOptions { out: out.clone(), paper_model: None, templates: None };
+    write_report(&runs, &options).unwrap();
+    let md = fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(!md.contains('<') && !md.contains('>'), "{md}");
+    assert!(md.starts_with("# &lt;b&gt;runs\n"), "{md}");
+    assert!(md.contains("| &lt;script&gt;alert(1) |"), "{md}");
+}

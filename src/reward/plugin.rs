@@ -4,7 +4,8 @@
 //! Loading checks, in order: the file exists, it is a loadable dylib, it exports the SDK's entry symbol, and the
 //! descriptor's ABI version equals ours; only then is anything else read or called. A plugin's error or panic
 //! becomes an error for that sample (the SDK's wrapper catches panics, so none crosses into the host), and a
-//! non-finite score is rejected. Each loaded plugin is identified by its path and the SHA-256 of its file.
+//! non-finite score is rejected; the command scoring the sample stops with that error (README, "Rewards and
+//! plugins"). Each loaded plugin is identified by its path and the SHA-256 of its file.
 
 use std::env;
 use std::ffi::{CStr, CString};

@@ -87,7 +87,7 @@ pub fn prompts_and_scorer(config: &RunConfig) -> Result<(TemplatePrompts, Evalua
     let c = &config.stasc_config;
     let file = &config.sources.config;
     let setup = |message: String| StascError::State { path: file.clone(), message };
-    let builder = PromptBuilder::load(&c.template_dir, &c.few_shot_dir, c.task_type.name())
+    let builder = PromptBuilder::load(c.template_dir.as_deref(), c.few_shot_dir.as_deref(), c.task_type.name())
         .map_err(|e| setup(format!("prompt templates: {e}")))?;
     let builder = if c.use_few_shots { builder } else { builder.without_few_shots() };
     let evaluator = Evaluator::from_spec(

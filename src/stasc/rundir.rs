@@ -10,16 +10,44 @@ use serde::Serialize;
 
 use super::error::StascError;
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename. An error names `path`;
+/// the temporary file never outlives a failed write, and ones left by a killed process writing `path` are removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StascError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir).map_err(|e| StascError::io(dir, e))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = fs::File::create(&tmp).map_err(|e| StascError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| StascError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| StascError::io(path, e))
+    remove_stale_temporaries(dir, &name);
+    let tmp = dir.join(format!("{}{}", temp_prefix(&name), std::process::id()));
+    let written = fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .and_then(|_| fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        StascError::io(path, e)
+    })
+}
+
+/// The name of [`write_atomic`]'s temporary files for `name`, up to the process id.
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Removes temporary files of `name` in `dir` left by a process killed while writing it (or by a full disk before
+/// temporary files were removed on failure). Best effort: a file that cannot be removed is overwritten later anyway.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let prefix = temp_prefix(name);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if rest.parse::<u32>().is_ok_and(|pid| pid != std::process::id()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Serialises records as JSON lines and writes them atomically.
@@ -116,6 +144,11 @@ pub fn config_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<S
     out
 }
 
+/// Keys of the fingerprint that say what the configuration files were called, not what they contain: the run name
+/// (by default the stasc_config file's name) and which file chose the dtype. The same YAML copied under another name
+/// is the same run.
+const FILE_NAMES_ONLY: &[&str] = &["stasc_config.run_name", "execution.dtype_source"];
+
 fn diff_values(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
     use serde_json::Value;
     match (old, new) {
@@ -125,6 +158,9 @@ fn diff_values(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, o
             keys.dedup();
             for k in keys {
                 let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                if FILE_NAMES_ONLY.contains(&p.as_str()) {
+                    continue;
+                }
                 match (a.get(k), b.get(k)) {
                     (Some(x), Some(y)) => diff_values(&p, x, y, out),
                     (Some(x), None) => out.push(format!("{p} (was {x}, now absent)")),
@@ -169,5 +205,60 @@ mod tests {
         let ch = config_changes(&a, &b);
         assert_eq!(ch, vec!["extra (was absent, now true)".to_string(), "sampling.temperature (0.6 -> 0.7)".into()]);
         assert!(config_changes(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn temporaries_left_by_a_killed_or_failed_write_are_removed_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = ChunkStore::new(dir.path(), "initial");
+        // What a full disk left behind: a 0-byte temporary chunk of another (earlier) process.
+        let stale = chunks.dir.join(".chunk-00003.jsonl.tmp-4000000");
+        fs::create_dir_all(&chunks.dir).unwrap();
+        fs::write(&stale, b"").unwrap();
+        let other = chunks.dir.join(".chunk-00004.jsonl.tmp-4000000");
+        fs::write(&other, b"").unwrap();
+        chunks.save(3, &[json!({"sample": 0})]).unwrap();
+        assert!(!stale.exists(), "the resumed write of chunk 3 removes its leftover");
+        assert!(other.exists(), "another file's temporary is left to that file's own write");
+        assert_eq!(chunks.load::<serde_json::Value>(3).unwrap(), Some(vec![json!({"sample": 0})]));
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file_and_leaves_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename onto a directory fails, as a write fails on a full disk.
+        let target = dir.path().join("metrics.json");
+        fs::create_dir_all(target.join("x")).unwrap();
+        let err = write_atomic(&target, b"{}").unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: ", target.display())), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("metrics.json")], "no temporary file is left");
+    }
+
+    #[test]
+    fn the_same_config_under_another_file_name_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text =
+            fs::read_to_string(root.join("configs/cpu_demo.yaml")).unwrap().replace("run_name: \"cpu_demo\"\n", "");
+        let fingerprint = |name: &str, text: &str| {
+            let config = dir.path().join(name);
+            fs::write(&config, text).unwrap();
+            let paths = crate::config::RunConfigPaths {
+                config,
+                ft_config: root.join("configs/cpu_fine_tune.yaml"),
+                accelerate_config: None,
+            };
+            let run = crate::config::RunConfig::load(&paths).unwrap();
+            let (_, scorer) = super::super::from_config::prompts_and_scorer(&run).unwrap();
+            super::super::from_config::fingerprint(&run, &scorer)
+        };
+        let original = fingerprint("stasc_config.yaml", &text);
+        // Both name the file: the run by default, and the key that chose the dtype.
+        assert_eq!(original["stasc_config"]["run_name"], json!("stasc_config"));
+        assert_eq!(original["execution"]["dtype_source"], json!("stasc_config.yaml: dtype"));
+        assert_eq!(config_changes(&original, &fingerprint("copy.yaml", &text)), Vec::<String>::new());
+        let changed = fingerprint("copy.yaml", &text.replace("temperature: 0.6", "temperature: 0.7"));
+        assert_eq!(config_changes(&original, &changed), vec!["stasc_config.temperature (0.6 -> 0.7)".to_string()]);
     }
 }

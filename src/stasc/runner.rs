@@ -1,4 +1,4 @@
-//! The STaSC loop (stasc.md "The loop"): sample initial answers, sample corrections, score, filter, fine-tune,
+//! The STaSC loop (docs/stasc.md "The loop"): sample initial answers, sample corrections, score, filter, fine-tune,
 //! repeat; with every phase saved in the run directory so a killed run resumes where it stopped.
 
 use std::collections::BTreeMap;

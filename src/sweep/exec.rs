@@ -2,7 +2,7 @@
 //! run the rest (each in its own `stasc run` child process, so a crash or out-of-memory error stays in its cell),
 //! spread over devices, and record failures without stopping the other cells.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -45,6 +45,10 @@ pub struct SweepIndex {
     pub axes: Vec<String>,
     /// Every cell, in grid order.
     pub cells: Vec<CellPlan>,
+    /// Each cell's axis values as the sweep file writes them, by cell name: what tells apart two values that look
+    /// alike in cell names (those names carry a short hash of the value). Empty in sweeps made before it was kept.
+    #[serde(default)]
+    pub values: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// State of a cell as seen before running.
@@ -140,6 +144,7 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
             file: spec.file.clone(),
             axes: spec.grid.iter().map(|a| a.key.clone()).collect(),
             cells: plans.clone(),
+            values: cells.iter().map(|c| (c.name.clone(), c.values.iter().cloned().collect())).collect(),
         };
         let json = serde_json::to_vec_pretty(&index).expect("sweep index serialises");
         write_if_changed(&spec.out.join("sweep.json"), &json)?;

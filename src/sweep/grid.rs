@@ -1,5 +1,9 @@
 //! Grid expansion: the ordered cartesian product of the axes (first axis slowest, as Hydra does), each cell's
 //! name from its overrides, and the stasc_config / fine_tune documents each cell runs with.
+//!
+//! Names are short (a model shows as its folder name), so two different values of an axis can look alike (models
+//! in folders of the same name, `0.6` and `"0.6"`): those values get a short hash of the value in the name, and
+//! cells that would run the same configuration are refused, so no two cells ever share a directory.
 
 use std::path::Path;
 
@@ -19,6 +23,8 @@ pub struct Cell {
     pub name: String,
     /// The axis values of this cell, in axis order: (key, short display value).
     pub overrides: Vec<(String, String)>,
+    /// The axis values of this cell as the sweep file writes them, in axis order.
+    pub values: Vec<(String, Value)>,
     /// stasc_config document (base + `[set]` + task + grid overrides).
     pub stasc: Value,
     /// fine_tune document (base + `ft.*` overrides).
@@ -40,7 +46,8 @@ pub fn expand(spec: &SweepSpec, base_stasc: &Value, base_ft: &Value) -> Result<V
             })
             .collect();
     }
-    let mut cells = Vec::with_capacity(combos.len());
+    let shown = axis_displays(spec, base_stasc, base_ft)?;
+    let mut cells: Vec<Cell> = Vec::with_capacity(combos.len());
     for combo in combos {
         let mut stasc = base_stasc.clone();
         let mut ft = base_ft.clone();
@@ -48,19 +55,63 @@ pub fn expand(spec: &SweepSpec, base_stasc: &Value, base_ft: &Value) -> Result<V
             apply(&spec.file, spec, k, v, &mut stasc, &mut ft)?;
         }
         let mut overrides = Vec::new();
-        for (axis, &i) in spec.grid.iter().zip(&combo) {
+        let mut values = Vec::new();
+        for (a, (axis, &i)) in spec.grid.iter().zip(&combo).enumerate() {
             let value = &axis.values[i];
-            let shown = apply(&spec.file, spec, &axis.key, value, &mut stasc, &mut ft)?;
-            overrides.push((axis.key.clone(), shown));
+            apply(&spec.file, spec, &axis.key, value, &mut stasc, &mut ft)?;
+            overrides.push((axis.key.clone(), shown[a][i].clone()));
+            values.push((axis.key.clone(), value.clone()));
         }
         let name = if overrides.is_empty() {
             "default".to_string()
         } else {
             overrides.iter().map(|(k, v)| format!("{}={}", short_key(k), v)).collect::<Vec<_>>().join(",")
         };
-        cells.push(Cell { name, overrides, stasc, fine_tune: ft });
+        if let Some(same) = cells.iter().find(|c| c.stasc == stasc && c.fine_tune == ft) {
+            return Err(crate::config::ConfigError::invalid(
+                &spec.file,
+                "grid",
+                format!(
+                    "cells {} and {name} would run the same configuration (two values of an axis mean the same); \
+                     keep one of them",
+                    same.name
+                ),
+            )
+            .into());
+        }
+        cells.push(Cell { name, overrides, values, stasc, fine_tune: ft });
     }
     Ok(cells)
+}
+
+/// How each value of each axis shows in cell names: its short display, followed by a short hash of the value
+/// where another value of the same axis has the same display.
+fn axis_displays(spec: &SweepSpec, base_stasc: &Value, base_ft: &Value) -> Result<Vec<Vec<String>>, SweepError> {
+    let mut all = Vec::with_capacity(spec.grid.len());
+    for axis in &spec.grid {
+        let mut shown = Vec::with_capacity(axis.values.len());
+        for value in &axis.values {
+            let (mut stasc, mut ft) = (base_stasc.clone(), base_ft.clone());
+            shown.push(apply(&spec.file, spec, &axis.key, value, &mut stasc, &mut ft)?);
+        }
+        let alike: Vec<bool> =
+            shown.iter().enumerate().map(|(i, s)| shown.iter().enumerate().any(|(j, t)| i != j && s == t)).collect();
+        for ((s, value), alike) in shown.iter_mut().zip(&axis.values).zip(alike) {
+            if alike {
+                s.push('-');
+                s.push_str(&short_hash(value));
+            }
+        }
+        all.push(shown);
+    }
+    Ok(all)
+}
+
+/// The first 8 hex digits of the SHA-256 of a value's JSON text.
+fn short_hash(value: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
 fn short_key(key: &str) -> &str {
@@ -300,5 +351,50 @@ mod tests {
         assert!(err.contains("'grd'") && err.contains("'grid'"), "{err}");
         let err = SweepSpec::parse(Path::new("s.toml"), &format!("{HEAD}[grid]\ninit = []\n")).unwrap_err().to_string();
         assert!(err.contains("grid.init") && err.contains("non-empty list"), "{err}");
+    }
+
+    #[test]
+    fn repeated_grid_values_are_refused_with_their_entries() {
+        for (axis, shown) in [
+            ("seed = [42, 7, 42]", "'grid.seed' lists the value 42 twice (entries 1 and 3)"),
+            ("temperature = [0.6, 0.60]", "'grid.temperature' lists the value 0.6 twice (entries 1 and 2)"),
+        ] {
+            let err = SweepSpec::parse(Path::new("s.toml"), &format!("{HEAD}[grid]\n{axis}\n")).unwrap_err();
+            assert_eq!(err.to_string(), format!("s.toml: key {shown}; each value must appear once"));
+        }
+    }
+
+    #[test]
+    fn values_that_show_alike_get_distinct_names_with_a_short_hash() {
+        let s =
+            spec(&format!("{HEAD}[grid]\nmodel = [\"a/qwen\", \"b/qwen\", \"c/phi\"]\ntemperature = [0.5, \"0.5\"]\n"));
+        let cells = expand(&s, &json!({}), &json!({})).unwrap();
+        let names: Vec<&str> = cells.iter().map(|c| c.name.as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 6, "{names:?}");
+        let hashed = |v: Value| format!("-{}", short_hash(&v));
+        assert_eq!(
+            cells[0].name,
+            format!("model=qwen{},temperature=0.5{}", hashed(json!("a/qwen")), hashed(json!(0.5)))
+        );
+        assert_eq!(
+            cells[2].name,
+            format!("model=qwen{},temperature=0.5{}", hashed(json!("b/qwen")), hashed(json!(0.5)))
+        );
+        assert_eq!(cells[4].name, format!("model=phi,temperature=0.5{}", hashed(json!(0.5))));
+        assert_ne!(hashed(json!(0.5)), hashed(json!("0.5")));
+        // The cell records which value it stands for.
+        assert_eq!(cells[2].values, vec![("model".to_string(), json!("b/qwen")), ("temperature".into(), json!(0.5))]);
+        assert_eq!(cells[2].stasc["model_path"], json!("b/qwen"));
+    }
+
+    #[test]
+    fn two_values_that_mean_the_same_are_refused() {
+        let s = spec(&format!("{HEAD}[grid]\nfilter = [\"C\", \"correct_to_correct\"]\n"));
+        let err = expand(&s, &json!({}), &json!({})).unwrap_err().to_string();
+        assert!(err.starts_with("s.toml: key 'grid' cells filter=C-"), "{err}");
+        assert!(err.contains("would run the same configuration"), "{err}");
     }
 }

@@ -134,6 +134,21 @@ impl SweepSpec {
                     }))
                 }
             };
+            // A repeated value would give two cells one name and one directory (TOML reads 0.6 and 0.60 alike).
+            let repeated =
+                (0..values.len()).find_map(|i| values[..i].iter().position(|v| *v == values[i]).map(|j| (j, i)));
+            if let Some((first, again)) = repeated {
+                return Err(SweepError::from(ConfigError::invalid(
+                    path,
+                    &format!("grid.{key}"),
+                    format!(
+                        "lists the value {} twice (entries {} and {}); each value must appear once",
+                        values[again],
+                        first + 1,
+                        again + 1
+                    ),
+                )));
+            }
             grid.push(Axis { key, values });
         }
         let mut tasks = Vec::new();

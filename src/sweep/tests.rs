@@ -122,3 +122,19 @@ fn a_dry_run_writes_nothing() {
     assert_eq!(plans[0].name, "variant=EIE");
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn models_in_folders_of_one_name_get_their_own_directories_and_sweep_json_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sweep(dir.path(), "model = [\"zoo/a/smol\", \"zoo/b/smol\"]\n");
+    let plans = plan(&spec, false).unwrap();
+    assert_ne!(plans[0].dir, plans[1].dir);
+    for (p, model) in plans.iter().zip(["zoo/a/smol", "zoo/b/smol"]) {
+        assert!(p.name.starts_with("model=smol-"), "{}", p.name);
+        let text = std::fs::read_to_string(&p.config).unwrap();
+        assert!(text.contains(&format!("model_path: {model}")), "{text}");
+    }
+    let index: SweepIndex = serde_json::from_slice(&std::fs::read(dir.path().join("out/sweep.json")).unwrap()).unwrap();
+    assert_eq!(index.values[&plans[1].name]["model"], serde_json::json!("zoo/b/smol"));
+    assert_eq!(index.values[&plans[0].name]["model"], serde_json::json!("zoo/a/smol"));
+}

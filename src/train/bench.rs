@@ -1,7 +1,7 @@
 //! Training throughput on random token data, measured through the real training loop (micro-batches, LM head and
-//! loss, clipping, AdamW): a fixed batch x sequence shape comparable with hf_baseline.py's training step, and a
-//! "realistic" set of variable-length chats with the reference hyperparameters, with and without length grouping;
-//! and data-parallel throughput over several devices ([`measure_parallel`]).
+//! loss, clipping, AdamW): a fixed batch x sequence shape comparable with scripts/bench/hf_baseline.py's training
+//! step, and a "realistic" set of variable-length chats with the reference hyperparameters, with and without length
+//! grouping; and data-parallel throughput over several devices ([`measure_parallel`]).
 
 use tch::{Device, Kind};
 

@@ -138,15 +138,50 @@ pub fn finish(partial: &Path, out: &Path) -> Result<(), TrainError> {
     }
 }
 
-/// Copies the tokenizer and generation files of `base` into `dir`.
+/// Copies the tokenizer and generation files of `base` into `dir`; an error names the file being written.
 pub fn copy_base_files(base: &Path, dir: &Path) -> Result<(), TrainError> {
     for name in COPIED_FILES {
         let src = base.join(name);
         if src.is_file() {
-            std::fs::copy(&src, dir.join(name)).map_err(TrainError::io(&src))?;
+            let dst = dir.join(name);
+            std::fs::copy(&src, &dst).map_err(TrainError::io(&dst))?;
         }
     }
     Ok(())
+}
+
+/// Bytes the tensors take on disk (their data; safetensors adds a small header).
+pub fn tensor_bytes<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> u64 {
+    tensors.into_iter().map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum()
+}
+
+/// Bytes available to this user on the file system that holds `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct, which the call then fills in.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and outlives the call; `stat` is a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Fails, naming `dir` and both sizes, when its file system has less than `needed` bytes free: checked before a
+/// long phase that ends in writing them, so a full disk costs seconds instead of a whole training run.
+pub fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<(), TrainError> {
+    let free = free_bytes(dir).map_err(TrainError::io(dir))?;
+    if free >= needed {
+        return Ok(());
+    }
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    let message = format!("{what} needs {} MiB, only {} MiB are free there", mib(needed), mib(free));
+    Err(TrainError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::StorageFull, message),
+    })
 }
 
 /// Writes an HF model directory into `dir`: `weights` (checkpoint keys), config.json from `base` with the dtype of
@@ -195,6 +230,35 @@ mod tests {
         assert!(got["a"].equal(&a));
         assert_eq!(got["b"].kind(), Kind::BFloat16);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn a_failed_copy_names_the_file_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, out) = (dir.path().join("base"), dir.path().join("out"));
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(base.join("tokenizer.json"), "{}").unwrap();
+        // A directory where the copy must go: the write fails, as it would on a full disk.
+        std::fs::create_dir_all(out.join("tokenizer.json")).unwrap();
+        let err = copy_base_files(&base, &out).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: ", out.join("tokenizer.json").display())), "{err}");
+    }
+
+    #[test]
+    fn free_space_is_checked_against_what_will_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        assert!(free > 0);
+        ensure_free_space(dir.path(), 1, "the checkpoint").unwrap();
+        let needed = free + (1 << 40);
+        let err = ensure_free_space(dir.path(), needed, "the checkpoint").unwrap_err().to_string();
+        let expected =
+            format!("{}: the checkpoint needs {} MiB, only ", dir.path().display(), needed.div_ceil(1 << 20));
+        assert!(err.starts_with(&expected), "{err}\nexpected {expected}");
+        assert!(err.ends_with(" MiB are free there"), "{err}");
+        let a = Tensor::zeros([3, 4], (Kind::BFloat16, Device::Cpu));
+        let b = Tensor::zeros([5], (Kind::Float, Device::Cpu));
+        assert_eq!(tensor_bytes([&a, &b]), 3 * 4 * 2 + 5 * 4);
     }
 
     #[test]

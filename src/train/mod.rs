@@ -156,6 +156,10 @@ pub fn fine_tune(
             };
             (model, lora)
         };
+        if w == 0 {
+            let bytes = checkpoint_bytes(&model, lora.as_ref(), opts.merge_lora);
+            checkpoint::ensure_free_space(&partial, bytes, "the checkpoint written after training")?;
+        }
         let worker = trainer::Worker { group: &group, index: w, topology: &topology };
         let summary = trainer::train_replica(&mut model, lora.as_ref(), &data, pad_id, &hp, &worker, Some(&callback))?;
         if w == 0 {
@@ -207,6 +211,18 @@ fn write_checkpoint(
         }
     }
     Ok(())
+}
+
+/// What [`write_checkpoint`] will write, in bytes: the weights at their dtype, the adapters, or both.
+fn checkpoint_bytes(model: &CausalLm, lora: Option<&LoraAdapters>, merge_lora: bool) -> u64 {
+    let weights = || checkpoint::tensor_bytes(model.named_weights().values());
+    match lora {
+        None => weights(),
+        Some(adapters) => {
+            let adapter_bytes = checkpoint::tensor_bytes(adapters.peft_state_dict().iter().map(|(_, t)| t));
+            adapter_bytes + if merge_lora { weights() } else { 0 }
+        }
+    }
 }
 
 fn sorted(map: std::collections::HashMap<String, tch::Tensor>) -> Vec<(String, tch::Tensor)> {

@@ -115,7 +115,7 @@ fn stasc_prompts_render_through_a_model_template() {
     use stasc::prompt::{PromptBuilder, DEFAULT_TEMPLATE_DIR};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let no_shots = tempfile::tempdir().unwrap();
-    let builder = PromptBuilder::load(&root.join(DEFAULT_TEMPLATE_DIR), no_shots.path(), "qa").unwrap();
+    let builder = PromptBuilder::load(Some(&root.join(DEFAULT_TEMPLATE_DIR)), Some(no_shots.path()), "qa").unwrap();
     let smol = load("smollm2-135m-instruct");
 
     let prompt =

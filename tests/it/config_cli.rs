@@ -125,3 +125,20 @@ fn missing_dataset_is_named() {
     let last = stderr.lines().last().unwrap();
     assert_eq!(last, format!("error: {}: dataset data/datasets/s_nq not found (data_path)", config.display()));
 }
+
+#[test]
+fn an_os_error_is_said_once_on_one_line() {
+    // A run directory that is a file: creating it fails with "File exists", which used to be printed two or three
+    // times (once by the error naming the path, then again for every cause in the chain).
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("taken");
+    std::fs::write(&out_dir, "not a directory").unwrap();
+    let (config, ft) = (repo("configs/cpu_demo.yaml"), repo("configs/cpu_fine_tune.yaml"));
+    let args = ["run", "--config", config.to_str().unwrap(), "--ft_config", ft.to_str().unwrap(), "--out"];
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_stasc")).args(args).arg(&out_dir).current_dir(repo("")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert_eq!(last, format!("error: {}: File exists (os error 17)", out_dir.display()), "{stderr}");
+}

@@ -195,3 +195,99 @@ fn a_scaffolded_plugin_builds_and_loads_without_edits() {
     assert_eq!(plugin.evaluate(&gold(&["Paris"]), "It is PARIS.").unwrap(), 1.0);
     assert_eq!(plugin.evaluate(&gold(&["Paris"]), "It is Rome.").unwrap(), 0.0);
 }
+
+/// A backend whose every completion is `text` (the misbehaving plugin panics on "panic").
+struct Scripted {
+    text: &'static str,
+}
+
+impl stasc::stasc::Backend for Scripted {
+    fn generate(
+        &mut self,
+        _model: &Path,
+        requests: &[stasc::stasc::GenerationRequest],
+        _sampling: &stasc::stasc::SamplingSpec,
+    ) -> Result<Vec<Vec<stasc::stasc::GeneratedSample>>, stasc::stasc::BackendError> {
+        let sample = |seed| stasc::stasc::GeneratedSample { text: self.text.to_string(), seed, tokens: 1 };
+        Ok(requests.iter().map(|r| (0..r.n as u64).map(sample).collect()).collect())
+    }
+
+    fn train(
+        &mut self,
+        _base: &Path,
+        _examples: &[Vec<stasc::prompt::ChatMessage>],
+        _out: &Path,
+    ) -> Result<stasc::stasc::TrainSummary, stasc::stasc::BackendError> {
+        Err("this test never trains".into())
+    }
+}
+
+struct OneTurn;
+
+impl stasc::stasc::Prompts for OneTurn {
+    fn initial(&self, q: &str) -> Result<Vec<stasc::prompt::ChatMessage>, String> {
+        Ok(vec![stasc::prompt::ChatMessage::new("user", q)])
+    }
+    fn correction(&self, q: &str, _a: &str) -> Result<Vec<stasc::prompt::ChatMessage>, String> {
+        self.initial(q)
+    }
+    fn sft(&self, q: &str, _a: &str, c: &str) -> Result<Vec<stasc::prompt::ChatMessage>, String> {
+        Ok(vec![stasc::prompt::ChatMessage::new("user", q), stasc::prompt::ChatMessage::new("assistant", c)])
+    }
+}
+
+#[test]
+fn a_plugin_panic_during_a_run_stops_it_with_the_sample_named_and_the_run_resumes() {
+    use stasc::stasc::from_config::EvaluatorScorer;
+    use stasc::stasc::{
+        AnswerCleaning, CorrectionFilter, Correctness, FineTuning, Initialization, Pairing, RunOptions, RunSpec,
+        SamplingSpec,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let example = |id: &str| stasc::data::Example { id: id.into(), question: format!("q {id}"), gold: gold(&["x"]) };
+    let splits = stasc::data::Splits { train: vec![example("t1")], test: vec![example("q1"), example("q2")] };
+    let spec = RunSpec {
+        run_name: "plugin-panic".into(),
+        model_path: dir.path().join("M0"),
+        iterations: 0,
+        initialization: Initialization::Evolving,
+        filter: CorrectionFilter::Improving,
+        fine_tuning: FineTuning::Fixed,
+        pairing: Pairing::PerInitial,
+        initial_samples: 1,
+        correction_samples: 1,
+        sampling: SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 8, seed: 1 },
+        correctness: Correctness::FullReward,
+        answer_cleaning: AnswerCleaning::None,
+        sample_train_at_last_iteration: true,
+        keep_checkpoints: false,
+        chunk_prompts: 1,
+    };
+    let scorer = EvaluatorScorer(evaluator("plugin:stasc-test-misbehaving", "default").unwrap());
+    let fingerprint = serde_json::json!({"reward": "stasc-test-misbehaving"});
+    let run = |text: &'static str| {
+        stasc::stasc::run_stasc(
+            &spec,
+            &splits,
+            &mut Scripted { text },
+            &OneTurn,
+            &scorer,
+            &run_dir,
+            &fingerprint,
+            &RunOptions::default(),
+        )
+    };
+
+    // The panic stays inside the plugin: this process goes on, and the run stops with one error naming the sample.
+    let err = run("panic").unwrap_err().to_string();
+    assert!(err.starts_with("iteration 0, initial answers, question t1: plugin reward test-misbehaving ("), "{err}");
+    assert!(err.ends_with("panicked: test-misbehaving was asked to panic"), "{err}");
+    assert!(!run_dir.join("iter_0/initial.jsonl").exists(), "no phase is recorded complete");
+
+    // The same run, once the samples can be scored, finishes (the plugin scores the number of gold answers).
+    let metrics = run("fine").unwrap();
+    assert_eq!(metrics[0].test_initial_accuracy, 1.0);
+    assert!(run_dir.join("DONE").exists());
+}

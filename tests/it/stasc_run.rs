@@ -198,3 +198,47 @@ fn eval_is_iteration_zero_without_training() {
     assert!(out.join("DONE").exists() && !out.join("iter_1").exists() && !out.join("iter_0/model").exists());
     assert!(out.join("iter_0/train_pairs.jsonl").exists(), "the filtered pairs are still recorded");
 }
+
+#[test]
+fn a_copied_binary_runs_from_a_directory_without_templates() {
+    // The binary as a user installs it: copied out of the clone, run from a project directory of their own that has
+    // no templates/ or few_shots/, with a config that does not name them (the built-in files are used).
+    let tmp = tempfile::tempdir().unwrap();
+    let stasc = tmp.path().join("bin/stasc");
+    std::fs::create_dir_all(stasc.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_stasc"), &stasc).unwrap();
+    let project = tmp.path().join("project");
+    std::fs::create_dir_all(project.join("data")).unwrap();
+    let first = |text: &str| text.lines().next().unwrap().to_string();
+    std::fs::write(project.join("data/train.jsonl"), first(include_str!("../../data/demo_nq/train.jsonl"))).unwrap();
+    std::fs::write(project.join("data/test.jsonl"), first(include_str!("../../data/demo_nq/test.jsonl"))).unwrap();
+    std::fs::write(
+        project.join("stasc.yaml"),
+        format!(
+            "model_path: {}\ndata_path: data\ntask_type: qa\nnumber_output_initial_generations: 1\n\
+             number_output_corrections: 1\nmax_tokens: 8\ndevice: cpu\ndtype: f32\n",
+            model_dir().display()
+        ),
+    )
+    .unwrap();
+    let eval = Command::new(&stasc)
+        .current_dir(&project)
+        .args(["eval", "--config", "stasc.yaml", "--out", "out"])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&eval.stdout), String::from_utf8_lossy(&eval.stderr));
+    assert!(eval.status.success(), "{text}");
+    assert!(!text.contains("no few-shot file"), "the built-in few-shot files are used:\n{text}");
+    assert!(project.join("out/iter_0/metrics.json").is_file() && project.join("out/DONE").is_file());
+    assert!(!project.join("templates").exists() && !project.join("few_shots").exists());
+
+    // `stasc templates export` writes the same files out for editing.
+    let export = Command::new(&stasc).current_dir(&project).args(["templates", "export", "."]).output().unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    assert_eq!(
+        read(&project.join("templates/prompts/qa/initial.jinja")),
+        include_str!("../../templates/prompts/qa/initial.jinja")
+    );
+    assert_eq!(read(&project.join("few_shots/qa_initial.json")), include_str!("../../few_shots/qa_initial.json"));
+}

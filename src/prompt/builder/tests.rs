@@ -31,7 +31,7 @@ const PLAIN_SFT: &str =
 #[test]
 fn qa_prompts_follow_the_stasc_structure() {
     let (templates, few_shots) = shipped();
-    let builder = PromptBuilder::load(&templates, &few_shots, "qa").unwrap();
+    let builder = PromptBuilder::load(Some(&templates), Some(&few_shots), "qa").unwrap();
     assert!(!builder.initial_few_shots().is_empty(), "few_shots/qa_initial.json is shipped");
     assert!(!builder.correction_few_shots().is_empty(), "few_shots/qa_correction.json is shipped");
 
@@ -58,7 +58,7 @@ fn qa_prompts_follow_the_stasc_structure() {
     let request = &correction[n_corr + 3].content;
     assert!(request.contains("Step-by-step reasoning:") && request.contains("Final Answer:"), "{request}");
 
-    // stasc.md: [user: initial instruction, user: question, assistant: initial answer, user: correction
+    // docs/stasc.md: [user: initial instruction, user: question, assistant: initial answer, user: correction
     // instruction, assistant: correction], the texts being those of the prompts.
     let fixed = "Step-by-step reasoning: Moby-Dick (1851) is by Herman Melville.\nFinal Answer: Herman Melville";
     let sft = builder.sft_messages(question, answer, fixed).unwrap();
@@ -71,7 +71,7 @@ fn qa_prompts_follow_the_stasc_structure() {
 #[test]
 fn math_prompts_ask_for_a_boxed_answer() {
     let (templates, few_shots) = shipped();
-    let builder = PromptBuilder::load(&templates, &few_shots, "math").unwrap();
+    let builder = PromptBuilder::load(Some(&templates), Some(&few_shots), "math").unwrap();
     let question = "What is $1+2\\cdot 3$?";
     let initial = builder.initial_messages(question).unwrap();
     assert_eq!(initial.first().unwrap().role, "system");
@@ -94,7 +94,7 @@ fn math_prompts_ask_for_a_boxed_answer() {
 fn missing_few_shot_files_mean_no_few_shot_messages() {
     let (templates, _) = shipped();
     let empty = tempfile::tempdir().unwrap();
-    let builder = PromptBuilder::load(&templates, empty.path(), "qa").unwrap();
+    let builder = PromptBuilder::load(Some(&templates), Some(empty.path()), "qa").unwrap();
     assert!(builder.initial_few_shots().is_empty() && builder.correction_few_shots().is_empty());
     assert_eq!(roles(&builder.initial_messages("q").unwrap()), ["user", "user"]);
     assert_eq!(roles(&builder.correction_messages("q", "a").unwrap()), ["user", "user", "assistant", "user"]);
@@ -106,7 +106,7 @@ fn few_shot_files_are_read_from_the_given_directory() {
     let dir = tempfile::tempdir().unwrap();
     let shots = r#"[{"role": "user", "content": "Question:\nsky colour?"}, {"role": "assistant", "content": "Final Answer: blue"}]"#;
     std::fs::write(dir.path().join("qa_initial.json"), shots).unwrap();
-    let builder = PromptBuilder::load(&templates, dir.path(), "qa").unwrap();
+    let builder = PromptBuilder::load(Some(&templates), Some(dir.path()), "qa").unwrap();
     let initial = builder.initial_messages("q").unwrap();
     assert_eq!(roles(&initial), ["user", "user", "assistant", "user"]);
     assert_eq!(initial[2].content, "Final Answer: blue");
@@ -119,7 +119,7 @@ fn malformed_few_shot_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("qa_correction.json");
     std::fs::write(&path, r#"{"role": "user", "content": "not a list"}"#).unwrap();
-    let err = PromptBuilder::load(&templates, dir.path(), "qa").unwrap_err().to_string();
+    let err = PromptBuilder::load(Some(&templates), Some(dir.path()), "qa").unwrap_err().to_string();
     assert!(err.contains(&path.display().to_string()) && err.contains("not a list"), "{err}");
 }
 
@@ -131,7 +131,7 @@ fn a_user_template_directory_replaces_the_shipped_prompts() {
         ("sft.jinja", PLAIN_SFT),
     ]);
     let no_shots = tempfile::tempdir().unwrap();
-    let builder = PromptBuilder::load(dir.path(), no_shots.path(), "custom").unwrap();
+    let builder = PromptBuilder::load(Some(dir.path()), Some(no_shots.path()), "custom").unwrap();
     assert_eq!(builder.task(), "custom");
     assert_eq!(builder.initial_messages("why?").unwrap(), vec![ChatMessage::new("user", "Q: why?")]);
     assert_eq!(
@@ -149,7 +149,7 @@ fn a_user_template_directory_replaces_the_shipped_prompts() {
 fn unknown_task_lists_the_tasks_there() {
     let (templates, few_shots) = shipped();
     for task in ["trivia", "../qa", ""] {
-        let err = PromptBuilder::load(&templates, &few_shots, task).unwrap_err().to_string();
+        let err = PromptBuilder::load(Some(&templates), Some(&few_shots), task).unwrap_err().to_string();
         assert!(err.contains(&format!("task '{task}'")) && err.contains("math, qa"), "{err}");
     }
 }
@@ -159,7 +159,7 @@ fn missing_or_broken_templates_are_errors_naming_the_file() {
     let no_shots = tempfile::tempdir().unwrap();
     let load = |files: &[(&str, &str)]| {
         let dir = custom_task(files);
-        let err = PromptBuilder::load(dir.path(), no_shots.path(), "custom").unwrap_err().to_string();
+        let err = PromptBuilder::load(Some(dir.path()), Some(no_shots.path()), "custom").unwrap_err().to_string();
         (dir, err)
     };
     let in_file = |dir: &tempfile::TempDir, name: &str| {
@@ -200,7 +200,7 @@ fn missing_or_broken_templates_are_errors_naming_the_file() {
 #[test]
 fn shipped_few_shots_repeat_the_template_texts() {
     let (templates, few_shots) = shipped();
-    let builder = PromptBuilder::load(&templates, &few_shots, "qa").unwrap();
+    let builder = PromptBuilder::load(Some(&templates), Some(&few_shots), "qa").unwrap();
     let correction = builder.correction_messages("QUESTION", "ANSWER").unwrap();
     let asked = &correction[correction.len() - 3].content;
     let request = &correction[correction.len() - 1].content;
@@ -215,4 +215,22 @@ fn shipped_few_shots_repeat_the_template_texts() {
     for message in requests {
         assert_eq!(message.content, *request, "few-shot correction request differs from the template's");
     }
+}
+
+#[test]
+fn without_directories_the_built_in_files_give_the_shipped_prompts() {
+    let (templates, few_shots) = shipped();
+    for task in ["qa", "math"] {
+        let shipped = PromptBuilder::load(Some(&templates), Some(&few_shots), task).unwrap();
+        let built_in = PromptBuilder::load(None, None, task).unwrap();
+        let question = "What is 2 + 3?";
+        assert_eq!(built_in.initial_messages(question).unwrap(), shipped.initial_messages(question).unwrap());
+        assert_eq!(
+            built_in.sft_messages(question, "4", "5").unwrap(),
+            shipped.sft_messages(question, "4", "5").unwrap()
+        );
+        assert_eq!(built_in.task_dir(), Path::new(&format!("<built-in>/prompts/{task}")));
+    }
+    let err = PromptBuilder::load(None, None, "trivia").unwrap_err().to_string();
+    assert_eq!(err, "no prompt templates for task 'trivia' in <built-in>/prompts (tasks there: math, qa)");
 }
