@@ -5,6 +5,7 @@ mod config_cli;
 mod data_parallel;
 mod generation;
 mod gguf_import;
+mod kernels;
 mod model_parity;
 mod paper_protocol;
 mod report;
