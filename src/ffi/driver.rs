@@ -94,7 +94,11 @@ fn check(api: &Api, code: CuResult, call: &str) -> Result<(), FfiError> {
     // SAFETY: cuGetErrorName writes a pointer to a static string (or leaves it null for unknown codes).
     let name = unsafe {
         (api.error_name)(code, &mut name);
-        if name.is_null() { format!("error {code}") } else { CStr::from_ptr(name).to_string_lossy().into_owned() }
+        if name.is_null() {
+            format!("error {code}")
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
     };
     Err(FfiError::Driver { call: call.to_string(), error: name })
 }
@@ -176,7 +180,9 @@ impl Context {
         let mut module = std::ptr::null_mut();
         // SAFETY: the image is a complete CUBIN from NVRTC; the module stays loaded for the life of the process
         // (functions point into it).
-        unsafe { check(api, (api.module_load_data)(&mut module, cubin.as_ptr() as *const c_void), "cuModuleLoadData")? };
+        unsafe {
+            check(api, (api.module_load_data)(&mut module, cubin.as_ptr() as *const c_void), "cuModuleLoadData")?
+        };
         names
             .iter()
             .map(|name| {
@@ -184,7 +190,11 @@ impl Context {
                 let mut function = std::ptr::null_mut();
                 // SAFETY: out-pointer to a local, a loaded module and a NUL-terminated name.
                 unsafe {
-                    check(api, (api.module_get_function)(&mut function, module, cname.as_ptr()), &format!("cuModuleGetFunction({name})"))?
+                    check(
+                        api,
+                        (api.module_get_function)(&mut function, module, cname.as_ptr()),
+                        &format!("cuModuleGetFunction({name})"),
+                    )?
                 };
                 Ok(Function { function, context: *self, name })
             })

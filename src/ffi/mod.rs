@@ -73,6 +73,7 @@ mod sys {
 /// Whether build.rs compiled the C++ shim into this binary.
 pub const HAS_SHIM: bool = cfg!(stasc_cuda_shim);
 
+#[cfg(not(stasc_cuda_shim))]
 fn unavailable() -> FfiError {
     FfiError::Shim("stasc was built without its CUDA shim (no CUDA headers beside libtorch; see build.rs)".into())
 }

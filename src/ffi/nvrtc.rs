@@ -14,7 +14,14 @@ type Program = *mut c_void;
 
 struct Api {
     _libs: Vec<Library>,
-    create: unsafe extern "C" fn(*mut Program, *const c_char, *const c_char, c_int, *const *const c_char, *const *const c_char) -> c_int,
+    create: unsafe extern "C" fn(
+        *mut Program,
+        *const c_char,
+        *const c_char,
+        c_int,
+        *const *const c_char,
+        *const *const c_char,
+    ) -> c_int,
     compile: unsafe extern "C" fn(Program, c_int, *const *const c_char) -> c_int,
     log_size: unsafe extern "C" fn(Program, *mut usize) -> c_int,
     log: unsafe extern "C" fn(Program, *mut c_char) -> c_int,
@@ -29,7 +36,9 @@ struct Api {
 fn candidate_dirs() -> Vec<PathBuf> {
     let mut torch_libs = Vec::new();
     if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
-        if let Some(path) = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.ends_with("/libtorch_cpu.so")) {
+        if let Some(path) =
+            maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.ends_with("/libtorch_cpu.so"))
+        {
             torch_libs.extend(PathBuf::from(path).parent().map(PathBuf::from));
         }
     }
@@ -55,11 +64,13 @@ fn load() -> Result<Api, FfiError> {
         // SAFETY: NVRTC's libraries run no code on load that depends on us. libnvrtc opens its builtins by bare
         // name, which finds them only when already loaded (the wheel sets no search path), so they are loaded first.
         unsafe {
-            let builtins = Library::new(&builtins).map_err(|e| FfiError::Library(format!("{}: {e}", builtins.display())))?;
+            let builtins =
+                Library::new(&builtins).map_err(|e| FfiError::Library(format!("{}: {e}", builtins.display())))?;
             let lib = Library::new(&nvrtc).map_err(|e| FfiError::Library(format!("{}: {e}", nvrtc.display())))?;
             macro_rules! sym {
                 ($name:literal) => {
-                    *lib.get(concat!($name, "\0").as_bytes()).map_err(|e| FfiError::Library(format!("{}: {e}", $name)))?
+                    *lib.get(concat!($name, "\0").as_bytes())
+                        .map_err(|e| FfiError::Library(format!("{}: {e}", $name)))?
                 };
             }
             return Ok(Api {
@@ -117,7 +128,10 @@ pub fn compile(name: &str, source: &str, arch: u32, options: &[String]) -> Resul
             let mut log = vec![0u8; size.max(1)];
             (api.log)(program, log.as_mut_ptr() as *mut c_char);
             let log = String::from_utf8_lossy(&log).trim_end_matches('\0').trim().to_string();
-            Err(FfiError::Compile { kernel: name.to_string(), log: if log.is_empty() { failed(code, "nvrtcCompileProgram").to_string() } else { log } })
+            Err(FfiError::Compile {
+                kernel: name.to_string(),
+                log: if log.is_empty() { failed(code, "nvrtcCompileProgram").to_string() } else { log },
+            })
         } else {
             let mut size = 0usize;
             (api.cubin_size)(program, &mut size);

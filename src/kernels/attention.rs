@@ -139,8 +139,12 @@ impl Kernels {
         // SAFETY: arguments follow the kernels' parameter lists, shapes and strides were checked above, and the
         // scratch tensors live in the caching allocator (reused only by work queued later on this stream).
         unsafe {
-            phase1.launch(stream, (chunks as u32, kv_heads as u32, rows as u32), BLOCK, 0, &mut args1).map_err(launch_error)?;
-            combine.launch(stream, (heads as u32, rows as u32, 1), head_dim as u32, 0, &mut args2).map_err(launch_error)?;
+            phase1
+                .launch(stream, (chunks as u32, kv_heads as u32, rows as u32), BLOCK, 0, &mut args1)
+                .map_err(launch_error)?;
+            combine
+                .launch(stream, (heads as u32, rows as u32, 1), head_dim as u32, 0, &mut args2)
+                .map_err(launch_error)?;
         }
         Ok(Some(out))
     }

@@ -25,7 +25,8 @@ use crate::ffi::{nvrtc, FfiError};
 pub const SWITCH_ENV: &str = "STASC_FUSED_KERNELS";
 
 /// The CUDA C sources compiled once per device, by file name.
-pub const SOURCES: &[(&str, &str)] = &[("sampler.cu", include_str!("sampler.cu")), ("norm.cu", include_str!("norm.cu"))];
+pub const SOURCES: &[(&str, &str)] =
+    &[("sampler.cu", include_str!("sampler.cu")), ("norm.cu", include_str!("norm.cu"))];
 
 /// The source compiled once per model shape (`-DHEAD_DIM`, `-DGROUP`).
 pub const ATTENTION_SOURCE: &str = include_str!("attention.cu");

@@ -29,11 +29,16 @@ impl Kernels {
         let Some(suffix) = suffix(x.kind()) else { return Ok(None) };
         let hidden = *x.size().last().unwrap_or(&0);
         let same = |t: &Tensor| t.kind() == x.kind() && t.is_contiguous();
-        if !same(x) || !same(weight) || weight.size() != [hidden] || residual.is_some_and(|r| !same(r) || r.size() != x.size()) {
+        if !same(x)
+            || !same(weight)
+            || weight.size() != [hidden]
+            || residual.is_some_and(|r| !same(r) || r.size() != x.size())
+        {
             return Ok(None);
         }
         let rows = x.numel() as i64 / hidden.max(1);
-        let function = self.function(if suffix == "bf16" { "stasc_add_rms_norm_bf16" } else { "stasc_add_rms_norm_f32" })?;
+        let function =
+            self.function(if suffix == "bf16" { "stasc_add_rms_norm_bf16" } else { "stasc_add_rms_norm_f32" })?;
         let normed = x.f_empty_like()?;
         let sum = match residual {
             Some(_) => x.f_empty_like()?,

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use stasc::generate::{generate_ids, GenerateOptions, GenerationRequest, PromptInput, Sampling, StopRules};
 use stasc::generate::sampling::uniform;
+use stasc::generate::{generate_ids, GenerateOptions, GenerationRequest, PromptInput, Sampling, StopRules};
 use stasc::kernels;
 use stasc::model::{CausalLm, LoadOptions, ModelConfig, Pass};
 use tch::{Device, Kind, Tensor};
@@ -19,7 +19,8 @@ fn small_model(dtype: &str) -> CausalLm {
         "num_key_value_heads": 2, "max_position_embeddings": 1024, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
         "tie_word_embeddings": false, "initializer_range": 0.5}"#;
     let config = ModelConfig::from_json_str(config, Path::new("small.json")).unwrap();
-    let opts = LoadOptions { device: "cuda".parse().unwrap(), dtype: dtype.parse().unwrap(), max_model_len: Some(1024) };
+    let opts =
+        LoadOptions { device: "cuda".parse().unwrap(), dtype: dtype.parse().unwrap(), max_model_len: Some(1024) };
     CausalLm::random(config, &opts, 3).unwrap()
 }
 
@@ -43,9 +44,14 @@ fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
         let logits = base.to_kind(kind);
         let k = kernels::for_tensor(&logits).expect("kernels load on the GPU");
         for temperature in [0.05, 0.6, 1.0, 3.0] {
-            for (top_k, top_p) in
-                [(None, None), (Some(1), None), (Some(50), None), (None, Some(0.9)), (None, Some(0.999)), (Some(50), Some(0.9))]
-            {
+            for (top_k, top_p) in [
+                (None, None),
+                (Some(1), None),
+                (Some(50), None),
+                (None, Some(0.9)),
+                (None, Some(0.999)),
+                (Some(50), Some(0.9)),
+            ] {
                 let rule = Sampling::from_params(temperature, top_p, top_k).unwrap();
                 sync();
                 let t0 = Instant::now();
@@ -88,7 +94,8 @@ fn decode_logits(model: &CausalLm, lens: &[i64], steps: i64) -> Tensor {
         let tokens: Vec<i64> = positions.iter().map(|p| (p * 7 + 3) % 997).collect();
         let tokens = Tensor::from_slice(&tokens).to_device(device).view([rows, 1]);
         let positions = Tensor::from_slice(&positions).to_device(device).view([rows, 1]);
-        let hidden = model.forward(&tokens, &positions, Pass::Decode { cache: &mut cache, attend_len: attend }).unwrap();
+        let hidden =
+            model.forward(&tokens, &positions, Pass::Decode { cache: &mut cache, attend_len: attend }).unwrap();
         all.push(model.logits(&hidden.view([rows, -1])).unwrap().to_kind(Kind::Float));
     }
     Tensor::stack(&all, 0)
@@ -109,7 +116,8 @@ fn fused_decode_gives_the_logits_of_libtorch_ops_on_cuda() {
         kernels::set_enabled(true);
         let diff = (&fused - &eager).abs().max().double_value(&[]);
         let scale = eager.abs().max().double_value(&[]);
-        let same_argmax = fused.argmax(-1, false).eq_tensor(&eager.argmax(-1, false)).to_kind(Kind::Float).mean(Kind::Float);
+        let same_argmax =
+            fused.argmax(-1, false).eq_tensor(&eager.argmax(-1, false)).to_kind(Kind::Float).mean(Kind::Float);
         println!(
             "DECODE {dtype}: fused vs libtorch ops max |diff| {diff:.3e} (logits up to {scale:.2}), same argmax in \
              {:.1}% of {} steps x rows",
@@ -123,7 +131,10 @@ fn fused_decode_gives_the_logits_of_libtorch_ops_on_cuda() {
 
 fn request(sampling: Sampling) -> GenerationRequest {
     let prompts = (0..6u64)
-        .map(|id| PromptInput { id, token_ids: (0..(10 + 40 * id as usize)).map(|i| (i * 13 % 990 + 5) as u32).collect() })
+        .map(|id| PromptInput {
+            id,
+            token_ids: (0..(10 + 40 * id as usize)).map(|i| (i * 13 % 990 + 5) as u32).collect(),
+        })
         .collect();
     GenerationRequest {
         prompts,
