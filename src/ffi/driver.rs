@@ -19,6 +19,7 @@ type CuFunction = *mut c_void;
 const ATTRIBUTE_CC_MAJOR: c_int = 75;
 const ATTRIBUTE_CC_MINOR: c_int = 76;
 
+#[allow(clippy::type_complexity)]
 struct Api {
     _lib: Library,
     init: unsafe extern "C" fn(c_uint) -> CuResult,
@@ -29,7 +30,6 @@ struct Api {
     ctx_set_current: unsafe extern "C" fn(CuContext) -> CuResult,
     module_load_data: unsafe extern "C" fn(*mut CuModule, *const c_void) -> CuResult,
     module_get_function: unsafe extern "C" fn(*mut CuFunction, CuModule, *const c_char) -> CuResult,
-    #[allow(clippy::type_complexity)]
     launch: unsafe extern "C" fn(
         CuFunction,
         c_uint,

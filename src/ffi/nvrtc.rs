@@ -12,6 +12,7 @@ use super::FfiError;
 
 type Program = *mut c_void;
 
+#[allow(clippy::type_complexity)]
 struct Api {
     _libs: Vec<Library>,
     create: unsafe extern "C" fn(
