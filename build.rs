@@ -1,18 +1,27 @@
 //! Links libtorch_cuda even though no symbol of it is used directly: without it the CUDA backend never registers and
 //! `tch::Cuda::is_available()` is silently false. Sets an rpath to libtorch so the binary and the test binaries run
-//! without LD_LIBRARY_PATH. Compiles src/ffi/cuda_device.cpp (emptyCache, the current stream, per-device seeding and the
-//! allocator's memory fraction, which tch does not expose) when libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
+//! without LD_LIBRARY_PATH, and tells the binary where that libtorch is (NVRTC is looked up beside it). Compiles the
+//! C++ shim, src/ffi/cuda_device.cpp and cuda_graph.cpp (what tch does not expose: see LOST_WITHOUT_SHIM), when
+//! libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
 
 use std::path::PathBuf;
+
+/// What a binary built without the shim cannot do on a GPU.
+const LOST_WITHOUT_SHIM: &str = "the current CUDA stream (NCCL all-reduces and the fused kernels run on it), \
+     per-device seeding, setting the current device, emptyCache (GPU memory stays cached between phases), the \
+     memory fraction (gpu_memory_utilization), pool streams and CUDA graphs (decode runs eagerly), and the fused \
+     CUDA kernels";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-changed=src/ffi/cuda_device.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/cuda_graph.cpp");
     println!("cargo::rustc-check-cfg=cfg(stasc_cuda_shim)");
     // torch-sys (links = "tch") exports the directory it linked against.
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     let lib = PathBuf::from(lib);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-env=STASC_LIBTORCH_LIB={}", lib.display());
     if !lib.join("libtorch_cuda.so").exists() {
         return;
     }
@@ -23,14 +32,15 @@ fn main() {
     let cuda_include = torch.parent().map(|sp| sp.join("nvidia/cu13/include"));
     let Some(cuda_include) = cuda_include.filter(|p| p.join("crt/host_config.h").exists()) else {
         println!(
-            "cargo:warning=CUDA headers (nvidia-cuda-crt) not found beside libtorch: GPU memory stays cached between \
-             phases; scripts/setup.sh installs them"
+            "cargo:warning=CUDA headers (nvidia-cuda-crt) not found beside libtorch, so the C++ shim is not built; \
+             lost on GPUs: {LOST_WITHOUT_SHIM}. scripts/setup.sh installs the headers"
         );
         return;
     };
     cc::Build::new()
         .cpp(true)
         .file("src/ffi/cuda_device.cpp")
+        .file("src/ffi/cuda_graph.cpp")
         .include(torch.join("include"))
         .include(torch.join("include/torch/csrc/api/include"))
         .include(&cuda_include)

@@ -1,7 +1,7 @@
 //! stasc: Self-Taught Self-Correction (STaSC) experiments on small language models.
 //!
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
-//! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `reward` / `prompt` -> `data` -> `config`.
+//! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `kernels` -> `ffi` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
 //! arithmetic that any module may use. `track` (experiment trackers) observes `stasc` runs from `cli` and uploads
 //! what `report` writes.
@@ -10,7 +10,9 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod dist;
+pub mod ffi;
 pub mod generate;
+pub mod kernels;
 pub mod model;
 pub mod prompt;
 pub mod report;

@@ -91,6 +91,10 @@ impl DeviceState {
     }
 }
 
+fn replay_failed(error: crate::ffi::FfiError) -> GenerateError {
+    GenerateError::Model(ModelError::Device(format!("replaying a CUDA graph of the decode step: {error}")))
+}
+
 /// Runs decode steps eagerly or through CUDA graphs.
 pub(crate) struct Decoder {
     graphs: BTreeMap<i64, CudaGraph>,
@@ -142,23 +146,30 @@ impl Decoder {
         };
         let bucket = ((attend_len + self.bucket - 1) / self.bucket * self.bucket).min(state.cache_len);
         if let Some(graph) = self.graphs.get_mut(&bucket) {
-            graph.replay();
-            return Ok(());
+            return graph.replay().map_err(replay_failed);
         }
         // The first graph of the call warms the stream up with a real step; later ones are replayed once instead.
         let warm_up = self.graphs.is_empty();
         let started = std::time::Instant::now();
         let captured = stream.capture(self.pool, warm_up, || state.step(model, sampling, bucket));
         let result = match captured {
-            Ok(mut graph) => {
+            Ok(mut graph) => (|| -> Result<(), crate::ffi::FfiError> {
                 if !warm_up {
-                    graph.replay();
+                    graph.replay()?;
                 }
-                self.pool.get_or_insert_with(|| graph.pool());
+                if self.pool.is_none() {
+                    self.pool = Some(graph.pool()?);
+                }
                 self.graphs.insert(bucket, graph);
                 Ok(())
-            }
+            })()
+            .map_err(replay_failed),
             Err(CaptureError::Work(e)) => Err(e),
+            Err(CaptureError::Unavailable(why)) => {
+                self.stream = None;
+                self.graph_note = Some(format!("CUDA graphs disabled: {why}"));
+                state.step(model, sampling, attend_len)
+            }
             Err(CaptureError::Recording(error, why)) => {
                 self.stream = None;
                 self.graph_note = Some(match error {

@@ -1,7 +1,8 @@
 //! Batched sampling from a `CausalLm`: many prompts with n samples each, a preallocated KV cache owned here (rows
 //! refilled as samples finish, prompts prefilled once and forked into their samples' rows), sampling rules with
 //! per-sample seeds, and stop rules (EOS ids, stop strings, max_tokens, max_model_len). No rewards, no files.
-//! On CUDA, separate projections run fused and decode steps are replayed as CUDA graphs (see `GenerateOptions`).
+//! On CUDA, separate projections run fused, decode steps are replayed as CUDA graphs (see `GenerateOptions`), and
+//! the model and the sampler use the fused kernels of crate::kernels (`STASC_FUSED_KERNELS=0` turns them off).
 //!
 //! Determinism: a sample's seed is `sample_seed(run seed, prompt id, sample index)` and its k-th token uses draw k of
 //! that seed's SplitMix64 stream, so the randomness never depends on batch composition. The logits can: matrix
@@ -20,6 +21,7 @@ mod prefill;
 mod progress;
 pub mod request;
 pub mod sampling;
+pub mod sort_free;
 
 pub use request::{
     Completion, FinishReason, GenerateOptions, Generated, GenerationRequest, GenerationStats, PromptInput,

@@ -2,6 +2,8 @@
 //! index), and its k-th token uses the k-th draw of SplitMix64 from that seed, so a sample's tokens depend only on
 //! its own seed and logits, never on what else is in the batch. The draw is one uniform per row, turned into a token
 //! by inverse-CDF sampling over the temperature-scaled, top-k/top-p-filtered distribution, on the model's device.
+//! Probabilities are integer masses (`masses`), so every sum is exact: the sort path here and the sort-free CUDA
+//! kernel (crate::kernels, mirrored on the host by `sort_free`) pick the same token for the same uniform.
 
 use tch::{Kind, Tensor};
 
@@ -78,50 +80,100 @@ impl Sampling {
     }
 
     /// Picks one token per row of `logits` ([rows, vocab]) using `uniforms` ([rows] f32 in [0, 1), ignored when
-    /// greedy); returns [rows] int64. Each row's result depends only on that row.
+    /// greedy); returns [rows] int64. Each row's result depends only on that row. On CUDA the sort-free kernel
+    /// (crate::kernels) picks the same tokens as the sort path below, without sorting the vocabulary.
     pub fn sample(&self, logits: &Tensor, uniforms: Option<&Tensor>) -> Result<Tensor, tch::TchError> {
+        let Some(rule) = self.random_rule() else { return logits.f_argmax(-1, false) };
+        let uniforms = uniforms.ok_or_else(|| tch::TchError::Kind("sampling needs uniforms".into()))?;
+        if let Some(kernels) = crate::kernels::for_tensor(logits) {
+            if let Some(tokens) = kernels.sample(logits, uniforms, rule.temperature, rule.top_k, rule.top_p)? {
+                return Ok(tokens);
+            }
+        }
+        self.sample_sorted(logits, uniforms)
+    }
+
+    /// The temperature, top-k and top-p of a random rule; `None` for greedy.
+    pub fn random_rule(&self) -> Option<RandomRule> {
         let (temperature, top_k, top_p) = match *self {
-            Sampling::Greedy => return logits.f_argmax(-1, false),
+            Sampling::Greedy => return None,
             Sampling::Temperature { temperature } => (temperature, None, None),
             Sampling::TopK { temperature, top_k } => (temperature, Some(top_k), None),
             Sampling::TopP { temperature, top_p } => (temperature, None, Some(top_p)),
             Sampling::TopKThenTopP { temperature, top_k, top_p } => (temperature, Some(top_k), Some(top_p)),
         };
-        let uniforms = uniforms.ok_or_else(|| tch::TchError::Kind("sampling needs uniforms".into()))?;
+        Some(RandomRule { temperature, top_k, top_p })
+    }
+
+    /// The sort path: the rule read literally, with a stable sort of each row (any device). Random rules only.
+    pub fn sample_sorted(&self, logits: &Tensor, uniforms: &Tensor) -> Result<Tensor, tch::TchError> {
+        let Some(RandomRule { temperature, top_k, top_p }) = self.random_rule() else {
+            return logits.f_argmax(-1, false);
+        };
         let vocab = *logits.size().last().unwrap_or(&1);
-        // Candidates in decreasing order (top-k, or a full sort for top-p; plain temperature needs no order). The raw
-        // logits are ordered: dividing by a positive temperature keeps the order, and sorting the model's dtype
-        // (bf16 on CUDA) moves half the bytes of f32 (the sort is the costliest part of a top-p decode step).
-        let (values, ids) = match (top_k, top_p) {
-            (Some(k), _) => logits.f_topk(k.min(vocab), -1, true, true)?,
-            // Stable: tied logits (common in bf16) keep id order, so a row's candidate order never depends on the
-            // sort algorithm libtorch picks for the batch's shape.
-            (None, Some(_)) => logits.f_sort_stable(true, -1, true)?,
+        let masses = masses(logits, temperature)?;
+        // Candidates in the order (logit descending, id ascending) for top-k/top-p, in id order for plain
+        // temperature. Stable: tied logits (common in bf16) keep id order whatever sort libtorch picks.
+        let (masses, ids) = match (top_k, top_p) {
             (None, None) => {
                 let ids = Tensor::f_arange(vocab, (Kind::Int64, logits.device()))?.f_expand_as(logits)?;
-                (logits.shallow_clone(), ids)
+                (masses, ids)
+            }
+            _ => {
+                let (_, ids) = logits.f_sort_stable(true, -1, true)?;
+                let ids = ids.f_narrow(-1, 0, top_k.unwrap_or(vocab).min(vocab))?;
+                (masses.f_gather(-1, &ids, false)?, ids)
             }
         };
-        let mut scaled = values.f_to_kind(Kind::Float)?;
-        let _ = scaled.f_div_scalar_(temperature)?;
-        let probs = scaled.f_softmax(-1, Kind::Float)?;
-        let cumulative = probs.f_cumsum(-1, Kind::Float)?;
+        let cumulative = masses.f_cumsum(-1, Kind::Int64)?;
         let n = *cumulative.size().last().unwrap_or(&1);
-        // The nucleus is a prefix of the sorted candidates: keep one while the mass before it is below top_p (the
-        // first always). Its mass is the cumulative sum at its last member, and no later entry can be chosen since
-        // their cumulative sums are at least that mass, which exceeds every threshold below.
+        // The nucleus is a prefix of the candidates: keep one while the mass before it is below top_p of the whole
+        // (the first always). Its mass is the cumulative sum at its last member.
         let total = match top_p {
             Some(p) => {
-                let kept = cumulative.f_sub(&probs)?.f_lt(p)?.f_sum_dim_intlist(-1, true, Kind::Int64)?;
+                let all = cumulative.f_narrow(-1, n - 1, 1)?.f_to_kind(Kind::Double)?.f_mul_scalar(p)?;
+                let before = cumulative.f_sub(&masses)?.f_to_kind(Kind::Double)?;
+                let kept = before.f_lt_tensor(&all)?.f_sum_dim_intlist(-1, true, Kind::Int64)?;
                 cumulative.f_gather(-1, &kept.f_sub_scalar(1)?, false)?
             }
             None => cumulative.f_narrow(-1, n - 1, 1)?,
         };
-        let threshold = uniforms.f_to_kind(Kind::Float)?.f_view([-1, 1])?.f_mul(&total)?;
+        // threshold = floor(u * total) in integers (u = a / 2^24, exact in f32), split so nothing overflows.
+        let a = uniforms.f_to_kind(Kind::Float)?.f_mul_scalar(TWO_24)?.f_to_kind(Kind::Int64)?.f_view([-1, 1])?;
+        let high = total.f_bitwise_right_shift_tensor_scalar(24i64)?.f_mul(&a)?;
+        let low = total.f_bitwise_and(0xFF_FFFFi64)?.f_mul(&a)?.f_bitwise_right_shift_tensor_scalar(24i64)?;
+        let threshold = high.f_add(&low)?;
+        // The pick: the first candidate whose cumulative mass exceeds the threshold.
         let choice =
             cumulative.f_le_tensor(&threshold)?.f_sum_dim_intlist(-1, true, Kind::Int64)?.f_clamp_max(n - 1)?;
         ids.f_gather(-1, &choice, false)?.f_view([-1])
     }
+}
+
+/// The parameters of a random sampling rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomRule {
+    /// Divides the logits; > 0.
+    pub temperature: f64,
+    /// Candidates kept, when limited.
+    pub top_k: Option<i64>,
+    /// Nucleus mass, when limited.
+    pub top_p: Option<f64>,
+}
+
+/// 2^24: uniforms are multiples of 2^-24.
+const TWO_24: f64 = 16_777_216.0;
+/// 2^32: the fixed-point scale of masses.
+const TWO_32: f64 = 4_294_967_296.0;
+
+/// Each token's unnormalised probability as an integer, `trunc(exp((logit - row max) * (1 / temperature)) * 2^32)`
+/// in f32 arithmetic ([rows, vocab] int64). Integer masses make every sum exact and independent of the order it is
+/// taken in, so the sort path, the sort-free kernel and its CPU mirror agree token for token. Tokens below 2^-32 of
+/// the most likely one get no mass (f32 cumulative sums lost more than that).
+pub fn masses(logits: &Tensor, temperature: f64) -> Result<Tensor, tch::TchError> {
+    let logits = logits.f_to_kind(Kind::Float)?;
+    let (max, _) = logits.f_max_dim(-1, true)?;
+    logits.f_sub(&max)?.f_mul_scalar(1.0 / temperature)?.f_exp()?.f_mul_scalar(TWO_32)?.f_to_kind(Kind::Int64)
 }
 
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -149,6 +201,7 @@ pub fn uniform(seed: u64, step: u64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generate::sort_free::{pick, RowRule};
 
     #[test]
     fn splitmix64_matches_the_reference_stream() {
@@ -251,5 +304,68 @@ mod tests {
             // f32 on the device vs f64 here may disagree only where a uniform falls on a CDF boundary.
             assert!(differ <= 1, "{rule:?}: {differ} of {rows} rows differ");
         }
+    }
+
+    /// Logits on a coarse grid (many ties, as bf16 makes them), -0.0 beside 0.0, and a few far-out values.
+    fn tied_logits(rows: usize, vocab: usize) -> Vec<f32> {
+        (0..rows * vocab)
+            .map(|i| match i % 101 {
+                0 => -0.0,
+                1 => 0.0,
+                2 => 9.5,
+                3 => -40.0,
+                _ => ((uniform(5, i as u64) * 12.0 - 6.0) * 4.0).round() / 4.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sort_free_picks_exactly_the_sort_paths_tokens() {
+        let (rows, vocab, draws) = (10usize, 300usize, 40usize);
+        let logits = tied_logits(rows, vocab);
+        let mut us: Vec<f32> = (0..draws as u64).map(|j| uniform(11, j)).collect();
+        us[0] = 0.0;
+        us[1] = (TWO_24 as f32 - 1.0) / TWO_24 as f32;
+        let mut picked = std::collections::HashSet::new();
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let t = Tensor::from_slice(&logits).view([rows as i64, vocab as i64]).to_kind(kind);
+            let host = Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).unwrap();
+            // Each row once per uniform.
+            let big = t.repeat_interleave_self_int(draws as i64, 0i64, None::<i64>);
+            let big_u = Tensor::from_slice(&us).repeat([rows as i64]);
+            for temperature in [0.05, 0.7, 1.0, 50.0] {
+                let masses = Vec::<i64>::try_from(masses(&t, temperature).unwrap().view([-1])).unwrap();
+                for (top_k, top_p) in [
+                    (None, None),
+                    (Some(1), None),
+                    (Some(7), None),
+                    (Some(vocab as i64 + 5), None),
+                    (None, Some(0.05)),
+                    (None, Some(0.9)),
+                    (None, Some(0.999)),
+                    (Some(20), Some(0.5)),
+                    (Some(3), Some(0.99)),
+                ] {
+                    let rule = Sampling::from_params(temperature, top_p, top_k).unwrap();
+                    let sorted = Vec::<i64>::try_from(rule.sample_sorted(&big, &big_u).unwrap()).unwrap();
+                    let key_bits = match (top_k, top_p, kind) {
+                        (None, None, _) => 0,
+                        (_, _, Kind::BFloat16) => 16,
+                        _ => 32,
+                    };
+                    let row_rule = RowRule { key_bits, top_k: top_k.map(|k| k as usize), top_p };
+                    for r in 0..rows {
+                        let (l, q) = (&host[r * vocab..(r + 1) * vocab], &masses[r * vocab..(r + 1) * vocab]);
+                        for (j, &u) in us.iter().enumerate() {
+                            let free = pick(l, q, row_rule, (u * TWO_24 as f32) as u32) as i64;
+                            assert_eq!(free, sorted[r * draws + j], "{kind:?} {rule:?} row {r} u {u}");
+                            picked.insert((r, free));
+                        }
+                    }
+                }
+            }
+        }
+        // The rules above reach well beyond each row's top token.
+        assert!(picked.len() > rows * 20, "only {} distinct (row, token) picks", picked.len());
     }
 }

@@ -342,10 +342,15 @@ impl CausalLm {
                 if t > cache.max_len() {
                     return Err(shape_error(format!("prefill of {t} tokens exceeds cache length {}", cache.max_len())));
                 }
+                let mut pending = None;
                 for (i, layer) in self.layers.iter().enumerate() {
                     let mode = AttnMode::Prefill { cache: cache.layer(i), rows };
-                    x = layer.forward_with(&x, &self.rope, &rope_at, mode, fused(i)).map_err(torch_err("prefill"))?;
+                    let (after, mlp) = layer
+                        .forward_pending(&x, pending.as_ref(), &self.rope, &rope_at, mode, fused(i))
+                        .map_err(torch_err("prefill"))?;
+                    (x, pending) = (after, Some(mlp));
                 }
+                return self.final_norm_with(&x, pending.as_ref());
             }
             Pass::Extend { cache, rows, start } => {
                 if start + t > cache.max_len() {
@@ -383,6 +388,7 @@ impl CausalLm {
                 let write_pos = positions.f_reshape([b]).map_err(torch_err("decode positions"))?;
                 let mask = decode_mask(&write_pos, attend_len, b).map_err(torch_err("decode mask"))?;
                 let rows = cache.row_index().shallow_clone();
+                let mut pending = None;
                 for (i, layer) in self.layers.iter().enumerate() {
                     let mode = AttnMode::Decode {
                         cache: cache.layer(i),
@@ -391,11 +397,24 @@ impl CausalLm {
                         attend_len,
                         mask: &mask,
                     };
-                    x = layer.forward_with(&x, &self.rope, &rope_at, mode, fused(i)).map_err(torch_err("decode"))?;
+                    let (after, mlp) = layer
+                        .forward_pending(&x, pending.as_ref(), &self.rope, &rope_at, mode, fused(i))
+                        .map_err(torch_err("decode"))?;
+                    (x, pending) = (after, Some(mlp));
                 }
+                return self.final_norm_with(&x, pending.as_ref());
             }
         }
         self.norm.forward(&x).map_err(err)
+    }
+
+    /// The final norm of `x` plus the last layer's MLP output not yet added to it (inference passes: fused
+    /// kernels where they apply).
+    fn final_norm_with(&self, x: &Tensor, pending: Option<&Tensor>) -> Result<Tensor, ModelError> {
+        let err = torch_err("final norm");
+        let Some(pending) = pending else { return self.norm.forward(x).map_err(err) };
+        let kernels = if x.requires_grad() || pending.requires_grad() { None } else { crate::kernels::for_tensor(x) };
+        self.norm.add_forward(x, pending, kernels).map(|(_, normed)| normed).map_err(err)
     }
 
     /// Projects hidden states [.., hidden] to logits [.., vocab] (model dtype).

@@ -140,48 +140,31 @@ pub struct LoadOptions {
     pub max_model_len: Option<i64>,
 }
 
-#[cfg(stasc_cuda_shim)]
-extern "C" {
-    fn stasc_cuda_empty_cache() -> i32;
-    fn stasc_cuda_current_stream(device: i32) -> *mut std::ffi::c_void;
-    fn stasc_cuda_manual_seed(device: i32, seed: u64) -> i32;
-    fn stasc_cuda_set_device(device: i32) -> i32;
-    fn stasc_cuda_set_memory_fraction(fraction: f64, device: i32) -> i32;
-}
-
 /// Returns the CUDA caching allocator's unused blocks to the driver, so memory a finished phase used (a generation
 /// model dropped before fine-tuning, the trainer's optimiser state) is not kept reserved. A no-op without CUDA, or
 /// when build.rs could not compile the CUDA shim (it warns then).
 pub fn release_cuda_cache() {
-    #[cfg(stasc_cuda_shim)]
-    if tch::Cuda::is_available() {
-        // SAFETY: a C function without arguments that catches every C++ exception itself.
-        unsafe {
-            stasc_cuda_empty_cache();
-        }
+    if crate::ffi::HAS_SHIM && tch::Cuda::is_available() {
+        let _ = crate::ffi::empty_cache();
     }
 }
 
 /// The calling thread's current CUDA stream of `device` (null, the legacy default stream, on the CPU or without
 /// the shim: libtorch queues its work there unless a stream was set).
 pub fn current_cuda_stream(device: Device) -> *mut std::ffi::c_void {
-    #[cfg(stasc_cuda_shim)]
-    if let Device::Cuda(i) = device {
-        // SAFETY: returns a stream handle or null; catches every C++ exception itself.
-        return unsafe { stasc_cuda_current_stream(i as i32) };
+    match device {
+        Device::Cuda(i) => crate::ffi::current_raw_stream(i).unwrap_or(std::ptr::null_mut()),
+        _ => std::ptr::null_mut(),
     }
-    let _ = device;
-    std::ptr::null_mut()
 }
 
 /// Seeds the random generator that `device`'s kernels draw from (dropout masks), and only that one on CUDA, so
 /// worker threads on different GPUs do not reseed each other. On the CPU (one generator per process) and without
 /// the shim this is `torch.manual_seed`, which reseeds every device.
 pub fn seed_device(device: Device, seed: i64) {
-    #[cfg(stasc_cuda_shim)]
     if let Device::Cuda(i) = device {
-        // SAFETY: catches every C++ exception itself; a failure (bad ordinal) falls through to the global seed.
-        if unsafe { stasc_cuda_manual_seed(i as i32, seed as u64) } == 0 {
+        // A failure (bad ordinal, no shim) falls through to the global seed.
+        if crate::ffi::manual_seed(i, seed as u64).is_ok() {
             return;
         }
     }
@@ -191,14 +174,9 @@ pub fn seed_device(device: Device, seed: i64) {
 /// Makes `device` the calling thread's current CUDA device (a no-op for the CPU or without the shim). Worker
 /// threads call it first: CUDA graph capture and stream lookups without a device index use the current device.
 pub fn set_current_device(device: Device) {
-    #[cfg(stasc_cuda_shim)]
     if let Device::Cuda(i) = device {
-        // SAFETY: catches every C++ exception itself.
-        unsafe {
-            stasc_cuda_set_device(i as i32);
-        }
+        let _ = crate::ffi::set_device(i);
     }
-    let _ = device;
 }
 
 /// The CUDA caching allocator's configuration variable (read once, when CUDA starts).
@@ -220,13 +198,11 @@ pub fn default_allocator_config() {
 /// then fails with out-of-memory. A no-op for the CPU or without the shim; returns false when the cap could not be
 /// set (a bad ordinal, or a fraction outside (0, 1]).
 pub fn cap_cuda_memory(device: Device, fraction: f64) -> bool {
-    #[cfg(stasc_cuda_shim)]
-    if let Device::Cuda(i) = device {
-        // SAFETY: catches every C++ exception itself (setMemoryFraction checks the fraction and the ordinal).
-        return unsafe { stasc_cuda_set_memory_fraction(fraction, i as i32) } == 0;
+    match device {
+        // setMemoryFraction checks the fraction and the ordinal.
+        Device::Cuda(i) if crate::ffi::HAS_SHIM => crate::ffi::set_memory_fraction(fraction, i).is_ok(),
+        _ => true,
     }
-    let _ = (device, fraction);
-    true
 }
 
 /// Free and total bytes of CUDA device `device` as the driver sees them (`cudaMemGetInfo`), or `None` for the CPU

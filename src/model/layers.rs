@@ -2,9 +2,13 @@
 //! RMSNorm, GQA attention through libtorch's scaled_dot_product_attention (full causal, cached prefill, cached
 //! decode), the SiLU-gated MLP and the decoder layer; the rotary embedding lives in rope.rs (re-exported here).
 //! Projections are either separate (q/k/v, gate/up) or fused (Phi3's qkv_proj, gate_up_proj); separate ones can be
-//! fused into inference-only copies for generation.
+//! fused into inference-only copies for generation. Inference passes (prefill, decode) on CUDA use the fused
+//! kernels of crate::kernels where they apply (norm with residual add, SiLU-and-multiply, and for decode the rotary
+//! embedding with the cache write and split-K attention), and libtorch ops otherwise.
 
 use tch::Tensor;
+
+use crate::kernels::Kernels;
 
 use super::error::ModelError;
 pub use super::rope::{RopeAt, RotaryEmbedding};
@@ -51,6 +55,33 @@ impl RmsNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
         let dim = self.weight.size()[0];
         x.f_rms_norm([dim].as_slice(), Some(&self.weight), self.eps)
+    }
+
+    /// Like [`RmsNorm::forward`], through the fused kernel when `kernels` are given and take `x`.
+    pub fn forward_kernels(&self, x: &Tensor, kernels: Option<&Kernels>) -> Result<Tensor, tch::TchError> {
+        if let Some(k) = kernels {
+            if let Some((_, normed)) = k.add_rms_norm(x, None, &self.weight, self.eps)? {
+                return Ok(normed);
+            }
+        }
+        self.forward(x)
+    }
+
+    /// `(x + residual, norm(x + residual))`, in one fused kernel when `kernels` are given and take the inputs.
+    pub fn add_forward(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        kernels: Option<&Kernels>,
+    ) -> Result<(Tensor, Tensor), tch::TchError> {
+        if let Some(k) = kernels {
+            if let Some(pair) = k.add_rms_norm(x, Some(residual), &self.weight, self.eps)? {
+                return Ok(pair);
+            }
+        }
+        let sum = x.f_add(residual)?;
+        let normed = self.forward(&sum)?;
+        Ok((sum, normed))
     }
 }
 
@@ -141,8 +172,39 @@ impl Attention {
         mode: AttnMode<'_>,
         fused_qkv: Option<&Linear>,
     ) -> Result<Tensor, tch::TchError> {
+        self.forward_kernels(x, rope, rope_at, mode, fused_qkv, None)
+    }
+
+    /// Like [`Attention::forward_with`]; a decode step with a fused q/k/v projection runs the rotary embedding with
+    /// the cache write, and the attention, as fused kernels when `kernels` are given and take the shapes.
+    pub fn forward_kernels(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        rope_at: &RopeAt,
+        mode: AttnMode<'_>,
+        fused_qkv: Option<&Linear>,
+        kernels: Option<&Kernels>,
+    ) -> Result<Tensor, tch::TchError> {
         let (b, t) = (x.size()[0], x.size()[1]);
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let scale = 1.0 / (d as f64).sqrt();
+        if let (Some(k), AttnMode::Decode { cache, write_pos, attend_len, .. }, Some((cos, sin))) =
+            (kernels, &mode, rope.tables())
+        {
+            let qkv = match (&self.qkv, fused_qkv) {
+                (_, Some(qkv)) | (QkvProj::Fused(qkv), None) => Some(qkv),
+                _ => None,
+            };
+            if let Some(qkv) = qkv {
+                let all = qkv.forward(x)?;
+                if let Some(q) = k.rope_kv_write(&all, cos, sin, write_pos, &*cache.k, &*cache.v, h)? {
+                    if let Some(out) = k.decode_attention(&q, &*cache.k, &*cache.v, write_pos, *attend_len, scale)? {
+                        return self.o_proj.forward(&out);
+                    }
+                }
+            }
+        }
         let (q, k, v) = match (&self.qkv, fused_qkv) {
             (QkvProj::Separate { q, k, v }, None) => (
                 rope.apply(&q.forward(x)?.f_view([b, t, h, d])?, rope_at)?,
@@ -156,7 +218,6 @@ impl Attention {
                 (qk.f_narrow(2, 0, h)?, qk.f_narrow(2, h, kvh)?, all.f_narrow(2, h + kvh, kvh)?)
             }
         };
-        let scale = 1.0 / (d as f64).sqrt();
         let out = match mode {
             AttnMode::Full | AttnMode::Prefill { .. } => {
                 let (q, k, v) = (q.f_transpose(1, 2)?, k.f_transpose(1, 2)?, v.f_transpose(1, 2)?);
@@ -226,12 +287,25 @@ impl Mlp {
 
     /// Like [`Mlp::forward`], with an inference-only fused copy of separate gate/up projections.
     pub fn forward_with(&self, x: &Tensor, fused_gate_up: Option<&Linear>) -> Result<Tensor, tch::TchError> {
+        self.forward_kernels(x, fused_gate_up, None)
+    }
+
+    /// Like [`Mlp::forward_with`], with SiLU-and-multiply as one fused kernel when `kernels` are given.
+    pub fn forward_kernels(
+        &self,
+        x: &Tensor,
+        fused_gate_up: Option<&Linear>,
+        kernels: Option<&Kernels>,
+    ) -> Result<Tensor, tch::TchError> {
         let hidden = match (&self.gate_up, fused_gate_up) {
             (GateUpProj::Separate { gate, up }, None) => gate.forward(x)?.f_silu()?.f_mul(&up.forward(x)?)?,
             (_, Some(gate_up)) | (GateUpProj::Fused(gate_up), None) => {
                 let both = gate_up.forward(x)?;
                 let n = self.intermediate_size;
-                both.f_narrow(-1, 0, n)?.f_silu()?.f_mul(&both.f_narrow(-1, n, n)?)?
+                match kernels.map(|k| k.silu_mul(&both, n)).transpose()?.flatten() {
+                    Some(hidden) => hidden,
+                    None => both.f_narrow(-1, 0, n)?.f_silu()?.f_mul(&both.f_narrow(-1, n, n)?)?,
+                }
             }
         };
         self.down_proj.forward(&hidden)
@@ -272,13 +346,38 @@ impl DecoderLayer {
         mode: AttnMode<'_>,
         fused: Option<&FusedProjections>,
     ) -> Result<Tensor, tch::TchError> {
-        let normed = self.input_layernorm.forward(x)?;
-        let attn = self.self_attn.forward_with(&normed, rope, rope_at, mode, fused.and_then(|f| f.qkv.as_ref()))?;
-        let x = x.f_add(&attn)?;
-        let mlp = self
-            .mlp
-            .forward_with(&self.post_attention_layernorm.forward(&x)?, fused.and_then(|f| f.gate_up.as_ref()))?;
+        let (x, mlp) = self.forward_pending(x, None, rope, rope_at, mode, fused)?;
         x.f_add(&mlp)
+    }
+
+    /// [`DecoderLayer::forward_with`] with the last residual add left to the caller: takes the residual stream `x`
+    /// and the previous layer's MLP output not yet added to it (`pending`), returns this layer's residual stream
+    /// after attention and its MLP output. The caller fuses each add with the next norm (one kernel instead of
+    /// two in inference passes).
+    pub fn forward_pending(
+        &self,
+        x: &Tensor,
+        pending: Option<&Tensor>,
+        rope: &RotaryEmbedding,
+        rope_at: &RopeAt,
+        mode: AttnMode<'_>,
+        fused: Option<&FusedProjections>,
+    ) -> Result<(Tensor, Tensor), tch::TchError> {
+        // Fused kernels only where no gradient flows: inference passes on tensors that need none.
+        let kernels = match mode {
+            AttnMode::Full => None,
+            _ if x.requires_grad() || pending.is_some_and(Tensor::requires_grad) => None,
+            _ => crate::kernels::for_tensor(x),
+        };
+        let (x, normed) = match pending {
+            Some(p) => self.input_layernorm.add_forward(x, p, kernels)?,
+            None => (x.shallow_clone(), self.input_layernorm.forward_kernels(x, kernels)?),
+        };
+        let (fused_qkv, fused_gate_up) = (fused.and_then(|f| f.qkv.as_ref()), fused.and_then(|f| f.gate_up.as_ref()));
+        let attn = self.self_attn.forward_kernels(&normed, rope, rope_at, mode, fused_qkv, kernels)?;
+        let (x, normed) = self.post_attention_layernorm.add_forward(&x, &attn, kernels)?;
+        let mlp = self.mlp.forward_kernels(&normed, fused_gate_up, kernels)?;
+        Ok((x, mlp))
     }
 
     /// Inference-only fused copies of this layer's separate projections: [q; k; v] and [gate; up] rows concatenated,

@@ -46,6 +46,12 @@ impl RotaryEmbedding {
         self.cos.size()[0]
     }
 
+    /// The full tables (cos, sign-folded sin), [max_len, head_dim], when the whole head rotates (what the fused
+    /// decode kernel takes).
+    pub fn tables(&self) -> Option<(&Tensor, &Tensor)> {
+        (self.rotary_dim == self.head_dim).then_some((&self.cos, &self.sin_signed))
+    }
+
     /// Gathers the factors for `positions` ([B, T] int64); the result broadcasts over [B, T, heads, rotary_dim].
     pub fn at(&self, positions: &Tensor) -> Result<RopeAt, tch::TchError> {
         let mut shape = positions.size();

@@ -5,6 +5,7 @@ mod config_cli;
 mod data_parallel;
 mod generation;
 mod gguf_import;
+mod kernels;
 mod kv_pool;
 mod lineage;
 mod model_parity;

@@ -1,0 +1,229 @@
+//! Foreign interfaces, each behind a safe Rust function: the C++ shim that build.rs compiles against libtorch's
+//! headers (cuda_device.cpp: the caching allocator, current streams and devices, per-device seeds; cuda_graph.cpp:
+//! CUDA graphs and pool streams), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
+//! Without the shim (build.rs warns when it cannot build it) every shim function reports that it is unavailable.
+
+pub mod driver;
+pub mod nvrtc;
+
+/// Why a foreign call could not be made or failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FfiError {
+    /// A shared library or one of its symbols could not be loaded.
+    #[error("{0}")]
+    Library(String),
+    /// NVRTC rejected a kernel's source.
+    #[error("compiling {kernel}: {log}")]
+    Compile {
+        /// The source's name.
+        kernel: String,
+        /// NVRTC's log.
+        log: String,
+    },
+    /// A CUDA driver call returned an error.
+    #[error("{call} failed: {error}")]
+    Driver {
+        /// The call (or kernel) that failed.
+        call: String,
+        /// The driver's error name.
+        error: String,
+    },
+    /// A shim function is missing or threw.
+    #[error("{0}")]
+    Shim(String),
+}
+
+/// A libtorch CUDA stream as its packed id and device index (`c10::cuda::CUDAStream::pack3`); mirrors
+/// `StascStream` in cuda_graph.cpp, whose layout the C++ compiler checks.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StascStream {
+    id: i64,
+    device: i32,
+}
+const _: () = assert!(std::mem::size_of::<StascStream>() == 16);
+
+/// The memory pool of a CUDA graph (`at::cuda::MempoolId_t`), shared by the graphs of one decode loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MempoolId(u64, u64);
+
+#[cfg(stasc_cuda_shim)]
+mod sys {
+    use super::StascStream;
+    use std::ffi::c_void;
+    extern "C" {
+        pub fn stasc_cuda_empty_cache() -> i32;
+        pub fn stasc_cuda_current_stream(device: i32) -> *mut c_void;
+        pub fn stasc_cuda_manual_seed(device: i32, seed: u64) -> i32;
+        pub fn stasc_cuda_set_device(device: i32) -> i32;
+        pub fn stasc_cuda_set_memory_fraction(fraction: f64, device: i32) -> i32;
+        pub fn stasc_stream_from_pool(device: i32, out: *mut StascStream) -> i32;
+        pub fn stasc_stream_current(device: i32, out: *mut StascStream) -> i32;
+        pub fn stasc_stream_set_current(stream: *const StascStream) -> i32;
+        pub fn stasc_stream_raw(stream: *const StascStream) -> *mut c_void;
+        pub fn stasc_graph_new() -> *mut c_void;
+        pub fn stasc_graph_capture_begin(graph: *mut c_void, pool_a: u64, pool_b: u64, thread_local: i32) -> i32;
+        pub fn stasc_graph_capture_end(graph: *mut c_void) -> i32;
+        pub fn stasc_graph_replay(graph: *mut c_void) -> i32;
+        pub fn stasc_graph_pool(graph: *mut c_void, pool_a: *mut u64, pool_b: *mut u64) -> i32;
+        pub fn stasc_graph_delete(graph: *mut c_void);
+    }
+}
+
+/// Whether build.rs compiled the C++ shim into this binary.
+pub const HAS_SHIM: bool = cfg!(stasc_cuda_shim);
+
+#[cfg(not(stasc_cuda_shim))]
+fn unavailable() -> FfiError {
+    FfiError::Shim("stasc was built without its CUDA shim (no CUDA headers beside libtorch; see build.rs)".into())
+}
+
+/// Runs `body` (unsafe shim calls) when the shim is built, else reports it unavailable.
+macro_rules! shim {
+    ($body:block) => {{
+        #[cfg(stasc_cuda_shim)]
+        // SAFETY: every shim function catches all C++ exceptions itself; pointers passed are to live locals or to
+        // objects the shim created.
+        let result = unsafe { $body };
+        #[cfg(not(stasc_cuda_shim))]
+        let result = Err(unavailable());
+        result
+    }};
+}
+
+fn status(code: i32, what: &str) -> Result<(), FfiError> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(FfiError::Shim(format!("{what} threw")))
+    }
+}
+
+/// `c10::cuda::CUDACachingAllocator::emptyCache()`.
+pub fn empty_cache() -> Result<(), FfiError> {
+    shim!({ status(sys::stasc_cuda_empty_cache(), "emptyCache") })
+}
+
+/// The raw `cudaStream_t` of the calling thread's current stream on `device`.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn current_raw_stream(device: usize) -> Result<*mut std::ffi::c_void, FfiError> {
+    shim!({ Ok(sys::stasc_cuda_current_stream(device as i32)) })
+}
+
+/// Seeds only `device`'s default CUDA generator.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn manual_seed(device: usize, seed: u64) -> Result<(), FfiError> {
+    shim!({ status(sys::stasc_cuda_manual_seed(device as i32, seed), "manual_seed") })
+}
+
+/// Makes `device` the calling thread's current CUDA device.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn set_device(device: usize) -> Result<(), FfiError> {
+    shim!({ status(sys::stasc_cuda_set_device(device as i32), "set_device") })
+}
+
+/// Caps the caching allocator at `fraction` of `device`'s memory.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn set_memory_fraction(fraction: f64, device: usize) -> Result<(), FfiError> {
+    shim!({ status(sys::stasc_cuda_set_memory_fraction(fraction, device as i32), "setMemoryFraction") })
+}
+
+impl StascStream {
+    /// A stream from libtorch's pool for `device`.
+    #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+    pub fn from_pool(device: usize) -> Result<Self, FfiError> {
+        let mut out = StascStream::default();
+        shim!({ status(sys::stasc_stream_from_pool(device as i32, &mut out), "getStreamFromPool").map(|()| out) })
+    }
+
+    /// The calling thread's current stream on `device`.
+    #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+    pub fn current(device: usize) -> Result<Self, FfiError> {
+        let mut out = StascStream::default();
+        shim!({ status(sys::stasc_stream_current(device as i32, &mut out), "getCurrentCUDAStream").map(|()| out) })
+    }
+
+    /// Makes this stream the calling thread's current stream on its device.
+    pub fn make_current(&self) -> Result<(), FfiError> {
+        shim!({ status(sys::stasc_stream_set_current(self), "setCurrentCUDAStream") })
+    }
+
+    /// The raw `cudaStream_t` (a `CUstream` for the driver API).
+    pub fn raw(&self) -> Result<*mut std::ffi::c_void, FfiError> {
+        shim!({
+            let raw = sys::stasc_stream_raw(self);
+            if raw.is_null() && self.id != 0 {
+                Err(FfiError::Shim("CUDAStream::stream threw".into()))
+            } else {
+                Ok(raw)
+            }
+        })
+    }
+
+    /// The device index.
+    pub fn device(&self) -> usize {
+        self.device as usize
+    }
+}
+
+/// An `at::cuda::CUDAGraph` owned by the shim. Dropping one whose capture ended destroys it; one whose capture
+/// failed must be passed to [`Graph::leak`] (its destructor could throw).
+#[derive(Debug)]
+pub struct Graph {
+    ptr: *mut std::ffi::c_void,
+}
+
+// SAFETY: the graph object is used by one thread at a time (the decode loop that owns it).
+unsafe impl Send for Graph {}
+
+impl Graph {
+    /// A new, empty graph.
+    pub fn new() -> Result<Self, FfiError> {
+        shim!({
+            let ptr = sys::stasc_graph_new();
+            if ptr.is_null() {
+                Err(FfiError::Shim("CUDAGraph() threw".into()))
+            } else {
+                Ok(Graph { ptr })
+            }
+        })
+    }
+
+    /// Starts capturing the current stream (thread-local capture mode), into `pool` (or a new pool).
+    #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+    pub fn capture_begin(&mut self, pool: Option<MempoolId>) -> Result<(), FfiError> {
+        let MempoolId(a, b) = pool.unwrap_or_default();
+        shim!({ status(sys::stasc_graph_capture_begin(self.ptr, a, b, 1), "CUDAGraph::capture_begin") })
+    }
+
+    /// Ends the capture and instantiates the graph.
+    pub fn capture_end(&mut self) -> Result<(), FfiError> {
+        shim!({ status(sys::stasc_graph_capture_end(self.ptr), "CUDAGraph::capture_end") })
+    }
+
+    /// Launches the recorded work on the current stream.
+    pub fn replay(&mut self) -> Result<(), FfiError> {
+        shim!({ status(sys::stasc_graph_replay(self.ptr), "CUDAGraph::replay") })
+    }
+
+    /// The graph's memory pool, for later graphs to share.
+    pub fn pool(&mut self) -> Result<MempoolId, FfiError> {
+        let (mut a, mut b) = (0u64, 0u64);
+        shim!({ status(sys::stasc_graph_pool(self.ptr, &mut a, &mut b), "CUDAGraph::pool").map(|()| MempoolId(a, b)) })
+    }
+
+    /// Forgets a graph whose capture failed without destroying it.
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        #[cfg(stasc_cuda_shim)]
+        // SAFETY: the object was created by stasc_graph_new and is destroyed once; failed captures are leaked.
+        unsafe {
+            sys::stasc_graph_delete(self.ptr)
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Launching attention.cu's kernels (compiled per head size and group on first use): split-K decode attention
+//! over the cache, and the rotary embedding fused with the cache write.
+
+use tch::{Kind, Tensor};
+
+use super::{launch_error, Kernels};
+use crate::ffi::driver::{arg, Function};
+use crate::ffi::nvrtc;
+
+/// Cache positions per block of phase 1, as `CHUNK` in attention.cu.
+const CHUNK: i64 = 128;
+/// Threads per block of phase 1, as `WARPS * 32`.
+const BLOCK: u32 = 128;
+
+const NAMES: [&str; 6] = [
+    "stasc_decode_attention_bf16",
+    "stasc_decode_attention_combine_bf16",
+    "stasc_rope_kv_write_bf16",
+    "stasc_decode_attention_f32",
+    "stasc_decode_attention_combine_f32",
+    "stasc_rope_kv_write_f32",
+];
+
+/// attention.cu compiled for one (head_dim, group).
+#[derive(Debug, Clone)]
+pub struct AttentionKernels {
+    functions: Vec<Function>,
+}
+
+impl AttentionKernels {
+    /// (phase 1, combine, rope) for `kind`.
+    fn for_kind(&self, kind: Kind) -> Option<(&Function, &Function, &Function)> {
+        let f = &self.functions;
+        match kind {
+            Kind::BFloat16 => Some((&f[0], &f[1], &f[2])),
+            Kind::Float => Some((&f[3], &f[4], &f[5])),
+            _ => None,
+        }
+    }
+}
+
+/// The compile options of one shape.
+pub fn defines(head_dim: i64, group: i64) -> Vec<String> {
+    vec![format!("-DHEAD_DIM={head_dim}"), format!("-DGROUP={group}")]
+}
+
+/// Whether attention.cu takes this shape: whole warps over the head (head_dim a multiple of 32, at most 256) and
+/// the group's registers and shared memory in bounds.
+pub fn supported(head_dim: i64, group: i64) -> bool {
+    head_dim % 32 == 0 && (32..=256).contains(&head_dim) && (1..=8).contains(&group) && group * head_dim <= 2048
+}
+
+fn as_i64(t: &Tensor) -> bool {
+    t.kind() == Kind::Int64 && t.is_contiguous()
+}
+
+impl Kernels {
+    fn attention_kernels(&self, head_dim: i64, group: i64) -> Option<AttentionKernels> {
+        if !supported(head_dim, group) {
+            return None;
+        }
+        let mut compiled = self.attention.lock().ok()?;
+        compiled
+            .entry((head_dim, group))
+            .or_insert_with(|| {
+                let loaded = nvrtc::compile("attention.cu", super::ATTENTION_SOURCE, self.arch, &defines(head_dim, group))
+                    .and_then(|cubin| self.context.load(&cubin, &NAMES));
+                match loaded {
+                    Ok(functions) => Some(AttentionKernels { functions }),
+                    Err(why) => {
+                        eprintln!("fused decode attention unavailable for head_dim {head_dim}, group {group} ({why}); using libtorch ops");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
+    /// Attention of one new token per row over its cache row: `q` [rows, 1, heads, head_dim] (rows may be strided,
+    /// heads contiguous), caches [rows, kv_heads, max_len, head_dim] (contiguous, row r = batch row r), and each
+    /// row attending to its positions 0..=`positions[r]` ([rows] int64). Returns [rows, 1, heads * head_dim], or
+    /// `None` for shapes the kernel does not take.
+    pub fn decode_attention(
+        &self,
+        q: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        positions: &Tensor,
+        attend_len: i64,
+        scale: f64,
+    ) -> Result<Option<Tensor>, tch::TchError> {
+        let (size, stride, cache) = (q.size(), q.stride(), k_cache.size());
+        let (&[rows, 1, heads, head_dim], &[q_stride, _, hs, 1], &[cache_rows, kv_heads, max_len, cache_dim]) =
+            (size.as_slice(), stride.as_slice(), cache.as_slice())
+        else {
+            return Ok(None);
+        };
+        let fits = hs == head_dim
+            && cache_rows == rows
+            && cache_dim == head_dim
+            && kv_heads > 0
+            && heads % kv_heads == 0
+            && k_cache.is_contiguous()
+            && v_cache.is_contiguous()
+            && v_cache.size() == cache
+            && k_cache.kind() == q.kind()
+            && v_cache.kind() == q.kind()
+            && as_i64(positions)
+            && positions.numel() as i64 == rows
+            && attend_len <= max_len;
+        if !fits {
+            return Ok(None);
+        }
+        let Some(kernels) = self.attention_kernels(head_dim, heads / kv_heads) else { return Ok(None) };
+        let Some((phase1, combine, _)) = kernels.for_kind(q.kind()) else { return Ok(None) };
+        let chunks = (attend_len + CHUNK - 1) / CHUNK;
+        let device = q.device();
+        let scratch_o = Tensor::f_empty([rows * heads * chunks * head_dim], (Kind::Float, device))?;
+        let scratch_ml = Tensor::f_empty([rows * heads * chunks * 2], (Kind::Float, device))?;
+        let out = Tensor::f_empty([rows, 1, heads * head_dim], (q.kind(), device))?;
+        let stream = self.stream()?;
+        let (q_ptr, k_ptr, v_ptr, p_ptr) = (q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), positions.data_ptr());
+        let (o_ptr, ml_ptr, out_ptr) = (scratch_o.data_ptr(), scratch_ml.data_ptr(), out.data_ptr());
+        let (kv_i, chunks_i, heads_i, scale_f) = (kv_heads as i32, chunks as i32, heads as i32, scale as f32);
+        let mut args1 = [
+            arg(&q_ptr),
+            arg(&q_stride),
+            arg(&k_ptr),
+            arg(&v_ptr),
+            arg(&p_ptr),
+            arg(&o_ptr),
+            arg(&ml_ptr),
+            arg(&kv_i),
+            arg(&max_len),
+            arg(&chunks_i),
+            arg(&scale_f),
+        ];
+        let mut args2 = [arg(&o_ptr), arg(&ml_ptr), arg(&p_ptr), arg(&out_ptr), arg(&heads_i), arg(&chunks_i)];
+        // SAFETY: arguments follow the kernels' parameter lists, shapes and strides were checked above, and the
+        // scratch tensors live in the caching allocator (reused only by work queued later on this stream).
+        unsafe {
+            phase1
+                .launch(stream, (chunks as u32, kv_heads as u32, rows as u32), BLOCK, 0, &mut args1)
+                .map_err(launch_error)?;
+            combine
+                .launch(stream, (heads as u32, rows as u32, 1), head_dim as u32, 0, &mut args2)
+                .map_err(launch_error)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Rotates the new token's queries and keys and writes its keys and values into the caches at `positions`:
+    /// `qkv` [rows, 1, (heads + 2 kv_heads) * head_dim] (the fused projection's output, rows may be strided), `cos`
+    /// and `sin_signed` [max positions, head_dim] (the full rotary tables), caches as for `decode_attention`.
+    /// Returns the rotated queries [rows, 1, heads, head_dim], or `None` for shapes the kernel does not take.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_kv_write(
+        &self,
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin_signed: &Tensor,
+        positions: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        heads: i64,
+    ) -> Result<Option<Tensor>, tch::TchError> {
+        let (size, stride, cache) = (qkv.size(), qkv.stride(), k_cache.size());
+        let (&[rows, 1, width], &[qkv_stride, _, 1], &[cache_rows, kv_heads, max_len, head_dim]) =
+            (size.as_slice(), stride.as_slice(), cache.as_slice())
+        else {
+            return Ok(None);
+        };
+        let same = |t: &Tensor| t.kind() == qkv.kind() && t.is_contiguous();
+        let fits = width == (heads + 2 * kv_heads) * head_dim
+            && cache_rows == rows
+            && kv_heads > 0
+            && heads % kv_heads == 0
+            && same(k_cache)
+            && same(v_cache)
+            && v_cache.size() == cache
+            && same(cos)
+            && same(sin_signed)
+            && cos.size().get(1) == Some(&head_dim)
+            && sin_signed.size() == cos.size()
+            && as_i64(positions)
+            && positions.numel() as i64 == rows;
+        if !fits {
+            return Ok(None);
+        }
+        let Some(kernels) = self.attention_kernels(head_dim, heads / kv_heads) else { return Ok(None) };
+        let Some((_, _, rope)) = kernels.for_kind(qkv.kind()) else { return Ok(None) };
+        let q = Tensor::f_empty([rows, 1, heads, head_dim], (qkv.kind(), qkv.device()))?;
+        let ptrs = [qkv, cos, sin_signed, positions, &q, k_cache, v_cache].map(|t| t.data_ptr());
+        let (heads_i, kv_i) = (heads as i32, kv_heads as i32);
+        let mut args = [
+            arg(&ptrs[0]),
+            arg(&qkv_stride),
+            arg(&ptrs[1]),
+            arg(&ptrs[2]),
+            arg(&ptrs[3]),
+            arg(&ptrs[4]),
+            arg(&ptrs[5]),
+            arg(&ptrs[6]),
+            arg(&heads_i),
+            arg(&kv_i),
+            arg(&max_len),
+        ];
+        let grid = ((heads + 2 * kv_heads) as u32, rows as u32, 1);
+        // SAFETY: arguments follow stasc_rope_kv_write_*; shapes, dtypes and contiguity were checked above. The
+        // positions must lie inside the tables and caches, as for the eager path's index_put_.
+        unsafe { rope.launch(self.stream()?, grid, head_dim as u32, 0, &mut args) }.map_err(launch_error)?;
+        Ok(Some(q))
+    }
+}

@@ -1,0 +1,163 @@
+//! Fused CUDA kernels for decoding, compiled at run time with NVRTC from the CUDA C sources beside this file
+//! (embedded in the binary) and launched through the driver API on libtorch's current stream, so CUDA graph capture
+//! records them like libtorch's own kernels. Building needs no GPU; on the CPU, without the C++ shim (no current
+//! stream), for dtypes other than bf16/f32, or with `STASC_FUSED_KERNELS=0`, callers use libtorch ops instead.
+//!
+//! - sampler.cu: top-k/top-p/temperature sampling without sorting the vocabulary (exactly the sort path's tokens);
+//! - norm.cu: RMSNorm with the residual add, and SiLU-and-multiply;
+//! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
+//!   different lengths, and the rotary embedding fused with the cache write.
+
+mod attention;
+mod norm;
+mod sample;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::ffi::driver::{Context, Function};
+use crate::ffi::{nvrtc, FfiError};
+
+/// The environment variable that turns the fused kernels off when set to `0` (for parity checks).
+pub const SWITCH_ENV: &str = "STASC_FUSED_KERNELS";
+
+/// The CUDA C sources compiled once per device, by file name.
+pub const SOURCES: &[(&str, &str)] =
+    &[("sampler.cu", include_str!("sampler.cu")), ("norm.cu", include_str!("norm.cu"))];
+
+/// The source compiled once per model shape (`-DHEAD_DIM`, `-DGROUP`).
+pub const ATTENTION_SOURCE: &str = include_str!("attention.cu");
+
+/// The kernels each source defines.
+const FUNCTIONS: &[(&str, &[&str])] = &[
+    ("sampler.cu", &["stasc_sample_bf16", "stasc_sample_f32"]),
+    ("norm.cu", &["stasc_add_rms_norm_bf16", "stasc_add_rms_norm_f32", "stasc_silu_mul_bf16", "stasc_silu_mul_f32"]),
+];
+
+/// Bits needed for the ids of a vocabulary of `vocab` tokens (the sampler's order key ends with them).
+pub fn id_bits(vocab: usize) -> u32 {
+    usize::BITS - vocab.saturating_sub(1).leading_zeros()
+}
+
+/// 0: not decided yet, 1: on, 2: off.
+static SWITCH: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the fused kernels are switched on: `STASC_FUSED_KERNELS` unset or not `0`, unless [`set_enabled`] said
+/// otherwise.
+pub fn enabled() -> bool {
+    match SWITCH.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = std::env::var(SWITCH_ENV).map_or(true, |v| v.trim() != "0");
+            SWITCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Switches the fused kernels on or off for the whole process (parity checks compare both paths in one run).
+pub fn set_enabled(on: bool) {
+    SWITCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// The kernels loaded on one CUDA device.
+#[derive(Debug)]
+pub struct Kernels {
+    device: usize,
+    arch: u32,
+    context: Context,
+    functions: Vec<(&'static str, Function)>,
+    /// Attention kernels by (head_dim, group), compiled on first use; `None` when compiling failed (reported once).
+    attention: Mutex<HashMap<(i64, i64), Option<attention::AttentionKernels>>>,
+}
+
+impl Kernels {
+    fn function(&self, name: &str) -> Result<&Function, tch::TchError> {
+        self.functions
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f)
+            .ok_or_else(|| tch::TchError::Kind(format!("kernel {name} is not loaded")))
+    }
+
+    /// The raw current stream of this device (what libtorch queues on, and what graph capture records).
+    fn stream(&self) -> Result<*mut std::ffi::c_void, tch::TchError> {
+        crate::ffi::current_raw_stream(self.device).map_err(launch_error)
+    }
+}
+
+fn launch_error(error: FfiError) -> tch::TchError {
+    tch::TchError::Kind(format!("fused CUDA kernel: {error}"))
+}
+
+/// Compiles every source for `sm_<arch>` (the CPU tests check they compile).
+pub fn compile_all(arch: u32) -> Result<Vec<(&'static str, Vec<u8>)>, FfiError> {
+    SOURCES.iter().map(|(name, source)| Ok((*name, nvrtc::compile(name, source, arch, &[])?))).collect()
+}
+
+fn load(device: usize) -> Result<Kernels, FfiError> {
+    if !crate::ffi::HAS_SHIM {
+        return Err(FfiError::Shim("no C++ shim to find libtorch's current stream".into()));
+    }
+    let (context, arch) = Context::primary(device)?;
+    let mut functions = Vec::new();
+    for (name, cubin) in compile_all(arch)? {
+        let names = FUNCTIONS.iter().find(|(n, _)| *n == name).map_or(&[][..], |(_, f)| *f);
+        functions.extend(names.iter().copied().zip(context.load(&cubin, names)?));
+    }
+    Ok(Kernels { device, arch, context, functions, attention: Mutex::new(HashMap::new()) })
+}
+
+/// The kernels for CUDA tensors like `t` when they are switched on and load; `None` on the CPU. The first failure
+/// to load on a device is reported once on stderr (decoding then uses libtorch ops).
+pub fn for_tensor(t: &Tensor) -> Option<&'static Kernels> {
+    const MAX_DEVICES: usize = 64;
+    static LOADED: [OnceLock<Option<Kernels>>; MAX_DEVICES] = [const { OnceLock::new() }; MAX_DEVICES];
+    let Device::Cuda(device) = t.device() else { return None };
+    if device >= MAX_DEVICES || !enabled() || !matches!(t.kind(), Kind::BFloat16 | Kind::Float) {
+        return None;
+    }
+    LOADED[device]
+        .get_or_init(|| match load(device) {
+            Ok(kernels) => Some(kernels),
+            Err(why) => {
+                eprintln!("fused CUDA kernels unavailable on cuda:{device} ({why}); using libtorch ops");
+                None
+            }
+        })
+        .as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_source_compiles_with_nvrtc() {
+        // NVRTC comes with torch's nvidia wheels (scripts/setup.sh), and compiling needs no GPU. Hopper (the H200)
+        // and Ampere; attention for the head sizes and groups of Qwen2.5 (128 x 6, 7), Llama 3 (128 x 4),
+        // SmolLM2 (64 x 3) and the limits.
+        assert!(nvrtc::available(), "libnvrtc.so.13 not found beside libtorch (scripts/setup.sh installs torch)");
+        for arch in [80, 90] {
+            let compiled = compile_all(arch).unwrap();
+            assert_eq!(compiled.len(), SOURCES.len());
+            for (head_dim, group) in [(128, 6), (128, 7), (128, 4), (64, 3), (32, 1), (256, 8)] {
+                assert!(attention::supported(head_dim, group));
+                let cubin =
+                    nvrtc::compile("attention.cu", ATTENTION_SOURCE, arch, &attention::defines(head_dim, group));
+                assert!(!cubin.unwrap().is_empty());
+            }
+        }
+        assert!(!attention::supported(80, 2) && !attention::supported(128, 16));
+    }
+
+    #[test]
+    fn a_broken_source_reports_nvrtc_log() {
+        let err = nvrtc::compile("broken.cu", "__global__ void k() { undefined_name(); }", 90, &[]).unwrap_err();
+        assert!(err.to_string().contains("broken.cu") && err.to_string().contains("undefined_name"), "{err}");
+    }
+}

@@ -1,0 +1,82 @@
+// RMSNorm with the residual add, one block per row: sum = x + residual (rounded to the model dtype, as the separate
+// add would), normed = weight * (sum * rsqrt(mean(sum^2) + eps)) rounded as transformers' Qwen2RMSNorm rounds it
+// (the normalised value to the dtype, then the product with the weight). Without a residual, sum is x and is not
+// written. Replaces three kernels of the eager path (add, norm's reduction, scale) by one.
+typedef unsigned short stasc_bf16;
+
+#define BLOCK 256
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(stasc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+// Round to nearest even, as c10::BFloat16 does (NaN kept quiet).
+__device__ __forceinline__ stasc_bf16 to_bf16(float v) {
+  unsigned u = __float_as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (stasc_bf16)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (stasc_bf16)(u >> 16);
+}
+__device__ __forceinline__ void store(stasc_bf16* p, float v) { *p = to_bf16(v); }
+__device__ __forceinline__ float round_to(float v, float*) { return v; }
+__device__ __forceinline__ float round_to(float v, stasc_bf16*) { return to_f32(to_bf16(v)); }
+
+template <typename T>
+__device__ void add_rms_norm(const T* x, const T* residual, const T* weight, T* sum_out, T* normed, int hidden,
+                             float eps) {
+  __shared__ float partial[BLOCK / 32];
+  const long row = blockIdx.x;
+  const T* xr = x + row * hidden;
+  float squares = 0.f;
+  for (int i = threadIdx.x; i < hidden; i += BLOCK) {
+    float v = to_f32(xr[i]);
+    if (residual) {
+      v = round_to(v + to_f32(residual[row * hidden + i]), (T*)0);
+      store(sum_out + row * hidden + i, v);
+    }
+    squares += v * v;
+  }
+  for (int o = 16; o > 0; o >>= 1) squares += __shfl_xor_sync(0xffffffffu, squares, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = squares;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < BLOCK / 32; ++w) total += partial[w];
+  const float inv = 1.0f / sqrtf(total / (float)hidden + eps);
+  for (int i = threadIdx.x; i < hidden; i += BLOCK) {
+    // Read back what was stored (the rounded sum), as the eager norm reads the add's output.
+    const float v = residual ? to_f32(sum_out[row * hidden + i]) : to_f32(xr[i]);
+    store(normed + row * hidden + i, to_f32(weight[i]) * round_to(v * inv, (T*)0));
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK) stasc_add_rms_norm_bf16(const stasc_bf16* x,
+    const stasc_bf16* residual, const stasc_bf16* weight, stasc_bf16* sum_out, stasc_bf16* normed, int hidden,
+    float eps) {
+  add_rms_norm(x, residual, weight, sum_out, normed, hidden, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK) stasc_add_rms_norm_f32(const float* x, const float* residual,
+    const float* weight, float* sum_out, float* normed, int hidden, float eps) {
+  add_rms_norm(x, residual, weight, sum_out, normed, hidden, eps);
+}
+
+// SiLU-and-multiply over [rows, 2 * width] (gate then up, as the fused gate_up projection writes them):
+// out = silu(gate) * up, with silu's result rounded to the dtype first as the eager silu kernel stores it.
+template <typename T>
+__device__ void silu_mul(const T* gate_up, T* out, long rows, int width) {
+  const long n = rows * width;
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+    const long r = i / width, c = i % width;
+    const float g = to_f32(gate_up[r * 2 * width + c]);
+    const float u = to_f32(gate_up[r * 2 * width + width + c]);
+    const float s = round_to(g / (1.0f + expf(-g)), (T*)0);
+    store(out + i, s * u);
+  }
+}
+
+extern "C" __global__ void stasc_silu_mul_bf16(const stasc_bf16* gate_up, stasc_bf16* out, long rows, int width) {
+  silu_mul(gate_up, out, rows, width);
+}
+
+extern "C" __global__ void stasc_silu_mul_f32(const float* gate_up, float* out, long rows, int width) {
+  silu_mul(gate_up, out, rows, width);
+}
