@@ -3,7 +3,7 @@
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
 //! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
-//! arithmetic that any module may use.
+//! arithmetic that any module may use; `rundir_lock` (who works in a run directory) likewise.
 
 pub mod cli;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod model;
 pub mod prompt;
 pub mod report;
 pub mod reward;
+pub mod rundir_lock;
 pub mod stasc;
 pub mod stats;
 pub mod sweep;

@@ -122,3 +122,23 @@ fn a_dry_run_writes_nothing() {
     assert_eq!(plans[0].name, "variant=EIE");
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn a_cell_another_runner_holds_is_left_to_it_and_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sweep(dir.path(), "variant = [\"EIE\", \"FNF\"]\n");
+    let plans = plan(&spec, false).unwrap();
+    let held = crate::rundir_lock::RunDirLock::acquire(&plans[0].dir).unwrap();
+    let r = runner(&[]);
+    let out = execute(&spec, &plans, &SweepOptions::default(), &r).unwrap();
+    assert_eq!(out.failed, 0);
+    let host = crate::rundir_lock::host_name();
+    let expected = format!("running elsewhere: host {host} pid {}", std::process::id());
+    assert!(out.cells[0].1.starts_with(&expected), "{:?}", out.cells);
+    assert_eq!(out.cells[1].1, "ran");
+    assert_eq!(r.calls.lock().unwrap().len(), 1, "the held cell is not started");
+    assert!(!plans[0].dir.join("FAILED").exists());
+    drop(held);
+    let out = execute(&spec, &plans, &SweepOptions::default(), &r).unwrap();
+    assert_eq!(names(&out), vec![("variant=EIE", "ran"), ("variant=FNF", "done")]);
+}
