@@ -72,8 +72,8 @@ impl TinySweep {
             format!(
                 "model_path: {model}\ndata_path: {data}\ntask_type: qa\nnum_star_iterations: 1\nrun_name: tiny\n\
                  template_dir: {templates}\nfew_shot_dir: {few}\nnumber_output_initial_generations: 2\n\
-                 number_output_corrections: 1\nmax_tokens: {max_tokens}\ndevice: cpu\ndtype: f32\nchunk_prompts: 1\n\
-                 only_better_correction: false\n",
+                 number_output_corrections: 1\nmax_tokens: {max_tokens}\ndevice: cpu\ndtype: f32\nchunk_prompts: 4\n\
+                 only_better_correction: false\nsample_train_at_last_iteration: false\n",
                 model = root.join("tests/fixtures/tiny_models/qwen2_tied").display(),
                 data = data.display(),
                 templates = d.join("templates").display(),
@@ -203,8 +203,8 @@ fn slurm_cancelled_task_resumes_on_resubmission_without_lost_or_repeated_samples
     let job = sweep.jobs()[0]["job_id"].as_str().unwrap().to_string();
     let cell = sweep.cell(5);
     let chunks = cell.join("iter_0/.partial/initial");
-    // Cancel once a few chunks of the first phase are saved, while it is still sampling.
-    wait_for("saved chunks", Duration::from_secs(300), || chunks.join("chunk-00003.jsonl").exists());
+    // Cancel once a few chunks (4 prompts each) of the first phase are saved, while it is still sampling.
+    wait_for("saved chunks", Duration::from_secs(300), || chunks.join("chunk-00002.jsonl").exists());
     let cancel = Command::new("scancel").arg(format!("{job}_0")).output().unwrap();
     assert!(cancel.status.success(), "{}", text(&cancel));
     wait_for("the cancelled task to leave the queue", Duration::from_secs(120), || !in_queue(&job));
@@ -219,7 +219,7 @@ fn slurm_cancelled_task_resumes_on_resubmission_without_lost_or_repeated_samples
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap()))
         .collect();
-    assert!(saved.len() >= 4, "{saved:?}");
+    assert!(saved.len() >= 3, "{saved:?}");
 
     let dry = sweep.stasc(&["sweep", "sweep.toml", "--dry-run"]);
     assert!(text(&dry).contains("seed=5") && text(&dry).contains("to run"), "{}", text(&dry));
@@ -240,8 +240,8 @@ fn slurm_cancelled_task_resumes_on_resubmission_without_lost_or_repeated_samples
 #[test]
 fn slurm_two_runners_on_one_cell_only_one_runs_it() {
     let _cluster = cluster();
-    let train = 40;
-    let sweep = TinySweep::new(&[9], train, 48, "slurm");
+    let train = 60;
+    let sweep = TinySweep::new(&[9], train, 64, "slurm");
     // Have stasc write the cell's files without running it: planning writes them before `--only` is checked.
     let cell = sweep.cell(9);
     let planned = sweep.stasc(&["sweep", "sweep.toml", "--only", "no-such-cell"]);
