@@ -20,7 +20,7 @@ pub enum Executor {
     #[default]
     Local,
     /// One Slurm job array, one task per cell (`sweep.executor = "slurm"`, options from `[slurm]`).
-    Slurm(super::slurm::SlurmOptions),
+    Slurm(Box<super::slurm::SlurmOptions>),
 }
 
 /// One grid axis: a key and the values it takes, in file order.
@@ -168,7 +168,7 @@ impl SweepSpec {
         let executor = match (string("executor")?.as_deref(), slurm) {
             (None | Some("local"), None) => Executor::Local,
             (Some("slurm"), slurm) => {
-                Executor::Slurm(super::slurm::SlurmOptions::parse(path, &slurm.unwrap_or_default())?)
+                Executor::Slurm(Box::new(super::slurm::SlurmOptions::parse(path, &slurm.unwrap_or_default())?))
             }
             (None | Some("local"), Some(_)) => {
                 return Err(SweepError::from(ConfigError::invalid(
