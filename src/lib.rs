@@ -3,8 +3,8 @@
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
 //! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `kernels` -> `ffi` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
-//! arithmetic that any module may use. `track` (experiment trackers) observes `stasc` runs from `cli` and uploads
-//! what `report` writes.
+//! arithmetic that any module may use; `rundir_lock` (who works in a run directory) likewise. `track` (experiment
+//! trackers) observes `stasc` runs from `cli` and uploads what `report` writes.
 
 pub mod cli;
 pub mod config;
@@ -17,6 +17,7 @@ pub mod model;
 pub mod prompt;
 pub mod report;
 pub mod reward;
+pub mod rundir_lock;
 pub mod stasc;
 pub mod stats;
 pub mod sweep;

@@ -114,7 +114,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are.
+/// Holds the run directory's lock throughout; when another runner holds it, says who and exits with
+/// [`BUSY_EXIT_CODE`](crate::rundir_lock::BUSY_EXIT_CODE) without touching the directory.
 pub fn run_loop(config: &RunConfig, splits: &crate::data::Splits, options: RunOptions) -> anyhow::Result<ExitCode> {
+    use crate::rundir_lock::{LockError, RunDirLock, BUSY_EXIT_CODE};
+    let _lock = match RunDirLock::acquire(&config.stasc_config.output_dir) {
+        Ok(lock) => lock,
+        Err(busy @ LockError::Busy { .. }) => {
+            eprintln!("stasc: {busy}");
+            return Ok(ExitCode::from(BUSY_EXIT_CODE));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut backend = TchBackend::new(config, true).map_err(|e| anyhow::anyhow!(e))?;
     // Trackers see every iteration; one that fails only warns (crate::track).
     let mut trackers = Trackers::from_config(config, &config.stasc_config.output_dir);

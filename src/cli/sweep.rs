@@ -1,11 +1,13 @@
-//! `stasc sweep FILE.toml`: expand a grid of STaSC runs, validate every cell, then run the unfinished ones.
+//! `stasc sweep FILE.toml`: expand a grid of STaSC runs, validate every cell, then run the unfinished ones here or
+//! submit them to Slurm.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::sweep::{execute, plan, ProcessRunner, SweepOptions, SweepSpec};
+use crate::sweep::slurm::{submit, SlurmRun};
+use crate::sweep::{execute, plan, Executor, ProcessRunner, SweepOptions, SweepSpec};
 
 /// Arguments of `stasc sweep`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +26,10 @@ pub struct Args {
     /// Run again the cells that failed before (they are skipped otherwise).
     #[arg(long)]
     pub retry_failed: bool,
+    /// Under executor = "slurm": follow the submitted jobs until they end, then report every cell (without it,
+    /// stasc sweep returns once the job array is submitted).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Runs `stasc sweep`.
@@ -32,6 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plans = plan(&spec, args.dry_run)?;
     if args.dry_run {
         println!("sweep {} ({} cells) -> {}", spec.name, plans.len(), spec.out.display());
+        if let Executor::Slurm(slurm) = &spec.executor {
+            println!("executor slurm: one job array, each task with {}", slurm.sbatch_options(&spec.name).join(" "));
+        }
         for p in &plans {
             let state = match crate::sweep::exec::cell_state(&p.dir) {
                 crate::sweep::exec::CellState::Done => "done",
@@ -44,8 +53,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let exe = std::env::current_exe().context("cannot locate the stasc executable")?;
-    let options = SweepOptions { only: args.only, retry_failed: args.retry_failed, devices: args.devices };
-    let outcome = execute(&spec, &plans, &options, &ProcessRunner { exe })?;
+    let outcome = match &spec.executor {
+        Executor::Local => {
+            if args.wait {
+                anyhow::bail!("--wait is for executor = \"slurm\"; a local sweep always runs to the end");
+            }
+            let options = SweepOptions { only: args.only, retry_failed: args.retry_failed, devices: args.devices };
+            execute(&spec, &plans, &options, &ProcessRunner { exe })?
+        }
+        Executor::Slurm(slurm) => {
+            if args.devices.is_some() {
+                anyhow::bail!(
+                    "--devices has no meaning under executor = \"slurm\": set slurm.gpus in {}",
+                    spec.file.display()
+                );
+            }
+            let run = SlurmRun {
+                only: args.only,
+                retry_failed: args.retry_failed,
+                wait: args.wait,
+                poll: std::time::Duration::from_secs(3),
+                exe,
+            };
+            submit(&spec, slurm, &plans, &run, &mut |line| println!("{line}"))?
+        }
+    };
     for (name, status) in &outcome.cells {
         println!("{name:<48} {status}");
     }
@@ -55,4 +87,41 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::sweep::exec::run_argv;
+    use crate::sweep::CellPlan;
+
+    /// The command line a sweep starts for a cell (locally and in Slurm tasks) is `stasc run` with the cell's files,
+    /// as the CLI itself parses it.
+    #[test]
+    fn a_cells_command_line_parses_as_stasc_run_of_its_files() {
+        for accelerate in [None, Some(PathBuf::from("configs/acc elerate.yaml"))] {
+            let dir = PathBuf::from("runs/s/variant=EIE,seed=42");
+            let cell = CellPlan {
+                name: "variant=EIE,seed=42".into(),
+                overrides: vec![],
+                config: dir.join("stasc_config.yaml"),
+                ft_config: dir.join("fine_tune.yaml"),
+                dir: dir.clone(),
+                accelerate_config: accelerate.clone(),
+            };
+            let argv = std::iter::once("stasc".into()).chain(run_argv(&cell));
+            let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not parsed as stasc run");
+            };
+            assert_eq!(args.config, cell.config);
+            assert_eq!(args.ft_config, cell.ft_config);
+            assert_eq!(args.accelerate_config_path, accelerate);
+            assert_eq!(args.out, Some(dir));
+            assert!(!args.dry_run && !args.force);
+        }
+    }
 }

@@ -27,6 +27,9 @@ pub enum SweepError {
         /// The configuration error (boxed: it is large and rare).
         source: Box<crate::config::ConfigError>,
     },
+    /// Slurm refused or failed (sbatch, squeue, the record of submitted jobs).
+    #[error(transparent)]
+    Slurm(#[from] super::slurm::SlurmError),
     /// `--only` named no cell.
     #[error("no cell named '{name}' in this sweep{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
     NoSuchCell {

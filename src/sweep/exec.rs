@@ -172,7 +172,7 @@ fn write_cell_files(spec: &SweepSpec, cell: &Cell, dir: &Path) -> Result<CellPla
 }
 
 /// Writes through a temporary file and a rename, and leaves an identical file untouched.
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
+pub(crate) fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
     if fs::read(path).ok().as_deref() == Some(bytes) {
         return Ok(());
     }
@@ -185,6 +185,19 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
     fs::rename(&tmp, path).map_err(io)
 }
 
+/// The plans `only` names (all when empty), in grid order; a name that is no cell is an error suggesting the
+/// closest.
+pub fn select<'a>(plans: &'a [CellPlan], only: &[String]) -> Result<Vec<&'a CellPlan>, SweepError> {
+    for name in only {
+        if !plans.iter().any(|p| &p.name == name) {
+            let suggestion =
+                crate::config::keys::closest(name, plans.iter().map(|p| p.name.as_str())).map(str::to_string);
+            return Err(SweepError::NoSuchCell { name: name.clone(), suggestion });
+        }
+    }
+    Ok(plans.iter().filter(|p| only.is_empty() || only.contains(&p.name)).collect())
+}
+
 /// Runs the planned cells with `runner`, one worker per device, and records failures in each cell's FAILED file.
 pub fn execute(
     spec: &SweepSpec,
@@ -192,15 +205,7 @@ pub fn execute(
     options: &SweepOptions,
     runner: &dyn CellRunner,
 ) -> Result<SweepOutcome, SweepError> {
-    for only in &options.only {
-        if !plans.iter().any(|p| &p.name == only) {
-            let suggestion =
-                crate::config::keys::closest(only, plans.iter().map(|p| p.name.as_str())).map(str::to_string);
-            return Err(SweepError::NoSuchCell { name: only.clone(), suggestion });
-        }
-    }
-    let selected: Vec<&CellPlan> =
-        plans.iter().filter(|p| options.only.is_empty() || options.only.contains(&p.name)).collect();
+    let selected = select(plans, &options.only)?;
     let mut results: Vec<(String, String)> = Vec::new();
     let mut queue = VecDeque::new();
     for p in &selected {
@@ -223,13 +228,21 @@ pub fn execute(
             let (queue, ran) = (&queue, &ran);
             s.spawn(move || loop {
                 let Some(cell) = queue.lock().expect("queue lock").pop_front() else { break };
+                // Another runner (a second sweep, a plain `stasc run`, a Slurm task) works in this cell: leave it.
+                if let Some(holder) = crate::rundir_lock::holder(&cell.dir) {
+                    ran.lock().expect("results lock").push((cell.name.clone(), running_elsewhere(&holder)));
+                    continue;
+                }
                 let _ = fs::remove_file(cell.dir.join("FAILED"));
                 let log = cell.dir.join("log.txt");
                 let result = runner.run(cell, device.as_deref(), &log);
-                let status = match result {
-                    Ok(()) if cell.dir.join("DONE").exists() => "ran".to_string(),
-                    Ok(()) => record_failure(cell, "the run ended without writing DONE"),
-                    Err(reason) => record_failure(cell, &reason),
+                let done = result.is_ok() && cell.dir.join("DONE").exists();
+                let status = match (done, crate::rundir_lock::holder(&cell.dir), result) {
+                    (true, _, _) => "ran".to_string(),
+                    // The child found the lock taken between our look and its start, and skipped the cell.
+                    (false, Some(holder), _) => running_elsewhere(&holder),
+                    (false, None, Ok(())) => record_failure(cell, "the run ended without writing DONE"),
+                    (false, None, Err(reason)) => record_failure(cell, &reason),
                 };
                 ran.lock().expect("results lock").push((cell.name.clone(), status));
             });
@@ -242,10 +255,31 @@ pub fn execute(
     Ok(SweepOutcome { cells: results, failed })
 }
 
+/// The outcome of a cell that another runner holds: neither ran here nor failed.
+fn running_elsewhere(holder: &crate::rundir_lock::LockHolder) -> String {
+    format!("running elsewhere: {}", holder.describe())
+}
+
 fn record_failure(cell: &CellPlan, reason: &str) -> String {
     let _ = fs::create_dir_all(&cell.dir);
     let _ = fs::write(cell.dir.join("FAILED"), format!("{reason}\n"));
     format!("failed: {reason}")
+}
+
+/// The arguments after the executable that run one cell: `run --config C --ft_config F
+/// [--accelerate_config_path A] --out DIR`. Local cells and Slurm array tasks both start exactly this (the CLI's
+/// parser is checked against it in `cli::sweep`'s tests).
+pub fn run_argv(cell: &CellPlan) -> Vec<std::ffi::OsString> {
+    let mut argv: Vec<std::ffi::OsString> =
+        vec!["run".into(), "--config".into(), cell.config.clone().into(), "--ft_config".into()];
+    argv.push(cell.ft_config.clone().into());
+    if let Some(a) = &cell.accelerate_config {
+        argv.push("--accelerate_config_path".into());
+        argv.push(a.clone().into());
+    }
+    argv.push("--out".into());
+    argv.push(cell.dir.clone().into());
+    argv
 }
 
 /// Runs a cell as `stasc run --config .. --ft_config .. [--accelerate_config_path ..] --out <cell dir>`, with
@@ -267,11 +301,7 @@ impl CellRunner for ProcessRunner {
             .map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = std::process::Command::new(&self.exe);
-        cmd.arg("run").arg("--config").arg(&cell.config).arg("--ft_config").arg(&cell.ft_config);
-        if let Some(a) = &cell.accelerate_config {
-            cmd.arg("--accelerate_config_path").arg(a);
-        }
-        cmd.arg("--out").arg(&cell.dir).stdout(out).stderr(err).stdin(std::process::Stdio::null());
+        cmd.args(run_argv(cell)).stdout(out).stderr(err).stdin(std::process::Stdio::null());
         if let Some(d) = device {
             cmd.env("CUDA_VISIBLE_DEVICES", d);
         }

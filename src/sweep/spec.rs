@@ -9,9 +9,19 @@ use super::error::SweepError;
 use crate::config::ConfigError;
 
 /// Keys of the `[sweep]` table.
-pub const SWEEP_KEYS: &[&str] = &["name", "config", "ft_config", "accelerate_config", "out", "devices"];
+pub const SWEEP_KEYS: &[&str] = &["name", "config", "ft_config", "accelerate_config", "out", "devices", "executor"];
 /// Top-level tables.
-pub const TABLES: &[&str] = &["sweep", "set", "grid", "tasks"];
+pub const TABLES: &[&str] = &["sweep", "set", "grid", "tasks", "slurm"];
+
+/// Where the cells run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Executor {
+    /// Child processes on this machine (`sweep.executor = "local"`, the default).
+    #[default]
+    Local,
+    /// One Slurm job array, one task per cell (`sweep.executor = "slurm"`, options from `[slurm]`).
+    Slurm(Box<super::slurm::SlurmOptions>),
+}
 
 /// One grid axis: a key and the values it takes, in file order.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +56,8 @@ pub struct SweepSpec {
     pub grid: Vec<Axis>,
     /// Named override sets selected by the `task` axis.
     pub tasks: Vec<(String, Vec<(String, Value)>)>,
+    /// Where the cells run.
+    pub executor: Executor,
 }
 
 impl SweepSpec {
@@ -167,6 +179,34 @@ impl SweepSpec {
                 }
             }
         }
+        let slurm = section(path, &table, "slurm")?;
+        let executor = match (string("executor")?.as_deref(), slurm) {
+            (None | Some("local"), None) => Executor::Local,
+            (Some("slurm"), slurm) => {
+                Executor::Slurm(Box::new(super::slurm::SlurmOptions::parse(path, &slurm.unwrap_or_default())?))
+            }
+            (None | Some("local"), Some(_)) => {
+                return Err(SweepError::from(ConfigError::invalid(
+                    path,
+                    "slurm",
+                    "is set, but sweep.executor is not \"slurm\" (add executor = \"slurm\" to [sweep])",
+                )))
+            }
+            (Some(other), _) => {
+                return Err(SweepError::from(ConfigError::invalid(
+                    path,
+                    "sweep.executor",
+                    format!("must be \"local\" or \"slurm\", found \"{other}\""),
+                )))
+            }
+        };
+        if matches!(executor, Executor::Slurm(_)) && !devices.is_empty() {
+            return Err(SweepError::from(ConfigError::invalid(
+                path,
+                "sweep.devices",
+                "has no meaning under executor = \"slurm\": Slurm grants each cell its GPUs (set slurm.gpus)",
+            )));
+        }
         Ok(SweepSpec {
             file: path.to_path_buf(),
             name,
@@ -178,6 +218,7 @@ impl SweepSpec {
             set,
             grid,
             tasks,
+            executor,
         })
     }
 }

@@ -138,3 +138,23 @@ fn models_in_folders_of_one_name_get_their_own_directories_and_sweep_json_says_w
     assert_eq!(index.values[&plans[1].name]["model"], serde_json::json!("zoo/b/smol"));
     assert_eq!(index.values[&plans[0].name]["model"], serde_json::json!("zoo/a/smol"));
 }
+
+#[test]
+fn a_cell_another_runner_holds_is_left_to_it_and_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sweep(dir.path(), "variant = [\"EIE\", \"FNF\"]\n");
+    let plans = plan(&spec, false).unwrap();
+    let held = crate::rundir_lock::RunDirLock::acquire(&plans[0].dir).unwrap();
+    let r = runner(&[]);
+    let out = execute(&spec, &plans, &SweepOptions::default(), &r).unwrap();
+    assert_eq!(out.failed, 0);
+    let host = crate::rundir_lock::host_name();
+    let expected = format!("running elsewhere: host {host} pid {}", std::process::id());
+    assert!(out.cells[0].1.starts_with(&expected), "{:?}", out.cells);
+    assert_eq!(out.cells[1].1, "ran");
+    assert_eq!(r.calls.lock().unwrap().len(), 1, "the held cell is not started");
+    assert!(!plans[0].dir.join("FAILED").exists());
+    drop(held);
+    let out = execute(&spec, &plans, &SweepOptions::default(), &r).unwrap();
+    assert_eq!(names(&out), vec![("variant=EIE", "ran"), ("variant=FNF", "done")]);
+}

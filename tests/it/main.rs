@@ -15,6 +15,7 @@ mod report;
 mod reward_goldens;
 mod reward_plugins;
 mod score_cli;
+mod slurm;
 mod stasc_run;
 mod sweep_cli;
 mod tracking;

@@ -19,6 +19,28 @@ fn dry_run_lists_and_validates_the_cells_of_the_shipped_sweeps() {
     let out = stasc(root, &["sweep", "experiments/demo.toml", "--dry-run"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("variant=FNE,seed=42"));
+    let out = stasc(root, &["sweep", "experiments/ablation_slurm.toml", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("sweep ablation_slurm (16 cells)"), "{stdout}");
+    assert!(
+        stdout.contains("executor slurm: one job array, each task with --job-name=stasc-ablation_slurm"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--gres=gpu:2"), "{stdout}");
+}
+
+#[test]
+fn a_local_sweep_runs_a_real_cell_through_the_process_runner() {
+    let sweep = super::slurm::TinySweep::new(&[3], 2, 8, "local");
+    let out = sweep.stasc(&["sweep", "sweep.toml"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("seed=3 ") && l.ends_with(" ran")), "{text}");
+    let cell = sweep.cell(3);
+    assert!(cell.join("DONE").exists() && cell.join("iter_1/metrics.json").exists());
+    super::slurm::assert_complete_samples(&cell, 2);
+    assert_eq!(stasc::rundir_lock::holder(&cell), None, "the cell's lock is released at its end");
 }
 
 #[test]
