@@ -16,6 +16,7 @@ pub mod report;
 pub mod run;
 pub mod score;
 pub mod sweep;
+pub mod sweep_status;
 pub mod train;
 
 /// Top-level command line.
@@ -65,6 +66,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     crate::dist::guard::apply_to_process();
     crate::model::device::default_allocator_config();
     let cli = Cli::parse();
+    crate::progress::set_enabled(true);
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),

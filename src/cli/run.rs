@@ -12,6 +12,8 @@ use crate::config::{RunConfig, RunConfigPaths};
 use crate::data::{detect_format, load_splits, Columns, DatasetFormat};
 use crate::stasc::engine::TchBackend;
 use crate::stasc::from_config::run_with_backend;
+use crate::stasc::shared::{shared_dir_for, SharedSampling};
+use crate::stasc::status::StatusWriter;
 use crate::stasc::RunOptions;
 
 /// Run the STaSC algorithm from the reference's YAML files.
@@ -109,10 +111,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     print_dry_run(&DryRun { config: &config, dataset: Some(summary) })
 }
 
-/// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are.
+/// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are;
+/// status.json in the run directory says who runs it and how far it got (crate::stasc::status).
 pub fn run_loop(config: &RunConfig, splits: &crate::data::Splits, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let status = StatusWriter::start(&config.stasc_config.output_dir)?;
+    let result = run_and_print(config, splits, &options);
+    status.finish(result.as_ref().err().map(|e| format!("{e:#}")).as_deref())?;
+    result
+}
+
+fn run_and_print(config: &RunConfig, splits: &crate::data::Splits, options: &RunOptions) -> anyhow::Result<ExitCode> {
     let mut backend = TchBackend::new(config, true).map_err(|e| anyhow::anyhow!(e))?;
-    let metrics = run_with_backend(config, splits, &mut backend, &options)?;
+    let run_dir = &config.stasc_config.output_dir;
+    let metrics = match shared_dir_for(run_dir) {
+        Some(shared) => {
+            let engine = serde_json::json!({
+                "execution": config.execution,
+                "max_model_len": config.stasc_config.max_model_len,
+                "batch_invariant": config.stasc_config.batch_invariant,
+                "devices": backend.topology().describe(),
+            });
+            let mut sharing = SharedSampling::new(&mut backend, &shared, run_dir, engine);
+            let metrics = run_with_backend(config, splits, &mut sharing, options)?;
+            let c = sharing.counts;
+            eprintln!(
+                "[stasc] shared work: {} batches sampled here, {} read from {}",
+                c.sampled,
+                c.reused,
+                shared.display()
+            );
+            metrics
+        }
+        None => run_with_backend(config, splits, &mut backend, options)?,
+    };
     let dir = config.stasc_config.output_dir.display();
     println!("iteration  test_initial  test_correction  train_pairs  train_loss");
     for m in &metrics {

@@ -53,6 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(line) = ignored_warning(&[ignored]) {
         eprintln!("warning: {line}");
     }
+    if args.quiet {
+        crate::progress::set_enabled(false);
+    }
     let chats = read_messages_jsonl(&args.data)?;
     let topology = super::topology_for(args.device, Some(args.num_processes), None, "--num_processes")?;
     let opts = TrainOptions {

@@ -121,8 +121,13 @@ impl CausalLm {
             });
         }
         let vs = VarStore::new(device);
+        let name =
+            files.dir.file_name().map_or_else(|| files.dir.display().to_string(), |n| n.to_string_lossy().into());
+        let loading =
+            crate::progress::Phase::begin(None, &format!("loading {name}"), Some(specs.len() as u64), "tensors", true);
         for spec in &specs {
             add_named(&vs, &spec.name, checkpoint.tensor(&spec.name, kind, device)?);
+            loading.advance(1, 0);
         }
         Self::build(config, vs, tied, kind, opts)
     }

@@ -13,4 +13,5 @@ mod reward_plugins;
 mod score_cli;
 mod stasc_run;
 mod sweep_cli;
+mod sweep_status;
 mod train;
