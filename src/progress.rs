@@ -325,11 +325,13 @@ impl Drop for Phase {
             Display::Hidden => {}
             Display::Lines => eprintln!("[stasc] {summary}"),
             Display::Bars => {
+                // Printed while the bar still exists, so the line lands above it and the cleared bar leaves the
+                // cursor at the start of a line.
+                let _ = multi().println(format!("[stasc] {summary}"));
                 if let Some(bar) = &s.bar {
                     bar.finish_and_clear();
                     multi().remove(bar);
                 }
-                let _ = multi().println(format!("[stasc] {summary}"));
             }
         }
         announce_change();

@@ -166,7 +166,8 @@ fn a_sweep_samples_iteration_zero_once_and_logs_one_line_per_phase() {
         let found = log[at..].find(p).unwrap_or_else(|| panic!("{p:?} after byte {at} of:\n{log}"));
         at += found + p.len();
     }
-    assert!(log.contains("[stasc] loading qwen2_untied (") && log.contains("tensors): started"), "{log}");
+    assert!(log.contains("[stasc] loading tiny_models/qwen2_untied (27 tensors): started"), "{log}");
+    assert!(log.contains("[stasc] loading iter_0/model (27 tensors): started"), "{log}");
     // The sweep itself prints a line per cell as its phase changes, and at its end.
     for c in cells {
         assert!(sweep_text.contains(&format!("[sweep] {c}: done")), "{sweep_text}");
@@ -250,4 +251,32 @@ fn sweep_status_shows_done_running_failed_and_pending_cells() {
     assert_eq!(missing.status.code(), Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("runs/none/sweep.json: not found"), "{err}");
+}
+
+#[test]
+fn the_dry_run_groups_cells_that_sample_iteration_zero_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_sweep(d);
+    // Two seeds: a cell shares iteration 0 with the other variant of its seed, never across seeds.
+    std::fs::write(
+        d.join("seeds.toml"),
+        "[sweep]\nname = \"seeds\"\nconfig = \"stasc.yaml\"\nft_config = \"ft.yaml\"\n\
+         [grid]\nseed = [1, 2]\nvariant = [\"EIE\", \"FNF\"]\n",
+    )
+    .unwrap();
+    let out = stasc(d, &["sweep", "seeds.toml", "--dry-run"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout.contains("(2 of 4 cells' iteration-0 sampling saved)"), "{stdout}");
+    assert!(stdout.contains("group 1 (2 cells): seed=1,variant=EIE; seed=1,variant=FNF"), "{stdout}");
+    assert!(stdout.contains("group 2 (2 cells): seed=2,variant=EIE; seed=2,variant=FNF"), "{stdout}");
+    // A different temperature decides other samples: nothing is shared.
+    std::fs::write(
+        d.join("temps.toml"),
+        "[sweep]\nname = \"temps\"\nconfig = \"stasc.yaml\"\nft_config = \"ft.yaml\"\n[grid]\ntemperature = [0.6, 0.7]\n",
+    )
+    .unwrap();
+    let out = stasc(d, &["sweep", "temps.toml", "--dry-run"], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("shared work: none"), "{}", text(&out));
 }
