@@ -3,8 +3,9 @@
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
 //! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `kernels` -> `ffi` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
-//! arithmetic that any module may use; `rundir_lock` (who works in a run directory) likewise. `track` (experiment
-//! trackers) observes `stasc` runs from `cli` and uploads what `report` writes.
+//! arithmetic that any module may use; so are `rundir_lock` (who works in a run directory) and `progress` (the one
+//! progress display of every long phase). `track` (experiment trackers) observes `stasc` runs from `cli` and uploads
+//! what `report` writes.
 
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod ffi;
 pub mod generate;
 pub mod kernels;
 pub mod model;
+pub mod progress;
 pub mod prompt;
 pub mod report;
 pub mod reward;

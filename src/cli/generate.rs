@@ -92,6 +92,9 @@ fn read_conversations(path: &PathBuf) -> anyhow::Result<Vec<Vec<ChatMessage>>> {
 
 /// Loads the model, generates and prints the completions.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.quiet {
+        crate::progress::set_enabled(false);
+    }
     let opts =
         LoadOptions { device: args.device, dtype: args.dtype, max_model_len: args.max_model_len.map(|n| n as i64) };
     let loaded = load_model(&args.model, &opts).with_context(|| format!("loading {}", args.model.display()))?;

@@ -18,6 +18,7 @@ pub mod report;
 pub mod run;
 pub mod score;
 pub mod sweep;
+pub mod sweep_status;
 pub mod templates;
 pub mod train;
 
@@ -70,6 +71,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     crate::dist::guard::apply_to_process();
     crate::model::device::default_allocator_config();
     let cli = Cli::parse();
+    crate::progress::set_enabled(true);
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Generate(args) => generate::run(args),

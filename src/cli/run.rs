@@ -12,6 +12,8 @@ use crate::config::{RunConfig, RunConfigPaths};
 use crate::data::{detect_format, load_splits, Columns, DatasetFormat};
 use crate::stasc::engine::TchBackend;
 use crate::stasc::from_config::run_with_backend;
+use crate::stasc::shared::{shared_dir_for, SharedSampling};
+use crate::stasc::status::StatusWriter;
 use crate::stasc::RunOptions;
 use crate::track::Trackers;
 
@@ -115,7 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are.
 /// Holds the run directory's lock throughout; when another runner holds it, says who and exits with
-/// [`BUSY_EXIT_CODE`](crate::rundir_lock::BUSY_EXIT_CODE) without touching the directory.
+/// [`BUSY_EXIT_CODE`](crate::rundir_lock::BUSY_EXIT_CODE) without touching the directory. status.json in the run
+/// directory says who runs it and how far it got (crate::stasc::status).
 pub fn run_loop(config: &RunConfig, splits: &crate::data::Splits, options: RunOptions) -> anyhow::Result<ExitCode> {
     use crate::rundir_lock::{LockError, RunDirLock, BUSY_EXIT_CODE};
     let _lock = match RunDirLock::acquire(&config.stasc_config.output_dir) {
@@ -126,11 +129,39 @@ pub fn run_loop(config: &RunConfig, splits: &crate::data::Splits, options: RunOp
         }
         Err(e) => return Err(e.into()),
     };
+    let status = StatusWriter::start(&config.stasc_config.output_dir)?;
+    let result = run_and_print(config, splits, &options);
+    status.finish(result.as_ref().err().map(|e| format!("{e:#}")).as_deref())?;
+    result
+}
+
+fn run_and_print(config: &RunConfig, splits: &crate::data::Splits, options: &RunOptions) -> anyhow::Result<ExitCode> {
     let mut backend = TchBackend::new(config, true).map_err(|e| anyhow::anyhow!(e))?;
+    let run_dir = &config.stasc_config.output_dir;
     // Trackers see every iteration; one that fails only warns (crate::track).
-    let mut trackers = Trackers::from_config(config, &config.stasc_config.output_dir);
+    let mut trackers = Trackers::from_config(config, run_dir);
     trackers.start();
-    let result = run_with_backend(config, splits, &mut backend, &options, &mut trackers);
+    let result = match shared_dir_for(run_dir) {
+        Some(shared) => {
+            let engine = serde_json::json!({
+                "execution": config.execution,
+                "max_model_len": config.stasc_config.max_model_len,
+                "batch_invariant": config.stasc_config.batch_invariant,
+                "devices": backend.topology().describe(),
+            });
+            let mut sharing = SharedSampling::new(&mut backend, &shared, run_dir, engine);
+            let result = run_with_backend(config, splits, &mut sharing, options, &mut trackers);
+            let c = sharing.counts;
+            eprintln!(
+                "[stasc] shared work: {} batches sampled here, {} read from {}",
+                c.sampled,
+                c.reused,
+                shared.display()
+            );
+            result
+        }
+        None => run_with_backend(config, splits, &mut backend, options, &mut trackers),
+    };
     trackers.finish(result.is_ok());
     let metrics = result?;
     let dir = config.stasc_config.output_dir.display();

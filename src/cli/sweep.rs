@@ -6,14 +6,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::stasc::shared::SHARED_DIR;
 use crate::sweep::slurm::{submit, SlurmRun};
 use crate::sweep::{execute, plan, Executor, ProcessRunner, SweepOptions, SweepSpec};
 
 /// Arguments of `stasc sweep`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// `stasc sweep status DIR`: the state of every cell of a sweep directory.
+    #[command(subcommand)]
+    pub command: Option<super::sweep_status::Command>,
     /// The sweep file (e.g. experiments/ablation.toml).
-    pub file: PathBuf,
+    #[arg(required = true)]
+    pub file: Option<PathBuf>,
     /// Print the cells and validate their configurations; run nothing, write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -34,7 +40,11 @@ pub struct Args {
 
 /// Runs `stasc sweep`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let spec = SweepSpec::load(&args.file)?;
+    if let Some(command) = args.command {
+        return super::sweep_status::run(command);
+    }
+    let file = args.file.context("a sweep file is required")?;
+    let spec = SweepSpec::load(&file)?;
     let plans = plan(&spec, args.dry_run)?;
     if args.dry_run {
         println!("sweep {} ({} cells) -> {}", spec.name, plans.len(), spec.out.display());
@@ -50,6 +60,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  {:<48} {state}", p.name);
         }
         println!("every cell's configuration is valid");
+        let groups = crate::sweep::shared::iteration0_groups(&crate::sweep::shared::cell_configs(&spec)?);
+        print!("{}", crate::sweep::shared::describe(&groups, plans.len(), &spec.out.join(SHARED_DIR)));
         return Ok(ExitCode::SUCCESS);
     }
     let exe = std::env::current_exe().context("cannot locate the stasc executable")?;
@@ -59,7 +71,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--wait is for executor = \"slurm\"; a local sweep always runs to the end");
             }
             let options = SweepOptions { only: args.only, retry_failed: args.retry_failed, devices: args.devices };
-            execute(&spec, &plans, &options, &ProcessRunner { exe })?
+            let title = format!("sweep {}", spec.name);
+            crate::sweep::live::while_running(&title, &plans, true, || {
+                execute(&spec, &plans, &options, &ProcessRunner { exe })
+            })?
         }
         Executor::Slurm(slurm) => {
             if args.devices.is_some() {

@@ -53,10 +53,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(line) = ignored_warning(&[ignored]) {
         eprintln!("warning: {line}");
     }
+    if args.quiet {
+        crate::progress::set_enabled(false);
+    }
     if cfg.training.report_to.iter().any(|r| r != "none") {
         // Trackers follow STaSC runs (stasc run / eval / sweep); one SFT run logs to train_log.jsonl only.
         eprintln!(
-            "warning: {}: training.report_to is acted on by stasc run, eval and sweep; stasc train writes every step              to {}/train_log.jsonl only",
+            "warning: {}: training.report_to is acted on by stasc run, eval and sweep; stasc train writes every step to {}/train_log.jsonl only",
             args.ft_config.display(),
             args.out.display()
         );

@@ -1,44 +1,40 @@
-//! The progress bar of long generation runs: samples finished and generated tokens per second, on stderr, drawn only
-//! when asked for and when stderr is a terminal.
+//! The generator's progress: samples finished and generated tokens, counted into the enclosing "samples" phase of
+//! [`crate::progress`] (the STaSC loop's) or, when there is none, into a "sampling" phase of its own.
 
-use std::io::IsTerminal;
-use std::time::Instant;
+use crate::progress::Phase;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-/// A progress bar over samples, or nothing.
+/// A progress counter over samples, or nothing.
 pub(crate) struct Progress {
-    bar: Option<ProgressBar>,
-    started: Instant,
-    tokens: std::cell::Cell<usize>,
+    phase: Option<Phase>,
+    first_done: std::cell::Cell<bool>,
 }
 
 impl Progress {
-    /// A bar over `samples` samples when `enabled` and stderr is a terminal.
+    /// A counter over `samples` samples when `enabled` (shown in the one progress style of [`crate::progress`]).
     pub(crate) fn new(enabled: bool, samples: u64) -> Self {
-        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-            let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} samples, {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
-            ProgressBar::with_draw_target(Some(samples), ProgressDrawTarget::stderr()).with_style(style)
+        let phase = enabled.then(|| {
+            let phase = Phase::join_or_begin("sampling", Some(samples), "samples", true);
+            // Until the first sample ends the bar shows what the time goes to.
+            phase.note("prefill and decoding");
+            phase
         });
-        Progress { bar, started: Instant::now(), tokens: std::cell::Cell::new(0) }
+        Progress { phase, first_done: std::cell::Cell::new(false) }
     }
 
     /// Records a finished sample of `tokens` tokens.
     pub(crate) fn sample_done(&self, tokens: usize) {
-        self.tokens.set(self.tokens.get() + tokens);
-        if let Some(bar) = &self.bar {
-            let rate = self.tokens.get() as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{rate:.0} tok/s"));
-            bar.inc(1);
+        if let Some(phase) = &self.phase {
+            if !self.first_done.replace(true) {
+                phase.note("");
+            }
+            phase.advance(1, tokens as u64);
         }
     }
 
-    /// Clears the bar.
+    /// Ends the counter (the enclosing phase, if joined, goes on).
     pub(crate) fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        if let Some(phase) = &self.phase {
+            phase.note("");
         }
     }
 }

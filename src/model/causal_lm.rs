@@ -134,8 +134,14 @@ impl CausalLm {
             });
         }
         let vs = VarStore::new(device);
+        // The directory's last two components: "iter_0/model" says more than "model".
+        let parts: Vec<_> = files.dir.components().rev().take(2).collect();
+        let name: std::path::PathBuf = parts.into_iter().rev().collect();
+        let label = format!("loading {}", name.display());
+        let loading = crate::progress::Phase::begin(None, &label, Some(specs.len() as u64), "tensors", true);
         for spec in &specs {
             add_named(&vs, &spec.name, checkpoint.tensor(&spec.name, kind, device)?);
+            loading.advance(1, 0);
         }
         Self::build(config, vs, tied, kind, opts)
     }

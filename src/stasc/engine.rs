@@ -298,8 +298,8 @@ impl Backend for TchBackend {
         let shards = shard::split(requests, &ranges);
         let results = run_workers(&group, |w| -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
             let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
-            // Only the first worker draws a progress bar (it counts its own shard).
-            generate_shard(&loaded, shards[w], sampling, max_model_len, batch_invariant, progress && w == 0)
+            // Every worker counts its shard into the loop's phase (crate::progress).
+            generate_shard(&loaded, shards[w], sampling, max_model_len, batch_invariant, progress)
         })?;
         let mut samples = Vec::with_capacity(results.len());
         for (shard_samples, counts) in results {

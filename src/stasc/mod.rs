@@ -13,7 +13,9 @@ pub mod pairing;
 pub mod records;
 pub mod rundir;
 pub mod runner;
+pub mod shared;
 pub mod spec;
+pub mod status;
 
 pub use backend::{Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary};
 pub use error::StascError;
@@ -26,5 +28,7 @@ pub use spec::{
 
 #[cfg(test)]
 mod pairing_tests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

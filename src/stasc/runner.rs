@@ -160,7 +160,7 @@ struct Loop<'a> {
 impl<'a> Loop<'a> {
     fn log(&self, msg: impl AsRef<str>) {
         if self.verbose {
-            eprintln!("[stasc] {}", msg.as_ref());
+            crate::progress::line(&format!("[stasc] {}", msg.as_ref()));
         }
     }
 
@@ -486,8 +486,11 @@ impl<'a> Loop<'a> {
     {
         let store = ChunkStore::new(&self.iter_dir(n), store_name);
         let mut out = Vec::new();
+        let samples = jobs.iter().map(|(r, _)| r.n as u64).sum();
+        let progress = crate::progress::Phase::begin(Some(n), phase, Some(samples), "samples", self.verbose);
         for (index, chunk) in jobs.chunks(self.spec.chunk_prompts.max(1)).enumerate() {
             if let Some(saved) = store.load::<R>(index)? {
+                progress.advance(chunk.iter().map(|(r, _)| r.n as u64).sum(), 0);
                 out.extend(saved);
                 continue;
             }
@@ -582,6 +585,7 @@ impl<'a> Loop<'a> {
         }
         self.log(format!("iteration {n}: fine-tuning {} on {} pairs", base.display(), pairs.len()));
         let examples: Vec<Vec<ChatMessage>> = pairs.iter().map(|p| p.messages.clone()).collect();
+        let _progress = crate::progress::Phase::begin(Some(n), "fine-tuning", None, "steps", self.verbose);
         let t = Instant::now();
         let summary = self.backend.train(&base, &examples, &tmp).map_err(|source| StascError::Backend {
             iteration: n,

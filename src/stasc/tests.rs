@@ -77,6 +77,9 @@ impl Backend for FakeBackend {
         let iter = out.parent().and_then(|p| p.file_name()).unwrap().to_string_lossy().replace("iter_", "");
         let n: usize = iter.parse::<usize>()? + 1;
         std::fs::write(out.join("name.txt"), format!("T{n}({b})"))?;
+        // The files a model is loaded (and identified) from, distinct per model.
+        std::fs::write(out.join("config.json"), "{}")?;
+        std::fs::write(out.join("model.safetensors"), format!("T{n}({b})"))?;
         Ok(TrainSummary { losses: vec![1.0, 0.5], tokens_per_s: 10.0 })
     }
 }

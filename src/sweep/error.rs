@@ -30,6 +30,14 @@ pub enum SweepError {
     /// Slurm refused or failed (sbatch, squeue, the record of submitted jobs).
     #[error(transparent)]
     Slurm(#[from] super::slurm::SlurmError),
+    /// sweep.json of a sweep directory cannot be read.
+    #[error("{}: {message}; expected the sweep.json that `stasc sweep FILE` writes in its output directory", path.display())]
+    Index {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// `--only` named no cell.
     #[error("no cell named '{name}' in this sweep{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
     NoSuchCell {

@@ -152,7 +152,8 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
     Ok(plans)
 }
 
-fn write_cell_files(spec: &SweepSpec, cell: &Cell, dir: &Path) -> Result<CellPlan, SweepError> {
+/// Writes a cell's stasc_config.yaml and fine_tune.yaml into `dir` (run_name and output_dir set to the cell's).
+pub(crate) fn write_cell_files(spec: &SweepSpec, cell: &Cell, dir: &Path) -> Result<CellPlan, SweepError> {
     let mut stasc = cell.stasc.clone();
     // Each cell runs in its own directory, named after it.
     crate::config::document::set_dotted(&mut stasc, "run_name", serde_json::Value::String(cell.name.clone()));

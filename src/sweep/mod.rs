@@ -6,8 +6,11 @@
 pub mod error;
 pub mod exec;
 pub mod grid;
+pub mod live;
+pub mod shared;
 pub mod slurm;
 pub mod spec;
+pub mod status;
 
 pub use error::SweepError;
 pub use exec::{execute, plan, CellPlan, CellRunner, ProcessRunner, SweepIndex, SweepOptions, SweepOutcome};

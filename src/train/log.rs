@@ -1,10 +1,9 @@
 //! What a run reports while it trains: one [`StepRecord`] per optimiser step, appended to train_log.jsonl as it
-//! happens, and a progress bar (loss, tokens/s, ETA) on stderr that indicatif hides when stderr is not a terminal.
+//! happens, and the steps counted in the one progress style of [`crate::progress`] (loss, tokens/s, ETA).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::error::TrainError;
@@ -52,20 +51,37 @@ impl TrainLog {
     }
 }
 
-/// A progress bar over the optimiser steps.
+/// Progress over the optimiser steps: joins the enclosing "steps" phase (the STaSC loop's fine-tuning) or opens
+/// a "fine-tuning" phase of its own.
 pub fn progress_bar(total_steps: usize, visible: bool) -> ProgressBar {
-    let target = if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-    let bar = ProgressBar::with_draw_target(Some(total_steps as u64), target);
-    let style = ProgressStyle::with_template("train {bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
+    let phase = visible.then(|| {
+        let phase = crate::progress::Phase::join_or_begin("fine-tuning", Some(total_steps as u64), "steps", true);
+        phase.note("loading the model");
+        phase
+    });
+    ProgressBar { phase }
 }
 
-/// Updates the bar after a step.
+/// The training steps' progress (see [`progress_bar`]).
+pub struct ProgressBar {
+    phase: Option<crate::progress::Phase>,
+}
+
+impl ProgressBar {
+    /// Ends the training's own phase (a joined one goes on).
+    pub fn finish_and_clear(&self) {
+        if let Some(p) = &self.phase {
+            p.note("");
+        }
+    }
+}
+
+/// Counts a finished step, with its loss as the note.
 pub fn show_step(bar: &ProgressBar, record: &StepRecord) {
-    bar.set_message(format!("loss {:.4}  {:.0} tok/s", record.loss, record.tokens_per_s));
-    bar.inc(1);
+    if let Some(p) = &bar.phase {
+        p.note(format!("loss {:.4}", record.loss));
+        p.advance(1, record.tokens as u64);
+    }
 }
 
 #[cfg(test)]

@@ -18,5 +18,6 @@ mod score_cli;
 mod slurm;
 mod stasc_run;
 mod sweep_cli;
+mod sweep_status;
 mod tracking;
 mod train;
