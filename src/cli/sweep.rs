@@ -12,7 +12,8 @@ use crate::sweep::{execute, plan, ProcessRunner, SweepOptions, SweepSpec};
 pub struct Args {
     /// The sweep file (e.g. experiments/ablation.toml).
     pub file: PathBuf,
-    /// Print the cells and validate their configurations; run nothing, write nothing.
+    /// Validate every cell's configuration, check the files each cell will open, and print the cells with what
+    /// each will sample and train; run nothing, write nothing. Exits with status 1 if a file is missing.
     #[arg(long)]
     pub dry_run: bool,
     /// Devices to spread cells over, one cell per device at a time (e.g. 0,1); overrides the file's sweep.devices.
@@ -24,24 +25,19 @@ pub struct Args {
     /// Run again the cells that failed before (they are skipped otherwise).
     #[arg(long)]
     pub retry_failed: bool,
+    /// Overrides of stasc_config keys (`num_star_iterations=1`) or fine_tune keys (`ft.training.learning_rate=1e-5`)
+    /// for every cell, applied after the grid; a key the grid varies cannot be overridden.
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
 /// Runs `stasc sweep`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let spec = SweepSpec::load(&args.file)?;
+    let mut spec = SweepSpec::load(&args.file)?;
+    spec.overrides = crate::config::overrides::parse(&args.overrides)?;
     let plans = plan(&spec, args.dry_run)?;
     if args.dry_run {
-        println!("sweep {} ({} cells) -> {}", spec.name, plans.len(), spec.out.display());
-        for p in &plans {
-            let state = match crate::sweep::exec::cell_state(&p.dir) {
-                crate::sweep::exec::CellState::Done => "done",
-                crate::sweep::exec::CellState::Failed => "failed",
-                crate::sweep::exec::CellState::Pending => "to run",
-            };
-            println!("  {:<48} {state}", p.name);
-        }
-        println!("every cell's configuration is valid");
-        return Ok(ExitCode::SUCCESS);
+        return super::preflight::sweep(&spec, &plans);
     }
     let exe = std::env::current_exe().context("cannot locate the stasc executable")?;
     let options = SweepOptions { only: args.only, retry_failed: args.retry_failed, devices: args.devices };

@@ -245,6 +245,7 @@ pub fn write_sweep_index(dir: &Path, name: &str, axes: &[&str], cells: &[&str]) 
                 accelerate_config: None,
             })
             .collect(),
+        command_line: vec![],
     };
     fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(&index).unwrap()).unwrap();
 }

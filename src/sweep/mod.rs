@@ -5,6 +5,7 @@
 pub mod error;
 pub mod exec;
 pub mod grid;
+pub mod overrides;
 pub mod spec;
 
 pub use error::SweepError;

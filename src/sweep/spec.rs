@@ -46,6 +46,8 @@ pub struct SweepSpec {
     pub grid: Vec<Axis>,
     /// Named override sets selected by the `task` axis.
     pub tasks: Vec<(String, Vec<(String, Value)>)>,
+    /// Command-line overrides (`stasc sweep FILE key=value`), applied to every cell after the grid.
+    pub overrides: Vec<crate::config::overrides::Override>,
 }
 
 impl SweepSpec {
@@ -163,6 +165,7 @@ impl SweepSpec {
             set,
             grid,
             tasks,
+            overrides: Vec::new(),
         })
     }
 }

@@ -128,6 +128,7 @@ fn write_sweep(root: &Path) -> PathBuf {
                 accelerate_config: None,
             })
             .collect(),
+        command_line: vec![],
     };
     fs::create_dir_all(&sweep).unwrap();
     fs::write(sweep.join("sweep.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
