@@ -65,11 +65,15 @@ pub struct Report {
 
 /// A tokenizer and the model's longest sequence.
 type LoadedTokenizer = (Tokenizer, usize);
+/// A dataset: its path and the id, question and gold columns.
+type DatasetKey = (PathBuf, String, String, String);
+/// A loaded dataset, or the problem line that says why it did not load.
+type LoadedDataset = Result<(DatasetFormat, Splits), String>;
 
 /// Runs dry-run checks, keeping loaded datasets, tokenizers and reward checks for the next configuration.
 #[derive(Default)]
 pub struct Preflight {
-    datasets: HashMap<(PathBuf, String, String, String), Result<(DatasetFormat, Splits), String>>,
+    datasets: HashMap<DatasetKey, LoadedDataset>,
     tokenizers: HashMap<String, Result<LoadedTokenizer, String>>,
     rewards: HashMap<String, Result<(), String>>,
 }
@@ -131,7 +135,7 @@ impl Preflight {
 }
 
 /// Loads the dataset with the configured columns, as the run does.
-fn load_dataset(c: &StascConfig) -> Result<(DatasetFormat, Splits), String> {
+fn load_dataset(c: &StascConfig) -> LoadedDataset {
     let problem = |e: crate::data::DataError| format!("data_path: {e}");
     let format = detect_format(&c.data_path).map_err(problem)?;
     let splits = load_splits(&c.data_path, &Columns::from_config(c)).map_err(problem)?;
