@@ -1,8 +1,9 @@
 //! Links libtorch_cuda even though no symbol of it is used directly: without it the CUDA backend never registers and
-//! `tch::Cuda::is_available()` is silently false. Sets an rpath to libtorch so the binary and the test binaries run
-//! without LD_LIBRARY_PATH, and tells the binary where that libtorch is (NVRTC is looked up beside it). Compiles the
-//! C++ shim, src/ffi/cuda_device.cpp and cuda_graph.cpp (what tch does not expose: see LOST_WITHOUT_SHIM), when
-//! libtorch has CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
+//! `tch::Cuda::is_available()` is silently false. Sets an rpath to libtorch (its real directory in the cache, then
+//! the .libtorch link) so the binary and the test binaries run without LD_LIBRARY_PATH, wherever the binary is copied
+//! or installed, and tells the binary where that libtorch is (NVRTC is looked up beside it). Compiles the C++ shim,
+//! src/ffi/cuda_device.cpp and cuda_graph.cpp (what tch does not expose: see LOST_WITHOUT_SHIM), when libtorch has
+//! CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
 
 use std::path::PathBuf;
 
@@ -20,14 +21,19 @@ fn main() {
     // torch-sys (links = "tch") exports the directory it linked against.
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     let lib = PathBuf::from(lib);
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    println!("cargo:rustc-env=STASC_LIBTORCH_LIB={}", lib.display());
+    // Resolve the .libtorch link: an installed binary (`cargo install --path .`) then finds libtorch in the cache
+    // even without the clone; the link stays second, for a cache that moved. The nvidia wheels sit beside the real
+    // torch directory in site-packages.
+    let real = lib.canonicalize().unwrap_or_else(|_| lib.clone());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", real.display());
+    if real != lib {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    }
+    println!("cargo:rustc-env=STASC_LIBTORCH_LIB={}", real.display());
     if !lib.join("libtorch_cuda.so").exists() {
         return;
     }
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-    // Resolve the .libtorch link: the nvidia wheels sit beside the real torch directory in site-packages.
-    let real = lib.canonicalize().unwrap_or_else(|_| lib.clone());
     let torch = real.parent().expect("libtorch's lib directory has a parent");
     let cuda_include = torch.parent().map(|sp| sp.join("nvidia/cu13/include"));
     let Some(cuda_include) = cuda_include.filter(|p| p.join("crt/host_config.h").exists()) else {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::config::{RunConfig, RunConfigPaths};
+use crate::config::{overrides, RunConfig, RunConfigPaths};
 use crate::data::{load_splits, Columns};
 use crate::stasc::RunOptions;
 
@@ -28,6 +28,10 @@ pub struct Args {
     /// Resume even if the configuration changed.
     #[arg(long)]
     pub force: bool,
+    /// Overrides of stasc_config keys (`temperature=0.8`) or fine_tune keys (`ft.training.seed=1`), applied on top
+    /// of the files and checked like them.
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
 /// Runs `stasc eval`.
@@ -38,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ft_config: args.ft_config.clone().unwrap_or_else(|| PathBuf::from("<defaults>")),
         accelerate_config: args.accelerate_config_path.clone(),
     };
-    let mut config = RunConfig::load_for_eval(&paths, given)?;
+    let mut config = RunConfig::load_for_eval(&paths, given, &overrides::parse(&args.overrides)?)?;
     config.stasc_config.output_dir = match args.out {
         Some(out) => out,
         None => PathBuf::from("runs").join(format!("{}-eval", config.stasc_config.run_name)),

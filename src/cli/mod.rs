@@ -14,6 +14,7 @@ pub mod eval;
 pub mod generate;
 pub mod import_gguf;
 pub mod plugin;
+pub mod preflight;
 pub mod report;
 pub mod run;
 pub mod score;

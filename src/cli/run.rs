@@ -1,15 +1,14 @@
-//! `stasc run`: the reference's entry point (`--config`, `--ft_config`, `--accelerate_config_path`). Loads and
-//! validates the three YAML files and the dataset; `--dry-run` prints the resolved configuration with every default
-//! filled in and stops there.
+//! `stasc run`: the reference's entry point (`--config`, `--ft_config`, `--accelerate_config_path`) plus `key=value`
+//! overrides. Loads and validates the three YAML files and the dataset; `--dry-run` checks every file the run will
+//! open and prints the resolved configuration with every default filled in (see [`super::preflight`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde::Serialize;
 
-use crate::config::{RunConfig, RunConfigPaths};
-use crate::data::{detect_format, load_splits, Columns, DatasetFormat};
+use crate::config::{overrides, RunConfig, RunConfigPaths};
+use crate::data::{load_splits, Columns};
 use crate::stasc::engine::TchBackend;
 use crate::stasc::from_config::run_with_backend;
 use crate::stasc::shared::{shared_dir_for, SharedSampling};
@@ -35,32 +34,18 @@ pub struct Args {
     /// Run directory [default: stasc_config's output_dir, else runs/<run_name>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Validate the files and the dataset, print the resolved configuration, and exit.
+    /// Check every file the run will open (model, dataset with its splits and columns, templates, few-shot files,
+    /// reward plugin, prompt lengths), print the resolved configuration and what the run will sample and train,
+    /// and exit: status 1 and one line per problem if anything is missing.
     #[arg(long)]
     pub dry_run: bool,
     /// Resume even if the configuration differs from the one the run directory was started with.
     #[arg(long)]
     pub force: bool,
-}
-
-/// What the dry run reports about the dataset.
-#[derive(Debug, Serialize)]
-struct DatasetSummary {
-    path: PathBuf,
-    format: DatasetFormat,
-    train_rows: usize,
-    test_rows: usize,
-    train_rows_used: usize,
-    test_rows_used: usize,
-}
-
-/// The dry run's YAML document: the resolved configuration followed by the dataset summary.
-#[derive(Debug, Serialize)]
-struct DryRun<'a> {
-    #[serde(flatten)]
-    config: &'a RunConfig,
-    /// None when data_path does not exist yet (a dry run only warns: the files can be checked before the data is).
-    dataset: Option<DatasetSummary>,
+    /// Overrides of stasc_config keys (`temperature=0.8`) or fine_tune keys (`ft.training.learning_rate=1e-5`),
+    /// applied on top of the files, checked like them, and recorded in config.resolved.yaml.
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
 /// Runs `stasc run`.
@@ -70,11 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ft_config: args.ft_config.clone(),
         accelerate_config: args.accelerate_config_path.clone(),
     };
-    let mut config = RunConfig::load(&paths)?;
+    let mut config = RunConfig::load_with_overrides(&paths, &overrides::parse(&args.overrides)?)?;
     if let Some(out) = &args.out {
         config.stasc_config.output_dir = out.clone();
     }
-    let data_path = config.stasc_config.data_path.clone();
     if let Some(line) = config.ignored_warning() {
         eprintln!("warning: {line}");
     }
@@ -88,31 +72,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             config.stasc_config.protocol_departures.join(", ")
         );
     }
-    if args.dry_run && !data_path.exists() {
-        eprintln!(
-            "warning: {}: data_path {} does not exist; the configuration is valid, but a run needs the dataset",
-            args.config.display(),
-            data_path.display()
-        );
-        return print_dry_run(&DryRun { config: &config, dataset: None });
+    if args.dry_run {
+        return super::preflight::run(&config);
     }
+    let data_path = &config.stasc_config.data_path;
     let in_config = || format!("{}", args.config.display());
-    let format = detect_format(&data_path).with_context(in_config)?;
-    let mut splits = load_splits(&data_path, &Columns::from_config(&config.stasc_config)).with_context(in_config)?;
-    let (train_rows, test_rows) = (splits.train.len(), splits.test.len());
+    let mut splits = load_splits(data_path, &Columns::from_config(&config.stasc_config)).with_context(in_config)?;
     splits.cap(config.stasc_config.max_train_examples, config.stasc_config.max_test_examples);
-    if !args.dry_run {
-        return run_loop(&config, &splits, RunOptions { force: args.force, stop_after: None, verbose: true });
-    }
-    let summary = DatasetSummary {
-        path: data_path.clone(),
-        format,
-        train_rows,
-        test_rows,
-        train_rows_used: splits.train.len(),
-        test_rows_used: splits.test.len(),
-    };
-    print_dry_run(&DryRun { config: &config, dataset: Some(summary) })
+    run_loop(&config, &splits, RunOptions { force: args.force, stop_after: None, verbose: true })
 }
 
 /// Runs (or resumes) the loop of a loaded configuration on the libtorch engine and prints where the results are.
@@ -174,11 +141,5 @@ fn run_and_print(config: &RunConfig, splits: &crate::data::Splits, options: &Run
         );
     }
     println!("run directory: {dir}");
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_dry_run(report: &DryRun<'_>) -> anyhow::Result<ExitCode> {
-    println!("# stasc run --dry-run: the resolved configuration, every default filled in");
-    print!("{}", serde_yaml::to_string(report).context("serializing the resolved configuration")?);
     Ok(ExitCode::SUCCESS)
 }

@@ -18,9 +18,9 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<super::sweep_status::Command>,
     /// The sweep file (e.g. experiments/ablation.toml).
-    #[arg(required = true)]
     pub file: Option<PathBuf>,
-    /// Print the cells and validate their configurations; run nothing, write nothing.
+    /// Validate every cell's configuration, check the files each cell will open, and print the cells with what
+    /// each will sample and train; run nothing, write nothing. Exits with status 1 if a file is missing.
     #[arg(long)]
     pub dry_run: bool,
     /// Devices to spread cells over, one cell per device at a time (e.g. 0,1); overrides the file's sweep.devices.
@@ -36,6 +36,10 @@ pub struct Args {
     /// stasc sweep returns once the job array is submitted).
     #[arg(long)]
     pub wait: bool,
+    /// Overrides of stasc_config keys (`num_star_iterations=1`) or fine_tune keys (`ft.training.learning_rate=1e-5`)
+    /// for every cell, applied after the grid; a key the grid varies cannot be overridden.
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
 }
 
 /// Runs `stasc sweep`.
@@ -44,25 +48,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return super::sweep_status::run(command);
     }
     let file = args.file.context("a sweep file is required")?;
-    let spec = SweepSpec::load(&file)?;
+    let mut spec = SweepSpec::load(&file)?;
+    spec.overrides = crate::config::overrides::parse(&args.overrides)?;
     let plans = plan(&spec, args.dry_run)?;
     if args.dry_run {
-        println!("sweep {} ({} cells) -> {}", spec.name, plans.len(), spec.out.display());
         if let Executor::Slurm(slurm) = &spec.executor {
             println!("executor slurm: one job array, each task with {}", slurm.sbatch_options(&spec.name).join(" "));
         }
-        for p in &plans {
-            let state = match crate::sweep::exec::cell_state(&p.dir) {
-                crate::sweep::exec::CellState::Done => "done",
-                crate::sweep::exec::CellState::Failed => "failed",
-                crate::sweep::exec::CellState::Pending => "to run",
-            };
-            println!("  {:<48} {state}", p.name);
-        }
-        println!("every cell's configuration is valid");
+        let code = super::preflight::sweep(&spec, &plans)?;
         let groups = crate::sweep::shared::iteration0_groups(&crate::sweep::shared::cell_configs(&spec)?);
         print!("{}", crate::sweep::shared::describe(&groups, plans.len(), &spec.out.join(SHARED_DIR)));
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let exe = std::env::current_exe().context("cannot locate the stasc executable")?;
     let outcome = match &spec.executor {

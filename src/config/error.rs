@@ -70,6 +70,14 @@ pub enum ConfigError {
         /// What is wrong, as the end of a sentence starting with the key, e.g. "must be in (0, 1], found 1.5".
         reason: String,
     },
+    /// A `key=value` override from the command line is malformed, names no known key, or gives a bad value.
+    #[error("command-line override '{arg}': {reason}")]
+    Override {
+        /// The override as typed, e.g. `ft.training.learning_rate=1e-5`.
+        arg: String,
+        /// What is wrong, e.g. "unknown key 'temprature' (did you mean 'temperature'?)".
+        reason: String,
+    },
 }
 
 fn suggestion_text(suggestion: &Option<String>) -> String {
@@ -80,6 +88,19 @@ fn suggestion_text(suggestion: &Option<String>) -> String {
 }
 
 impl ConfigError {
+    /// The dotted key this error is about and what is wrong with it (the message without the file), for errors
+    /// about one key; None for file-level errors.
+    pub fn key_and_reason(&self) -> Option<(&str, String)> {
+        match self {
+            ConfigError::WrongType { key, expected, found, .. } => {
+                Some((key, format!("expects {expected}, found {found}")))
+            }
+            ConfigError::Invalid { key, reason, .. } => Some((key, reason.clone())),
+            ConfigError::Missing { key, .. } => Some((key, "is required".to_string())),
+            _ => None,
+        }
+    }
+
     /// An [`ConfigError::Invalid`] for `key` of `file`.
     pub fn invalid(file: &std::path::Path, key: &str, reason: impl Into<String>) -> Self {
         ConfigError::Invalid { file: file.to_path_buf(), key: key.to_string(), reason: reason.into() }

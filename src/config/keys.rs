@@ -49,7 +49,8 @@ impl Kind {
         }
     }
 
-    fn accepts(self, value: &Value) -> bool {
+    /// Whether `value` (not null) is of this kind.
+    pub fn accepts(self, value: &Value) -> bool {
         let is_str_list = |v: &Value| v.as_array().is_some_and(|items| items.iter().all(Value::is_string));
         match self {
             Kind::Bool => value.is_boolean(),
@@ -178,7 +179,8 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(c, _)| c)
 }
 
-fn find_elsewhere(name: &str, keys: &'static [Key], prefix: &str) -> Option<String> {
+/// The dotted path of a key named `name` inside some section of `keys` (not at its top level), if any.
+pub fn find_elsewhere(name: &str, keys: &'static [Key], prefix: &str) -> Option<String> {
     for key in keys {
         let path = if prefix.is_empty() { key.name.to_string() } else { format!("{prefix}.{}", key.name) };
         if key.name == name && !prefix.is_empty() {

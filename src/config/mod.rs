@@ -9,6 +9,7 @@ pub mod document;
 pub mod error;
 pub mod fine_tune;
 pub mod keys;
+pub mod overrides;
 pub mod report_to;
 pub mod run_config;
 pub mod stasc_config;

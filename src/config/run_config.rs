@@ -10,7 +10,8 @@ use super::choices::{DeviceRequest, Dtype};
 use super::document::{ignored_warning, load_yaml, IgnoredKeys};
 use super::error::ConfigError;
 use super::fine_tune::{FineTuneConfig, FINE_TUNE_KEYS, SET_BY_LOOP};
-use super::stasc_config::{ProtocolDefaults, StascConfig};
+use super::overrides::{self, Override, Target};
+use super::stasc_config::{ProtocolDefaults, StascConfig, STASC_KEYS};
 
 /// The files a run is configured from, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,6 +54,9 @@ pub struct RunConfig {
     pub accelerate: AccelerateConfig,
     /// Settings derived from several files.
     pub execution: Execution,
+    /// The command-line overrides applied on top of the files, as typed (absent when there were none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     /// Keys set in the files that stasc does not act on, per file.
     #[serde(skip)]
     pub ignored: Vec<IgnoredKeys>,
@@ -61,28 +65,45 @@ pub struct RunConfig {
 impl RunConfig {
     /// Loads, validates and resolves the three files of a run.
     pub fn load(paths: &RunConfigPaths) -> Result<RunConfig, ConfigError> {
-        Self::load_parts(paths, true)
+        Self::load_parts(paths, true, &[])
+    }
+
+    /// Loads the three files with command-line overrides applied on top (see [`overrides`]).
+    pub fn load_with_overrides(paths: &RunConfigPaths, overrides: &[Override]) -> Result<RunConfig, ConfigError> {
+        Self::load_parts(paths, true, overrides)
     }
 
     /// Loads a run that will not fine-tune (`stasc eval`): fine_tune.yaml is optional and defaults to HF's
     /// settings when absent.
-    pub fn load_for_eval(paths: &RunConfigPaths, ft_given: bool) -> Result<RunConfig, ConfigError> {
-        Self::load_parts(paths, ft_given)
+    pub fn load_for_eval(
+        paths: &RunConfigPaths,
+        ft_given: bool,
+        overrides: &[Override],
+    ) -> Result<RunConfig, ConfigError> {
+        Self::load_parts(paths, ft_given, overrides)
     }
 
-    fn load_parts(paths: &RunConfigPaths, read_fine_tune: bool) -> Result<RunConfig, ConfigError> {
-        let (stasc_config, stasc_ignored) = StascConfig::load(&paths.config)?;
+    fn load_parts(
+        paths: &RunConfigPaths,
+        read_fine_tune: bool,
+        overrides: &[Override],
+    ) -> Result<RunConfig, ConfigError> {
+        let blame = |target| move |e| overrides::blame(e, overrides, target);
+        let mut stasc_document = load_yaml(&paths.config, STASC_KEYS)?;
+        overrides::apply(overrides, Target::StascConfig, &mut stasc_document);
+        let (stasc_config, stasc_ignored) =
+            StascConfig::from_document(&paths.config, &stasc_document).map_err(blame(Target::StascConfig))?;
         let mut ignored = vec![stasc_ignored];
-        let mut fine_tune = if read_fine_tune {
-            let ft_document = load_yaml(&paths.ft_config, FINE_TUNE_KEYS)?;
-            let (fine_tune, mut ft_ignored) = FineTuneConfig::from_document(&paths.ft_config, &ft_document)?;
+        let mut ft_document =
+            if read_fine_tune { load_yaml(&paths.ft_config, FINE_TUNE_KEYS)? } else { serde_json::Value::Null };
+        overrides::apply(overrides, Target::FineTune, &mut ft_document);
+        let (mut fine_tune, mut ft_ignored) =
+            FineTuneConfig::from_document(&paths.ft_config, &ft_document).map_err(blame(Target::FineTune))?;
+        if read_fine_tune {
             let loop_set = IgnoredKeys::collect(&paths.ft_config, &ft_document, SET_BY_LOOP);
             ft_ignored.keys.extend(loop_set.keys.into_iter().map(|key| format!("{key} (set by the loop)")));
             ignored.push(ft_ignored);
-            fine_tune
-        } else {
-            FineTuneConfig::from_document(&paths.ft_config, &serde_json::Value::Null)?.0
-        };
+        }
         // fine_tune.yaml alone cannot know the protocol; a key set in the file wins over the protocol's default.
         let training = &mut fine_tune.training;
         let defaults = ProtocolDefaults::of(stasc_config.protocol);
@@ -97,7 +118,8 @@ impl RunConfig {
             None => AccelerateConfig::default(),
         };
         let execution = execution(paths, &stasc_config, &fine_tune, &accelerate);
-        Ok(RunConfig { sources: paths.clone(), stasc_config, fine_tune, accelerate, execution, ignored })
+        let overrides = overrides.iter().map(|o| o.text.clone()).collect();
+        Ok(RunConfig { sources: paths.clone(), stasc_config, fine_tune, accelerate, execution, overrides, ignored })
     }
 
     /// The one warning line listing the ignored keys of every file, or `None` when every set key is acted on.
@@ -225,7 +247,7 @@ mod tests {
         let ft_config = dir.join("f.yaml");
         std::fs::write(&ft_config, ft).unwrap();
         let paths = RunConfigPaths { config, ft_config, accelerate_config: None };
-        (RunConfig::load(&paths).unwrap(), RunConfig::load_for_eval(&paths, false).unwrap())
+        (RunConfig::load(&paths).unwrap(), RunConfig::load_for_eval(&paths, false, &[]).unwrap())
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub const STASC_KEYS: &[Key] = &[
     Key::leaf("temperature", Kind::Number),
     Key::leaf("top_p", Kind::Number),
     Key::leaf("max_tokens", Kind::UInt),
+    Key::leaf("truncate_prompts", Kind::Bool),
     Key::leaf("protocol", Kind::Str),
     Key::leaf("filter", Kind::Str),
     Key::leaf("pairing", Kind::Str),
@@ -97,6 +98,7 @@ pub struct RawStascConfig {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub max_tokens: Option<u64>,
+    pub truncate_prompts: Option<bool>,
     pub protocol: Option<String>,
     pub filter: Option<String>,
     pub pairing: Option<String>,
@@ -175,6 +177,11 @@ pub struct StascConfig {
     pub top_p: f64,
     /// Maximum generated tokens per sample. Default 256 (paper).
     pub max_tokens: usize,
+    /// A prompt longer than the model length allows (max_model_len - 1 tokens) loses its first tokens instead of
+    /// stopping the run. Default false: nothing is cut silently. Left out of the resolved YAML when false, so that
+    /// runs recorded before the key existed resume.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncate_prompts: bool,
     /// The named set of defaults this configuration starts from. Default stasc (our own choices).
     pub protocol: Protocol,
     /// Which pairs become training data. Default: improving if only_better_correction, else the protocol's N
@@ -409,6 +416,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         temperature: non_negative(file, "temperature", raw.temperature.unwrap_or(0.6))?,
         top_p: in_interval(file, "top_p", raw.top_p.unwrap_or(0.9), (0.0, true), (1.0, false))?,
         max_tokens: at_least(file, "max_tokens", raw.max_tokens.unwrap_or(256), 1)?,
+        truncate_prompts: raw.truncate_prompts.unwrap_or(false),
         protocol,
         filter,
         pairing: raw.pairing.as_deref().map_or(Ok(defaults.pairing), |v| Pairing::parse(file, "pairing", v))?,

@@ -248,6 +248,7 @@ pub fn write_sweep_index(dir: &Path, name: &str, axes: &[&str], cells: &[&str]) 
             })
             .collect(),
         values: Default::default(),
+        command_line: vec![],
     };
     fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(&index).unwrap()).unwrap();
 }

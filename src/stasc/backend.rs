@@ -22,6 +22,30 @@ pub struct GenerationRequest {
     pub n: usize,
 }
 
+/// The key of an initial-answer request. Sample seeds derive from keys, so their format never changes.
+pub fn initial_key(iteration: usize, split: &str, id: &str) -> String {
+    format!("iter{iteration}/initial/{split}/{id}")
+}
+
+/// The key of a correction request for initial answer `sample` of a question.
+pub fn correction_key(iteration: usize, split: &str, id: &str, sample: usize) -> String {
+    format!("iter{iteration}/correction/{split}/{id}/{sample}")
+}
+
+/// The phase (`initial` or `correction`), split and question id of a key made by [`initial_key`] or
+/// [`correction_key`]; `None` for any other key.
+pub fn parse_key(key: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = key.splitn(4, '/');
+    let (iteration, phase, split, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    iteration.strip_prefix("iter")?.parse::<usize>().ok()?;
+    match phase {
+        "initial" => Some((phase, split, rest)),
+        // Question ids may hold '/': the sample index is whatever follows the last one.
+        "correction" => rest.rsplit_once('/').map(|(id, _)| (phase, split, id)),
+        _ => None,
+    }
+}
+
 /// One sampled completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedSample {
@@ -89,4 +113,17 @@ pub fn model_label(model: &Path, m0: &Path) -> String {
 /// Path of the checkpoint written by iteration `n`.
 pub fn iteration_model_dir(run_dir: &Path, n: usize) -> PathBuf {
     run_dir.join(format!("iter_{n}")).join("model")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back_to_their_question_even_with_slashes_in_ids() {
+        assert_eq!(initial_key(2, "train", "q17"), "iter2/initial/train/q17");
+        assert_eq!(parse_key(&initial_key(2, "train", "a/b")), Some(("initial", "train", "a/b")));
+        assert_eq!(parse_key(&correction_key(0, "test", "a/b", 3)), Some(("correction", "test", "a/b")));
+        assert_eq!(parse_key("warm-up"), None);
+    }
 }

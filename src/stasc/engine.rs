@@ -25,7 +25,7 @@ use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions, LoadedModel};
 use crate::prompt::ChatMessage;
 use crate::train::{fine_tune, TrainOptions};
 
-use super::backend::{Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary};
+use super::backend::{parse_key, Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary};
 use super::spec::SamplingSpec;
 
 /// The libtorch engine behind `stasc run`.
@@ -39,6 +39,8 @@ pub struct TchBackend {
     /// Share of each GPU that generation may hold (`gpu_memory_utilization`); fine-tuning runs uncapped, as the
     /// reference's trainer ran in its own process after vLLM's had ended.
     gpu_memory_utilization: f64,
+    /// What may happen to a prompt longer than the model length, and where its question comes from.
+    prompts: PromptLimits,
     /// The generation model on each device (same order as `topology.devices`).
     loaded: Option<(PathBuf, Vec<Mutex<LoadedModel>>)>,
     /// Prefill counts since they were last taken.
@@ -126,6 +128,11 @@ impl TchBackend {
             progress,
             batch_invariant: config.stasc_config.batch_invariant,
             gpu_memory_utilization: config.stasc_config.gpu_memory_utilization,
+            prompts: PromptLimits {
+                max_model_len: config.stasc_config.max_model_len,
+                truncate: config.stasc_config.truncate_prompts,
+                data_path: config.stasc_config.data_path.clone(),
+            },
             loaded: None,
             prefill: PrefillCounts::default(),
         }
@@ -152,7 +159,7 @@ impl TchBackend {
             self.loaded = None;
             let devices = &self.topology.devices;
             let load = &self.load;
-            let (max_model_len, batch_invariant) = (load.max_model_len.map(|n| n as usize), self.batch_invariant);
+            let (limits, batch_invariant) = (&self.prompts, self.batch_invariant);
             let utilization = self.gpu_memory_utilization;
             let models = run_workers(group, |w| -> Result<Mutex<LoadedModel>, BackendError> {
                 let opts = LoadOptions { device: DeviceSpec::from(devices[w]), ..load.clone() };
@@ -166,7 +173,7 @@ impl TchBackend {
                         n: 1,
                     };
                     let sampling = SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 2, seed: 0 };
-                    generate_shard(&loaded, &[warm], &sampling, max_model_len, batch_invariant, false)?;
+                    generate_shard(&loaded, &[warm], &sampling, limits, batch_invariant, false)?;
                     if bounded_generation() {
                         reserve_kv_pool(&loaded, utilization)?;
                     }
@@ -279,7 +286,7 @@ impl Backend for TchBackend {
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let (progress, batch_invariant) = (self.progress, self.batch_invariant);
-        let max_model_len = self.load.max_model_len.map(|n| n as usize);
+        let limits = self.prompts.clone();
         self.cap_memory(self.gpu_memory_utilization)?;
         let group = Group::new(&self.topology.devices, Transport::Host)?;
         let models = self.models(model, &group)?;
@@ -299,7 +306,7 @@ impl Backend for TchBackend {
         let results = run_workers(&group, |w| -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
             let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
             // Every worker counts its shard into the loop's phase (crate::progress).
-            generate_shard(&loaded, shards[w], sampling, max_model_len, batch_invariant, progress)
+            generate_shard(&loaded, shards[w], sampling, &limits, batch_invariant, progress)
         })?;
         let mut samples = Vec::with_capacity(results.len());
         for (shard_samples, counts) in results {
@@ -330,18 +337,50 @@ impl Backend for TchBackend {
     }
 }
 
+/// The prompt-length settings of a run: `max_model_len`, `truncate_prompts`, and the dataset its questions come
+/// from (to name an over-long prompt by its question).
+#[derive(Debug, Clone)]
+struct PromptLimits {
+    max_model_len: Option<usize>,
+    truncate: bool,
+    data_path: PathBuf,
+}
+
+impl PromptLimits {
+    /// Names an over-long prompt by its dataset and question (the engine knows only a hash of its key) and says
+    /// which key allows truncation.
+    fn explain(&self, error: generate::GenerateError, requests: &[&GenerationRequest]) -> BackendError {
+        let generate::GenerateError::PromptTooLong { prompt_id: id, tokens, max_model_len } = error else {
+            return error.into();
+        };
+        let Some(request) = requests.iter().find(|r| prompt_id(&r.key) == id) else { return error.into() };
+        let what = match parse_key(&request.key) {
+            Some((phase, split, question)) => {
+                format!("{}: question {question:?} ({split} split): its {phase} prompt", self.data_path.display())
+            }
+            None => format!("prompt {}", request.key),
+        };
+        format!(
+            "{what} has {tokens} tokens, but max_model_len {max_model_len} leaves room for {}; raise max_model_len, \
+             shorten the question, or set truncate_prompts: true to drop the prompt's first tokens",
+            max_model_len - 1
+        )
+        .into()
+    }
+}
+
 /// Samples every request of one shard on one loaded model, in request order; also returns its prefill counts.
 fn generate_shard(
     loaded: &LoadedModel,
     requests: &[GenerationRequest],
     sampling: &SamplingSpec,
-    max_model_len: Option<usize>,
+    limits: &PromptLimits,
     batch_invariant: bool,
     progress: bool,
 ) -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
     let rule = Sampling::from_params(sampling.temperature, Some(sampling.top_p), None)?;
     let mut options = GenerateOptions::for_device(loaded.model.device());
-    options.max_model_len = max_model_len;
+    options.max_model_len = limits.max_model_len;
     options.batch_invariant = batch_invariant;
     options.progress = progress;
     // With a reserved pool the budget has room for this many rows (batch-invariant runs keep their fixed batch).
@@ -376,15 +415,24 @@ fn generate_shard(
                 ignore_eos: false,
             },
             seed: sampling.seed,
-            prompt_overflow: PromptOverflow::Error,
+            prompt_overflow: if limits.truncate { PromptOverflow::TruncateLeft } else { PromptOverflow::Error },
         };
-        let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options)?;
+        let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options).map_err(|e| {
+            let group: Vec<&GenerationRequest> = members.iter().map(|&i| &requests[i]).collect();
+            limits.explain(e, &group)
+        })?;
         if let Some(note) = &generated.stats.cuda_graph_note {
             eprintln!("note: {:?}: {note}", loaded.model.device());
         }
         counts.run += generated.stats.prefill_tokens;
         counts.saved += generated.stats.prefill_tokens_reused;
         for (&i, p) in members.iter().zip(generated.prompts) {
+            if p.truncated_tokens > 0 {
+                eprintln!(
+                    "note: prompt {}: dropped its first {} tokens to fit max_model_len (truncate_prompts)",
+                    requests[i].key, p.truncated_tokens
+                );
+            }
             out[i] = p
                 .samples
                 .into_iter()
@@ -409,5 +457,20 @@ mod tests {
         assert_eq!(prompt_id(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(prompt_id("a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(prompt_id("iter0/initial/train/1"), prompt_id("iter0/initial/train/2"));
+    }
+
+    #[test]
+    fn an_over_long_prompt_is_named_by_its_dataset_and_question() {
+        let limits = PromptLimits { max_model_len: Some(512), truncate: false, data_path: "data/nq".into() };
+        let request = |key: &str| GenerationRequest { key: key.into(), messages: vec![], n: 1 };
+        let (a, b) = (request("iter1/correction/train/q 7/2"), request("iter1/correction/train/q8/0"));
+        let error =
+            generate::GenerateError::PromptTooLong { prompt_id: prompt_id(&a.key), tokens: 600, max_model_len: 512 };
+        assert_eq!(
+            limits.explain(error, &[&b, &a]).to_string(),
+            "data/nq: question \"q 7\" (train split): its correction prompt has 600 tokens, but max_model_len 512 \
+             leaves room for 511; raise max_model_len, shorten the question, or set truncate_prompts: true to drop \
+             the prompt's first tokens"
+        );
     }
 }

@@ -100,22 +100,27 @@ pub fn prompts_and_scorer(config: &RunConfig) -> Result<(TemplatePrompts, Evalua
     Ok((TemplatePrompts { builder, sft_context: c.sft_context }, EvaluatorScorer(evaluator)))
 }
 
-/// Everything that decided the run: resolved configs (without where the run directory is), the reward's plugin
-/// file and hash, and the stasc version. Saved as config.resolved.yaml and compared when resuming.
+/// Everything that decided the run: resolved configs (without where the run directory is), the command-line
+/// overrides, the reward's plugin file and hash, and the stasc version. Saved as config.resolved.yaml and compared when resuming.
 pub fn fingerprint(config: &RunConfig, scorer: &EvaluatorScorer) -> serde_json::Value {
     let mut stasc = serde_json::to_value(&config.stasc_config).expect("config serialises");
     if let Some(o) = stasc.as_object_mut() {
         o.remove("output_dir");
     }
     let plugin = scorer.0.plugin_record().map(|(path, sha)| json!({"path": path.display().to_string(), "sha256": sha}));
-    json!({
+    let mut fingerprint = json!({
         "stasc_version": env!("CARGO_PKG_VERSION"),
         "stasc_config": stasc,
         "fine_tune": config.fine_tune,
         "accelerate": config.accelerate,
         "execution": config.execution,
         "reward": {"name": scorer.0.reward_name(), "plugin": plugin},
-    })
+    });
+    // Recorded only when given, so the fingerprints of runs without overrides stay as they were.
+    if !config.overrides.is_empty() {
+        fingerprint["overrides"] = json!(config.overrides);
+    }
+    fingerprint
 }
 
 /// Runs (or resumes) the loop a config describes with `backend`, in the config's output directory; `observer` (the

@@ -2,6 +2,7 @@
 //! directory that holds every sample and makes runs resumable. Talks to models only through [`Backend`].
 
 pub mod backend;
+pub mod budget;
 pub mod cleaning;
 pub mod engine;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod from_config;
 pub mod lineage;
 pub mod metrics;
 pub mod pairing;
+pub mod preflight;
 pub mod records;
 pub mod rundir;
 pub mod runner;

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Example, Splits};
 use crate::prompt::ChatMessage;
 
-use super::backend::{iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest, PrefillCounts};
+use super::backend::{
+    correction_key, initial_key, iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest,
+    PrefillCounts,
+};
 use super::error::StascError;
 use super::filter::Transitions;
 use super::lineage;
@@ -376,7 +379,7 @@ impl<'a> Loop<'a> {
                 message,
             })?;
             let k = if split == Split::Train { self.spec.initial_samples } else { 1 };
-            let key = format!("iter{n}/initial/{}/{}", split_name(split), ex.id);
+            let key = initial_key(n, split_name(split), &ex.id);
             jobs.push((GenerationRequest { key, messages, n: k }, (split, ex)));
         }
         let n_train = if with_train { self.splits.train.len() } else { 0 };
@@ -434,7 +437,7 @@ impl<'a> Loop<'a> {
                 message,
             })?;
             let k = if r.split == Split::Train { self.spec.correction_samples } else { 1 };
-            let key = format!("iter{n}/correction/{}/{}/{}", split_name(r.split), r.id, r.sample);
+            let key = correction_key(n, split_name(r.split), &r.id, r.sample);
             jobs.push((GenerationRequest { key, messages, n: k }, r));
         }
         self.log(format!("iteration {n}: sampling corrections for {} initial answers", initial.len()));

@@ -10,11 +10,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::error::SweepError;
-use super::grid::{expand, Cell};
+use super::grid::Cell;
 use super::spec::SweepSpec;
-use crate::config::document::load_yaml;
-use crate::config::fine_tune::FINE_TUNE_KEYS;
-use crate::config::stasc_config::STASC_KEYS;
 use crate::config::{RunConfig, RunConfigPaths};
 
 /// One cell ready to run: where its files are.
@@ -49,6 +46,9 @@ pub struct SweepIndex {
     /// alike in cell names (those names carry a short hash of the value). Empty in sweeps made before it was kept.
     #[serde(default)]
     pub values: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// The command-line overrides every cell was run with, as typed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_line: Vec<String>,
 }
 
 /// State of a cell as seen before running.
@@ -102,10 +102,7 @@ pub struct SweepOutcome {
 /// Expands the sweep, validates every cell's configuration (via the same loader `stasc run` uses) and returns the
 /// plans. Writes the cell config files (only where they changed) and sweep.json unless `dry_run`.
 pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError> {
-    // The base files get the same checks (and one-line errors naming them) as in `stasc run`.
-    let base_stasc = load_yaml(&spec.config, STASC_KEYS)?;
-    let base_ft = load_yaml(&spec.ft_config, FINE_TUNE_KEYS)?;
-    let cells = expand(spec, &base_stasc, &base_ft)?;
+    let cells = super::overrides::cells(spec)?;
     let scratch = tempfile::tempdir().map_err(|e| SweepError::Io { path: std::env::temp_dir(), source: e })?;
     let mut checked = Vec::new();
     for cell in &cells {
@@ -145,6 +142,7 @@ pub fn plan(spec: &SweepSpec, dry_run: bool) -> Result<Vec<CellPlan>, SweepError
             axes: spec.grid.iter().map(|a| a.key.clone()).collect(),
             cells: plans.clone(),
             values: cells.iter().map(|c| (c.name.clone(), c.values.iter().cloned().collect())).collect(),
+            command_line: spec.overrides.iter().map(|o| o.text.clone()).collect(),
         };
         let json = serde_json::to_vec_pretty(&index).expect("sweep index serialises");
         write_if_changed(&spec.out.join("sweep.json"), &json)?;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod grid;
 pub mod live;
+pub mod overrides;
 pub mod shared;
 pub mod slurm;
 pub mod spec;

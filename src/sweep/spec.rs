@@ -58,6 +58,8 @@ pub struct SweepSpec {
     pub tasks: Vec<(String, Vec<(String, Value)>)>,
     /// Where the cells run.
     pub executor: Executor,
+    /// Command-line overrides (`stasc sweep FILE key=value`), applied to every cell after the grid.
+    pub overrides: Vec<crate::config::overrides::Override>,
 }
 
 impl SweepSpec {
@@ -219,6 +221,7 @@ impl SweepSpec {
             grid,
             tasks,
             executor,
+            overrides: Vec::new(),
         })
     }
 }

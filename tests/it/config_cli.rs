@@ -42,7 +42,9 @@ fn dry_run_on_cpu_demo_config_prints_resolved_config() {
 
 #[test]
 fn dry_run_on_paper_configs_with_both_flag_spellings() {
-    // The paper config's data_path is relative; give it a dataset in a scratch working directory.
+    // The paper config's data_path is relative; give it a dataset in a scratch working directory. Its model_path is
+    // a hub id, so the embedded model stands in through an override (and the templates and few-shot files of the
+    // clone, since the working directory has none).
     let cwd = tempfile::tempdir().unwrap();
     let data = cwd.path().join("data/datasets/s_nq");
     std::fs::create_dir_all(&data).unwrap();
@@ -53,15 +55,31 @@ fn dry_run_on_paper_configs_with_both_flag_spellings() {
     let ft = repo("configs/fine_tune.yaml");
     let accelerate = repo("configs/accelerate_config.yaml");
     let (config, ft, accelerate) = (config.to_str().unwrap(), ft.to_str().unwrap(), accelerate.to_str().unwrap());
+    let model = format!("model_path={}", repo(".stasc/models/SmolLM2-135M-Instruct").display());
+    let templates = format!("template_dir={}", repo("templates").display());
+    let few_shots = format!("few_shot_dir={}", repo("few_shots").display());
     for (ft_flag, accelerate_flag) in
         [("--ft_config", "--accelerate_config_path"), ("--ft-config", "--accelerate-config-path")]
     {
-        let out =
-            stasc(cwd.path(), &["run", "--config", config, ft_flag, ft, accelerate_flag, accelerate, "--dry-run"]);
+        let out = stasc(
+            cwd.path(),
+            &[
+                "run",
+                "--config",
+                config,
+                ft_flag,
+                ft,
+                accelerate_flag,
+                accelerate,
+                "--dry-run",
+                &model,
+                &templates,
+                &few_shots,
+            ],
+        );
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
         for line in [
-            "  model_path: Qwen/Qwen2.5-1.5B-Instruct",
             "  num_star_iterations: 10",
             "  number_output_initial_generations: 5",
             "  temperature: 0.6",
@@ -69,6 +87,7 @@ fn dry_run_on_paper_configs_with_both_flag_spellings() {
             "    learning_rate: 7e-6",
             "  num_devices: 2",
             "  dtype: bf16",
+            "  training_rounds: 10",
         ] {
             assert!(stdout.lines().any(|l| l == line), "missing {line:?} in:\n{stdout}");
         }
@@ -109,14 +128,25 @@ fn missing_dataset_is_named() {
     let cwd = tempfile::tempdir().unwrap();
     let config = repo("configs/stasc_config.yaml");
     let ft = repo("configs/fine_tune.yaml");
-    // A dry run checks the files without the data: it warns, naming data_path, and succeeds.
+    // A dry run checks every file a run opens: the hub id and the missing dataset are each one line, and it fails.
     let out = stasc(
         cwd.path(),
         &["run", "--config", config.to_str().unwrap(), "--ft_config", ft.to_str().unwrap(), "--dry-run"],
     );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("data_path data/datasets/s_nq does not exist"), "{stderr}");
+    let prefix = format!("error: {}: ", config.display());
+    assert!(
+        stderr.lines().any(|l| l == format!("{prefix}data_path: dataset data/datasets/s_nq not found (data_path)")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{prefix}model_path Qwen/Qwen2.5-1.5B-Instruct is not a directory"))
+                && l.contains("hf download Qwen/Qwen2.5-1.5B-Instruct --local-dir models/Qwen2.5-1.5B-Instruct")),
+        "{stderr}"
+    );
     assert!(text(&out.stdout).contains("dataset: null"));
     // A real run needs it: one line naming the file and the path.
     let out = stasc(cwd.path(), &["run", "--config", config.to_str().unwrap(), "--ft_config", ft.to_str().unwrap()]);

@@ -3,6 +3,7 @@
 mod chat_templates;
 mod config_cli;
 mod data_parallel;
+mod dry_run;
 mod generation;
 mod gguf_import;
 mod kernels;

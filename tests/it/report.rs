@@ -131,6 +131,7 @@ fn write_sweep(root: &Path) -> PathBuf {
             })
             .collect(),
         values: Default::default(),
+        command_line: vec![],
     };
     fs::create_dir_all(&sweep).unwrap();
     fs::write(sweep.join("sweep.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();

@@ -12,10 +12,25 @@ fn dry_run_lists_and_validates_the_cells_of_the_shipped_sweeps() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = stasc(root, &["sweep", "experiments/ablation.toml", "--dry-run"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("sweep ablation (8 cells)"), "{stdout}");
     assert!(stdout.contains("init=E,filter=I,ft=E,task=qa,reward=in_acc,seed=42"), "{stdout}");
     assert!(stdout.contains("every cell's configuration is valid"));
+    // The configurations are valid, but the paper's model is a hub id and its dataset is not in the clone: each
+    // problem is one line for every cell, and the dry run fails.
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(
+            "error: experiments/ablation.toml: every cell: model_path Qwen/Qwen2.5-1.5B-Instruct is not a directory"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[1],
+        "error: experiments/ablation.toml: every cell: data_path: dataset data/datasets/s_nq not found (data_path)"
+    );
     let out = stasc(root, &["sweep", "experiments/demo.toml", "--dry-run"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("variant=FNE,seed=42"));
