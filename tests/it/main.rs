@@ -6,6 +6,7 @@ mod data_parallel;
 mod generation;
 mod gguf_import;
 mod model_parity;
+mod packing;
 mod paper_protocol;
 mod report;
 mod reward_goldens;
