@@ -25,8 +25,11 @@ pub enum BenchCommand {
     /// (EOS ignored), after a warm-up. Prints "stasc generate bs=B prompt=P new=N: X tok/s (Ys)".
     Generate(GenerateArgs),
     /// Time training steps on random data: "stasc train bs=B seq=S: X tok/s, peak Y GiB, MFU Z%"; --realistic runs
-    /// 2,000 variable-length chats with the reference hyperparameters, with and without length grouping.
+    /// variable-length examples (a run's train pairs, or random chats) at the reference's settings, today's path
+    /// against packed passes.
     Train(super::bench_train::TrainArgs),
+    /// Time saving a model as fine-tuning does at the end of a round, and loading it back onto the device.
+    Checkpoint(super::bench_train::CheckpointArgs),
     /// Compare stasc's training with a case recorded from HF Trainer by scripts/parity/train_parity.py.
     TrainParity(super::bench_train::TrainParityArgs),
     /// Data-parallel training over several devices against the same ranks on one device (same global batch):
@@ -90,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         BenchCommand::Generate(a) => run_generate(a),
         BenchCommand::Train(a) => super::bench_train::run_train(a),
         BenchCommand::TrainParity(a) => super::bench_train::run_train_parity(a),
+        BenchCommand::Checkpoint(a) => super::bench_train::run_checkpoint(a),
         BenchCommand::TrainParallel(a) => super::bench_parallel::run_train_parallel(a),
         BenchCommand::Allreduce(a) => super::bench_parallel::run_allreduce(a),
     }

@@ -1,18 +1,23 @@
 //! `stasc bench train` and `stasc bench train-parity`: training throughput printed like
 //! scripts/bench/hf_baseline.py ("stasc train bs=B seq=S: X tok/s, peak Y GiB") with MFU, the realistic
-//! variable-length run with and without length grouping, and the HF Trainer parity check on a recorded case.
+//! variable-length run at the reference's settings (today's one padded pass per micro-batch against packed
+//! passes), and the HF Trainer parity check on a recorded case.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::model::{load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions, ModelConfig};
+use crate::config::choices::Truncation;
+use crate::model::{load_tokenizer, load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions, ModelConfig};
+use crate::prompt::ChatMessage;
 use crate::train::bench::{
-    fixed_shape_hyperparameters, gib, measure, mfu, parameter_count, precision, random_examples,
-    reference_hyperparameters, H100_BF16_PEAK_FLOPS,
+    fixed_shape_hyperparameters, gib, loss_difference, measure, mfu, parameter_count, precision, random_examples,
+    reference_settings, Throughput, H100_BF16_PEAK_FLOPS,
 };
 use crate::train::parity::run_case;
+use crate::train::tokenize::tokenize_all;
+use crate::train::{Hyperparameters, TokenizedExample};
 
 /// Arguments of `stasc bench train`.
 #[derive(Debug, clap::Args)]
@@ -24,7 +29,7 @@ pub struct TrainArgs {
     /// A config.json alone: random weights made on the device.
     #[arg(long)]
     pub config_json: Option<PathBuf>,
-    /// Sequences per micro-batch (default 16; in --realistic mode the reference's 2).
+    /// Sequences per micro-batch in fixed-shape mode (default 16).
     #[arg(long)]
     pub batch: Option<usize>,
     /// Tokens per sequence (fixed-shape mode).
@@ -36,10 +41,23 @@ pub struct TrainArgs {
     /// Untimed warm-up steps before the timed ones.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// 2,000 chats of 200-600 tokens (seeded random ids, loss on the last third) with the reference
-    /// hyperparameters, run with and without length grouping.
+    /// Variable-length examples at the reference's settings (configs/fine_tune.yaml with 2 ranks on one device:
+    /// a global batch of 8, per-rank loss normalisation), trained by today's path (one padded pass per
+    /// micro-batch) and packed, each from the same fresh weights: tok/s, peak memory, per-step loss difference.
+    /// Examples: the conversations of --pairs, else 2,000 chats of 200-600 random tokens (loss on the last third).
     #[arg(long)]
     pub realistic: bool,
+    /// A run's iter_N/train_pairs.jsonl: --realistic trains on its conversations, tokenised as `stasc run` does
+    /// (loss on the last assistant message, block size 1024).
+    #[arg(long, requires = "tokenizer")]
+    pub pairs: Option<PathBuf>,
+    /// An HF model directory whose tokenizer and chat template tokenise --pairs (tokenizer.json,
+    /// tokenizer_config.json; only the tokenizer is used).
+    #[arg(long, requires = "pairs")]
+    pub tokenizer: Option<PathBuf>,
+    /// Token budget of one packed pass in --realistic mode (fine_tune.yaml `training.max_tokens_per_pass`).
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens_per_pass: usize,
     /// Recompute activations in backward.
     #[arg(long)]
     pub gradient_checkpointing: bool,
@@ -116,24 +134,45 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let examples = random_examples(2000, 200..=600, vocab, 1.0 / 3.0, a.seed);
-    // An untimed run first, so that neither timed run pays for first-seen shapes alone.
-    let batch = a.batch.unwrap_or(2);
-    let hp_for = |group: bool, steps: Option<usize>| {
-        let mut hp = reference_hyperparameters(group, steps);
-        hp.per_device_train_batch_size = batch;
+    drop(model);
+    let (examples, source) = match &a.pairs {
+        Some(pairs) => {
+            let dir = a.tokenizer.as_deref().context("--pairs needs --tokenizer")?;
+            let examples = pair_examples(pairs, dir)?;
+            let source = format!("{} pairs of {}", examples.len(), pairs.display());
+            (examples, source)
+        }
+        None => (random_examples(2000, 200..=600, vocab, 1.0 / 3.0, a.seed), "2000 chats of 200-600 tokens".into()),
+    };
+    println!("stasc train realistic: {source}, {}", length_summary(&examples));
+    let longest = examples.iter().map(TokenizedExample::len).max().unwrap_or(1);
+    let max_len = longest.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE);
+    let hp = |packing: bool, steps: Option<usize>| {
+        let mut hp = reference_settings(packing, a.max_tokens_per_pass, steps);
         hp.gradient_checkpointing = a.gradient_checkpointing;
         hp
     };
-    measure(&mut model, &examples, &hp_for(false, Some(a.warmup + 20)), a.warmup)?;
-    let mut rates = Vec::new();
-    for group in [false, true] {
-        let hp = hp_for(group, a.steps);
-        let t = measure(&mut model, &examples, &hp, a.warmup)?;
+    // Every run starts from the same fresh weights (training changes them); the first, untimed, pays for
+    // first-seen shapes and libtorch's lazy initialisation.
+    let run = |hp: &Hyperparameters| -> anyhow::Result<Throughput> {
+        let mut model = load(&a, max_len)?;
+        let t = measure(&mut model, &examples, hp, a.warmup);
+        drop(model);
+        crate::model::device::release_cuda_cache();
+        Ok(t?)
+    };
+    run(&hp(false, Some(a.warmup + 10)))?;
+    let mut results = Vec::new();
+    for packing in [false, true] {
+        let t = run(&hp(packing, a.steps))?;
+        let path = if packing {
+            format!("packed, at most {} tokens a pass", a.max_tokens_per_pass)
+        } else {
+            "today's path, one padded pass per micro-batch".to_string()
+        };
         println!(
-            "stasc train realistic (2000 chats, 200-600 tokens, bs={batch}, length grouping {}): {:.0} tok/s, \
-             padding x{:.3}, peak {}, MFU {:.1}%, {} steps timed, last loss {:.3}",
-            if group { "on" } else { "off" },
+            "stasc train realistic ({path}; reference settings: 1 x 4 accumulation x 2 ranks on one device): \
+             {:.0} tok/s, padding x{:.3}, peak {}, MFU {:.1}%, {} steps timed, last loss {:.4}",
             t.tokens_per_s,
             t.padding_overhead,
             gib(t.peak_bytes),
@@ -141,10 +180,54 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             t.steps_timed,
             t.last_loss
         );
-        rates.push(t.tokens_per_s);
+        results.push(t);
     }
-    println!("stasc train realistic bs={batch}: length grouping x{:.2} tokens/s", rates[1] / rates[0]);
+    let (today, packed) = (&results[0], &results[1]);
+    let (max, mean) = loss_difference(&packed.losses, &today.losses);
+    println!(
+        "stasc train realistic: packed x{:.2} tokens/s over today's path; step losses differ by at most {max:.2e} \
+         relative (mean {mean:.2e}) over {} steps",
+        packed.tokens_per_s / today.tokens_per_s,
+        packed.losses.len().min(today.losses.len())
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The conversations of a train_pairs.jsonl (`messages` of every line), tokenised as `stasc run` trains them.
+fn pair_examples(pairs: &Path, tokenizer_dir: &Path) -> anyhow::Result<Vec<TokenizedExample>> {
+    let text = std::fs::read_to_string(pairs).with_context(|| format!("reading {}", pairs.display()))?;
+    let mut chats = Vec::new();
+    for (k, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        #[derive(serde::Deserialize)]
+        struct Pair {
+            messages: Vec<ChatMessage>,
+        }
+        let pair: Pair = serde_json::from_str(line).with_context(|| {
+            format!("{} line {}: expected a JSON object with `messages` (role, content)", pairs.display(), k + 1)
+        })?;
+        chats.push(pair.messages);
+    }
+    let tokenizer = load_tokenizer(tokenizer_dir).with_context(|| format!("loading {}", tokenizer_dir.display()))?;
+    let (examples, _) = tokenize_all(&tokenizer, &chats, 1024, Truncation::Drop)?;
+    anyhow::ensure!(!examples.is_empty(), "{}: no conversations", pairs.display());
+    Ok(examples)
+}
+
+/// Mean, spread and label tokens of the examples, for the report line.
+fn length_summary(examples: &[TokenizedExample]) -> String {
+    let mut lengths: Vec<usize> = examples.iter().map(TokenizedExample::len).collect();
+    lengths.sort_unstable();
+    let at = |q: f64| lengths[((lengths.len() - 1) as f64 * q).round() as usize];
+    let mean = lengths.iter().sum::<usize>() as f64 / lengths.len() as f64;
+    let labels = examples.iter().map(TokenizedExample::num_targets).sum::<usize>() as f64 / lengths.len() as f64;
+    format!(
+        "{mean:.0} tokens on average (min {}, p10 {}, median {}, p90 {}, max {}), {labels:.0} label tokens",
+        at(0.0),
+        at(0.1),
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    )
 }
 
 /// Runs `stasc bench train-parity`.
@@ -163,4 +246,77 @@ pub fn run_train_parity(a: TrainParityArgs) -> anyhow::Result<ExitCode> {
         failed |= !report.failures.is_empty();
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Arguments of `stasc bench checkpoint`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("weights").required(true).args(["model", "config_json"])))]
+pub struct CheckpointArgs {
+    /// HF model directory to load.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A config.json alone: random weights made on the device.
+    #[arg(long)]
+    pub config_json: Option<PathBuf>,
+    /// Where to write the checkpoint (a directory that may not exist yet; replaced). Default: a temporary directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeSpec,
+}
+
+/// Runs `stasc bench checkpoint`: the time to save a model as the trainer does at the end of every fine-tuning
+/// round (staging directory, safetensors, rename) and to load it back onto the device, as the next phase does.
+pub fn run_checkpoint(a: CheckpointArgs) -> anyhow::Result<ExitCode> {
+    let opts = LoadOptions { device: a.device, dtype: a.dtype, max_model_len: Some(1024) };
+    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    let (model, base) = match (&a.model, &a.config_json) {
+        (Some(dir), _) => {
+            (load_weights(dir, &opts).with_context(|| format!("loading {}", dir.display()))?, dir.clone())
+        }
+        (None, Some(path)) => {
+            let model = CausalLm::random(ModelConfig::from_file(path)?, &opts, a.seed).context("building a model")?;
+            let base = scratch.path().join("base");
+            std::fs::create_dir_all(&base).context("creating a base directory")?;
+            std::fs::copy(path, base.join("config.json")).with_context(|| format!("copying {}", path.display()))?;
+            (model, base)
+        }
+        (None, None) => anyhow::bail!("give --model or --config-json"),
+    };
+    let device = model.device();
+    let out = a.out.clone().unwrap_or_else(|| scratch.path().join("model"));
+    let mut weights: Vec<(String, tch::Tensor)> = model.named_weights().into_iter().collect();
+    weights.sort_by(|x, y| x.0.cmp(&y.0));
+    let bytes: usize = weights.iter().map(|(_, t)| t.numel() * t.kind().elt_size_in_bytes()).sum();
+    let started = std::time::Instant::now();
+    let partial = crate::train::checkpoint::begin(&out)?;
+    crate::train::checkpoint::write_model_dir(&base, &partial, &weights)?;
+    crate::train::checkpoint::finish(&partial, &out)?;
+    let save = started.elapsed().as_secs_f64();
+    drop(weights);
+    drop(model);
+    crate::model::device::release_cuda_cache();
+    let started = std::time::Instant::now();
+    let reloaded = load_weights(&out, &opts).with_context(|| format!("reloading {}", out.display()))?;
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+    let reload = started.elapsed().as_secs_f64();
+    drop(reloaded);
+    println!(
+        "stasc checkpoint ({:.2} GB of weights, {}): save {save:.2} s ({:.2} GB/s), reload onto {device:?} {reload:.2} s \
+         ({:.2} GB/s)",
+        bytes as f64 / 1e9,
+        out.display(),
+        bytes as f64 / 1e9 / save,
+        bytes as f64 / 1e9 / reload
+    );
+    Ok(ExitCode::SUCCESS)
 }

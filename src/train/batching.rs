@@ -101,6 +101,12 @@ pub struct MicroBatch {
     pub tokens: usize,
     /// B * T.
     pub padded_tokens: usize,
+    /// [N] f32 weight of each target's token loss, when the examples of a pass are divided by different
+    /// denominators (packed passes: `1 / denominator`); none = every target weighs 1.
+    pub target_weights: Option<Tensor>,
+    /// The segments of a packed pass ([`super::packed`]): B = 1 and attention stays inside each segment; none = a
+    /// right-padded batch with one example per row.
+    pub segments: Option<super::packed::Segments>,
 }
 
 impl MicroBatch {
@@ -145,6 +151,8 @@ impl MicroBatch {
             targets: to_dev(&targets).map_err(TrainError::torch("building targets"))?,
             tokens: examples.iter().map(|e| e.len()).sum(),
             padded_tokens: b * t,
+            target_weights: None,
+            segments: None,
         })
     }
 }

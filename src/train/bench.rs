@@ -32,6 +32,8 @@ pub struct Throughput {
     pub padding_overhead: f64,
     /// Final training loss (a sanity check that it trained).
     pub last_loss: f64,
+    /// The loss of every step, warm-up included.
+    pub losses: Vec<f64>,
 }
 
 /// Model parameters (tied embeddings counted once).
@@ -105,6 +107,7 @@ fn throughput(
         peak_bytes: peak,
         padding_overhead: padded as f64 / summary.tokens.max(1) as f64,
         last_loss: summary.steps.last().map_or(f64::NAN, |s| s.loss),
+        losses: summary.steps.iter().map(|s| s.loss).collect(),
     })
 }
 
@@ -168,6 +171,8 @@ pub fn fixed_shape_hyperparameters(batch: usize, steps: usize, gradient_checkpoi
         group_by_length: false,
         data_parallel_ranks: 1,
         average_tokens_across_devices: true,
+        packing: true,
+        max_tokens_per_pass: 8192,
     }
 }
 
@@ -184,6 +189,35 @@ pub fn reference_hyperparameters(group_by_length: bool, max_steps: Option<usize>
         group_by_length,
         ..fixed_shape_hyperparameters(2, 0, false)
     }
+}
+
+/// The reference's fine-tuning settings (configs/fine_tune.yaml with accelerate's `num_processes: 2`, under the
+/// paper protocol): lr 7e-6, one example per device, 4 accumulation steps, 2 ranks (a global batch of 8),
+/// per-rank loss normalisation, transformers 4.47.1's decay groups, warm-up ratio 0.03, cosine, clipping at 1.0;
+/// with length grouping as `stasc run` trains, and `packing` on or off.
+pub fn reference_settings(packing: bool, max_tokens_per_pass: usize, max_steps: Option<usize>) -> Hyperparameters {
+    Hyperparameters {
+        learning_rate: 7e-6,
+        max_steps,
+        gradient_accumulation_steps: 4,
+        decay_parameters: DecayParameters::Transformers4_47_1,
+        warmup_ratio: 0.03,
+        lr_scheduler_type: LrSchedulerType::Cosine,
+        seed: 42,
+        group_by_length: true,
+        data_parallel_ranks: 2,
+        average_tokens_across_devices: false,
+        packing,
+        max_tokens_per_pass,
+        ..fixed_shape_hyperparameters(1, 0, false)
+    }
+}
+
+/// The largest and the mean relative difference of two runs' step losses, over the steps both ran.
+pub fn loss_difference(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(f64::MIN_POSITIVE)).collect();
+    let max = diffs.iter().copied().fold(0.0, f64::max);
+    (max, diffs.iter().sum::<f64>() / diffs.len().max(1) as f64)
 }
 
 /// Formats bytes as GiB for reports ("n/a" off CUDA).
@@ -214,6 +248,19 @@ mod tests {
         let first = e.labels.iter().position(|&l| l != IGNORE_INDEX).unwrap();
         assert!(e.labels[first..].iter().all(|&l| l != IGNORE_INDEX));
         assert_eq!(e.len() - first, (e.len() as f64 * 0.25).round() as usize);
+    }
+
+    #[test]
+    fn reference_settings_take_a_global_batch_of_eight() {
+        let hp = reference_settings(true, 4096, None);
+        assert_eq!(hp.per_device_train_batch_size * hp.micro_batches_per_step(), 8);
+        assert!(!hp.average_tokens_across_devices && hp.packing && hp.max_tokens_per_pass == 4096);
+    }
+
+    #[test]
+    fn loss_differences_are_relative_to_the_second_run() {
+        let (max, mean) = loss_difference(&[1.1, 2.0, 3.0], &[1.0, 2.0, 4.0]);
+        assert!((max - 0.25).abs() < 1e-12 && (mean - 0.35 / 3.0).abs() < 1e-12, "{max} {mean}");
     }
 
     #[test]

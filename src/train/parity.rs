@@ -186,6 +186,8 @@ pub fn run_case_with(
         group_by_length: false,
         data_parallel_ranks: case.num_processes.max(1),
         average_tokens_across_devices: case.average_tokens_across_devices,
+        packing: true,
+        max_tokens_per_pass: 8192,
     };
     let model_dir = dir.join("model");
     let opts = LoadOptions { device, dtype: DtypeSpec::F32, max_model_len: None };

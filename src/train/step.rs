@@ -8,6 +8,9 @@
 //! chunks of rows whose logits are freed before the next chunk (backward through the head happens per chunk, and
 //! the decoder's backward is then driven by the gradient of the hidden states).
 //!
+//! A packed pass ([`super::packed`]) holds examples of several micro-batches, so its targets carry per-token weights
+//! (`1 / denominator` of each example's micro-batch) and its denominator is 1: the same sum, grouped differently.
+//!
 //! Gradient checkpointing is real recomputation: the forward runs every decoder layer under `no_grad`, keeping only
 //! each layer's input; the backward recomputes one layer at a time with autograd on, back-propagates the incoming
 //! gradient through it (`(y * dy).sum().backward()`, whose gradient w.r.t. y is exactly dy) and moves to the layer
@@ -17,7 +20,8 @@ use tch::{Kind, Reduction, Tensor};
 
 use super::batching::MicroBatch;
 use super::error::TrainError;
-use crate::model::layers::AttnMode;
+use super::packed;
+use crate::model::layers::{AttnMode, DecoderLayer, RopeAt};
 use crate::model::{CausalLm, Pass};
 
 /// How a micro-batch is run.
@@ -55,10 +59,38 @@ pub fn forward_backward(
         if let Some(seed) = opts.dropout_seed {
             crate::model::device::seed_device(model.device(), seed as i64);
         }
-        let hidden = model.forward(&batch.input_ids, &batch.positions, Pass::Full)?;
+        let hidden = match &batch.segments {
+            None => model.forward(&batch.input_ids, &batch.positions, Pass::Full)?,
+            Some(_) => packed_forward(model, batch)?,
+        };
         head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)?
     };
     summed.f_div_scalar(denominator).map_err(TrainError::torch("normalising the micro-batch loss"))
+}
+
+/// The final-normed hidden states of a packed pass (the model's own forward has no block-diagonal attention).
+fn packed_forward(model: &CausalLm, batch: &MicroBatch) -> Result<Tensor, TrainError> {
+    let err = |what: &str| TrainError::torch(format!("packed forward: {what}"));
+    let rope_at = model.rope().at(&batch.positions).map_err(err("rotary"))?;
+    let mut x = model.embed(&batch.input_ids)?;
+    for layer in model.layers() {
+        x = decoder_layer(model, layer, &x, &rope_at, batch).map_err(err("decoder layer"))?;
+    }
+    model.final_norm().forward(&x).map_err(err("final norm"))
+}
+
+/// One decoder layer on `batch`'s layout: causal attention over each padded row, or within each packed segment.
+fn decoder_layer(
+    model: &CausalLm,
+    layer: &DecoderLayer,
+    x: &Tensor,
+    rope_at: &RopeAt,
+    batch: &MicroBatch,
+) -> Result<Tensor, tch::TchError> {
+    match &batch.segments {
+        None => layer.forward(x, model.rope(), rope_at, AttnMode::Full),
+        Some(segments) => packed::layer_forward(layer, x, model.rope(), rope_at, segments),
+    }
 }
 
 /// From final-normed hidden states [B, T, H] (part of an autograd graph): the LM head and loss per chunk, then the
@@ -83,8 +115,14 @@ fn head_and_backward(
         let x = head_in.f_narrow(0, start, len).map_err(err("chunk"))?;
         let logits = model.logits(&x)?.f_to_kind(Kind::Float).map_err(err("logits"))?;
         let targets = batch.targets.f_narrow(0, start, len).map_err(err("targets"))?;
-        let loss =
-            logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, -100, 0.0).map_err(err("loss"))?;
+        let loss = match &batch.target_weights {
+            None => logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, -100, 0.0),
+            Some(w) => logits
+                .f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::None, -100, 0.0)
+                .and_then(|l| l.f_mul(&w.f_narrow(0, start, len)?))
+                .and_then(|l| l.f_sum(Kind::Float)),
+        }
+        .map_err(err("loss"))?;
         loss.f_div_scalar(denominator).and_then(|l| l.f_backward()).map_err(err("backward"))?;
         total = total.f_add(&loss.detach()).map_err(err("sum"))?;
         start += len;
@@ -112,8 +150,7 @@ fn checkpointed(
     opts: &PassOptions,
 ) -> Result<Tensor, TrainError> {
     let err = |what: &str| TrainError::torch(format!("gradient checkpointing: {what}"));
-    let rope = model.rope();
-    let rope_at = rope.at(&batch.positions).map_err(err("rotary"))?;
+    let rope_at = model.rope().at(&batch.positions).map_err(err("rotary"))?;
     let layers = model.layers();
     // Forward without a graph, keeping the input of every layer.
     let mut inputs = Vec::with_capacity(layers.len());
@@ -123,7 +160,7 @@ fn checkpointed(
             if let Some(s) = layer_seed(opts.dropout_seed, i) {
                 crate::model::device::seed_device(model.device(), s);
             }
-            let y = layer.forward(&x, rope, &rope_at, AttnMode::Full).map_err(err("forward"))?;
+            let y = decoder_layer(model, layer, &x, &rope_at, batch).map_err(err("forward"))?;
             inputs.push(x);
             x = y;
         }
@@ -139,7 +176,7 @@ fn checkpointed(
         if let Some(s) = layer_seed(opts.dropout_seed, i) {
             crate::model::device::seed_device(model.device(), s);
         }
-        let y = layer.forward(&x, rope, &rope_at, AttnMode::Full).map_err(err("recompute"))?;
+        let y = decoder_layer(model, layer, &x, &rope_at, batch).map_err(err("recompute"))?;
         backward_with_grad(&y, &grad).map_err(err("layer backward"))?;
         grad = x.grad();
     }

@@ -33,6 +33,8 @@ use super::error::TrainError;
 use super::log::StepRecord;
 use super::lora::LoraAdapters;
 use super::optim::{AdamW, AdamWConfig};
+use super::packed::packed_batch;
+use super::plan::{plan_passes, PlannedExample};
 use super::schedule::{LrSchedule, StepPlan};
 use super::step::{forward_backward, PassOptions};
 use super::tokenize::TokenizedExample;
@@ -84,6 +86,11 @@ pub struct Hyperparameters {
     /// Whole-step (true) or per-rank (false) loss normalisation across ranks (HF `average_tokens_across_devices`,
     /// see the module docs).
     pub average_tokens_across_devices: bool,
+    /// Run each worker's examples of a step packed into as few passes as `max_tokens_per_pass` allows (false: one
+    /// padded pass per micro-batch).
+    pub packing: bool,
+    /// Token budget of one packed pass.
+    pub max_tokens_per_pass: usize,
 }
 
 impl Hyperparameters {
@@ -111,6 +118,8 @@ impl Hyperparameters {
             group_by_length,
             data_parallel_ranks: 1,
             average_tokens_across_devices: t.average_tokens_across_devices.unwrap_or(true),
+            packing: t.packing,
+            max_tokens_per_pass: t.max_tokens_per_pass,
         }
     }
 
@@ -280,16 +289,41 @@ pub fn train_replica(
             let tokens: usize = group_batches.iter().flatten().map(|&i| lengths[i]).sum();
             let mine = &worker.topology.step_assignment(group_batches.len())[worker.index];
             let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device)).map_err(torch("loss accumulator"))?;
-            for &m in mine {
-                let rows: Vec<&TokenizedExample> = group_batches[m].iter().map(|&i| &examples[i]).collect();
-                let batch = MicroBatch::new(&rows, pad_id, pad_multiple, max_len, device)?;
+            let passes = if hp.packing {
+                // The worker's examples of the step, each with its micro-batch's denominator, in step order.
+                let items: Vec<PlannedExample> = mine
+                    .iter()
+                    .flat_map(|&m| {
+                        let (denominator, lengths) = (denominators[m], &lengths);
+                        group_batches[m].iter().map(move |&i| PlannedExample {
+                            example: i,
+                            len: lengths[i],
+                            denominator,
+                        })
+                    })
+                    .collect();
+                plan_passes(&items, hp.max_tokens_per_pass.max(1))
+                    .iter()
+                    .map(|pass| Ok((packed_batch(pass, examples, pad_id, pad_multiple, device)?, 1.0)))
+                    .collect::<Result<Vec<_>, TrainError>>()?
+            } else {
+                mine.iter()
+                    .map(|&m| {
+                        let rows: Vec<&TokenizedExample> = group_batches[m].iter().map(|&i| &examples[i]).collect();
+                        Ok((MicroBatch::new(&rows, pad_id, pad_multiple, max_len, device)?, denominators[m]))
+                    })
+                    .collect::<Result<Vec<_>, TrainError>>()?
+            };
+            for (p, (batch, denominator)) in passes.iter().enumerate() {
+                // Unpacked, pass p is micro-batch mine[p], whose dropout seed is the one it always had.
+                let index = if hp.packing { p } else { mine[p] };
                 let opts = PassOptions {
                     gradient_checkpointing: hp.gradient_checkpointing,
                     head_chunk_rows: chunk,
                     dropout_seed: uses_dropout
-                        .then(|| hp.seed.wrapping_mul(1_000_003).wrapping_add((step * per_step + m) as u64)),
+                        .then(|| hp.seed.wrapping_mul(1_000_003).wrapping_add((step * per_step + index) as u64)),
                 };
-                let loss = forward_backward(model, &batch, denominators[m], &opts)?;
+                let loss = forward_backward(model, batch, *denominator, &opts)?;
                 loss_sum = loss_sum.f_add(&loss).map_err(torch("summing losses"))?;
                 summary.padded_tokens += batch.padded_tokens;
             }

@@ -10,6 +10,7 @@ mod kernels;
 mod kv_pool;
 mod lineage;
 mod model_parity;
+mod packing;
 mod paper_protocol;
 mod prefix_sharing;
 mod report;

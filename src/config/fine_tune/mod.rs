@@ -76,6 +76,8 @@ const TRAINING_KEYS: &[Key] = &[
     Key::leaf("adam_epsilon", Kind::Number),
     Key::leaf("average_tokens_across_devices", Kind::Bool),
     Key::leaf("decay_parameters", Kind::Str),
+    Key::leaf("packing", Kind::Bool),
+    Key::leaf("max_tokens_per_pass", Kind::UInt),
 ];
 
 const PEFT_KEYS: &[Key] = &[
@@ -223,6 +225,8 @@ pub struct RawTrainingArgs {
     pub adam_epsilon: Option<f64>,
     pub average_tokens_across_devices: Option<bool>,
     pub decay_parameters: Option<String>,
+    pub packing: Option<bool>,
+    pub max_tokens_per_pass: Option<u64>,
 }
 
 /// The `peft` section as written.
@@ -391,6 +395,13 @@ fn resolve_training(file: &Path, raw: RawTrainingArgs) -> Result<TrainingArgs, C
             .as_deref()
             .map(|v| DecayParameters::parse(file, "training.decay_parameters", v))
             .transpose()?,
+        packing: raw.packing.unwrap_or(true),
+        max_tokens_per_pass: at_least(
+            file,
+            "training.max_tokens_per_pass",
+            raw.max_tokens_per_pass.unwrap_or(8192),
+            1,
+        )?,
     })
 }
 

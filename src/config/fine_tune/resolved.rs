@@ -137,6 +137,11 @@ pub struct TrainingArgs {
     /// `transformers_4_47_1` (as that version grouped them: Qwen2 and Phi-3 norm weights decayed); unset = the
     /// protocol's default (stasc_config `protocol`: stasc -> names, paper -> transformers_4_47_1).
     pub decay_parameters: Option<DecayParameters>,
+    /// Ours: run a step's examples packed into as few forward/backward passes as `max_tokens_per_pass` allows,
+    /// without padding (false: one padded pass per micro-batch, as HF). Default true.
+    pub packing: bool,
+    /// Ours: the memory budget of one packed pass, in tokens (an example longer than it runs alone). Default 8192.
+    pub max_tokens_per_pass: usize,
 }
 
 /// The resolved `peft` section.

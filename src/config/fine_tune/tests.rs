@@ -135,3 +135,20 @@ fn decay_parameters_is_unset_unless_written() {
         "configs/ft.yaml: unknown key 'training.decay_parameter' (did you mean 'decay_parameters'?)"
     );
 }
+
+#[test]
+fn packing_is_on_with_a_budget_of_8192_tokens_unless_written() {
+    let t = load_str("").unwrap().0.training;
+    assert_eq!((t.packing, t.max_tokens_per_pass), (true, 8192));
+    let (c, ignored) = load_str("training:\n  packing: false\n  max_tokens_per_pass: 4096\n").unwrap();
+    assert_eq!((c.training.packing, c.training.max_tokens_per_pass), (false, 4096));
+    assert!(ignored.keys.is_empty(), "acted on, so not reported as ignored");
+    assert_eq!(
+        err("training:\n  max_tokens_per_pass: 0\n"),
+        "configs/ft.yaml: key 'training.max_tokens_per_pass' must be at least 1, found 0"
+    );
+    assert_eq!(
+        err("training:\n  max_token_per_pass: 10\n"),
+        "configs/ft.yaml: unknown key 'training.max_token_per_pass' (did you mean 'max_tokens_per_pass'?)"
+    );
+}

@@ -1,0 +1,47 @@
+#!/bin/bash
+# Issue #13's measurements on the GPU machine in one device call (prepare with scripts/train_bench/prepare.sh, carry
+# .gpu_train); prints one log.
+# 1. Pairs of a paper-scale iteration: `stasc run` of the Qwen2.5-1.5B shape with random weights (make_model.py),
+#    SmolLM2's tokenizer, scripts/paper_scale's settings (few-shot prompts, K 5/5, temperature 0.6, top_p 0.9, 256 new
+#    tokens) on QUESTIONS train questions of data/demo_nq as prepare.sh makes them, gold answers "the" (normalises to
+#    nothing, so every pair passes: the lengths are what matter), the reference's fine_tune.yaml and 2 ranks on the
+#    one GPU: it samples, writes iter_0/train_pairs.jsonl and fine-tunes on them (packed, the new default).
+# 2. `stasc bench train --realistic` on those pairs at the reference's settings: today's path against packed passes.
+# 3. HF transformers on the same pairs the way HF Trainer runs those settings (hf_realistic.py).
+# 4. The fixed-shape benchmark beside hf_baseline.py; 5. the checkpoint's save + reload time.
+set -u
+export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+PY=/opt/torch/.venv/bin/python
+G=.gpu_train
+CFG=$G/qwen2.5-1.5b-config.json
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY $G/make_model.py /tmp/qwen15b 2>&1 | grep -v Warn | tail -1
+cp $G/tokenizer/tokenizer.json $G/tokenizer/tokenizer_config.json /tmp/qwen15b/
+echo "== 1. stasc run, iteration 0 of a paper-scale run on ${QUESTIONS:-16} questions (pairs + packed fine-tuning)"
+sed -e "s#^model_path:.*#model_path: /tmp/qwen15b#" -e "s#^data_path:.*#data_path: $G/data#" \
+    -e "s#^num_star_iterations:.*#num_star_iterations: 1\nsample_train_at_last_iteration: false\nonly_better_correction: false\nfilter: non_decreasing#" \
+    -e "s#\.gpu_run/#$G/#g" $G/stasc.yaml > /tmp/stasc13.yaml
+printf 'num_processes: 2\nmixed_precision: bf16\n' > /tmp/acc13.yaml
+( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.2; done ) > /tmp/mem13.log &
+MON=$!
+start=$(date +%s)
+$G/stasc run --config /tmp/stasc13.yaml --ft_config $G/ft.yaml --accelerate_config_path /tmp/acc13.yaml \
+  --out /tmp/run13 > /tmp/run13.log 2>&1
+echo "rc=$? $(( $(date +%s) - start )) s, peak GPU memory $(sort -n /tmp/mem13.log | tail -1) MiB (nvidia-smi every 0.2 s)"
+kill $MON
+$PY -c "
+import json; m = json.load(open('/tmp/run13/iter_0/metrics.json')); t = json.load(open('/tmp/run13/iter_0/train.json'))
+print('  iteration 0 pairs', m.get('filtered_pairs'), 'seconds', {k: round(v, 1) for k, v in m['phase_seconds'].items()},
+      'tokens/s', {k: round(v) for k, v in m['tokens_per_s'].items()})" || tail -5 /tmp/run13.log
+cp /tmp/run13/iter_0/train_pairs.jsonl $G/train_pairs.jsonl 2>/dev/null && cp $G/train_pairs.jsonl "${OUT:-/tmp}/" || true
+echo "== 2. stasc bench train --realistic on those pairs (reference settings)"
+$G/stasc bench train --config-json $CFG --realistic --pairs $G/train_pairs.jsonl --tokenizer /tmp/qwen15b \
+  --warmup 3 --steps ${STEPS:-30} 2>&1 | grep -v "^Qwen2 on"
+echo "== 3. HF transformers, same pairs, reference settings"
+$PY $G/hf_realistic.py $G/train_pairs.jsonl /tmp/qwen15b --steps ${HF_STEPS:-10} 2>&1 | grep -E "^HF"
+echo "== 4. fixed shape"
+$G/stasc bench train --config-json $CFG --batch 16 --seq 512 2>&1 | grep -v "^Qwen2 on"
+$PY $G/hf_baseline.py --part train --train-batch 16 2>&1 | grep -E "^HF"
+echo "== 5. checkpoint"
+$G/stasc bench checkpoint --config-json $CFG --out /tmp/ckpt_1p5b

@@ -1,0 +1,223 @@
+//! Packed passes: several examples concatenated into one sequence of N tokens, no padding between them, each
+//! example its own segment. Positions restart at 0 in every segment, and attention is block-diagonal: no token
+//! attends across a segment boundary.
+//!
+//! Everything but attention works on tokens independently, so the projections, MLPs, norms and the LM head run on
+//! the N packed tokens with no padding at all. Attention gathers the packed q/k/v into a [segments, longest, ..]
+//! layout (one index_select), runs causal scaled-dot-product attention on it, and gathers the real rows back:
+//! padding slots sit after a segment's real tokens, so causality already keeps every real query off them, and
+//! their outputs are dropped. Attention is a small share of a pass's FLOPs at SFT lengths, so padding only there
+//! costs little, and libtorch's fused kernels run unchanged on CPU and CUDA (libtorch exposes no varlen kernel to
+//! tch). This module drives the decoder layers itself (their weights are public) instead of adding an attention
+//! mode to the model code, which the generation engine owns.
+
+use tch::{Device, Tensor};
+
+use super::batching::MicroBatch;
+use super::error::TrainError;
+use super::plan::PlannedExample;
+use super::tokenize::{TokenizedExample, IGNORE_INDEX};
+use crate::model::layers::{Attention, DecoderLayer, QkvProj, RopeAt, RotaryEmbedding};
+
+/// Where each packed token sits in the padded attention layout.
+#[derive(Debug)]
+pub struct Segments {
+    /// [S * L] the packed token each padded slot reads (padding slots repeat their segment's last token).
+    pub to_padded: Tensor,
+    /// [N] the padded slot of each packed token.
+    pub from_padded: Tensor,
+    /// S: segments.
+    pub count: i64,
+    /// L: the padded segment length.
+    pub len: i64,
+}
+
+impl Segments {
+    /// The layout of segments of `lengths` (all > 0), L rounded up to a multiple of `pad_multiple`.
+    pub fn new(lengths: &[usize], pad_multiple: usize, device: Device) -> Result<Self, TrainError> {
+        let longest = lengths.iter().copied().max().unwrap_or(1);
+        let len = longest.next_multiple_of(pad_multiple.max(1));
+        let mut to_padded = Vec::with_capacity(lengths.len() * len);
+        let mut from_padded = Vec::with_capacity(lengths.iter().sum());
+        let mut start = 0usize;
+        for (s, &n) in lengths.iter().enumerate() {
+            for slot in 0..len {
+                to_padded.push((start + slot.min(n - 1)) as i64);
+            }
+            from_padded.extend((0..n).map(|t| (s * len + t) as i64));
+            start += n;
+        }
+        let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_to_device(device));
+        Ok(Segments {
+            to_padded: to_dev(&to_padded).map_err(TrainError::torch("building the segment layout"))?,
+            from_padded: to_dev(&from_padded).map_err(TrainError::torch("building the segment layout"))?,
+            count: lengths.len() as i64,
+            len: len as i64,
+        })
+    }
+}
+
+/// Packs the examples of one pass into a [1, N] micro-batch whose target weights carry each example's
+/// `1 / denominator`. On CUDA (`pad_multiple` > 1) N is rounded up with one extra segment of `pad_id` tokens, and the
+/// attention layout's length too, so passes reuse a few shapes (see [`super::batching`]).
+pub fn packed_batch(
+    pass: &[PlannedExample],
+    examples: &[TokenizedExample],
+    pad_id: i64,
+    pad_multiple: usize,
+    device: Device,
+) -> Result<MicroBatch, TrainError> {
+    let mut ids = Vec::new();
+    let mut positions = Vec::new();
+    let mut lengths = Vec::new();
+    let (mut target_rows, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for item in pass {
+        let e = &examples[item.example];
+        if e.is_empty() {
+            continue;
+        }
+        let start = ids.len();
+        for (pos, &label) in e.labels.iter().enumerate().skip(1) {
+            if label != IGNORE_INDEX {
+                target_rows.push((start + pos - 1) as i64);
+                targets.push(label);
+                weights.push((1.0 / item.denominator) as f32);
+            }
+        }
+        ids.extend_from_slice(&e.input_ids);
+        positions.extend(0..e.len() as i64);
+        lengths.push(e.len());
+    }
+    let tokens = ids.len();
+    let padded = tokens.max(1).next_multiple_of(pad_multiple.max(1));
+    if padded > tokens {
+        ids.resize(padded, pad_id);
+        positions.extend(0..(padded - tokens) as i64);
+        lengths.push(padded - tokens);
+    }
+    let err = |what: &'static str| TrainError::torch(what);
+    let on_device = |v: &[i64]| {
+        Tensor::f_from_slice(v).and_then(|x| x.f_view([1, v.len() as i64])).and_then(|x| x.f_to_device(device))
+    };
+    let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_to_device(device));
+    Ok(MicroBatch {
+        input_ids: on_device(&ids).map_err(err("building a packed pass"))?,
+        positions: on_device(&positions).map_err(err("building packed positions"))?,
+        num_targets: targets.len(),
+        target_rows: to_dev(&target_rows).map_err(err("building targets"))?,
+        targets: to_dev(&targets).map_err(err("building targets"))?,
+        target_weights: Some(
+            Tensor::f_from_slice(&weights).and_then(|x| x.f_to_device(device)).map_err(err("building weights"))?,
+        ),
+        segments: Some(Segments::new(&lengths, pad_multiple, device)?),
+        tokens,
+        padded_tokens: padded,
+    })
+}
+
+/// One decoder layer on a packed [1, N, hidden] input: the layer's own computation with block-diagonal attention.
+pub fn layer_forward(
+    layer: &DecoderLayer,
+    x: &Tensor,
+    rope: &RotaryEmbedding,
+    rope_at: &RopeAt,
+    segments: &Segments,
+) -> Result<Tensor, tch::TchError> {
+    let normed = layer.input_layernorm.forward(x)?;
+    let attn = attention(&layer.self_attn, &normed, rope, rope_at, segments)?;
+    let x = x.f_add(&attn)?;
+    let mlp = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
+    x.f_add(&mlp)
+}
+
+/// GQA self-attention of packed [1, N, hidden] tokens, each attending causally within its own segment.
+fn attention(
+    a: &Attention,
+    x: &Tensor,
+    rope: &RotaryEmbedding,
+    rope_at: &RopeAt,
+    segments: &Segments,
+) -> Result<Tensor, tch::TchError> {
+    let n = x.size()[1];
+    let (h, kvh, d) = (a.num_heads, a.num_kv_heads, a.head_dim);
+    let (q, k, v) = match &a.qkv {
+        QkvProj::Separate { q, k, v } => (
+            rope.apply(&q.forward(x)?.f_view([1, n, h, d])?, rope_at)?,
+            rope.apply(&k.forward(x)?.f_view([1, n, kvh, d])?, rope_at)?,
+            v.forward(x)?.f_view([1, n, kvh, d])?,
+        ),
+        QkvProj::Fused(qkv) => {
+            let all = qkv.forward(x)?.f_view([1, n, h + 2 * kvh, d])?;
+            let qk = rope.apply(&all.f_narrow(2, 0, h + kvh)?, rope_at)?;
+            (qk.f_narrow(2, 0, h)?, qk.f_narrow(2, h, kvh)?, all.f_narrow(2, h + kvh, kvh)?)
+        }
+    };
+    let (s, l) = (segments.count, segments.len);
+    let padded = |t: &Tensor, heads: i64| -> Result<Tensor, tch::TchError> {
+        t.f_reshape([n, heads, d])?.f_index_select(0, &segments.to_padded)?.f_view([s, l, heads, d])?.f_transpose(1, 2)
+    };
+    let scale = 1.0 / (d as f64).sqrt();
+    let out = Tensor::f_scaled_dot_product_attention::<Tensor>(
+        &padded(&q, h)?,
+        &padded(&k, kvh)?,
+        &padded(&v, kvh)?,
+        None,
+        0.0,
+        true,
+        scale,
+        h != kvh,
+    )?;
+    let out = out.f_transpose(1, 2)?.f_reshape([s * l, h * d])?.f_index_select(0, &segments.from_padded)?;
+    a.o_proj.forward(&out.f_view([1, n, h * d])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target_weights(batch: &MicroBatch) -> Vec<f32> {
+        Vec::<f32>::try_from(batch.target_weights.as_ref().unwrap()).unwrap()
+    }
+
+    fn example(ids: &[i64], first_label: usize) -> TokenizedExample {
+        let labels = ids.iter().enumerate().map(|(i, &t)| if i >= first_label { t } else { IGNORE_INDEX }).collect();
+        TokenizedExample { input_ids: ids.to_vec(), labels }
+    }
+
+    #[test]
+    fn positions_restart_per_example_and_targets_carry_their_weights() {
+        let data = vec![example(&[1, 2, 3, 4], 2), example(&[5, 6, 7], 1)];
+        let pass = [
+            PlannedExample { example: 0, len: 4, denominator: 4.0 },
+            PlannedExample { example: 1, len: 3, denominator: 2.0 },
+        ];
+        let b = packed_batch(&pass, &data, 0, 1, Device::Cpu).unwrap();
+        assert_eq!(Vec::<i64>::try_from(b.input_ids.view([-1])).unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(Vec::<i64>::try_from(b.positions.view([-1])).unwrap(), vec![0, 1, 2, 3, 0, 1, 2]);
+        assert_eq!(Vec::<i64>::try_from(&b.target_rows).unwrap(), vec![1, 2, 4, 5]);
+        assert_eq!(Vec::<i64>::try_from(&b.targets).unwrap(), vec![3, 4, 6, 7]);
+        assert_eq!(target_weights(&b), vec![0.25, 0.25, 0.5, 0.5]);
+        assert_eq!((b.num_targets, b.tokens, b.padded_tokens), (4, 7, 7));
+        let seg = b.segments.as_ref().unwrap();
+        assert_eq!((seg.count, seg.len), (2, 4));
+        assert_eq!(Vec::<i64>::try_from(&seg.to_padded).unwrap(), vec![0, 1, 2, 3, 4, 5, 6, 6]);
+        assert_eq!(Vec::<i64>::try_from(&seg.from_padded).unwrap(), vec![0, 1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn rounding_adds_a_padding_segment_without_targets() {
+        let data = vec![example(&[1, 2, 3, 4, 5], 1)];
+        let pass = [PlannedExample { example: 0, len: 5, denominator: 1.0 }];
+        let b = packed_batch(&pass, &data, 9, 4, Device::Cpu).unwrap();
+        assert_eq!(Vec::<i64>::try_from(b.input_ids.view([-1])).unwrap(), vec![1, 2, 3, 4, 5, 9, 9, 9]);
+        assert_eq!(Vec::<i64>::try_from(b.positions.view([-1])).unwrap(), vec![0, 1, 2, 3, 4, 0, 1, 2]);
+        assert_eq!((b.num_targets, b.tokens, b.padded_tokens), (4, 5, 8));
+        let seg = b.segments.as_ref().unwrap();
+        assert_eq!((seg.count, seg.len), (2, 8));
+        assert_eq!(
+            Vec::<i64>::try_from(&seg.from_padded).unwrap(),
+            vec![0, 1, 2, 3, 4, 8, 9, 10],
+            "the padding segment is the second row of the layout"
+        );
+    }
+}
