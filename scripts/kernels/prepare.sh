@@ -1,7 +1,7 @@
 #!/bin/bash
 # Prepares .gpu_gen/ for the fused-kernel checks and benchmarks on the GPU machine (device tool, carry .gpu_gen):
 # the stripped release binary, the stripped test binary (dev profile: the GPU tests of tests/it/kernels.rs and the
-# CUDA-graph test), the Qwen2.5-1.5B config, the HF baseline script (HF_BASELINE, default ../shared/bench/) and
+# CUDA-graph test), the Qwen2.5-1.5B config, the HF baseline script (HF_BASELINE, default scripts/bench/) and
 # run.sh. Then, on the device, from the repository root: bash .gpu_gen/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,6 +12,6 @@ rm -rf .gpu_gen && mkdir -p .gpu_gen
 cp target/release/stasc .gpu_gen/stasc
 cp "$(ls -t target/debug/deps/it-* | grep -v '\.d$' | head -1)" .gpu_gen/it
 strip .gpu_gen/stasc .gpu_gen/it
-cp "${HF_BASELINE:-../shared/bench/hf_baseline.py}" .gpu_gen/hf_baseline.py
+cp "${HF_BASELINE:-scripts/bench/hf_baseline.py}" .gpu_gen/hf_baseline.py
 cp scripts/kernels/run.sh scripts/parity/qwen2.5-1.5b-config.json .gpu_gen/
 du -sh .gpu_gen

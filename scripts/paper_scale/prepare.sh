@@ -20,8 +20,8 @@ cp .stasc/models/SmolLM2-135M-Instruct/{tokenizer.json,tokenizer_config.json} "$
 cp scripts/parity/run_1p5b/make_model.py scripts/paper_scale/{stasc.yaml,run.sh} "$payload/"
 cp configs/fine_tune.yaml "$payload/ft.yaml"
 cp -r few_shots templates "$payload/"
-# The HF baseline, to run in the same call (it lives beside the clone, in ../shared/bench, where there is one).
-if [ -f ../shared/bench/hf_baseline.py ]; then cp ../shared/bench/hf_baseline.py "$payload/"; fi
+# The HF baseline, to run in the same call.
+cp scripts/bench/hf_baseline.py "$payload/"
 python3 - "$questions" "$payload" <<'PY'
 import json, sys
 n, payload = int(sys.argv[1]), sys.argv[2]

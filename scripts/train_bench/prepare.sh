@@ -14,7 +14,7 @@ cp scripts/parity/qwen2.5-1.5b-config.json scripts/parity/run_1p5b/make_model.py
   scripts/train_bench/{run.sh,hf_realistic.py} .gpu_train/
 cp configs/fine_tune.yaml .gpu_train/ft.yaml
 cp -r few_shots templates .gpu_train/
-cp ../shared/bench/hf_baseline.py .gpu_train/
+cp scripts/bench/hf_baseline.py .gpu_train/
 python3 - "${QUESTIONS:-16}" <<'PY'
 import json, sys
 n = int(sys.argv[1])
