@@ -242,6 +242,21 @@ pub fn holder(run_dir: &Path) -> Option<LockHolder> {
 }
 
 /// Ok(true): locked; Ok(false): someone else holds a conflicting lock; Err: the filesystem does not support flock.
+/// Waits for an exclusive flock on `file` (released when the file is closed, or by the kernel when the process dies);
+/// std's `File::lock` needs Rust 1.89.
+pub(crate) fn flock_exclusive(file: &File) -> std::io::Result<()> {
+    loop {
+        // SAFETY: flock on a valid open file descriptor; no memory is shared with the kernel.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 fn try_flock(file: &File, kind: libc::c_int) -> std::io::Result<bool> {
     // SAFETY: flock on a valid open file descriptor; no memory is shared with the kernel.
     let rc = unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) };

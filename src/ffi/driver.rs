@@ -104,14 +104,20 @@ fn check(api: &Api, code: CuResult, call: &str) -> Result<(), FfiError> {
 }
 
 /// Waits for the work queued on `stream` (a raw `cudaStream_t`/`CUstream`).
-pub fn stream_synchronize(stream: *mut c_void) -> Result<(), FfiError> {
+///
+/// # Safety
+/// `stream` must be a live stream handle (from libtorch) on the current context.
+pub unsafe fn stream_synchronize(stream: *mut c_void) -> Result<(), FfiError> {
     let api = api()?;
-    // SAFETY: a live stream handle from libtorch.
+    // SAFETY: the caller passes a live stream handle.
     check(api, unsafe { (api.stream_synchronize)(stream) }, "cuStreamSynchronize")
 }
 
 /// `stream`'s capture status: 0 not capturing, 1 capturing, 2 capture invalidated.
-pub fn stream_capture_status(stream: *mut c_void) -> Result<i32, FfiError> {
+///
+/// # Safety
+/// `stream` must be a live stream handle (from libtorch) on the current context.
+pub unsafe fn stream_capture_status(stream: *mut c_void) -> Result<i32, FfiError> {
     let api = api()?;
     let mut status = 0;
     // SAFETY: a live stream handle and an out-pointer to a local.
@@ -120,7 +126,10 @@ pub fn stream_capture_status(stream: *mut c_void) -> Result<i32, FfiError> {
 }
 
 /// Ends a capture on `stream` and throws the recorded graph away (a capture that cannot be finished normally).
-pub fn abandon_capture(stream: *mut c_void) -> Result<(), FfiError> {
+///
+/// # Safety
+/// `stream` must be a live stream handle (from libtorch) on the current context.
+pub unsafe fn abandon_capture(stream: *mut c_void) -> Result<(), FfiError> {
     let api = api()?;
     let mut graph = std::ptr::null_mut();
     // SAFETY: a live stream handle; the graph, if one comes back, is ours to destroy.

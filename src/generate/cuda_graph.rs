@@ -36,7 +36,8 @@ pub(crate) enum CaptureError<E> {
 /// Waits for `stream`'s work. Stream (not device) synchronisation: another worker thread may be capturing on this
 /// device, and a device synchronisation would break its capture.
 fn sync(stream: &StascStream) -> Result<(), FfiError> {
-    driver::stream_synchronize(stream.raw()?)
+    // SAFETY: the raw handle of a libtorch stream that `stream` keeps alive.
+    unsafe { driver::stream_synchronize(stream.raw()?) }
 }
 
 /// A non-default CUDA stream of one device on which graphs are captured (the same one for every capture of a
@@ -50,7 +51,11 @@ impl CaptureStream {
     pub(crate) fn new(device: usize) -> Result<Self, String> {
         let side = StascStream::from_pool(device).map_err(|e| e.to_string())?;
         // The driver API is what checks capture status below: make sure it loads now, not mid-capture.
-        driver::stream_capture_status(side.raw().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        {
+            let raw = side.raw().map_err(|e| e.to_string())?;
+            // SAFETY: the raw handle of the pool stream `side` keeps alive.
+            unsafe { driver::stream_capture_status(raw) }.map_err(|e| e.to_string())?
+        };
         Ok(CaptureStream { side })
     }
 
@@ -96,7 +101,8 @@ impl CaptureStream {
             return Err(recording(e));
         }
         let recorded = work();
-        let status = driver::stream_capture_status(raw).unwrap_or(0);
+        // SAFETY: `raw` is the capture stream's handle, alive for this scope.
+        let status = unsafe { driver::stream_capture_status(raw) }.unwrap_or(0);
         if status == CAPTURE_STATUS_ACTIVE && recorded.is_ok() {
             if let Err(e) = graph.capture_end() {
                 graph.leak();
@@ -106,7 +112,8 @@ impl CaptureStream {
         }
         // Abandon the capture without libtorch (whose capture_end would throw); leak the object on purpose.
         if status != 0 {
-            let _ = driver::abandon_capture(raw);
+            // SAFETY: as above.
+            let _ = unsafe { driver::abandon_capture(raw) };
         }
         graph.leak();
         Err(match recorded {

@@ -22,7 +22,7 @@ impl Kernels {
     ) -> Result<Option<Tensor>, tch::TchError> {
         let (size, stride) = (logits.size(), logits.stride());
         let (&[rows, vocab], &[row_stride, 1]) = (size.as_slice(), stride.as_slice()) else { return Ok(None) };
-        if rows == 0 || vocab < 1 || vocab >= 1 << 31 || rows >= 1 << 31 {
+        if rows == 0 || !(1..1 << 31).contains(&vocab) || rows >= 1 << 31 {
             return Ok(None);
         }
         let name = match logits.kind() {

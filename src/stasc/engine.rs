@@ -25,7 +25,9 @@ use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions, LoadedModel};
 use crate::prompt::ChatMessage;
 use crate::train::{fine_tune, TrainOptions};
 
-use super::backend::{parse_key, Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary};
+use super::backend::{
+    parse_key, Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary,
+};
 use super::spec::SamplingSpec;
 
 /// The libtorch engine behind `stasc run`.

@@ -192,7 +192,7 @@ fn load_model_files(model_path: &str) -> Result<LoadedTokenizer, String> {
 /// a few-shot file that gives no messages is a problem (the run would silently go zero-shot).
 fn prompts(c: &StascConfig) -> Result<PromptBuilder, Vec<String>> {
     let task = c.task_type.name();
-    let builder = PromptBuilder::load(&c.template_dir, &c.few_shot_dir, task).map_err(|e| {
+    let builder = PromptBuilder::load(c.template_dir.as_deref(), c.few_shot_dir.as_deref(), task).map_err(|e| {
         let key = if matches!(e, crate::prompt::PromptError::FewShot { .. }) { "few_shot_dir" } else { "template_dir" };
         vec![format!("{key}: {e}")]
     })?;
@@ -203,8 +203,10 @@ fn prompts(c: &StascConfig) -> Result<PromptBuilder, Vec<String>> {
     for (kind, messages) in
         [(FewShotKind::Initial, builder.initial_few_shots()), (FewShotKind::Correction, builder.correction_few_shots())]
     {
+        // The built-in few-shot files are never empty: only a directory the user names can lack one.
+        let Some(dir) = c.few_shot_dir.as_deref() else { continue };
         if messages.is_empty() {
-            let path = kind.path(&c.few_shot_dir, task);
+            let path = kind.path(dir, task);
             let state = if path.is_file() { "holds no messages" } else { "does not exist" };
             problems.push(format!(
                 "few_shot_dir: {} {state}, so the {task} {kind} prompts would get no few-shot messages although \

@@ -56,6 +56,9 @@ struct StoredSample {
     text: String,
     seed: u64,
     tokens: usize,
+    /// Why generation stopped (samples.jsonl shows it); absent in caches written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finish_reason: Option<String>,
 }
 
 /// Counts of what a [`SharedSampling`] did.
@@ -128,7 +131,14 @@ impl<'a> SharedSampling<'a> {
             .requests
             .iter()
             .map(|(_, s)| {
-                s.iter().map(|x| GeneratedSample { text: x.text.clone(), seed: x.seed, tokens: x.tokens }).collect()
+                s.iter()
+                    .map(|x| GeneratedSample {
+                        text: x.text.clone(),
+                        seed: x.seed,
+                        tokens: x.tokens,
+                        finish_reason: x.finish_reason.clone(),
+                    })
+                    .collect()
             })
             .collect();
         fits.then_some((entry, samples))
@@ -166,7 +176,7 @@ impl Backend for SharedSampling<'_> {
             .open(&lock_path)
             .map_err(|e| format!("{}: {e}", lock_path.display()))?;
         // Released when `lock` is dropped, or by the kernel if this process dies.
-        lock.lock().map_err(|e| format!("{}: cannot lock: {e}", lock_path.display()))?;
+        crate::rundir_lock::flock_exclusive(&lock).map_err(|e| format!("{}: cannot lock: {e}", lock_path.display()))?;
         if let Some((entry, samples)) = Self::read(&path, requests) {
             self.reused(&entry, &path, requests.len());
             return Ok(samples);
@@ -181,7 +191,12 @@ impl Backend for SharedSampling<'_> {
                 .map(|(r, s)| {
                     let stored = s
                         .iter()
-                        .map(|x| StoredSample { text: x.text.clone(), seed: x.seed, tokens: x.tokens })
+                        .map(|x| StoredSample {
+                            text: x.text.clone(),
+                            seed: x.seed,
+                            tokens: x.tokens,
+                            finish_reason: x.finish_reason.clone(),
+                        })
                         .collect();
                     (r.key.clone(), stored)
                 })

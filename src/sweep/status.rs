@@ -59,7 +59,9 @@ pub fn cell_view(dir: &Path, now: f64) -> CellView {
     }
     let log = dir.join("log.txt");
     let status = read_status(dir);
-    if let Some(s) = status.as_ref().filter(|s| s.state == RunState::Running && s.alive_at(now)) {
+    // A held run-directory lock also says a runner is there (its heartbeat may lag during a long step).
+    let held = || crate::rundir_lock::holder(dir).is_some();
+    if let Some(s) = status.as_ref().filter(|s| s.state == RunState::Running && (s.alive_at(now) || held())) {
         return CellView::Running(s.clone());
     }
     if let Ok(text) = std::fs::read_to_string(dir.join("FAILED")) {

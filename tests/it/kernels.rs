@@ -85,7 +85,7 @@ fn decode_logits(model: &CausalLm, lens: &[i64], steps: i64) -> Tensor {
         let ids = Tensor::arange(len, (Kind::Int64, device)).remainder(997).view([1, len]);
         let positions = Tensor::arange(len, (Kind::Int64, device)).view([1, len]);
         let row = Tensor::from_slice(&[r as i64]).to_device(device);
-        model.forward(&ids, &positions, Pass::Prefill { cache: &mut cache, rows: &row }).unwrap();
+        let _ = model.forward(&ids, &positions, Pass::Prefill { cache: &mut cache, rows: &row }).unwrap();
     }
     let mut all = Vec::new();
     for step in 0..steps {

@@ -208,7 +208,8 @@ impl stasc::stasc::Backend for Scripted {
         requests: &[stasc::stasc::GenerationRequest],
         _sampling: &stasc::stasc::SamplingSpec,
     ) -> Result<Vec<Vec<stasc::stasc::GeneratedSample>>, stasc::stasc::BackendError> {
-        let sample = |seed| stasc::stasc::GeneratedSample { text: self.text.to_string(), seed, tokens: 1, finish_reason: None };
+        let sample =
+            |seed| stasc::stasc::GeneratedSample { text: self.text.to_string(), seed, tokens: 1, finish_reason: None };
         Ok(requests.iter().map(|r| (0..r.n as u64).map(sample).collect()).collect())
     }
 

@@ -198,8 +198,14 @@ fn sweep_status_shows_done_running_failed_and_pending_cells() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("runs/s");
     let cells: Vec<CellPlan> = ["EIE", "EIF", "FIE", "FIF"].iter().map(|n| plan(&d, n)).collect();
-    let index =
-        SweepIndex { name: "s".into(), file: "s.toml".into(), axes: vec!["variant".into()], cells: cells.clone() };
+    let index = SweepIndex {
+        name: "s".into(),
+        file: "s.toml".into(),
+        axes: vec!["variant".into()],
+        cells: cells.clone(),
+        values: Default::default(),
+        command_line: vec![],
+    };
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("sweep.json"), serde_json::to_string(&index).unwrap()).unwrap();
     for c in &cells {
