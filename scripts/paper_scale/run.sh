@@ -4,7 +4,8 @@
 # as a series (nvidia-smi every 100 ms) with its peak, and per-phase time, tokens/s and prefill tokens (run / saved
 # by the shared prefix). Settings (environment): PAYLOAD the folder prepare.sh filled (default: this script's own),
 # BIN the binary in it (default stasc; stasc_before for the older one), DEVICES the GPUs (STASC_DEVICES, e.g.
-# cuda:0,cuda:1; default the config's), LABEL a name for the runs, SKIP_MODEL=1 reuses /tmp/qwen15b.
+# cuda:0,cuda:1; default the config's), LABEL a name for the runs, SKIP_MODEL=1 reuses /tmp/qwen15b, TIMEOUT stops a
+# run after that many seconds (its log and memory series still come back).
 set -u
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 PY=/opt/torch/.venv/bin/python
@@ -27,7 +28,7 @@ for cap in ${CAPS:-0.9}; do
     > "$OUT/mem_$name.log" &
   MON=$!
   start=$(date +%s)
-  "$P/$BIN" eval --config "/tmp/stasc_$name.yaml" --ft_config "$P/ft.yaml" --out "/tmp/run_$name" \
+  timeout "${TIMEOUT:-0}" "$P/$BIN" eval --config "/tmp/stasc_$name.yaml" --ft_config "$P/ft.yaml" --out "/tmp/run_$name" \
     > "$OUT/log_$name.txt" 2>&1
   rc=$?
   kill $MON

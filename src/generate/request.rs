@@ -225,9 +225,8 @@ impl GenerateOptions {
             cuda_graphs: device.is_cuda(),
             cuda_graph_bucket: 256,
             batch_invariant: false,
-            // Below a few dozen tokens the extra forward pass and copies cost about what they save. Off on CUDA until
-            // a paper-scale run measures it there: the one H200 run with it (and the KV pool) on was slower than
-            // before (scripts/paper_scale/h200_pool_2026-11-30.txt); `stasc run` turns it on with STASC_BOUNDED_GENERATION=1.
+            // Below a few dozen tokens the extra forward pass and copies cost about what they save. On CUDA the run's
+            // engine turns it on together with the KV pool (crate::stasc::engine, STASC_BOUNDED_GENERATION).
             shared_prefix_min_tokens: if device.is_cuda() { None } else { Some(32) },
         }
     }

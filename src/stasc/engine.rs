@@ -6,8 +6,7 @@
 //! model stays loaded between phases that use it, and is dropped before training so a GPU holds one model at a
 //! time.
 //!
-//! Memory (opt-in with `STASC_BOUNDED_GENERATION=1` until a paper-scale GPU run confirms it; see
-//! [`BOUNDED_ENV`]): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
+//! Memory (`STASC_BOUNDED_GENERATION=0` turns it off; see [`BOUNDED_ENV`]): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
 //! `crate::generate::budget`) reserves a KV pool that every generate call's cache views, and allows up to
 //! [`GENERATION_ROWS`] sequences at once, and a call uses as few rows as its number of waves needs: a call of
 //! `chunk_prompts` prompts with K samples each then ends without a partly filled wave (with 256 rows, 128 prompts
@@ -49,13 +48,13 @@ pub struct TchBackend {
     prefill: PrefillCounts,
 }
 
-/// Environment variable that turns on, on CUDA, the budgeted KV pool, up to [`GENERATION_ROWS`] rows and
-/// shared-prefix prefill (`1`). Off by default: the one paper-scale H200 run with them on ran slower than before and
-/// its cause was not found (scripts/paper_scale/h200_pool_2026-11-30.txt).
+/// Environment variable that turns off (`0`), on CUDA, the budgeted KV pool, up to [`GENERATION_ROWS`] rows and
+/// shared-prefix prefill: on by default since the H200 run in scripts/paper_scale/h200_bounded_2026-11-30.txt (faster,
+/// and peak memory within the budget); `0` gives the earlier path, for comparison.
 pub const BOUNDED_ENV: &str = "STASC_BOUNDED_GENERATION";
 
 fn bounded_generation() -> bool {
-    std::env::var(BOUNDED_ENV).is_ok_and(|v| v == "1")
+    !std::env::var(BOUNDED_ENV).is_ok_and(|v| v == "0")
 }
 
 /// Most sequences one GPU decodes at once when a KV pool is reserved (the budget may allow fewer). Calls use as few
