@@ -129,7 +129,8 @@ impl RunDirLock {
     pub fn acquire(run_dir: &Path) -> Result<RunDirLock, LockError> {
         let path = run_dir.join(LOCK_FILE);
         let io = |source| LockError::Io { path: path.clone(), source };
-        std::fs::create_dir_all(run_dir).map_err(io)?;
+        // The run directory itself is what cannot be made when, say, a file holds its name: name it, not the lock.
+        std::fs::create_dir_all(run_dir).map_err(|source| LockError::Io { path: run_dir.to_path_buf(), source })?;
         let me = LockHolder::this_process();
         // A status view probes the flock for a moment; a runner that meets the probe tries again.
         let mut attempts = 0;

@@ -36,7 +36,12 @@ fn dry_run_lists_and_validates_the_cells_of_the_shipped_sweeps() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("variant=FNE,seed=42"));
     let out = stasc(root, &["sweep", "experiments/ablation_slurm.toml", "--dry-run"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same paper configuration: valid, with the same two missing files (hub id, dataset) for every cell.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(stderr.contains("experiments/ablation_slurm.toml: every cell: model_path Qwen/Qwen2.5-1.5B-Instruct"));
+    assert!(stdout.contains("every cell's configuration is valid"), "{stdout}");
     assert!(stdout.contains("sweep ablation_slurm (16 cells)"), "{stdout}");
     assert!(
         stdout.contains("executor slurm: one job array, each task with --job-name=stasc-ablation_slurm"),
