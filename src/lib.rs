@@ -3,10 +3,11 @@
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
 //! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `kernels` -> `ffi` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
-//! arithmetic that any module may use; so are `rundir_lock` (who works in a run directory) and `progress` (the one
+//! arithmetic that any module may use; so are `atomic_file` (temporary file + rename), `rundir_lock` (who works in a run directory) and `progress` (the one
 //! progress display of every long phase). `track` (experiment trackers) observes `stasc` runs from `cli` and uploads
 //! what `report` writes.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -129,19 +129,9 @@ fn run_golds(input: &Path) -> anyhow::Result<Option<GoldIndex>> {
     Ok(Some(golds))
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory, so it is never left half-written.
+/// Writes `text` to `path` atomically (crate::atomic_file), so it is never left half-written.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".stasc-score-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    temp.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", temp.path().display()))?;
-    temp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(crate::atomic_file::write(path, text.as_bytes())?)
 }
 
 /// Scores every line of the input and writes the result.

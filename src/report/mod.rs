@@ -24,7 +24,6 @@ pub mod uncertainty;
 mod testutil;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use error::ReportError;
@@ -305,18 +304,9 @@ fn summary_latex(set: &ResultSet, summary: &Table, seeds: Option<&Table>) -> Str
     tex
 }
 
-/// Writes `bytes` to a temporary file beside `path` and renames it into place.
+/// Writes `bytes` to `path` atomically (crate::atomic_file).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        ReportError::io(path, e)
-    })
+    crate::atomic_file::write(path, bytes).map_err(|e| ReportError::io(&e.path, e.source))
 }
 
 #[cfg(test)]

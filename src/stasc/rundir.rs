@@ -2,7 +2,6 @@
 //! resuming safe. A phase is complete exactly when its output file exists; every file appears by rename.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -10,44 +9,10 @@ use serde::Serialize;
 
 use super::error::StascError;
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename. An error names `path`;
-/// the temporary file never outlives a failed write, and ones left by a killed process writing `path` are removed.
+/// Writes `bytes` to `path` atomically (crate::atomic_file); an error names `path`, or the directory that could not
+/// be made for it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StascError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| StascError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    remove_stale_temporaries(dir, &name);
-    let tmp = dir.join(format!("{}{}", temp_prefix(&name), std::process::id()));
-    let written = fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
-        .and_then(|_| fs::rename(&tmp, path));
-    written.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        StascError::io(path, e)
-    })
-}
-
-/// The name of [`write_atomic`]'s temporary files for `name`, up to the process id.
-fn temp_prefix(name: &str) -> String {
-    format!(".{name}.tmp-")
-}
-
-/// Removes temporary files of `name` in `dir` left by a process killed while writing it (or by a full disk before
-/// temporary files were removed on failure). Best effort: a file that cannot be removed is overwritten later anyway.
-fn remove_stale_temporaries(dir: &Path, name: &str) {
-    let prefix = temp_prefix(name);
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        if rest.parse::<u32>().is_ok_and(|pid| pid != std::process::id()) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
+    crate::atomic_file::write(path, bytes).map_err(|e| StascError::io(&e.path, e.source))
 }
 
 /// Serialises records as JSON lines and writes them atomically.

@@ -175,13 +175,7 @@ pub(crate) fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<(), SweepErr
     if fs::read(path).ok().as_deref() == Some(bytes) {
         return Ok(());
     }
-    let io = |e| SweepError::Io { path: path.to_path_buf(), source: e };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io)?;
-    let tmp =
-        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    fs::write(&tmp, bytes).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    crate::atomic_file::write(path, bytes).map_err(|e| SweepError::Io { path: e.path, source: e.source })
 }
 
 /// The plans `only` names (all when empty), in grid order; a name that is no cell is an error suggesting the

@@ -194,11 +194,7 @@ impl MlflowClient {
             )));
         }
         let dest = Path::new(root).join(target);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| TrackError::io(parent, e))?;
-        }
-        let tmp = dest.with_extension("stasc-tmp");
-        std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &dest)).map_err(|e| TrackError::io(&dest, e))
+        crate::atomic_file::write(&dest, &bytes).map_err(|e| TrackError::io(&e.path, e.source))
     }
 }
 
