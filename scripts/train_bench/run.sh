@@ -9,7 +9,14 @@
 # 2. `stasc bench train --realistic` on those pairs at the reference's settings: today's path against packed passes.
 # 3. HF transformers on the same pairs the way HF Trainer runs those settings (hf_realistic.py).
 # 4. The fixed-shape benchmark beside hf_baseline.py; 5. the checkpoint's save + reload time.
+# Step 0 (when prepare.sh copied the test binary): the fused AdamW kernel against the libtorch ops on the GPU.
+# Step 2 runs with the fused optimiser kernel (STASC_FUSED_KERNELS=1) and without, then once with
+# STASC_TRAIN_PROFILE=1 for where a step's time goes (synchronising after each phase: not a throughput figure).
+# PARTS (default "0 1 2 3 4 5") picks the steps; without 1, step 2 uses the .gpu_train/train_pairs.jsonl of an
+# earlier call (copy it there before prepare.sh's payload is carried).
 set -u
+PARTS=" ${PARTS:-0 1 2 3 4 5} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 PY=/opt/torch/.venv/bin/python
@@ -18,6 +25,11 @@ CFG=$G/qwen2.5-1.5b-config.json
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY $G/make_model.py /tmp/qwen15b 2>&1 | grep -v Warn | tail -1
 cp $G/tokenizer/tokenizer.json $G/tokenizer/tokenizer_config.json /tmp/qwen15b/
+if [ -x $G/it ] && part 0; then
+  echo "== 0. fused AdamW vs libtorch ops (GPU test)"
+  $G/it --ignored --test-threads=1 --nocapture fused_adamw 2>&1 | grep -E "ADAMW|^test |test result|panicked|assert"
+fi
+if part 1; then
 echo "== 1. stasc run, iteration 0 of a paper-scale run on ${QUESTIONS:-16} questions (pairs + packed fine-tuning)"
 sed -e "s#^model_path:.*#model_path: /tmp/qwen15b#" -e "s#^data_path:.*#data_path: $G/data#" \
     -e "s#^num_star_iterations:.*#num_star_iterations: 1\nsample_train_at_last_iteration: false\nonly_better_correction: false\nfilter: non_decreasing#" \
@@ -35,13 +47,30 @@ import json; m = json.load(open('/tmp/run13/iter_0/metrics.json')); t = json.loa
 print('  iteration 0 pairs', m.get('filtered_pairs'), 'seconds', {k: round(v, 1) for k, v in m['phase_seconds'].items()},
       'tokens/s', {k: round(v) for k, v in m['tokens_per_s'].items()})" || tail -5 /tmp/run13.log
 cp /tmp/run13/iter_0/train_pairs.jsonl $G/train_pairs.jsonl 2>/dev/null && cp $G/train_pairs.jsonl "${OUT:-/tmp}/" || true
+fi
+if part 2; then
 echo "== 2. stasc bench train --realistic on those pairs (reference settings)"
-$G/stasc bench train --config-json $CFG --realistic --pairs $G/train_pairs.jsonl --tokenizer /tmp/qwen15b \
-  --warmup 3 --steps ${STEPS:-30} 2>&1 | grep -v "^Qwen2 on"
+for fused in 1 0; do
+  echo "-- STASC_FUSED_KERNELS=$fused (fused AdamW kernel on/off)"
+  STASC_FUSED_KERNELS=$fused $G/stasc bench train --config-json $CFG --realistic --pairs $G/train_pairs.jsonl \
+    --tokenizer /tmp/qwen15b --warmup 3 --steps ${STEPS:-30} 2>&1 | grep -v "^Qwen2 on"
+done
+for fused in 1 0; do
+  echo "-- phase profile, STASC_FUSED_KERNELS=$fused (synchronised phases)"
+  STASC_TRAIN_PROFILE=1 STASC_FUSED_KERNELS=$fused $G/stasc bench train --config-json $CFG --realistic \
+    --pairs $G/train_pairs.jsonl --tokenizer /tmp/qwen15b --warmup 3 --steps 12 2>&1 | grep -E "profile"
+done
+fi
+if part 3; then
 echo "== 3. HF transformers, same pairs, reference settings"
 $PY $G/hf_realistic.py $G/train_pairs.jsonl /tmp/qwen15b --steps ${HF_STEPS:-10} 2>&1 | grep -E "^HF"
+fi
+if part 4; then
 echo "== 4. fixed shape"
 $G/stasc bench train --config-json $CFG --batch 16 --seq 512 2>&1 | grep -v "^Qwen2 on"
 $PY $G/hf_baseline.py --part train --train-batch 16 2>&1 | grep -E "^HF"
+fi
+if part 5; then
 echo "== 5. checkpoint"
 $G/stasc bench checkpoint --config-json $CFG --out /tmp/ckpt_1p5b
+fi

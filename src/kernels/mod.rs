@@ -1,13 +1,16 @@
-//! Fused CUDA kernels for decoding, compiled at run time with NVRTC from the CUDA C sources beside this file
-//! (embedded in the binary) and launched through the driver API on libtorch's current stream, so CUDA graph capture
-//! records them like libtorch's own kernels. Building needs no GPU; on the CPU, without the C++ shim (no current
-//! stream), for dtypes other than bf16/f32, or with `STASC_FUSED_KERNELS=0`, callers use libtorch ops instead.
+//! Fused CUDA kernels for decoding and for the optimiser step, compiled at run time with NVRTC from the CUDA C
+//! sources beside this file (embedded in the binary) and launched through the driver API on libtorch's current
+//! stream, so CUDA graph capture records them like libtorch's own kernels. Building needs no GPU; on the CPU,
+//! without the C++ shim (no current stream), for dtypes other than bf16/f32, or with `STASC_FUSED_KERNELS=0`,
+//! callers use libtorch ops instead.
 //!
 //! - sampler.cu: top-k/top-p/temperature sampling without sorting the vocabulary (exactly the sort path's tokens);
 //! - norm.cu: RMSNorm with the residual add, and SiLU-and-multiply;
+//! - adamw.cu: the optimiser's whole AdamW update in one pass over its flat buffers (training);
 //! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
 //!   different lengths, and the rotary embedding fused with the cache write.
 
+mod adamw;
 mod attention;
 mod norm;
 mod sample;
@@ -18,6 +21,8 @@ use std::sync::{Mutex, OnceLock};
 
 use tch::{Device, Kind, Tensor};
 
+pub use adamw::AdamWStep;
+
 use crate::ffi::driver::{Context, Function};
 use crate::ffi::{nvrtc, FfiError};
 
@@ -25,8 +30,11 @@ use crate::ffi::{nvrtc, FfiError};
 pub const SWITCH_ENV: &str = "STASC_FUSED_KERNELS";
 
 /// The CUDA C sources compiled once per device, by file name.
-pub const SOURCES: &[(&str, &str)] =
-    &[("sampler.cu", include_str!("sampler.cu")), ("norm.cu", include_str!("norm.cu"))];
+pub const SOURCES: &[(&str, &str)] = &[
+    ("sampler.cu", include_str!("sampler.cu")),
+    ("norm.cu", include_str!("norm.cu")),
+    ("adamw.cu", include_str!("adamw.cu")),
+];
 
 /// The source compiled once per model shape (`-DHEAD_DIM`, `-DGROUP`).
 pub const ATTENTION_SOURCE: &str = include_str!("attention.cu");
@@ -35,6 +43,7 @@ pub const ATTENTION_SOURCE: &str = include_str!("attention.cu");
 const FUNCTIONS: &[(&str, &[&str])] = &[
     ("sampler.cu", &["stasc_sample_bf16", "stasc_sample_f32"]),
     ("norm.cu", &["stasc_add_rms_norm_bf16", "stasc_add_rms_norm_f32", "stasc_silu_mul_bf16", "stasc_silu_mul_f32"]),
+    ("adamw.cu", &["stasc_adamw_bf16", "stasc_adamw_f32"]),
 ];
 
 /// Bits needed for the ids of a vocabulary of `vocab` tokens (the sampler's order key ends with them).

@@ -19,12 +19,17 @@
 //! Elementwise ops round to the parameter dtype between ops (as torch's foreach implementation does); torch's
 //! fused kernel keeps the intermediates in f32, so bf16 runs differ from it by bf16 rounding, f32 runs by f32
 //! rounding only.
+//!
+//! On a CUDA device the update (with clipping's scale and zeroing the gradients) is one kernel over the buffers
+//! (crate::kernels, adamw.cu) that rounds exactly where these ops store, instead of ~10 kernels each reading and
+//! writing the whole buffer; `STASC_FUSED_KERNELS=0` runs the libtorch ops instead.
 
 use regex::Regex;
 use tch::{Kind, Tensor};
 
 use super::error::TrainError;
 use crate::config::choices::DecayParameters;
+use crate::kernels::AdamWStep;
 use crate::model::Architecture;
 
 /// The `names` rule, later transformers' `Trainer.get_decay_parameter_names`: a parameter whose lower-cased name
@@ -99,6 +104,9 @@ pub struct AdamW {
     exp_avg_sq: Tensor,
     decay_numel: i64,
     step: u64,
+    /// Clipping's coefficient (a device scalar in the gradients' dtype) not yet applied: the fused update applies
+    /// it as it reads each gradient, saving a pass over the buffer.
+    pending_clip: Option<Tensor>,
 }
 
 impl std::fmt::Debug for AdamW {
@@ -156,6 +164,7 @@ impl AdamW {
             exp_avg_sq: zeros().map_err(err())?,
             decay_numel,
             step: 0,
+            pending_clip: None,
         })
     }
 
@@ -174,10 +183,20 @@ impl AdamW {
         self.slots.iter().filter(|s| s.offset >= self.decay_numel).map(|s| s.name.as_str()).collect()
     }
 
-    /// The flat gradient buffer, every parameter's gradient gathered into it (what data-parallel workers sum).
+    /// The flat gradient buffer, every parameter's gradient gathered into it (what data-parallel workers sum),
+    /// clipped if [`AdamW::clip_grad_norm`] clipped.
     pub fn gradient_buffer(&mut self) -> Result<&Tensor, TrainError> {
         self.gather_grads()?;
+        self.apply_pending_clip()?;
         Ok(&self.grads)
+    }
+
+    /// Scales the gradients by a clipping coefficient left for the fused update.
+    fn apply_pending_clip(&mut self) -> Result<(), TrainError> {
+        if let Some(coef) = self.pending_clip.take() {
+            let _ = tch::no_grad(|| self.grads.f_mul_(&coef)).map_err(TrainError::torch("clipping gradients"))?;
+        }
+        Ok(())
     }
 
     /// The flat parameter buffer (every trained tensor is a view into it).
@@ -210,21 +229,29 @@ impl AdamW {
     /// Clips the gradients to a global L2 norm of `max_norm` (0 = no clipping) as torch's `clip_grad_norm_` does
     /// (coefficient max_norm / (norm + 1e-6), at most 1) and returns the norm before clipping as an f32 device
     /// scalar, without a host sync. The norm is reduced in the gradients' dtype with f32 accumulation, so for bf16
-    /// gradients it is rounded to bf16, as torch's norms of bf16 gradients are.
+    /// gradients it is rounded to bf16, as torch's norms of bf16 gradients are. Where the fused update runs, the
+    /// scaling waits for it ([`AdamW::gradient_buffer`] applies it if asked first).
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor, TrainError> {
         self.gather_grads()?;
+        self.apply_pending_clip()?;
+        let fused = crate::kernels::for_tensor(&self.grads).is_some();
         let err = TrainError::torch("clipping gradients");
-        tch::no_grad(|| {
+        let (norm, coef) = tch::no_grad(|| -> Result<_, tch::TchError> {
             // No dtype argument: libtorch accumulates bf16 reductions in f32 anyway, and asking for an f32 result
             // would first copy the whole gradient buffer to f32.
             let norm = self.grads.f_linalg_norm(2.0, None::<&[i64]>, false, None::<Kind>)?.f_to_kind(Kind::Float)?;
-            if max_norm > 0.0 {
-                let coef = norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
-                let _ = self.grads.f_mul_(&coef.f_to_kind(self.grads.kind())?)?;
+            if max_norm <= 0.0 {
+                return Ok((norm, None));
             }
-            Ok(norm)
+            let coef = norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
+            Ok((norm, Some(coef.f_to_kind(self.grads.kind())?)))
         })
-        .map_err(err)
+        .map_err(err)?;
+        self.pending_clip = coef;
+        if !fused {
+            self.apply_pending_clip()?;
+        }
+        Ok(norm)
     }
 
     /// One AdamW update at learning rate `lr`, then zeroes the gradients.
@@ -240,8 +267,29 @@ impl AdamW {
         // is folded into the denominator.
         let (scale, shift) = (-1.0 / (bias_correction2_sqrt * step_size), -c.eps / step_size);
         let total = self.numel();
+        let decays = c.weight_decay != 0.0 && self.decay_numel > 0 && lr != 0.0;
+        if let Some(kernels) = crate::kernels::for_tensor(&self.params) {
+            let fused = AdamWStep {
+                n: total,
+                decayed: if decays { self.decay_numel } else { 0 },
+                decay_factor: (1.0 - lr * c.weight_decay) as f32,
+                one_minus_beta1: (1.0 - c.beta1) as f32,
+                one_minus_beta2: (1.0 - c.beta2) as f32,
+                scale: scale as f32,
+                shift: shift as f32,
+                update_params: i32::from(lr != 0.0),
+            };
+            let (p, g, m, v) = (&self.params, &self.grads, &self.exp_avg, &self.exp_avg_sq);
+            let ran = tch::no_grad(|| kernels.adamw(p, g, m, v, self.pending_clip.as_ref(), &fused))
+                .map_err(TrainError::torch("optimiser step"))?;
+            if ran {
+                self.pending_clip = None;
+                return Ok(());
+            }
+        }
+        self.apply_pending_clip()?;
         tch::no_grad(|| -> Result<(), tch::TchError> {
-            if c.weight_decay != 0.0 && self.decay_numel > 0 && lr != 0.0 {
+            if decays {
                 let _ = self.params.f_narrow(0, 0, self.decay_numel)?.f_mul_scalar_(1.0 - lr * c.weight_decay)?;
             }
             if lr == 0.0 {
