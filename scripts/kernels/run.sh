@@ -6,7 +6,9 @@
 # 2. `stasc bench generate` at batch 1, 64 and 256 (256 + 256 tokens, Qwen2.5-1.5B shape, random bf16 weights)
 #    with the fused kernels on and off (STASC_FUSED_KERNELS), then batch 1 greedy, without CUDA graphs and with
 #    fewer host syncs (where a batch-1 token's time goes);
-# 3. HF generate on the same shape (hf_baseline.py), in the same call.
+# 3. HF generate on the same shape (hf_baseline.py), in the same call;
+# 4. (`run.sh trace`) Kineto traces of batch 256 and batch 1 (bench generate --trace), summed per kernel and per
+#    kind of kernel by trace_summary.py: where a decode step's time goes.
 set -o pipefail
 G="$(dirname "$0")"
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:$LD_LIBRARY_PATH
@@ -52,4 +54,12 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   bench --batch 1 --sync-every 64
   echo "== HF generate, same shape"
   $PY "$G/hf_baseline.py" --part gen --batch 1,64,256 2>&1 | grep -v Warn
+fi
+if [ "$what" = all ] || [ "$what" = trace ]; then
+  export LD_LIBRARY_PATH=$(dirname "$(find /opt/torch/.venv -name 'libcupti.so*' | head -1)"):$LD_LIBRARY_PATH
+  for bs in 256 1; do
+    echo "== Kineto trace, batch $bs (fused kernels on, CUDA graphs)"
+    bench --batch $bs --trace /tmp/trace_$bs.json | grep "tok/s"
+    $PY "$G/trace_summary.py" /tmp/trace_$bs.json --steps 256 --top 12
+  done
 fi

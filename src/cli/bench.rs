@@ -76,6 +76,10 @@ pub struct GenerateArgs {
     /// Launch every decode kernel from the host instead of replaying CUDA graphs.
     #[arg(long)]
     pub no_cuda_graphs: bool,
+    /// Record the timed run with libtorch's Kineto profiler (every CUDA kernel with its device time) and save the
+    /// Chrome trace to this file (scripts/kernels/trace_summary.py sums it per kernel and per decode step).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -123,6 +127,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         sampling: Sampling::from_params(a.temperature, Some(a.top_p), None)?,
         seed: a.seed,
         warmup: !a.no_warmup,
+        trace: a.trace.clone(),
     };
     let defaults = GenerateOptions::for_device(model.device());
     let options = GenerateOptions {

@@ -1,6 +1,6 @@
 //! Foreign interfaces, each behind a safe Rust function: the C++ shim that build.rs compiles against libtorch's
 //! headers (cuda_device.cpp: the caching allocator, current streams and devices, per-device seeds; cuda_graph.cpp:
-//! CUDA graphs and pool streams), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
+//! CUDA graphs and pool streams; profiler.cpp: libtorch's Kineto profiler), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
 //! Without the shim (build.rs warns when it cannot build it) every shim function reports that it is unavailable.
 
 pub mod driver;
@@ -67,6 +67,8 @@ mod sys {
         pub fn stasc_graph_replay(graph: *mut c_void) -> i32;
         pub fn stasc_graph_pool(graph: *mut c_void, pool_a: *mut u64, pool_b: *mut u64) -> i32;
         pub fn stasc_graph_delete(graph: *mut c_void);
+        pub fn stasc_profiler_start() -> i32;
+        pub fn stasc_profiler_stop(path: *const std::ffi::c_char) -> i32;
     }
 }
 
@@ -126,6 +128,26 @@ pub fn set_device(device: usize) -> Result<(), FfiError> {
 #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
 pub fn set_memory_fraction(fraction: f64, device: usize) -> Result<(), FfiError> {
     shim!({ status(sys::stasc_cuda_set_memory_fraction(fraction, device as i32), "setMemoryFraction") })
+}
+
+/// Starts libtorch's Kineto profiler (CPU ops and every CUDA kernel of the process) until [`profiler_stop`].
+pub fn profiler_start() -> Result<(), FfiError> {
+    shim!({ status(sys::stasc_profiler_start(), "enabling the Kineto profiler") })
+}
+
+/// Stops the profiler started by [`profiler_start`] and saves its Chrome trace (JSON) to `path`.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn profiler_stop(path: &std::path::Path) -> Result<(), FfiError> {
+    let text = path.to_str().ok_or_else(|| FfiError::Shim(format!("{}: not UTF-8", path.display())))?;
+    let path_c =
+        std::ffi::CString::new(text).map_err(|_| FfiError::Shim(format!("{}: contains a NUL byte", path.display())))?;
+    shim!({
+        match sys::stasc_profiler_stop(path_c.as_ptr()) {
+            0 => Ok(()),
+            2 => Err(FfiError::Shim("the Kineto profiler was not running".into())),
+            _ => Err(FfiError::Shim(format!("saving the Kineto trace to {} threw", path.display()))),
+        }
+    })
 }
 
 impl StascStream {

@@ -22,6 +22,8 @@ pub struct BenchSpec {
     pub seed: u64,
     /// Run a small untimed batch first (CUDA context, kernels, allocator).
     pub warmup: bool,
+    /// Record the timed run with libtorch's Kineto profiler and save the Chrome trace here.
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// What was measured.
@@ -76,7 +78,15 @@ pub fn bench_generate(
         generate_ids(model, &warm, &options)?;
     }
     let timed = request(spec, spec.batch, spec.prompt_len, spec.new_tokens, vocab);
-    let out = generate_ids(model, &timed, &options)?;
+    let traced = |e: crate::ffi::FfiError| GenerateError::InvalidRequest(format!("--trace: {e}"));
+    if spec.trace.is_some() {
+        crate::ffi::profiler_start().map_err(traced)?;
+    }
+    let out = generate_ids(model, &timed, &options);
+    if let Some(path) = &spec.trace {
+        crate::ffi::profiler_stop(path).map_err(traced)?;
+    }
+    let out = out?;
     let weight_bytes =
         model.named_weights().values().map(|t| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64).sum();
     let cfg = model.config();

@@ -1,11 +1,11 @@
 // Decode attention over the KV cache, split-K ("flash-decoding"), for one new token per row. Compiled once per
 // model shape with -DHEAD_DIM=<d> -DGROUP=<query heads per K/V head>.
 //
-// Phase 1 (stasc_decode_attention_*): one block per (chunk of CHUNK cache positions, K/V head, row). Each of its
-// warps walks every WARPS-th position of the chunk, up to the row's own length (position + 1), and keeps an online
-// softmax for the GROUP query heads that share the K/V head; the warps are merged and the chunk's unnormalised
-// output, max and sum go to scratch. Chunks past a row's length do nothing, so a row costs what its own length
-// costs, whatever the batch's longest row, and its result depends on no other row.
+// Phase 1 (stasc_decode_attention_*): one block per (chunk of chunk_len <= CHUNK cache positions, K/V head, row),
+// for the GROUP query heads that share the K/V head, up to the row's own length (position + 1); the chunk's
+// unnormalised output, max and sum go to scratch. Chunks past a row's length do nothing, so a row costs what its
+// own length costs, whatever the batch's longest row, and its result depends on no other row. The launcher picks
+// short chunks for small batches, so that a batch of one still spreads over many blocks.
 // Phase 2 (stasc_decode_attention_combine_*): one block per (query head, row) merges the row's chunks.
 //
 // Also here: the rotary embedding of the new token's queries and keys, fused with writing its keys and values
@@ -22,8 +22,10 @@ typedef long long i64;
 #define GROUP 1
 #endif
 #define CHUNK 128
-#define WARPS 4
-#define PER_LANE (HEAD_DIM / 32)
+#define BLOCK_THREADS 128
+// Phase 1's value step: 16-byte packs of a head, and the positions taken at once by the block's threads.
+#define DIM_PACKS (HEAD_DIM / 8)
+#define POSITION_GROUPS (BLOCK_THREADS / DIM_PACKS)
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(stasc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
@@ -38,96 +40,137 @@ __device__ __forceinline__ void store(stasc_bf16* p, float v) { *p = to_bf16(v);
 __device__ __forceinline__ float round_to(float v, float*) { return v; }
 __device__ __forceinline__ float round_to(float v, stasc_bf16*) { return to_f32(to_bf16(v)); }
 
+// Eight consecutive elements (16-byte aligned) as f32.
+__device__ __forceinline__ void load8(const stasc_bf16* p, float out[8]) {
+  const uint4 raw = *(const uint4*)p;
+  const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __uint_as_float(w[i] << 16);
+    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ void load8(const float* p, float out[8]) {
+  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
+  out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+  out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+}
+
 // q: row r, head j at q[r * q_stride + j * HEAD_DIM]; caches [rows, kv_heads, max_len, HEAD_DIM];
-// scratch_o [rows, heads, chunks, HEAD_DIM] and scratch_ml [rows, heads, chunks, 2] (f32).
+// scratch_o [rows, heads, chunks, HEAD_DIM] and scratch_ml [rows, heads, chunks, 2] (f32). A block takes
+// chunk_len (<= CHUNK) positions in three steps, each thread-parallel with no per-position reduction: every thread
+// scores one position against the GROUP queries (its key read with 16-byte loads), each warp turns one head's
+// scores into exp(score - max) and their sum, then every thread sums weight * value for eight dimensions over a
+// share of the positions (16-byte loads) and the shares are added in shared memory.
 template <typename T>
 __device__ void attention_chunk(const T* q, long q_stride, const T* k_cache, const T* v_cache, const i64* positions,
                                 float* scratch_o, float* scratch_ml, int kv_heads, long max_len, int chunks,
-                                float scale) {
-  __shared__ float merge_m[WARPS][GROUP];
-  __shared__ float merge_l[WARPS][GROUP];
-  __shared__ float merge_o[WARPS][GROUP][HEAD_DIM];
+                                int chunk_len, float scale) {
+  __shared__ __align__(16) float q_s[GROUP][HEAD_DIM];
+  __shared__ float p_s[GROUP][CHUNK];
+  __shared__ float stat_m[GROUP], stat_l[GROUP];
+  __shared__ float partial_s[POSITION_GROUPS][GROUP][HEAD_DIM];
   const int chunk = blockIdx.x, kv = blockIdx.y, row = blockIdx.z;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const long len = positions[row] + 1;
-  const long start = (long)chunk * CHUNK;
+  const long start = (long)chunk * chunk_len;
   if (start >= len) return;
-  const long end = min(start + CHUNK, len);
+  const int n = (int)min((long)chunk_len, len - start);
   const int heads = kv_heads * GROUP;
-  float qv[GROUP][PER_LANE], acc[GROUP][PER_LANE], m[GROUP], l[GROUP];
-#pragma unroll
-  for (int g = 0; g < GROUP; ++g) {
-    const T* qh = q + row * q_stride + (long)(kv * GROUP + g) * HEAD_DIM + lane * PER_LANE;
-#pragma unroll
-    for (int e = 0; e < PER_LANE; ++e) {
-      qv[g][e] = to_f32(qh[e]) * scale;
-      acc[g][e] = 0.f;
-    }
-    m[g] = NEG_INF;
-    l[g] = 0.f;
+  for (int i = t; i < GROUP * HEAD_DIM; i += BLOCK_THREADS) {
+    const int g = i / HEAD_DIM, d = i % HEAD_DIM;
+    q_s[g][d] = to_f32(q[row * q_stride + (long)(kv * GROUP + g) * HEAD_DIM + d]) * scale;
   }
-  const long head_base = ((long)row * kv_heads + kv) * max_len;
-  for (long p = start + warp; p < end; p += WARPS) {
-    const T* kp = k_cache + (head_base + p) * HEAD_DIM + lane * PER_LANE;
-    const T* vp = v_cache + (head_base + p) * HEAD_DIM + lane * PER_LANE;
-    float k[PER_LANE], v[PER_LANE];
+  __syncthreads();
+  const long head_base = ((long)row * kv_heads + kv) * max_len + start;
+  if (t < n) {
+    const T* kp = k_cache + (head_base + t) * HEAD_DIM;
+    float s[GROUP];
 #pragma unroll
-    for (int e = 0; e < PER_LANE; ++e) {
-      k[e] = to_f32(kp[e]);
-      v[e] = to_f32(vp[e]);
+    for (int g = 0; g < GROUP; ++g) s[g] = 0.f;
+#pragma unroll 4
+    for (int d0 = 0; d0 < HEAD_DIM; d0 += 8) {
+      float k[8];
+      load8(kp + d0, k);
+#pragma unroll
+      for (int g = 0; g < GROUP; ++g) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s[g] += q_s[g][d0 + e] * k[e];
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) p_s[g][t] = s[g];
+  }
+  __syncthreads();
+  for (int g = warp; g < GROUP; g += BLOCK_THREADS / 32) {
+    float m = NEG_INF;
+    for (int i = lane; i < n; i += 32) m = fmaxf(m, p_s[g][i]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float l = 0.f;
+    for (int i = lane; i < n; i += 32) {
+      const float w = expf(p_s[g][i] - m);
+      p_s[g][i] = w;
+      l += w;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if (lane == 0) {
+      stat_m[g] = m;
+      stat_l[g] = l;
+    }
+  }
+  __syncthreads();
+  // Weighted values: thread t takes eight consecutive dimensions (one 16-byte load a position) of every
+  // POSITION_GROUPS-th position; the groups' sums then meet in shared memory.
+  {
+    const int pack = t % DIM_PACKS, group = t / DIM_PACKS;
+    float acc[GROUP][8];
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
+    }
+    const T* vp = v_cache + head_base * HEAD_DIM + pack * 8;
+#pragma unroll 4
+    for (int i = group; i < n; i += POSITION_GROUPS) {
+      float v[8];
+      load8(vp + (long)i * HEAD_DIM, v);
+#pragma unroll
+      for (int g = 0; g < GROUP; ++g) {
+        const float w = p_s[g][i];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] += w * v[e];
+      }
     }
 #pragma unroll
     for (int g = 0; g < GROUP; ++g) {
-      float s = 0.f;
 #pragma unroll
-      for (int e = 0; e < PER_LANE; ++e) s += qv[g][e] * k[e];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      const float m_new = fmaxf(m[g], s);
-      const float correction = expf(m[g] - m_new);
-      const float weight = expf(s - m_new);
-      l[g] = l[g] * correction + weight;
-#pragma unroll
-      for (int e = 0; e < PER_LANE; ++e) acc[g][e] = acc[g][e] * correction + weight * v[e];
-      m[g] = m_new;
+      for (int e = 0; e < 8; ++e) partial_s[group][g][pack * 8 + e] = acc[g][e];
     }
-  }
-#pragma unroll
-  for (int g = 0; g < GROUP; ++g) {
-    if (lane == 0) {
-      merge_m[warp][g] = m[g];
-      merge_l[warp][g] = l[g];
-    }
-#pragma unroll
-    for (int e = 0; e < PER_LANE; ++e) merge_o[warp][g][lane * PER_LANE + e] = acc[g][e];
   }
   __syncthreads();
-  // A warp with no position (a short last chunk) has m = -inf and l = 0: its factor is 0.
-  for (int t = threadIdx.x; t < GROUP * HEAD_DIM; t += WARPS * 32) {
-    const int g = t / HEAD_DIM, d = t % HEAD_DIM;
-    float mm = NEG_INF;
-    for (int w = 0; w < WARPS; ++w) mm = fmaxf(mm, merge_m[w][g]);
-    float ll = 0.f, oo = 0.f;
-    for (int w = 0; w < WARPS; ++w) {
-      const float f = merge_m[w][g] == NEG_INF ? 0.f : expf(merge_m[w][g] - mm);
-      ll += merge_l[w][g] * f;
-      oo += merge_o[w][g][d] * f;
-    }
+  for (int i = t; i < GROUP * HEAD_DIM; i += BLOCK_THREADS) {
+    const int g = i / HEAD_DIM, d = i % HEAD_DIM;
+    float sum = 0.f;
+#pragma unroll
+    for (int group = 0; group < POSITION_GROUPS; ++group) sum += partial_s[group][g][d];
     const long slot = ((long)row * heads + kv * GROUP + g) * chunks + chunk;
-    scratch_o[slot * HEAD_DIM + d] = oo;
-    if (d == 0) {
-      scratch_ml[slot * 2] = mm;
-      scratch_ml[slot * 2 + 1] = ll;
-    }
+    scratch_o[slot * HEAD_DIM + d] = sum;
+  }
+  if (t < GROUP) {
+    const long slot = ((long)row * heads + kv * GROUP + t) * chunks + chunk;
+    scratch_ml[slot * 2] = stat_m[t];
+    scratch_ml[slot * 2 + 1] = stat_l[t];
   }
 }
 
 template <typename T>
 __device__ void attention_combine(const float* scratch_o, const float* scratch_ml, const i64* positions, T* out,
-                                  int heads, int chunks) {
+                                  int heads, int chunks, int chunk_len) {
   const int head = blockIdx.x, row = blockIdx.y, d = threadIdx.x;
   const long len = positions[row] + 1;
-  const int used = (int)min((long)chunks, (len + CHUNK - 1) / CHUNK);
+  const int used = (int)min((long)chunks, (len + chunk_len - 1) / chunk_len);
   const long base = ((long)row * heads + head) * chunks;
   float mm = NEG_INF;
   for (int c = 0; c < used; ++c) mm = fmaxf(mm, scratch_ml[(base + c) * 2]);
@@ -165,15 +208,15 @@ __device__ void rope_kv_write(const T* qkv, long qkv_stride, const T* cos, const
 }
 
 #define INSTANTIATE(T, SUFFIX)                                                                                    \
-  extern "C" __global__ void __launch_bounds__(WARPS * 32) stasc_decode_attention_##SUFFIX(                       \
+  extern "C" __global__ void __launch_bounds__(BLOCK_THREADS) stasc_decode_attention_##SUFFIX(                  \
       const T* q, long q_stride, const T* k_cache, const T* v_cache, const i64* positions, float* scratch_o,      \
-      float* scratch_ml, int kv_heads, long max_len, int chunks, float scale) {                                   \
+      float* scratch_ml, int kv_heads, long max_len, int chunks, int chunk_len, float scale) {                    \
     attention_chunk(q, q_stride, k_cache, v_cache, positions, scratch_o, scratch_ml, kv_heads, max_len, chunks,   \
-                    scale);                                                                                       \
+                    chunk_len, scale);                                                                            \
   }                                                                                                               \
   extern "C" __global__ void stasc_decode_attention_combine_##SUFFIX(const float* scratch_o,                      \
-      const float* scratch_ml, const i64* positions, T* out, int heads, int chunks) {                             \
-    attention_combine(scratch_o, scratch_ml, positions, out, heads, chunks);                                      \
+      const float* scratch_ml, const i64* positions, T* out, int heads, int chunks, int chunk_len) {              \
+    attention_combine(scratch_o, scratch_ml, positions, out, heads, chunks, chunk_len);                           \
   }                                                                                                               \
   extern "C" __global__ void stasc_rope_kv_write_##SUFFIX(const T* qkv, long qkv_stride, const T* cos,            \
       const T* sin_signed, const i64* positions, T* q_out, T* k_cache, T* v_cache, int heads, int kv_heads,       \

@@ -7,10 +7,22 @@ use super::{launch_error, Kernels};
 use crate::ffi::driver::{arg, Function};
 use crate::ffi::nvrtc;
 
-/// Cache positions per block of phase 1, as `CHUNK` in attention.cu.
+/// Most cache positions per block of phase 1, as `CHUNK` in attention.cu.
 const CHUNK: i64 = 128;
-/// Threads per block of phase 1, as `WARPS * 32`.
+/// Threads per block of phase 1, as `BLOCK_THREADS`.
 const BLOCK: u32 = 128;
+/// Phase-1 blocks that keep every SM of a large GPU busy (an H200 has 132): chunks shrink until there are this many.
+const TARGET_BLOCKS: i64 = 264;
+
+/// Positions per phase-1 block for `rows` x `kv_heads` rows of up to `attend_len` positions: the longest chunk
+/// (at most [`CHUNK`], at least 16) that still gives [`TARGET_BLOCKS`] blocks.
+pub fn chunk_len(rows: i64, kv_heads: i64, attend_len: i64) -> i64 {
+    let mut len = CHUNK;
+    while len > 16 && rows * kv_heads * ((attend_len + len - 1) / len) < TARGET_BLOCKS {
+        len /= 2;
+    }
+    len
+}
 
 const NAMES: [&str; 6] = [
     "stasc_decode_attention_bf16",
@@ -48,6 +60,21 @@ pub fn defines(head_dim: i64, group: i64) -> Vec<String> {
 /// the group's registers and shared memory in bounds.
 pub fn supported(head_dim: i64, group: i64) -> bool {
     head_dim % 32 == 0 && (32..=256).contains(&head_dim) && (1..=8).contains(&group) && group * head_dim <= 2048
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn small_batches_get_short_chunks_large_ones_full_chunks() {
+        use super::chunk_len;
+        assert_eq!(chunk_len(256, 2, 512), 128);
+        assert_eq!(chunk_len(64, 2, 512), 128);
+        assert_eq!(chunk_len(16, 2, 512), 32);
+        assert_eq!(chunk_len(32, 2, 512), 64);
+        assert_eq!(chunk_len(1, 2, 384), 16);
+        assert_eq!(chunk_len(1, 2, 5000), 32);
+        assert_eq!(chunk_len(1, 1, 1), 16);
+    }
 }
 
 fn as_i64(t: &Tensor) -> bool {
@@ -113,7 +140,8 @@ impl Kernels {
         }
         let Some(kernels) = self.attention_kernels(head_dim, heads / kv_heads) else { return Ok(None) };
         let Some((phase1, combine, _)) = kernels.for_kind(q.kind()) else { return Ok(None) };
-        let chunks = (attend_len + CHUNK - 1) / CHUNK;
+        let chunk = chunk_len(rows, kv_heads, attend_len);
+        let chunks = (attend_len + chunk - 1) / chunk;
         let device = q.device();
         let scratch_o = Tensor::f_empty([rows * heads * chunks * head_dim], (Kind::Float, device))?;
         let scratch_ml = Tensor::f_empty([rows * heads * chunks * 2], (Kind::Float, device))?;
@@ -122,6 +150,7 @@ impl Kernels {
         let (q_ptr, k_ptr, v_ptr, p_ptr) = (q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), positions.data_ptr());
         let (o_ptr, ml_ptr, out_ptr) = (scratch_o.data_ptr(), scratch_ml.data_ptr(), out.data_ptr());
         let (kv_i, chunks_i, heads_i, scale_f) = (kv_heads as i32, chunks as i32, heads as i32, scale as f32);
+        let chunk_i = chunk as i32;
         let mut args1 = [
             arg(&q_ptr),
             arg(&q_stride),
@@ -133,9 +162,11 @@ impl Kernels {
             arg(&kv_i),
             arg(&max_len),
             arg(&chunks_i),
+            arg(&chunk_i),
             arg(&scale_f),
         ];
-        let mut args2 = [arg(&o_ptr), arg(&ml_ptr), arg(&p_ptr), arg(&out_ptr), arg(&heads_i), arg(&chunks_i)];
+        let mut args2 =
+            [arg(&o_ptr), arg(&ml_ptr), arg(&p_ptr), arg(&out_ptr), arg(&heads_i), arg(&chunks_i), arg(&chunk_i)];
         // SAFETY: arguments follow the kernels' parameter lists, shapes and strides were checked above, and the
         // scratch tensors live in the caching allocator (reused only by work queued later on this stream).
         unsafe {

@@ -73,10 +73,11 @@ impl Kernels {
         let function = self.function(if suffix == "bf16" { "stasc_silu_mul_bf16" } else { "stasc_silu_mul_f32" })?;
         let (in_ptr, out_ptr, width_i) = (gate_up.data_ptr(), out.data_ptr(), width as i32);
         let mut args = [arg(&in_ptr), arg(&out_ptr), arg(&rows), arg(&width_i)];
-        let blocks = ((rows * width + 255) / 256).clamp(1, 65_535) as u32;
+        // x covers a row's columns, y the rows (the kernel loops past 65,535 of them).
+        let grid = (((width + 255) / 256).clamp(1, 65_535) as u32, rows.clamp(1, 65_535) as u32, 1);
         if rows * width > 0 {
             // SAFETY: arguments follow stasc_silu_mul_*; both tensors are contiguous with the checked shapes.
-            unsafe { function.launch(self.stream()?, (blocks, 1, 1), 256, 0, &mut args) }.map_err(launch_error)?;
+            unsafe { function.launch(self.stream()?, grid, 256, 0, &mut args) }.map_err(launch_error)?;
         }
         Ok(Some(out))
     }

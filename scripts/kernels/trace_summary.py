@@ -1,0 +1,85 @@
+"""Sums a Kineto Chrome trace (stasc bench generate --trace PATH) per CUDA kernel and per kind of kernel.
+
+Usage: python3 trace_summary.py TRACE.json --steps N [--top K]
+Prints the GPU's busy time (union of kernel intervals), its idle time inside the traced span (the host not keeping
+it fed), both per decode step (N = the steps the traced run decoded), then the kernels grouped by kind and the top
+K kernels by total time, each with its time per step and share of the busy time.
+"""
+import argparse
+import collections
+import json
+import re
+
+KINDS = [
+    ("sampler (stasc_sample)", r"stasc_sample"),
+    ("attention", r"stasc_attention|stasc_rope|flash|fmha|attention|sdpa"),
+    ("fused norm / SiLU (stasc)", r"stasc_add_rms|stasc_silu"),
+    ("matrix products", r"gemm|gemv|cutlass|nvjet|xmma|cublas|splitK|Kernel2|sm90_|sm80_"),
+    ("copies / fills", r"copy|fill|memset|memcpy|Memcpy|Memset|cat|index"),
+    ("softmax / reductions", r"softmax|reduce|Reduce|sum|max|argmax|norm"),
+    ("elementwise", r"elementwise|vectorized|unrolled"),
+]
+
+
+def kind_of(name):
+    for kind, pattern in KINDS:
+        if re.search(pattern, name):
+            return kind
+    return "other"
+
+
+def busy_time(intervals):
+    total, end = 0.0, None
+    for start, stop in sorted(intervals):
+        if end is None or start > end:
+            total += stop - start
+            end = stop
+        elif stop > end:
+            total += stop - end
+            end = stop
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("trace")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--top", type=int, default=15)
+    a = p.parse_args()
+    events = json.load(open(a.trace))["traceEvents"]
+    gpu = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    if not gpu:
+        print("no GPU activity in the trace (was CUPTI found?)")
+        return
+    intervals = [(e["ts"], e["ts"] + e.get("dur", 0)) for e in gpu]
+    span = max(s for _, s in intervals) - min(s for s, _ in intervals)
+    busy = busy_time(intervals)
+    steps = max(a.steps, 1)
+    us = lambda t: t / steps
+    print(f"GPU span {span / 1e3:.1f} ms, busy {busy / 1e3:.1f} ms ({100 * busy / span:.0f}%), idle "
+          f"{(span - busy) / 1e3:.1f} ms; per decode step ({steps} steps): busy {us(busy):.0f} us, idle "
+          f"{us(span - busy):.0f} us; {len(gpu)} kernels/copies ({len(gpu) / steps:.0f} per step)")
+    by_kind, by_name, count = collections.Counter(), collections.Counter(), collections.Counter()
+    for e in gpu:
+        name = e["name"]
+        by_kind[kind_of(name)] += e.get("dur", 0)
+        short = name if len(name) <= 100 else name[:97] + "..."
+        by_name[short] += e.get("dur", 0)
+        count[short] += 1
+    total = sum(by_kind.values())
+    print("by kind (kernel time; overlapping kernels count twice):")
+    for kind, t in by_kind.most_common():
+        print(f"  {kind:28s} {us(t):8.0f} us/step {100 * t / total:5.1f}%")
+    print(f"top {a.top} kernels:")
+    for name, t in by_name.most_common(a.top):
+        print(f"  {us(t):8.0f} us/step {100 * t / total:5.1f}% x{count[name] / steps:5.1f}/step  {name}")
+    host = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver"):
+            host[e["name"]] += e.get("dur", 0)
+    if host:
+        print("host-side CUDA calls (total ms): " + ", ".join(f"{n} {t / 1e3:.1f}" for n, t in host.most_common(6)))
+
+
+if __name__ == "__main__":
+    main()
