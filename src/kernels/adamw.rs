@@ -58,7 +58,7 @@ impl Kernels {
                 && t.device() == params.device()
                 && t.is_contiguous()
                 && t.numel() as i64 == step.n
-                && (t.data_ptr() as usize) % 16 == 0
+                && (t.data_ptr() as usize).is_multiple_of(16)
         };
         let clip_fits =
             clip.is_none_or(|c| c.kind() == params.kind() && c.device() == params.device() && c.numel() == 1);

@@ -62,21 +62,6 @@ pub fn supported(head_dim: i64, group: i64) -> bool {
     head_dim % 32 == 0 && (32..=256).contains(&head_dim) && (1..=8).contains(&group) && group * head_dim <= 2048
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn small_batches_get_short_chunks_large_ones_full_chunks() {
-        use super::chunk_len;
-        assert_eq!(chunk_len(256, 2, 512), 128);
-        assert_eq!(chunk_len(64, 2, 512), 128);
-        assert_eq!(chunk_len(16, 2, 512), 32);
-        assert_eq!(chunk_len(32, 2, 512), 64);
-        assert_eq!(chunk_len(1, 2, 384), 16);
-        assert_eq!(chunk_len(1, 2, 5000), 32);
-        assert_eq!(chunk_len(1, 1, 1), 16);
-    }
-}
-
 fn as_i64(t: &Tensor) -> bool {
     t.kind() == Kind::Int64 && t.is_contiguous()
 }
@@ -241,5 +226,20 @@ impl Kernels {
         // positions must lie inside the tables and caches, as for the eager path's index_put_.
         unsafe { rope.launch(self.stream()?, grid, head_dim as u32, 0, &mut args) }.map_err(launch_error)?;
         Ok(Some(q))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn small_batches_get_short_chunks_large_ones_full_chunks() {
+        use super::chunk_len;
+        assert_eq!(chunk_len(256, 2, 512), 128);
+        assert_eq!(chunk_len(64, 2, 512), 128);
+        assert_eq!(chunk_len(16, 2, 512), 32);
+        assert_eq!(chunk_len(32, 2, 512), 64);
+        assert_eq!(chunk_len(1, 2, 384), 16);
+        assert_eq!(chunk_len(1, 2, 5000), 32);
+        assert_eq!(chunk_len(1, 1, 1), 16);
     }
 }
