@@ -9,10 +9,10 @@ use anyhow::Context;
 
 use crate::config::{overrides, RunConfig, RunConfigPaths};
 use crate::data::{load_splits, Columns};
-use crate::stasc::engine::TchBackend;
 use crate::stasc::from_config::run_with_backend;
 use crate::stasc::shared::{shared_dir_for, SharedSampling};
 use crate::stasc::status::StatusWriter;
+use crate::stasc::tch_backend::TchBackend;
 use crate::stasc::RunOptions;
 use crate::track::Trackers;
 

@@ -107,9 +107,9 @@ pub(crate) fn run(
     let progress = Progress::new(options.progress, total_samples as u64);
     let limit = request.max_tokens.min(max_model_len.saturating_sub(1)).max(1);
     loop {
-        let groups = assign_rows(&mut busy, &mut pending, request, &prompts, &outputs);
-        if !groups.is_empty() {
-            let count = prefill(model, &mut state, &groups, &mut busy, &prompts, request, options, prefix.as_ref())?;
+        let started = assign_rows(&mut busy, &mut pending, request, &prompts, &outputs);
+        if !started.is_empty() {
+            let count = prefill(model, &mut state, &started, &mut busy, &prompts, request, options, prefix.as_ref())?;
             stats.prefill_tokens += count.run;
             stats.prefill_tokens_reused += count.reused;
         }

@@ -20,8 +20,8 @@ use super::sampling::{sample_seed, uniform};
 use super::GenerateError;
 use crate::model::{CausalLm, KvCache, Pass};
 
-/// A prompt started in a set of free rows: its first row is prefilled, the others forked from it.
-pub(crate) struct Group {
+/// A prompt started in a set of free cache rows: its first row is prefilled, the others forked from it.
+pub(crate) struct PromptRows {
     prompt: usize,
     rows: Vec<usize>,
 }
@@ -89,9 +89,9 @@ pub(crate) fn assign_rows(
     request: &GenerationRequest,
     prompts: &[(Vec<u32>, usize)],
     outputs: &[PromptOutput<Option<SampleOutput>>],
-) -> Vec<Group> {
+) -> Vec<PromptRows> {
     let mut free = (0..busy.len()).filter(|&r| busy[r].is_none()).collect::<Vec<_>>().into_iter();
-    let mut groups = Vec::new();
+    let mut started = Vec::new();
     while let Some(&(prompt, next_sample)) = pending.front() {
         let mut rows = Vec::new();
         let mut sample = next_sample;
@@ -105,7 +105,7 @@ pub(crate) fn assign_rows(
             sample += 1;
         }
         if !rows.is_empty() {
-            groups.push(Group { prompt, rows });
+            started.push(PromptRows { prompt, rows });
         }
         if sample == request.n {
             pending.pop_front();
@@ -114,16 +114,16 @@ pub(crate) fn assign_rows(
             break;
         }
     }
-    groups
+    started
 }
 
-/// Prefills the groups (chunked to the prefill token budget) after the shared prefix when given, forks their caches
-/// and samples each row's first token into history column 0. Returns the prompt tokens run and reused.
+/// Prefills the started prompts (chunked to the prefill token budget) after the shared prefix when given, forks their
+/// caches and samples each row's first token into history column 0. Returns the prompt tokens run and reused.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prefill(
     model: &CausalLm,
     state: &mut DeviceState,
-    groups: &[Group],
+    started: &[PromptRows],
     busy: &mut [Option<Row>],
     prompts: &[(Vec<u32>, usize)],
     request: &GenerationRequest,
@@ -133,20 +133,20 @@ pub(crate) fn prefill(
     let mut count = PrefillCount::default();
     let skip = prefix.map_or(0, |p| p.len);
     let mut start = 0;
-    while start < groups.len() {
+    while start < started.len() {
         // Grow the chunk while its padded size fits the budget (always at least one prompt).
         let mut end = start + 1;
-        let mut longest = prompts[groups[start].prompt].0.len() - skip;
+        let mut longest = prompts[started[start].prompt].0.len() - skip;
         // Batch-invariant generation prefills every prompt alone.
-        while end < groups.len() && !options.batch_invariant {
-            let l = longest.max(prompts[groups[end].prompt].0.len() - skip);
+        while end < started.len() && !options.batch_invariant {
+            let l = longest.max(prompts[started[end].prompt].0.len() - skip);
             if l * (end + 1 - start) > options.max_prefill_tokens {
                 break;
             }
             longest = l;
             end += 1;
         }
-        let chunk = &groups[start..end];
+        let chunk = &started[start..end];
         let run = prefill_chunk(model, state, chunk, longest, busy, prompts, request, options, prefix)?;
         count.run += run;
         count.reused += skip * chunk.len();
@@ -159,7 +159,7 @@ pub(crate) fn prefill(
 fn prefill_chunk(
     model: &CausalLm,
     state: &mut DeviceState,
-    chunk: &[Group],
+    chunk: &[PromptRows],
     longest: usize,
     busy: &mut [Option<Row>],
     prompts: &[(Vec<u32>, usize)],
@@ -212,12 +212,12 @@ fn prefill_chunk(
         state.cache.copy_rows(&src, &dst, skip as i64 + t)?;
     }
     // First token of every row, from its prompt's logits and its own uniform 0.
-    let (mut rows, mut group_of, mut lens, mut u0) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut prompt_of, mut lens, mut u0) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, g) in chunk.iter().enumerate() {
         for &r in &g.rows {
             let row = busy[r].as_mut().expect("assigned row");
             rows.push(r as i64);
-            group_of.push(i as i64);
+            prompt_of.push(i as i64);
             lens.push(row.prompt_len as i64);
             u0.push(uniform(row.seed, 0));
             row.generated = 1;
@@ -227,7 +227,7 @@ fn prefill_chunk(
     let n = rows.len() as i64;
     let rows_dev = to_dev(&rows).map_err(torch("prefill"))?;
     let row_logits =
-        logits.f_index_select(0, &to_dev(&group_of).map_err(torch("prefill"))?).map_err(torch("prefill"))?;
+        logits.f_index_select(0, &to_dev(&prompt_of).map_err(torch("prefill"))?).map_err(torch("prefill"))?;
     let uniforms = if request.sampling.is_random() {
         Some(Tensor::f_from_slice(&u0).and_then(|u| u.f_to_device(device)).map_err(torch("prefill"))?)
     } else {

@@ -226,7 +226,7 @@ impl GenerateOptions {
             cuda_graph_bucket: 256,
             batch_invariant: false,
             // Below a few dozen tokens the extra forward pass and copies cost about what they save. On CUDA the run's
-            // engine turns it on together with the KV pool (crate::stasc::engine, STASC_BOUNDED_GENERATION).
+            // engine turns it on together with the KV pool (crate::stasc::tch_backend, STASC_BOUNDED_GENERATION).
             shared_prefix_min_tokens: if device.is_cuda() { None } else { Some(32) },
         }
     }

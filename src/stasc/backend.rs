@@ -11,9 +11,10 @@ use super::spec::SamplingSpec;
 /// Boxed error from a backend; the loop adds which phase and iteration failed.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One chat to sample `n` completions for.
+/// One job of a sampling phase: a keyed chat to sample `n` completions for. The loop hands a [`Backend`] a batch of
+/// them; the backend turns them into `crate::generate::GenerationRequest`s (many prompts, one `n`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct GenerationRequest {
+pub struct SamplingJob {
     /// Unique key of this prompt within the run (e.g. "iter2/correction/train/q17/1"); sample seeds derive from it.
     pub key: String,
     /// The conversation to continue with an assistant turn.
@@ -22,12 +23,12 @@ pub struct GenerationRequest {
     pub n: usize,
 }
 
-/// The key of an initial-answer request. Sample seeds derive from keys, so their format never changes.
+/// The key of an initial-answer job. Sample seeds derive from keys, so their format never changes.
 pub fn initial_key(iteration: usize, split: &str, id: &str) -> String {
     format!("iter{iteration}/initial/{split}/{id}")
 }
 
-/// The key of a correction request for initial answer `sample` of a question.
+/// The key of a correction job for initial answer `sample` of a question.
 pub fn correction_key(iteration: usize, split: &str, id: &str, sample: usize) -> String {
     format!("iter{iteration}/correction/{split}/{id}/{sample}")
 }
@@ -80,11 +81,11 @@ pub struct TrainSummary {
 
 /// A model engine as the STaSC loop sees it. Models are checkpoint directories, so every phase is resumable.
 pub trait Backend {
-    /// Samples `request.n` completions for every request from the checkpoint at `model`, in request order.
+    /// Samples `job.n` completions for every job from the checkpoint at `model`, in job order.
     fn generate(
         &mut self,
         model: &Path,
-        requests: &[GenerationRequest],
+        jobs: &[SamplingJob],
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError>;
 

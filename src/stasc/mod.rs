@@ -4,7 +4,6 @@
 pub mod backend;
 pub mod budget;
 pub mod cleaning;
-pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod from_config;
@@ -18,8 +17,9 @@ pub mod runner;
 pub mod shared;
 pub mod spec;
 pub mod status;
+pub mod tch_backend;
 
-pub use backend::{Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary};
+pub use backend::{Backend, BackendError, GeneratedSample, PrefillCounts, SamplingJob, TrainSummary};
 pub use error::StascError;
 pub use filter::Transitions;
 pub use metrics::{IterationMetrics, QuestionCounts, QuestionRewards};

@@ -213,7 +213,7 @@ impl Backend for ChattyBackend {
     fn generate(
         &mut self,
         model: &Path,
-        requests: &[GenerationRequest],
+        requests: &[SamplingJob],
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let mut out = self.0.generate(model, requests, sampling)?;

@@ -12,8 +12,7 @@ use crate::data::{Example, Splits};
 use crate::prompt::ChatMessage;
 
 use super::backend::{
-    correction_key, initial_key, iteration_model_dir, model_label, Backend, GeneratedSample, GenerationRequest,
-    PrefillCounts,
+    correction_key, initial_key, iteration_model_dir, model_label, Backend, GeneratedSample, PrefillCounts, SamplingJob,
 };
 use super::error::StascError;
 use super::filter::Transitions;
@@ -380,7 +379,7 @@ impl<'a> Loop<'a> {
             })?;
             let k = if split == Split::Train { self.spec.initial_samples } else { 1 };
             let key = initial_key(n, split_name(split), &ex.id);
-            jobs.push((GenerationRequest { key, messages, n: k }, (split, ex)));
+            jobs.push((SamplingJob { key, messages, n: k }, (split, ex)));
         }
         let n_train = if with_train { self.splits.train.len() } else { 0 };
         self.log(format!(
@@ -438,7 +437,7 @@ impl<'a> Loop<'a> {
             })?;
             let k = if r.split == Split::Train { self.spec.correction_samples } else { 1 };
             let key = correction_key(n, split_name(r.split), &r.id, r.sample);
-            jobs.push((GenerationRequest { key, messages, n: k }, r));
+            jobs.push((SamplingJob { key, messages, n: k }, r));
         }
         self.log(format!("iteration {n}: sampling corrections for {} initial answers", initial.len()));
         let (scorer, cleaning) = (self.scorer, self.spec.answer_cleaning);
@@ -479,7 +478,7 @@ impl<'a> Loop<'a> {
         phase: &'static str,
         store_name: &str,
         model: &Path,
-        jobs: Vec<(GenerationRequest, M)>,
+        jobs: Vec<(SamplingJob, M)>,
         mut to_records: F,
     ) -> Result<Vec<R>, StascError>
     where
@@ -497,18 +496,18 @@ impl<'a> Loop<'a> {
                 out.extend(saved);
                 continue;
             }
-            let requests: Vec<GenerationRequest> = chunk.iter().map(|(r, _)| r.clone()).collect();
+            let batch: Vec<SamplingJob> = chunk.iter().map(|(r, _)| r.clone()).collect();
             let samples = self
                 .backend
-                .generate(model, &requests, &self.spec.sampling)
+                .generate(model, &batch, &self.spec.sampling)
                 .map_err(|source| StascError::Backend { iteration: n, phase, source })?;
-            if samples.len() != requests.len() {
+            if samples.len() != batch.len() {
                 return Err(StascError::SampleCount {
                     iteration: n,
                     phase,
-                    key: format!("batch of {}", requests.len()),
+                    key: format!("batch of {}", batch.len()),
                     got: samples.len(),
-                    expected: requests.len(),
+                    expected: batch.len(),
                 });
             }
             let mut records = Vec::new();

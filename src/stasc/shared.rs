@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::prompt::ChatMessage;
 
-use super::backend::{Backend, BackendError, GeneratedSample, GenerationRequest, TrainSummary};
+use super::backend::{Backend, BackendError, GeneratedSample, SamplingJob, TrainSummary};
 use super::rundir::write_json;
 use super::spec::SamplingSpec;
 
@@ -96,12 +96,7 @@ impl<'a> SharedSampling<'a> {
     }
 
     /// The key of a batch: SHA-256 over everything that decides its samples.
-    fn key(
-        &mut self,
-        model: &Path,
-        requests: &[GenerationRequest],
-        sampling: &SamplingSpec,
-    ) -> Result<String, BackendError> {
+    fn key(&mut self, model: &Path, requests: &[SamplingJob], sampling: &SamplingSpec) -> Result<String, BackendError> {
         let model_hash = match self.model_hashes.get(model) {
             Some(h) => h.clone(),
             None => {
@@ -123,7 +118,7 @@ impl<'a> SharedSampling<'a> {
     }
 
     /// The stored samples of `path`, if it holds exactly one sample list per request with the requested counts.
-    fn read(path: &Path, requests: &[GenerationRequest]) -> Option<(Entry, Vec<Vec<GeneratedSample>>)> {
+    fn read(path: &Path, requests: &[SamplingJob]) -> Option<(Entry, Vec<Vec<GeneratedSample>>)> {
         let entry: Entry = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
         let fits = entry.requests.len() == requests.len()
             && entry.requests.iter().zip(requests).all(|((k, s), r)| k == &r.key && s.len() == r.n);
@@ -158,7 +153,7 @@ impl Backend for SharedSampling<'_> {
     fn generate(
         &mut self,
         model: &Path,
-        requests: &[GenerationRequest],
+        requests: &[SamplingJob],
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let key = self.key(model, requests, sampling)?;

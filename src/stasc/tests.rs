@@ -35,7 +35,7 @@ impl Backend for FakeBackend {
     fn generate(
         &mut self,
         model: &Path,
-        requests: &[GenerationRequest],
+        requests: &[SamplingJob],
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let mut calls = self.calls.borrow_mut();

@@ -14,9 +14,9 @@ use stasc::config::{FineTuneConfig, RunConfig, RunConfigPaths};
 use stasc::dist::Topology;
 use stasc::model::{load_weights, CausalLm, LoadOptions};
 use stasc::prompt::ChatMessage;
-use stasc::stasc::backend::{Backend, GenerationRequest};
-use stasc::stasc::engine::TchBackend;
+use stasc::stasc::backend::{Backend, SamplingJob};
 use stasc::stasc::spec::SamplingSpec;
+use stasc::stasc::tch_backend::TchBackend;
 use stasc::train::batching::epoch_batches;
 use stasc::train::bench::fixed_shape_hyperparameters;
 use stasc::train::trainer::train_examples;
@@ -299,8 +299,8 @@ fn run_config_with(dir: &Path, extra: &str) -> RunConfig {
 fn sharded_generation_returns_the_single_device_samples_in_request_order() {
     let dir = tempfile::tempdir().unwrap();
     let config = run_config(dir.path());
-    let requests: Vec<GenerationRequest> = (0..7)
-        .map(|i| GenerationRequest {
+    let requests: Vec<SamplingJob> = (0..7)
+        .map(|i| SamplingJob {
             key: format!("iter0/initial/train/q{i}"),
             messages: vec![ChatMessage::new("user", format!("Name a number above {i}."))],
             n: 1 + i % 3,
@@ -325,7 +325,7 @@ fn sharded_generation_returns_the_single_device_samples_in_request_order() {
 
 #[test]
 fn runs_are_told_when_sharded_samples_can_differ_from_one_gpu() {
-    use stasc::stasc::engine::generation_note;
+    use stasc::stasc::tch_backend::generation_note;
     let dir = tempfile::tempdir().unwrap();
     let two_gpus = Topology::new(2, vec![Device::Cuda(0), Device::Cuda(1)]).unwrap();
     let plain = run_config(dir.path());

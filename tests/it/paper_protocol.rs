@@ -14,7 +14,7 @@ use stasc::prompt::ChatMessage;
 use stasc::stasc::from_config::run_with_backend;
 use stasc::stasc::records::TrainPair;
 use stasc::stasc::{
-    Backend, BackendError, GeneratedSample, GenerationRequest, IterationMetrics, NoObserver, RunOptions, SamplingSpec,
+    Backend, BackendError, GeneratedSample, IterationMetrics, NoObserver, RunOptions, SamplingJob, SamplingSpec,
     TrainSummary,
 };
 use stasc::sweep::{execute, plan, CellPlan, CellRunner, SweepOptions, SweepSpec};
@@ -83,7 +83,7 @@ impl Backend for Scripted<'_> {
     fn generate(
         &mut self,
         _model: &Path,
-        requests: &[GenerationRequest],
+        requests: &[SamplingJob],
         _sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let mut seen = self.0.lock().unwrap();
@@ -300,7 +300,7 @@ impl Backend for Coin {
     fn generate(
         &mut self,
         _model: &Path,
-        requests: &[GenerationRequest],
+        requests: &[SamplingJob],
         _sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         Ok(requests

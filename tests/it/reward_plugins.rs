@@ -205,7 +205,7 @@ impl stasc::stasc::Backend for Scripted {
     fn generate(
         &mut self,
         _model: &Path,
-        requests: &[stasc::stasc::GenerationRequest],
+        requests: &[stasc::stasc::SamplingJob],
         _sampling: &stasc::stasc::SamplingSpec,
     ) -> Result<Vec<Vec<stasc::stasc::GeneratedSample>>, stasc::stasc::BackendError> {
         let sample =

@@ -1,7 +1,7 @@
 //! The real [`Backend`]: sampling with `crate::generate` and fine-tuning with `crate::train` on libtorch, over the
-//! run's devices. Generation splits the requests into contiguous shards balanced by sample count, one per device,
-//! runs them on one worker thread each and merges the results in request order (samples depend on the prompt key
-//! and sample index only, so where a request runs does not change what is drawn); training is data-parallel (see
+//! run's devices. Generation splits the jobs into contiguous shards balanced by sample count, one per device,
+//! runs them on one worker thread each and merges the results in job order (samples depend on the prompt key
+//! and sample index only, so where a job runs does not change what is drawn); training is data-parallel (see
 //! `crate::train::trainer`). One device is the same path with one shard and one worker. The last generation
 //! model stays loaded between phases that use it, and is dropped before training so a GPU holds one model at a
 //! time.
@@ -24,9 +24,7 @@ use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions, LoadedModel};
 use crate::prompt::ChatMessage;
 use crate::train::{fine_tune, TrainOptions};
 
-use super::backend::{
-    parse_key, Backend, BackendError, GeneratedSample, GenerationRequest, PrefillCounts, TrainSummary,
-};
+use super::backend::{parse_key, Backend, BackendError, GeneratedSample, PrefillCounts, SamplingJob, TrainSummary};
 use super::spec::SamplingSpec;
 
 /// The libtorch engine behind `stasc run`.
@@ -168,11 +166,8 @@ impl TchBackend {
                 if devices[w].is_cuda() {
                     // A throw-away sample first: libtorch and cuBLAS initialise lazily on a thread's first calls, and
                     // those first calls must not be a real prompt's (it drew differently from a one-GPU run).
-                    let warm = GenerationRequest {
-                        key: "warm-up".into(),
-                        messages: vec![ChatMessage::new("user", "Hello.")],
-                        n: 1,
-                    };
+                    let warm =
+                        SamplingJob { key: "warm-up".into(), messages: vec![ChatMessage::new("user", "Hello.")], n: 1 };
                     let sampling = SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 2, seed: 0 };
                     generate_shard(&loaded, &[warm], &sampling, limits, batch_invariant, false)?;
                     if bounded_generation() {
@@ -283,7 +278,7 @@ impl Backend for TchBackend {
     fn generate(
         &mut self,
         model: &Path,
-        requests: &[GenerationRequest],
+        jobs: &[SamplingJob],
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let (progress, batch_invariant) = (self.progress, self.batch_invariant);
@@ -295,15 +290,15 @@ impl Backend for TchBackend {
         // decoding them; a sample count alone ignores how long prompts are.
         let weights: Vec<u64> = {
             let loaded = models[0].lock().unwrap_or_else(|p| p.into_inner());
-            let mut weights = Vec::with_capacity(requests.len());
-            for r in requests {
+            let mut weights = Vec::with_capacity(jobs.len());
+            for r in jobs {
                 let prompt = loaded.tokenizer.encode_chat(&r.messages, true)?.len();
                 weights.push((r.n * (prompt + sampling.max_tokens)) as u64);
             }
             weights
         };
         let ranges = shard::balanced_ranges(&weights, models.len());
-        let shards = shard::split(requests, &ranges);
+        let shards = shard::split(jobs, &ranges);
         let results = run_workers(&group, |w| -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
             let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
             // Every worker counts its shard into the loop's phase (crate::progress).
@@ -350,16 +345,16 @@ struct PromptLimits {
 impl PromptLimits {
     /// Names an over-long prompt by its dataset and question (the engine knows only a hash of its key) and says
     /// which key allows truncation.
-    fn explain(&self, error: generate::GenerateError, requests: &[&GenerationRequest]) -> BackendError {
+    fn explain(&self, error: generate::GenerateError, jobs: &[&SamplingJob]) -> BackendError {
         let generate::GenerateError::PromptTooLong { prompt_id: id, tokens, max_model_len } = error else {
             return error.into();
         };
-        let Some(request) = requests.iter().find(|r| prompt_id(&r.key) == id) else { return error.into() };
-        let what = match parse_key(&request.key) {
+        let Some(job) = jobs.iter().find(|r| prompt_id(&r.key) == id) else { return error.into() };
+        let what = match parse_key(&job.key) {
             Some((phase, split, question)) => {
                 format!("{}: question {question:?} ({split} split): its {phase} prompt", self.data_path.display())
             }
-            None => format!("prompt {}", request.key),
+            None => format!("prompt {}", job.key),
         };
         format!(
             "{what} has {tokens} tokens, but max_model_len {max_model_len} leaves room for {}; raise max_model_len, \
@@ -370,10 +365,10 @@ impl PromptLimits {
     }
 }
 
-/// Samples every request of one shard on one loaded model, in request order; also returns its prefill counts.
+/// Samples every job of one shard on one loaded model, in job order; also returns its prefill counts.
 fn generate_shard(
     loaded: &LoadedModel,
-    requests: &[GenerationRequest],
+    jobs: &[SamplingJob],
     sampling: &SamplingSpec,
     limits: &PromptLimits,
     batch_invariant: bool,
@@ -392,16 +387,16 @@ fn generate_shard(
         options.shared_prefix_min_tokens = GenerateOptions::for_device(tch::Device::Cpu).shared_prefix_min_tokens;
     }
     let mut counts = PrefillCounts::default();
-    // The generator takes one `n` per call: group the requests by their sample count.
+    // The generator takes one `n` per call: group the jobs by their sample count.
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, r) in requests.iter().enumerate() {
+    for (i, r) in jobs.iter().enumerate() {
         groups.entry(r.n).or_default().push(i);
     }
-    let mut out: Vec<Vec<GeneratedSample>> = vec![Vec::new(); requests.len()];
+    let mut out: Vec<Vec<GeneratedSample>> = vec![Vec::new(); jobs.len()];
     for (n, members) in groups {
         let mut prompts = Vec::with_capacity(members.len());
         for &i in &members {
-            let r = &requests[i];
+            let r = &jobs[i];
             let token_ids = loaded.tokenizer.encode_chat(&r.messages, true)?;
             prompts.push(PromptInput { id: prompt_id(&r.key), token_ids });
         }
@@ -419,7 +414,7 @@ fn generate_shard(
             prompt_overflow: if limits.truncate { PromptOverflow::TruncateLeft } else { PromptOverflow::Error },
         };
         let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options).map_err(|e| {
-            let group: Vec<&GenerationRequest> = members.iter().map(|&i| &requests[i]).collect();
+            let group: Vec<&SamplingJob> = members.iter().map(|&i| &jobs[i]).collect();
             limits.explain(e, &group)
         })?;
         if let Some(note) = &generated.stats.cuda_graph_note {
@@ -431,7 +426,7 @@ fn generate_shard(
             if p.truncated_tokens > 0 {
                 eprintln!(
                     "note: prompt {}: dropped its first {} tokens to fit max_model_len (truncate_prompts)",
-                    requests[i].key, p.truncated_tokens
+                    jobs[i].key, p.truncated_tokens
                 );
             }
             out[i] = p
@@ -463,8 +458,8 @@ mod tests {
     #[test]
     fn an_over_long_prompt_is_named_by_its_dataset_and_question() {
         let limits = PromptLimits { max_model_len: Some(512), truncate: false, data_path: "data/nq".into() };
-        let request = |key: &str| GenerationRequest { key: key.into(), messages: vec![], n: 1 };
-        let (a, b) = (request("iter1/correction/train/q 7/2"), request("iter1/correction/train/q8/0"));
+        let job = |key: &str| SamplingJob { key: key.into(), messages: vec![], n: 1 };
+        let (a, b) = (job("iter1/correction/train/q 7/2"), job("iter1/correction/train/q8/0"));
         let error =
             generate::GenerateError::PromptTooLong { prompt_id: prompt_id(&a.key), tokens: 600, max_model_len: 512 };
         assert_eq!(
