@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use stasc_plugin::ABI_VERSION;
 
+use crate::config::EvaluatorFunction;
+use crate::reward::builtin_description;
 use crate::reward::plugin::{default_plugin_dirs, discover, library_file_name};
-use crate::reward::{builtin_description, BUILTIN_NAMES};
 
 /// Reward plugins: list what is available, or scaffold a new plugin crate.
 #[derive(Debug, clap::Args)]
@@ -51,8 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn list(mut dirs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     println!("built-in rewards:");
-    for name in BUILTIN_NAMES {
-        println!("  {name:<24} {}", builtin_description(name).unwrap_or_default());
+    for &function in EvaluatorFunction::ALL {
+        println!("  {:<24} {}", function.name(), builtin_description(function));
     }
     dirs.extend(default_plugin_dirs());
     println!("plugins (this stasc loads ABI version {ABI_VERSION}; use them as --reward plugin:NAME):");

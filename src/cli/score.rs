@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 
+use crate::config::{EvaluatorMode, RewardChoice};
 use crate::reward::Evaluator;
 
 /// Score generations from a JSONL file. Each input line is {"gold": [...] or "...", "answer": "..."} (other keys
@@ -23,12 +24,14 @@ use crate::reward::Evaluator;
                         \"gold\" in a run directory's iter_<n>/ (corrections.jsonl) takes the gold answers of its \
                         question from that run's initial.jsonl.")]
 pub struct Args {
-    /// The reward: in_acc, em, f1, math_acc, or plugin:PATH_OR_NAME.
+    /// The reward: in_acc, em, f1, math_acc, or plugin:PATH_OR_NAME (the choices of stasc_config's
+    /// `evaluator_function`).
     #[arg(long)]
-    pub reward: String,
-    /// What is scored: "default" (the whole answer) or "final" (the text after the marker).
+    pub reward: RewardChoice,
+    /// What is scored: "default" (the whole answer) or "final" (the text after the marker), as stasc_config's
+    /// `evaluator_mode`.
     #[arg(long, default_value = "default")]
-    pub mode: String,
+    pub mode: EvaluatorMode,
     /// The answer marker for --mode final (matched case-insensitively).
     #[arg(long, default_value = "Final Answer:")]
     pub marker: String,
@@ -136,8 +139,8 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Scores every line of the input and writes the result.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let evaluator = Evaluator::from_spec(&args.reward, &args.mode, &args.marker, &args.plugin_dirs)
-        .with_context(|| format!("cannot use reward {:?}", args.reward))?;
+    let evaluator = Evaluator::from_choice(&args.reward, args.mode, &args.marker, &args.plugin_dirs)
+        .with_context(|| format!("cannot use reward {:?}", args.reward.name()))?;
     let input = fs::read_to_string(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
     let golds = run_golds(&args.input)?;
     let mut output = String::with_capacity(input.len() * 2);

@@ -1,18 +1,20 @@
 //! The closed sets of words configuration keys accept (task types, evaluator names, filters, dtypes, schedulers...),
 //! each an enum with its canonical spelling, accepted aliases, and a parser whose error lists the choices and the
-//! closest one.
+//! closest one. These are the types the rest of stasc uses too (the reward module scores with [`EvaluatorMode`]
+//! and [`RewardChoice`] as resolved here), so a choice is parsed once, from the config file or the command line.
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::ConfigError;
 use super::keys::closest;
 
-/// Defines a choice enum: variants with a canonical name and optional aliases, `NAMES`, `name()`, `Display` and a
-/// `Serialize` that writes the canonical name.
+/// Defines a choice enum: variants with a canonical name and optional aliases, `ALL`, `NAMES`, `name()`, `Display`,
+/// `FromStr` (command-line options), a `Serialize` that writes the canonical name and a `Deserialize` that reads any
+/// spelling (resolved configurations read back).
 macro_rules! choice {
     (
         $(#[$meta:meta])*
@@ -25,6 +27,8 @@ macro_rules! choice {
         }
 
         impl $name {
+            /// Every value, in documentation order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
             /// Canonical spellings, in documentation order.
             pub const NAMES: &'static [&'static str] = &[$($text),+];
             /// Every accepted spelling (canonical names and aliases) with its value.
@@ -40,7 +44,15 @@ macro_rules! choice {
 
             /// Parses `value` for `key` of `file`; the error lists the choices and the closest one.
             pub fn parse(file: &Path, key: &str, value: &str) -> Result<Self, ConfigError> {
-                parse_spelling(file, key, value, Self::SPELLINGS, Self::NAMES)
+                value.parse().map_err(|e: ChoiceError| e.at(file, key))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ChoiceError;
+
+            fn from_str(value: &str) -> Result<Self, ChoiceError> {
+                find_spelling(value, Self::SPELLINGS, Self::NAMES)
             }
         }
 
@@ -55,25 +67,49 @@ macro_rules! choice {
                 serializer.serialize_str(self.name())
             }
         }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserialize_from_str(deserializer)
+            }
+        }
     };
 }
 
-fn parse_spelling<T: Copy>(
-    file: &Path,
-    key: &str,
-    value: &str,
-    spellings: &[(&str, T)],
-    names: &[&str],
-) -> Result<T, ConfigError> {
+/// A word that is not one of a key's choices; says which words are (the reason of a [`ConfigError::Invalid`], or of
+/// a command-line option's error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceError(String);
+
+impl ChoiceError {
+    /// The same reason as the error of `key` in `file`.
+    pub fn at(self, file: &Path, key: &str) -> ConfigError {
+        ConfigError::invalid(file, key, self.0)
+    }
+}
+
+impl fmt::Display for ChoiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ChoiceError {}
+
+fn find_spelling<T: Copy>(value: &str, spellings: &[(&str, T)], names: &[&str]) -> Result<T, ChoiceError> {
     if let Some((_, v)) = spellings.iter().find(|(s, _)| *s == value) {
         return Ok(*v);
     }
     let hint = closest(value, spellings.iter().map(|(s, _)| *s)).map(|c| format!(" (did you mean '{c}'?)"));
-    Err(ConfigError::invalid(
-        file,
-        key,
-        format!("must be one of {}, found {value:?}{}", names.join(", "), hint.unwrap_or_default()),
-    ))
+    Err(ChoiceError(format!("must be one of {}, found {value:?}{}", names.join(", "), hint.unwrap_or_default())))
+}
+
+/// Reads a choice back from its text (config.resolved.yaml of an earlier run).
+fn deserialize_from_str<'de, D: Deserializer<'de>, T: FromStr<Err = ChoiceError>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 /// The reward a run scores with: a built-in evaluator function, or a dylib plugin named `plugin:PATH_OR_NAME`.
@@ -81,7 +117,7 @@ fn parse_spelling<T: Copy>(
 pub enum RewardChoice {
     /// A reward compiled into stasc.
     Builtin(EvaluatorFunction),
-    /// A plugin, by path or by name (resolved by `crate::reward` at load time).
+    /// A plugin, by path or by name (resolved by `crate::reward` at load time), written with its `plugin:` prefix.
     Plugin(String),
 }
 
@@ -91,17 +127,14 @@ pub const PLUGIN_PREFIX: &str = "plugin:";
 impl RewardChoice {
     /// Parses `evaluator_function`: a built-in name, or `plugin:` followed by a path or plugin name.
     pub fn parse(file: &Path, key: &str, value: &str) -> Result<Self, ConfigError> {
-        match value.strip_prefix(PLUGIN_PREFIX) {
-            Some(rest) if rest.trim().is_empty() => {
-                Err(ConfigError::invalid(file, key, "names no plugin after 'plugin:' (expected plugin:PATH_OR_NAME)"))
-            }
-            Some(_) => Ok(RewardChoice::Plugin(value.to_string())),
-            None => EvaluatorFunction::parse(file, key, value).map(RewardChoice::Builtin).map_err(|e| match e {
-                ConfigError::Invalid { file, key, reason } => {
-                    ConfigError::Invalid { file, key, reason: format!("{reason}; or plugin:PATH_OR_NAME") }
-                }
-                other => other,
-            }),
+        value.parse().map_err(|e: ChoiceError| e.at(file, key))
+    }
+
+    /// The plugin's path or name (what follows `plugin:`), for a plugin reward.
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            RewardChoice::Builtin(_) => None,
+            RewardChoice::Plugin(p) => Some(p.strip_prefix(PLUGIN_PREFIX).unwrap_or(p)),
         }
     }
 
@@ -110,6 +143,23 @@ impl RewardChoice {
         match self {
             RewardChoice::Builtin(f) => f.name(),
             RewardChoice::Plugin(p) => p,
+        }
+    }
+}
+
+impl FromStr for RewardChoice {
+    type Err = ChoiceError;
+
+    fn from_str(value: &str) -> Result<Self, ChoiceError> {
+        match value.strip_prefix(PLUGIN_PREFIX) {
+            Some(rest) if rest.trim().is_empty() => {
+                Err(ChoiceError("names no plugin after 'plugin:' (expected plugin:PATH_OR_NAME)".into()))
+            }
+            Some(_) => Ok(RewardChoice::Plugin(value.to_string())),
+            None => value
+                .parse()
+                .map(RewardChoice::Builtin)
+                .map_err(|ChoiceError(reason)| ChoiceError(format!("{reason}; or plugin:PATH_OR_NAME"))),
         }
     }
 }
@@ -387,5 +437,25 @@ mod tests {
         }
         let e = DeviceRequest::parse(Path::new("c.yaml"), "device", "gpu").unwrap_err().to_string();
         assert_eq!(e, "c.yaml: key 'device' must be auto, cpu, cuda or cuda:N, found \"gpu\"");
+    }
+
+    #[test]
+    fn choices_read_back_what_they_write_and_parse_like_config_keys() {
+        for &mode in EvaluatorMode::ALL {
+            let json = serde_json::to_value(mode).unwrap();
+            assert_eq!(serde_json::from_value::<EvaluatorMode>(json).unwrap(), mode);
+        }
+        assert_eq!(serde_json::from_value::<Dtype>(serde_json::json!("bfloat16")).unwrap(), Dtype::Bf16);
+        assert_eq!(
+            "last".parse::<EvaluatorMode>().unwrap_err().to_string(),
+            "must be one of default, final, found \"last\""
+        );
+        assert_eq!(
+            "bleu".parse::<RewardChoice>().unwrap_err().to_string(),
+            "must be one of in_acc, em, f1, math_acc, found \"bleu\"; or plugin:PATH_OR_NAME"
+        );
+        let plugin: RewardChoice = "plugin:length_penalty".parse().unwrap();
+        assert_eq!((plugin.name(), plugin.plugin()), ("plugin:length_penalty", Some("length_penalty")));
+        assert_eq!(RewardChoice::Builtin(EvaluatorFunction::F1).plugin(), None);
     }
 }

@@ -17,7 +17,7 @@ mod validate;
 
 pub use accelerate::AccelerateConfig;
 pub use choices::{
-    AnswerCleaning, CorrectionFilter, Correctness, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode,
+    AnswerCleaning, ChoiceError, CorrectionFilter, Correctness, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode,
     LrSchedulerType, MixedPrecision, Pairing, Protocol, RewardChoice, SftContext, TaskType, Truncation,
 };
 pub use document::{ignored_warning, IgnoredKeys};

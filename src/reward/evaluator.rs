@@ -7,41 +7,11 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use super::plugin::{self, PluginReward};
 use super::pystr;
-use super::{builtin, Reward, RewardError, PLUGIN_PREFIX};
-
-/// Which part of a generation the reward scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvaluatorMode {
-    /// The whole generation.
-    Default,
-    /// The text after the answer marker.
-    Final,
-}
-
-impl FromStr for EvaluatorMode {
-    type Err = RewardError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "default" => Ok(Self::Default),
-            "final" => Ok(Self::Final),
-            other => Err(RewardError::UnknownMode { mode: other.to_string() }),
-        }
-    }
-}
-
-impl fmt::Display for EvaluatorMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Default => "default",
-            Self::Final => "final",
-        })
-    }
-}
+use super::{builtin, Reward, RewardError};
+use crate::config::{EvaluatorMode, RewardChoice};
 
 /// Where the evaluator's reward comes from; plugins are identified by file and content hash for the run record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,26 +57,29 @@ impl Evaluator {
         Ok(Self { reward, mode, marker: marker.to_string(), source: RewardSource::Builtin })
     }
 
-    /// Builds the evaluator a config names: `name` is a built-in (`in_acc`, `em`, `f1`, `math_acc`) or
-    /// `plugin:PATH_OR_NAME`; plugins are looked up in `plugin_dirs` first, then in the default directories
-    /// ([`plugin::default_plugin_dirs`]).
-    pub fn from_spec(name: &str, mode: &str, marker: &str, plugin_dirs: &[PathBuf]) -> Result<Self, RewardError> {
-        let mode: EvaluatorMode = mode.parse()?;
-        if let Some(spec) = name.strip_prefix(PLUGIN_PREFIX) {
-            let mut dirs = plugin_dirs.to_vec();
-            dirs.extend(plugin::default_plugin_dirs());
-            let loaded = PluginReward::load(&plugin::resolve(spec, &dirs)?)?;
-            let source = RewardSource::Plugin {
-                path: loaded.path().to_path_buf(),
-                sha256: loaded.sha256().to_string(),
-                abi_version: loaded.abi_version(),
-            };
-            let mut evaluator = Self::new(Box::new(loaded), mode, marker)?;
-            evaluator.source = source;
-            return Ok(evaluator);
-        }
-        let reward = builtin(name).ok_or_else(|| RewardError::UnknownReward { name: name.to_string() })?;
-        Self::new(reward, mode, marker)
+    /// Builds the evaluator a config (or `stasc score`) chooses: a built-in reward, or a plugin looked up in
+    /// `plugin_dirs` first, then in the default directories ([`plugin::default_plugin_dirs`]).
+    pub fn from_choice(
+        reward: &RewardChoice,
+        mode: EvaluatorMode,
+        marker: &str,
+        plugin_dirs: &[PathBuf],
+    ) -> Result<Self, RewardError> {
+        let spec = match reward {
+            RewardChoice::Builtin(function) => return Self::new(builtin(*function), mode, marker),
+            RewardChoice::Plugin(_) => reward.plugin().unwrap_or_default(),
+        };
+        let mut dirs = plugin_dirs.to_vec();
+        dirs.extend(plugin::default_plugin_dirs());
+        let loaded = PluginReward::load(&plugin::resolve(spec, &dirs)?)?;
+        let source = RewardSource::Plugin {
+            path: loaded.path().to_path_buf(),
+            sha256: loaded.sha256().to_string(),
+            abi_version: loaded.abi_version(),
+        };
+        let mut evaluator = Self::new(Box::new(loaded), mode, marker)?;
+        evaluator.source = source;
+        Ok(evaluator)
     }
 
     /// Scores one generation against its gold answers; errors on a failing plugin or a non-finite score.
@@ -187,6 +160,11 @@ mod tests {
         aliases.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The evaluator of a reward named as in a config file.
+    fn evaluator(reward: &str, mode: EvaluatorMode, marker: &str) -> Result<Evaluator, RewardError> {
+        Evaluator::from_choice(&reward.parse().unwrap(), mode, marker, &[])
+    }
+
     #[test]
     fn final_answer_follows_the_marker() {
         assert_eq!(final_answer("Step-by-step reasoning: x\nFinal Answer: Paris\r\n", "Final Answer:"), "Paris");
@@ -200,8 +178,8 @@ mod tests {
 
     #[test]
     fn modes_select_the_scored_text() {
-        let default = Evaluator::from_spec("in_acc", "default", "Final Answer:", &[]).unwrap();
-        let last = Evaluator::from_spec("in_acc", "final", "Final Answer:", &[]).unwrap();
+        let default = evaluator("in_acc", EvaluatorMode::Default, "Final Answer:").unwrap();
+        let last = evaluator("in_acc", EvaluatorMode::Final, "Final Answer:").unwrap();
         let text = "Paris is nice. Final Answer: London";
         assert_eq!(default.evaluate(&gold(&["Paris"]), text).unwrap(), 1.0);
         assert_eq!(last.evaluate(&gold(&["Paris"]), text).unwrap(), 0.0);
@@ -214,20 +192,16 @@ mod tests {
 
     #[test]
     fn math_acc_extracts_its_own_answer_in_final_mode() {
-        let evaluator = Evaluator::from_spec("math_acc", "final", "Final Answer: The final answer is", &[]).unwrap();
-        assert_eq!(evaluator.evaluate(&gold(&["\\frac{1}{2}"]), "so \\boxed{0.5}").unwrap(), 1.0);
-        assert_eq!(evaluator.evaluate(&gold(&["3"]), "Final Answer: The final answer is 4. \\boxed{3}").unwrap(), 1.0);
-        assert_eq!(evaluator.scored_answer("so \\boxed{0.5}").as_deref(), Some("0.5"));
+        let math = evaluator("math_acc", EvaluatorMode::Final, "Final Answer: The final answer is").unwrap();
+        assert_eq!(math.evaluate(&gold(&["\\frac{1}{2}"]), "so \\boxed{0.5}").unwrap(), 1.0);
+        assert_eq!(math.evaluate(&gold(&["3"]), "Final Answer: The final answer is 4. \\boxed{3}").unwrap(), 1.0);
+        assert_eq!(math.scored_answer("so \\boxed{0.5}").as_deref(), Some("0.5"));
     }
 
     #[test]
-    fn bad_specs_are_errors() {
-        let err = Evaluator::from_spec("bleu", "default", "", &[]).unwrap_err();
-        assert!(err.to_string().contains("unknown reward \"bleu\""), "{err}");
-        let err = Evaluator::from_spec("em", "last", "", &[]).unwrap_err();
-        assert!(err.to_string().contains("unknown evaluator mode \"last\""), "{err}");
-        assert!(matches!(Evaluator::from_spec("em", "final", "", &[]), Err(RewardError::EmptyMarker)));
-        assert!(Evaluator::from_spec("math_acc", "final", "", &[]).is_ok());
+    fn final_mode_needs_a_marker_unless_the_reward_finds_its_answer() {
+        assert!(matches!(evaluator("em", EvaluatorMode::Final, ""), Err(RewardError::EmptyMarker)));
+        assert!(evaluator("math_acc", EvaluatorMode::Final, "").is_ok());
     }
 
     #[test]

@@ -13,13 +13,12 @@ pub mod qa;
 
 use std::path::PathBuf;
 
-pub use evaluator::{Evaluator, EvaluatorMode, RewardSource};
+use crate::config::EvaluatorFunction;
+
+pub use evaluator::{Evaluator, RewardSource};
 pub use math::MathAcc;
 pub use plugin::{PluginError, PluginInfo, PluginReward};
 pub use qa::{ExactMatch, InAcc, TokenF1};
-
-/// Prefix that selects a plugin in a reward name: `plugin:PATH_OR_NAME`.
-pub const PLUGIN_PREFIX: &str = "plugin:";
 
 /// A reward function: scores an answer text against the gold answers of its question.
 ///
@@ -45,18 +44,6 @@ pub trait Reward: Send + Sync {
 /// Why a reward could not be built or could not score.
 #[derive(Debug, thiserror::Error)]
 pub enum RewardError {
-    /// The reward name is neither a built-in nor `plugin:...`.
-    #[error("unknown reward {name:?}: expected one of {} or plugin:PATH_OR_NAME", BUILTIN_NAMES.join(", "))]
-    UnknownReward {
-        /// The name that was asked for.
-        name: String,
-    },
-    /// The evaluator mode is not `default` or `final`.
-    #[error("unknown evaluator mode {mode:?}: expected \"default\" or \"final\"")]
-    UnknownMode {
-        /// The mode that was asked for.
-        mode: String,
-    },
     /// `final` mode needs a marker to look for.
     #[error("evaluator mode \"final\" needs a non-empty answer marker")]
     EmptyMarker,
@@ -99,27 +86,22 @@ pub enum RewardError {
     },
 }
 
-/// Names of the built-in rewards, in the order they are listed.
-pub const BUILTIN_NAMES: [&str; 4] = ["in_acc", "em", "f1", "math_acc"];
-
-/// One-line descriptions of the built-in rewards, for listings.
-pub fn builtin_description(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "in_acc" => "1 if a gold alias appears in the text as a token sequence (DPR normalisation)",
-        "em" => "1 if the normalised text equals a normalised gold alias",
-        "f1" => "token F1 against the best gold alias (SQuAD)",
-        "math_acc" => "1 if the extracted final answer equals the gold answer (MATH/PRM800K grading)",
-        _ => return None,
-    })
+/// One-line description of a built-in reward, for listings.
+pub fn builtin_description(function: EvaluatorFunction) -> &'static str {
+    match function {
+        EvaluatorFunction::InAcc => "1 if a gold alias appears in the text as a token sequence (DPR normalisation)",
+        EvaluatorFunction::Em => "1 if the normalised text equals a normalised gold alias",
+        EvaluatorFunction::F1 => "token F1 against the best gold alias (SQuAD)",
+        EvaluatorFunction::MathAcc => "1 if the extracted final answer equals the gold answer (MATH/PRM800K grading)",
+    }
 }
 
-/// The built-in reward of that name.
-pub fn builtin(name: &str) -> Option<Box<dyn Reward>> {
-    Some(match name {
-        "in_acc" => Box::new(InAcc),
-        "em" => Box::new(ExactMatch),
-        "f1" => Box::new(TokenF1),
-        "math_acc" => Box::new(MathAcc),
-        _ => return None,
-    })
+/// The built-in reward `function` names.
+pub fn builtin(function: EvaluatorFunction) -> Box<dyn Reward> {
+    match function {
+        EvaluatorFunction::InAcc => Box::new(InAcc),
+        EvaluatorFunction::Em => Box::new(ExactMatch),
+        EvaluatorFunction::F1 => Box::new(TokenF1),
+        EvaluatorFunction::MathAcc => Box::new(MathAcc),
+    }
 }

@@ -9,6 +9,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::pystr::{self, WORD_CLASS};
 use super::{Reward, RewardError};
+use crate::config::EvaluatorFunction;
 
 /// SQuAD answer normalisation as the reference writes it: lowercase, ASCII punctuation to spaces, the articles
 /// a/an/the removed as whole words, whitespace collapsed to single spaces.
@@ -52,7 +53,7 @@ pub struct InAcc;
 
 impl Reward for InAcc {
     fn name(&self) -> &str {
-        "in_acc"
+        EvaluatorFunction::InAcc.name()
     }
 
     fn score(&self, gold: &[String], text: &str) -> Result<f64, RewardError> {
@@ -71,7 +72,7 @@ pub struct ExactMatch;
 
 impl Reward for ExactMatch {
     fn name(&self) -> &str {
-        "em"
+        EvaluatorFunction::Em.name()
     }
 
     fn score(&self, gold: &[String], text: &str) -> Result<f64, RewardError> {
@@ -120,7 +121,7 @@ fn token_f1(gold: &[String], pred: &[String]) -> f64 {
 
 impl Reward for TokenF1 {
     fn name(&self) -> &str {
-        "f1"
+        EvaluatorFunction::F1.name()
     }
 
     fn score(&self, gold: &[String], text: &str) -> Result<f64, RewardError> {

@@ -90,9 +90,9 @@ pub fn prompts_and_scorer(config: &RunConfig) -> Result<(TemplatePrompts, Evalua
     let builder = PromptBuilder::load(c.template_dir.as_deref(), c.few_shot_dir.as_deref(), c.task_type.name())
         .map_err(|e| setup(format!("prompt templates: {e}")))?;
     let builder = if c.use_few_shots { builder } else { builder.without_few_shots() };
-    let evaluator = Evaluator::from_spec(
-        c.evaluator_function.name(),
-        c.evaluator_mode.name(),
+    let evaluator = Evaluator::from_choice(
+        &c.evaluator_function,
+        c.evaluator_mode,
         &c.evaluator_answer_marker,
         &crate::reward::plugin::default_plugin_dirs(),
     )

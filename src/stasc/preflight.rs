@@ -144,15 +144,14 @@ fn load_dataset(c: &StascConfig) -> LoadedDataset {
 
 /// Builds the evaluator (loading a plugin and checking its ABI), as the run does.
 fn check_reward(c: &StascConfig) -> Result<(), String> {
-    let name = c.evaluator_function.name();
-    Evaluator::from_spec(
-        name,
-        c.evaluator_mode.name(),
+    Evaluator::from_choice(
+        &c.evaluator_function,
+        c.evaluator_mode,
         &c.evaluator_answer_marker,
         &crate::reward::plugin::default_plugin_dirs(),
     )
     .map(drop)
-    .map_err(|e| format!("evaluator_function {name}: {e}"))
+    .map_err(|e| format!("evaluator_function {}: {e}", c.evaluator_function))
 }
 
 /// Whether `path` (which does not exist) reads like a Hugging Face hub id, `owner/name`.

@@ -28,9 +28,9 @@ fn gold(case: &Value) -> Vec<String> {
 }
 
 fn score(case: &Value) -> f64 {
-    let evaluator =
-        Evaluator::from_spec(str_field(case, "reward"), str_field(case, "mode"), str_field(case, "marker"), &[])
-            .expect("built-in evaluator");
+    let reward = str_field(case, "reward").parse().expect("a built-in reward");
+    let mode = str_field(case, "mode").parse().expect("an evaluator mode");
+    let evaluator = Evaluator::from_choice(&reward, mode, str_field(case, "marker"), &[]).expect("built-in evaluator");
     evaluator.evaluate(&gold(case), str_field(case, "answer")).expect("score")
 }
 

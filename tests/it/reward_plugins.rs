@@ -55,8 +55,13 @@ fn gold(aliases: &[&str]) -> Vec<String> {
     aliases.iter().map(|s| s.to_string()).collect()
 }
 
-fn evaluator(spec: &str, mode: &str) -> Result<Evaluator, RewardError> {
-    Evaluator::from_spec(spec, mode, "Final Answer:", &[plugin_dir().to_path_buf()])
+/// The evaluator of `reward` and `mode` as a config file writes them.
+fn evaluator(reward: &str, mode: &str) -> Result<Evaluator, RewardError> {
+    from_text(reward, mode, "Final Answer:", &[plugin_dir().to_path_buf()])
+}
+
+fn from_text(reward: &str, mode: &str, marker: &str, dirs: &[PathBuf]) -> Result<Evaluator, RewardError> {
+    Evaluator::from_choice(&reward.parse().unwrap(), mode.parse().unwrap(), marker, dirs)
 }
 
 #[test]
@@ -71,7 +76,7 @@ fn example_plugins_load_by_name_and_by_path() {
     assert!(matches!(tolerance.source(), RewardSource::Plugin { abi_version: 1, .. }));
 
     let by_path = format!("plugin:{}", plugin_path("in-acc-length-penalty").display());
-    let penalty = Evaluator::from_spec(&by_path, "final", "Final Answer:", &[]).unwrap();
+    let penalty = from_text(&by_path, "final", "Final Answer:", &[]).unwrap();
     assert_eq!(penalty.evaluate(&gold(&["Paris"]), "Reasoning...\nFinal Answer: Paris").unwrap(), 1.0);
     assert_eq!(penalty.evaluate(&gold(&["Paris"]), "Paris. Final Answer: London").unwrap(), 0.0);
 }
@@ -190,7 +195,7 @@ fn a_scaffolded_plugin_builds_and_loads_without_edits() {
         .output();
     check(build.expect("cargo runs"), "building the scaffolded plugin");
     let library = target.join("debug").join(library_file_name("demo-reward"));
-    let plugin = Evaluator::from_spec(&format!("plugin:{}", library.display()), "default", "", &[]).unwrap();
+    let plugin = from_text(&format!("plugin:{}", library.display()), "default", "", &[]).unwrap();
     assert_eq!(plugin.reward_name(), "demo-reward");
     assert_eq!(plugin.evaluate(&gold(&["Paris"]), "It is PARIS.").unwrap(), 1.0);
     assert_eq!(plugin.evaluate(&gold(&["Paris"]), "It is Rome.").unwrap(), 0.0);

@@ -94,9 +94,13 @@ fn bad_lines_and_bad_rewards_are_one_line_errors() {
     assert!(!output.exists(), "no output file when a line fails");
 
     let out = stasc(&["score", "--reward", "bleu", "--input", &input_arg]);
-    assert!(text(&out.stderr).contains("unknown reward \"bleu\""), "{}", text(&out.stderr));
+    // The same choices, and the same words, as stasc_config's evaluator_function.
+    let expected =
+        "'--reward <REWARD>': must be one of in_acc, em, f1, math_acc, found \"bleu\"; or plugin:PATH_OR_NAME";
+    assert!(text(&out.stderr).contains(expected), "{}", text(&out.stderr));
     let out = stasc(&["score", "--reward", "em", "--mode", "last", "--input", &input_arg]);
-    assert!(text(&out.stderr).contains("unknown evaluator mode \"last\""), "{}", text(&out.stderr));
+    let expected = "'--mode <MODE>': must be one of default, final, found \"last\"";
+    assert!(text(&out.stderr).contains(expected), "{}", text(&out.stderr));
     let out = stasc(&["score", "--reward", "em", "--input", &dir.path().join("missing.jsonl").display().to_string()]);
     assert!(text(&out.stderr).contains("missing.jsonl"), "{}", text(&out.stderr));
 }

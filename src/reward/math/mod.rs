@@ -27,6 +27,7 @@ pub use latex::latex_to_text;
 
 use super::pystr;
 use super::{Reward, RewardError};
+use crate::config::EvaluatorFunction;
 
 /// `math_acc`: 1 if the answer extracted from the generation equals a gold answer, else 0. Empty gold: error.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,7 +35,7 @@ pub struct MathAcc;
 
 impl Reward for MathAcc {
     fn name(&self) -> &str {
-        "math_acc"
+        EvaluatorFunction::MathAcc.name()
     }
 
     fn score(&self, gold: &[String], text: &str) -> Result<f64, RewardError> {
