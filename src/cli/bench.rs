@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::generate::bench::{bench_generate, BenchSpec};
 use crate::generate::{GenerateOptions, Sampling};
-use crate::model::{load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions, ModelConfig};
+use crate::model::{load_weights, CausalLm, DtypeSpec, LoadOptions, ModelConfig, ModelDevice};
 
 /// Performance measurements.
 #[derive(Debug, clap::Args)]
@@ -85,7 +85,7 @@ pub struct GenerateArgs {
     pub threads: Option<i32>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
     /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeSpec,

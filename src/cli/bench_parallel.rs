@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::dist::nccl::Communicators;
 use crate::dist::{device_name, run_workers, DistError, Group, Topology, Transport};
-use crate::model::{load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions, ModelConfig};
+use crate::model::{load_weights, CausalLm, DtypeSpec, LoadOptions, ModelConfig, ModelDevice};
 use crate::train::bench::{fixed_shape_hyperparameters, gib, measure_parallel, random_examples};
 use crate::train::TrainError;
 
@@ -43,7 +43,7 @@ pub struct TrainParallelArgs {
     /// Devices, comma separated (cuda:0,cuda:1; a device may repeat to run two workers on it). Default: every
     /// visible GPU.
     #[arg(long, value_delimiter = ',')]
-    pub devices: Vec<DeviceSpec>,
+    pub devices: Vec<ModelDevice>,
     /// Data-parallel ranks (default: one per device).
     #[arg(long)]
     pub ranks: Option<usize>,
@@ -63,7 +63,7 @@ pub struct TrainParallelArgs {
 pub struct AllReduceArgs {
     /// Devices, comma separated. Default: every visible GPU.
     #[arg(long, value_delimiter = ',')]
-    pub devices: Vec<DeviceSpec>,
+    pub devices: Vec<ModelDevice>,
     /// MiB per device.
     #[arg(long, default_value_t = 256)]
     pub mib: usize,
@@ -78,7 +78,7 @@ pub struct AllReduceArgs {
     pub dtype: DtypeSpec,
 }
 
-fn devices_or_all(given: &[DeviceSpec]) -> anyhow::Result<Vec<Device>> {
+fn devices_or_all(given: &[ModelDevice]) -> anyhow::Result<Vec<Device>> {
     if given.is_empty() {
         let n = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
         anyhow::ensure!(n > 0, "no CUDA device is visible: name the devices with --devices");
@@ -93,7 +93,7 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
     let ranks = a.ranks.unwrap_or(devices.len());
     let max_len = a.seq.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE) as i64;
     let make = |device: Device| -> Result<CausalLm, TrainError> {
-        let opts = LoadOptions { device: DeviceSpec::from(device), dtype: a.dtype, max_model_len: Some(max_len) };
+        let opts = LoadOptions { device: ModelDevice::from(device), dtype: a.dtype, max_model_len: Some(max_len) };
         Ok(match (&a.model, &a.config_json) {
             (Some(dir), _) => load_weights(dir, &opts)?,
             (_, Some(path)) => CausalLm::random(ModelConfig::from_file(path)?, &opts, a.seed)?,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::choices::Truncation;
-use crate::model::{load_tokenizer, load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions, ModelConfig};
+use crate::model::{load_tokenizer, load_weights, CausalLm, DtypeSpec, LoadOptions, ModelConfig, ModelDevice};
 use crate::prompt::ChatMessage;
 use crate::train::bench::{
     fixed_shape_hyperparameters, gib, loss_difference, measure, mfu, parameter_count, precision, random_examples,
@@ -69,7 +69,7 @@ pub struct TrainArgs {
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
     /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeSpec,
@@ -90,7 +90,7 @@ pub struct TrainParityArgs {
     pub out: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
 }
 
 fn load(a: &TrainArgs, max_len: usize) -> anyhow::Result<CausalLm> {
@@ -266,7 +266,7 @@ pub struct CheckpointArgs {
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
     /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeSpec,

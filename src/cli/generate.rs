@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use crate::generate::{generate, GenerateOptions, GenerationRequest, PromptInput, PromptOverflow, Sampling, StopRules};
-use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions};
+use crate::model::{load_model, DtypeSpec, LoadOptions, ModelDevice};
 use crate::prompt::ChatMessage;
 
 /// Sample completions from a model. Sampling defaults come from the model's generation_config.json when it has
@@ -57,7 +57,7 @@ pub struct Args {
     pub truncate: bool,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
     /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeSpec,

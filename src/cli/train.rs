@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::{ignored_warning, FineTuneConfig};
-use crate::model::DeviceSpec;
+use crate::model::ModelDevice;
 use crate::train::{data::read_messages_jsonl, fine_tune, TrainOptions};
 
 /// Fine-tune a model on chats. Each line of --data is {"messages": [...]}; the loss covers the last assistant
@@ -29,7 +29,7 @@ pub struct Args {
     pub out: PathBuf,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
     /// Data-parallel ranks (accelerate's num_processes): a step takes per_device_train_batch_size x N x
     /// gradient_accumulation_steps examples. With --device auto they use the first N visible GPUs, one each;
     /// where fewer devices are usable the ranks share them (same loss, more time).

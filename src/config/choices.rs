@@ -356,54 +356,66 @@ impl MixedPrecision {
     }
 }
 
-/// The device a run asks for: `auto` (the visible GPUs if there are any, else CPU), `cpu`, `cuda` (the visible
-/// GPUs: as many as accelerate's `num_processes` asks) or `cuda:N` (that GPU alone).
+/// The devices a run's data-parallel ranks spread over (stasc_config's `device`): `auto` (the visible GPUs if there
+/// are any, else the CPU), `cpu`, `cuda` (every visible GPU, or accelerate's `gpu_ids` of them: as many as its
+/// `num_processes` asks) or `cuda:N` (that GPU alone). On the command line `--device cuda` means GPU 0 instead
+/// (`crate::model::ModelDevice`, one model on one device); `crate::dist::topology` is where the two meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeviceRequest {
-    /// CUDA if available, else CPU.
+pub enum RunDevices {
+    /// The visible GPUs if there are any, else the CPU.
     Auto,
     /// The CPU.
     Cpu,
-    /// CUDA: `None` for the visible GPUs, `Some(n)` for `cuda:n` alone.
-    Cuda(Option<usize>),
+    /// `cuda`: every visible GPU (or accelerate's `gpu_ids`).
+    EveryGpu,
+    /// `cuda:N`: that GPU alone.
+    Gpu(usize),
 }
 
-impl DeviceRequest {
+impl RunDevices {
     /// Parses `value` for `key` of `file`.
     pub fn parse(file: &Path, key: &str, value: &str) -> Result<Self, ConfigError> {
-        value.parse().map_err(|()| {
-            ConfigError::invalid(file, key, format!("must be auto, cpu, cuda or cuda:N, found {value:?}"))
-        })
+        value.parse().map_err(|e: ChoiceError| e.at(file, key))
     }
 }
 
-impl FromStr for DeviceRequest {
-    type Err = ();
+impl FromStr for RunDevices {
+    type Err = ChoiceError;
 
-    fn from_str(s: &str) -> Result<Self, ()> {
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
         match s {
-            "auto" => Ok(DeviceRequest::Auto),
-            "cpu" => Ok(DeviceRequest::Cpu),
-            "cuda" => Ok(DeviceRequest::Cuda(None)),
-            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(|n| DeviceRequest::Cuda(Some(n))).ok_or(()),
+            "auto" => Ok(RunDevices::Auto),
+            "cpu" => Ok(RunDevices::Cpu),
+            "cuda" => Ok(RunDevices::EveryGpu),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(RunDevices::Gpu)
+                .ok_or_else(|| ChoiceError(format!("must be auto, cpu, cuda or cuda:N, found {s:?}"))),
         }
     }
 }
 
-impl fmt::Display for DeviceRequest {
+impl fmt::Display for RunDevices {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeviceRequest::Auto => f.write_str("auto"),
-            DeviceRequest::Cpu => f.write_str("cpu"),
-            DeviceRequest::Cuda(None) => f.write_str("cuda"),
-            DeviceRequest::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+            RunDevices::Auto => f.write_str("auto"),
+            RunDevices::Cpu => f.write_str("cpu"),
+            RunDevices::EveryGpu => f.write_str("cuda"),
+            RunDevices::Gpu(n) => write!(f, "cuda:{n}"),
         }
     }
 }
 
-impl Serialize for DeviceRequest {
+impl Serialize for RunDevices {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunDevices {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_from_str(deserializer)
     }
 }
 
@@ -433,9 +445,12 @@ mod tests {
     #[test]
     fn devices_round_trip() {
         for text in ["auto", "cpu", "cuda", "cuda:3"] {
-            assert_eq!(text.parse::<DeviceRequest>().unwrap().to_string(), text);
+            assert_eq!(text.parse::<RunDevices>().unwrap().to_string(), text);
+            let json = serde_json::to_value(text.parse::<RunDevices>().unwrap()).unwrap();
+            assert_eq!(serde_json::from_value::<RunDevices>(json).unwrap().to_string(), text);
         }
-        let e = DeviceRequest::parse(Path::new("c.yaml"), "device", "gpu").unwrap_err().to_string();
+        assert_eq!("cuda".parse::<RunDevices>().unwrap(), RunDevices::EveryGpu, "every GPU, not GPU 0");
+        let e = RunDevices::parse(Path::new("c.yaml"), "device", "gpu").unwrap_err().to_string();
         assert_eq!(e, "c.yaml: key 'device' must be auto, cpu, cuda or cuda:N, found \"gpu\"");
     }
 

@@ -17,8 +17,8 @@ mod validate;
 
 pub use accelerate::AccelerateConfig;
 pub use choices::{
-    AnswerCleaning, ChoiceError, CorrectionFilter, Correctness, DeviceRequest, Dtype, EvaluatorFunction, EvaluatorMode,
-    LrSchedulerType, MixedPrecision, Pairing, Protocol, RewardChoice, SftContext, TaskType, Truncation,
+    AnswerCleaning, ChoiceError, CorrectionFilter, Correctness, Dtype, EvaluatorFunction, EvaluatorMode,
+    LrSchedulerType, MixedPrecision, Pairing, Protocol, RewardChoice, RunDevices, SftContext, TaskType, Truncation,
 };
 pub use document::{ignored_warning, IgnoredKeys};
 pub use error::ConfigError;

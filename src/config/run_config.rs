@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::accelerate::AccelerateConfig;
-use super::choices::{DeviceRequest, Dtype};
+use super::choices::{Dtype, RunDevices};
 use super::document::{ignored_warning, load_yaml, IgnoredKeys};
 use super::error::ConfigError;
 use super::fine_tune::{FineTuneConfig, FINE_TUNE_KEYS, SET_BY_LOOP};
@@ -28,7 +28,7 @@ pub struct RunConfigPaths {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Execution {
     /// stasc_config `device`; when auto and accelerate's `use_cpu` is true, cpu.
-    pub device: DeviceRequest,
+    pub device: RunDevices,
     /// Data-parallel ranks (accelerate's `num_processes`); none = one per usable GPU (accelerate's -1). See
     /// `crate::dist::topology` for how ranks map to devices.
     pub num_devices: Option<usize>,
@@ -144,7 +144,7 @@ fn execution(
     accelerate: &AccelerateConfig,
 ) -> Execution {
     let device = match stasc.device {
-        DeviceRequest::Auto if accelerate.use_cpu => DeviceRequest::Cpu,
+        RunDevices::Auto if accelerate.use_cpu => RunDevices::Cpu,
         device => device,
     };
     let accelerate_name = paths.accelerate_config.as_deref().map(file_name).unwrap_or_default();
@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(c.ignored_warning(), None);
         assert_eq!(
             (c.execution.device, c.execution.dtype, c.execution.num_devices),
-            (DeviceRequest::Cpu, Dtype::F32, Some(1))
+            (RunDevices::Cpu, Dtype::F32, Some(1))
         );
         assert_eq!(c.stasc_config.data_path, PathBuf::from("data/demo_nq"));
     }
@@ -235,7 +235,7 @@ mod tests {
             accelerate_config: Some(write("a.yaml", "use_cpu: true\nmixed_precision: 'no'\n")),
         };
         let c = RunConfig::load(&paths).unwrap();
-        assert_eq!((c.execution.device, c.execution.dtype), (DeviceRequest::Cpu, Dtype::Bf16));
+        assert_eq!((c.execution.device, c.execution.dtype), (RunDevices::Cpu, Dtype::Bf16));
         assert_eq!(c.execution.dtype_source, "f.yaml: model.torch_dtype");
     }
 

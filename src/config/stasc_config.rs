@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::choices::{
-    AnswerCleaning, CorrectionFilter, Correctness, DecayParameters, DeviceRequest, Dtype, EvaluatorFunction,
-    EvaluatorMode, Pairing, Protocol, RewardChoice, SftContext, TaskType,
+    AnswerCleaning, CorrectionFilter, Correctness, DecayParameters, Dtype, EvaluatorFunction, EvaluatorMode, Pairing,
+    Protocol, RewardChoice, RunDevices, SftContext, TaskType,
 };
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
@@ -216,7 +216,7 @@ pub struct StascConfig {
     /// are batch-invariant anyway).
     pub batch_invariant: bool,
     /// Device of the run. Default auto (CUDA if available, else CPU).
-    pub device: DeviceRequest,
+    pub device: RunDevices,
     /// Weight dtype. Default auto (bf16 on CUDA, f32 on CPU).
     pub dtype: Dtype,
     /// Use only the first N train questions. Default: all.
@@ -438,7 +438,7 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
         chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,
         batch_invariant: raw.batch_invariant.unwrap_or(false),
-        device: raw.device.as_deref().map_or(Ok(DeviceRequest::Auto), |v| DeviceRequest::parse(file, "device", v))?,
+        device: raw.device.as_deref().map_or(Ok(RunDevices::Auto), |v| RunDevices::parse(file, "device", v))?,
         dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
         max_train_examples: cap("max_train_examples", raw.max_train_examples)?,
         max_test_examples: cap("max_test_examples", raw.max_test_examples)?,

@@ -31,7 +31,7 @@ fn defaults_fill_every_field() {
     assert_eq!((c.number_output_initial_generations, c.number_output_corrections, c.num_star_iterations), (5, 5, 10));
     assert_eq!(
         (c.filter, c.pairing, c.device, c.dtype),
-        (CorrectionFilter::Improving, Pairing::PerInitial, DeviceRequest::Auto, Dtype::Auto)
+        (CorrectionFilter::Improving, Pairing::PerInitial, RunDevices::Auto, Dtype::Auto)
     );
     assert!(ignored.keys.is_empty());
 }

@@ -7,7 +7,8 @@
 use tch::Device;
 
 use super::DistError;
-use crate::config::DeviceRequest;
+use crate::config::RunDevices;
+use crate::model::ModelDevice;
 
 /// The devices of a run and its data-parallel rank count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +70,28 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
-/// What a run asks for: the device request and accelerate's `num_processes` and `gpu_ids`, with `source` naming
-/// the accelerate file for messages.
+/// The run devices of a command-line `--device`: the one place a [`ModelDevice`] becomes [`RunDevices`], and with it
+/// the one place the two meanings of `cuda` meet. In stasc_config.yaml, `device: cuda` is every visible GPU: a run
+/// spreads accelerate's ranks over them. On the command line, `--device cuda` is GPU 0, as for every command that
+/// loads one model (`stasc generate`, the benchmarks); `stasc train` keeps that meaning rather than make one flag
+/// mean two things, and changing what users already type would be worse than two documented meanings. `auto` is
+/// auto in both: one rank per visible GPU when ranks are asked for.
+impl From<ModelDevice> for RunDevices {
+    fn from(device: ModelDevice) -> Self {
+        match device {
+            ModelDevice::Auto => RunDevices::Auto,
+            ModelDevice::Cpu => RunDevices::Cpu,
+            ModelDevice::Cuda(n) => RunDevices::Gpu(n),
+        }
+    }
+}
+
+/// What a run asks for: its devices and accelerate's `num_processes` and `gpu_ids`, with `source` naming the
+/// accelerate file for messages.
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceAsk<'a> {
-    /// stasc_config's `device` (after accelerate's `use_cpu`).
-    pub request: DeviceRequest,
+    /// stasc_config's `device` (after accelerate's `use_cpu`), or a command line's `--device`.
+    pub devices: RunDevices,
     /// accelerate's `num_processes`; `None` = one rank per usable device.
     pub num_processes: Option<usize>,
     /// accelerate's `gpu_ids` (ordinals among the visible devices); `None` = all.
@@ -87,19 +104,19 @@ pub struct DeviceAsk<'a> {
 /// driver). Returns the topology and, when ranks must share devices, a one-line note saying so.
 pub fn resolve(ask: &DeviceAsk<'_>, visible_cuda: usize) -> Result<(Topology, Option<String>), DistError> {
     let src = ask.source;
-    let devices: Vec<Device> = match ask.request {
-        DeviceRequest::Cpu => vec![Device::Cpu],
-        DeviceRequest::Auto if visible_cuda == 0 => vec![Device::Cpu],
-        DeviceRequest::Cuda(_) if visible_cuda == 0 => {
+    let devices: Vec<Device> = match ask.devices {
+        RunDevices::Cpu => vec![Device::Cpu],
+        RunDevices::Auto if visible_cuda == 0 => vec![Device::Cpu],
+        RunDevices::EveryGpu | RunDevices::Gpu(_) if visible_cuda == 0 => {
             return Err(DistError::Topology("device cuda was asked for but no CUDA device is visible".into()))
         }
-        DeviceRequest::Cuda(Some(n)) if n >= visible_cuda => {
+        RunDevices::Gpu(n) if n >= visible_cuda => {
             return Err(DistError::Topology(format!(
                 "device cuda:{n} was asked for but {visible_cuda} CUDA device(s) are visible"
             )))
         }
-        DeviceRequest::Cuda(Some(n)) => vec![Device::Cuda(n)],
-        DeviceRequest::Auto | DeviceRequest::Cuda(None) => {
+        RunDevices::Gpu(n) => vec![Device::Cuda(n)],
+        RunDevices::Auto | RunDevices::EveryGpu => {
             let pool: Vec<usize> = match ask.gpu_ids {
                 None => (0..visible_cuda).collect(),
                 Some(ids) => {
@@ -140,13 +157,13 @@ pub fn resolve(ask: &DeviceAsk<'_>, visible_cuda: usize) -> Result<(Topology, Op
 mod tests {
     use super::*;
 
-    fn ask(request: DeviceRequest, num_processes: Option<usize>, gpu_ids: Option<&[usize]>) -> DeviceAsk<'_> {
-        DeviceAsk { request, num_processes, gpu_ids, source: "acc.yaml" }
+    fn ask(devices: RunDevices, num_processes: Option<usize>, gpu_ids: Option<&[usize]>) -> DeviceAsk<'_> {
+        DeviceAsk { devices, num_processes, gpu_ids, source: "acc.yaml" }
     }
 
     #[test]
     fn reference_config_uses_two_gpus_when_two_are_visible() {
-        let (t, note) = resolve(&ask(DeviceRequest::Auto, Some(2), None), 4).unwrap();
+        let (t, note) = resolve(&ask(RunDevices::Auto, Some(2), None), 4).unwrap();
         assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(0), Device::Cuda(1)] });
         assert_eq!(note, None);
         assert_eq!(t.describe(), "2 ranks on cuda:0, cuda:1");
@@ -154,42 +171,61 @@ mod tests {
 
     #[test]
     fn ranks_share_devices_when_fewer_are_visible_and_say_so() {
-        let (t, note) = resolve(&ask(DeviceRequest::Cuda(None), Some(2), None), 1).unwrap();
+        let (t, note) = resolve(&ask(RunDevices::EveryGpu, Some(2), None), 1).unwrap();
         assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(0)] });
         assert!(note.unwrap().starts_with("acc.yaml: num_processes is 2 but 1 device(s) are used"));
-        let (t, _) = resolve(&ask(DeviceRequest::Cpu, Some(2), None), 8).unwrap();
+        let (t, _) = resolve(&ask(RunDevices::Cpu, Some(2), None), 8).unwrap();
         assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cpu] });
-        let (t, _) = resolve(&ask(DeviceRequest::Auto, Some(3), None), 0).unwrap();
+        let (t, _) = resolve(&ask(RunDevices::Auto, Some(3), None), 0).unwrap();
         assert_eq!(t, Topology { ranks: 3, devices: vec![Device::Cpu] });
     }
 
     #[test]
     fn all_processes_means_every_usable_device() {
-        let (t, _) = resolve(&ask(DeviceRequest::Auto, None, None), 3).unwrap();
+        let (t, _) = resolve(&ask(RunDevices::Auto, None, None), 3).unwrap();
         assert_eq!(t.ranks, 3);
-        let (t, _) = resolve(&ask(DeviceRequest::Auto, None, Some(&[2, 0])), 3).unwrap();
+        let (t, _) = resolve(&ask(RunDevices::Auto, None, Some(&[2, 0])), 3).unwrap();
         assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(2), Device::Cuda(0)] });
-        let (t, _) = resolve(&ask(DeviceRequest::Cpu, None, None), 3).unwrap();
+        let (t, _) = resolve(&ask(RunDevices::Cpu, None, None), 3).unwrap();
         assert_eq!(t, Topology::single(Device::Cpu));
-        let (t, _) = resolve(&ask(DeviceRequest::Cuda(Some(1)), None, None), 3).unwrap();
+        let (t, _) = resolve(&ask(RunDevices::Gpu(1), None, None), 3).unwrap();
         assert_eq!(t, Topology::single(Device::Cuda(1)));
+    }
+
+    #[test]
+    fn cuda_in_a_config_file_is_every_visible_gpu() {
+        let devices: RunDevices = "cuda".parse().unwrap();
+        let (t, _) = resolve(&ask(devices, None, None), 4).unwrap();
+        assert_eq!(t.devices, (0..4).map(Device::Cuda).collect::<Vec<_>>());
+        assert_eq!(t.ranks, 4);
+    }
+
+    #[test]
+    fn cuda_on_the_command_line_is_gpu_0_alone() {
+        let device: ModelDevice = "cuda".parse().unwrap();
+        assert_eq!(RunDevices::from(device), RunDevices::Gpu(0));
+        let (t, note) = resolve(&ask(RunDevices::from(device), Some(2), None), 4).unwrap();
+        assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(0)] });
+        assert!(note.is_some(), "two ranks share GPU 0");
+        assert_eq!(RunDevices::from(ModelDevice::Auto), RunDevices::Auto);
+        assert_eq!(RunDevices::from(ModelDevice::Cpu), RunDevices::Cpu);
     }
 
     #[test]
     fn impossible_asks_are_one_line_errors() {
         let e = |a: DeviceAsk<'_>, visible| resolve(&a, visible).unwrap_err().to_string();
         assert_eq!(
-            e(ask(DeviceRequest::Auto, Some(2), Some(&[0, 3])), 2),
+            e(ask(RunDevices::Auto, Some(2), Some(&[0, 3])), 2),
             "acc.yaml: key 'gpu_ids' names GPU 3 but 2 CUDA device(s) are visible (ordinals count within \
              CUDA_VISIBLE_DEVICES)"
         );
-        assert_eq!(e(ask(DeviceRequest::Auto, None, Some(&[1, 1])), 2), "acc.yaml: key 'gpu_ids' names GPU 1 twice");
+        assert_eq!(e(ask(RunDevices::Auto, None, Some(&[1, 1])), 2), "acc.yaml: key 'gpu_ids' names GPU 1 twice");
         assert_eq!(
-            e(ask(DeviceRequest::Cuda(None), None, None), 0),
+            e(ask(RunDevices::EveryGpu, None, None), 0),
             "device cuda was asked for but no CUDA device is visible"
         );
         assert_eq!(
-            e(ask(DeviceRequest::Cuda(Some(2)), None, None), 2),
+            e(ask(RunDevices::Gpu(2), None, None), 2),
             "device cuda:2 was asked for but 2 CUDA device(s) are visible"
         );
     }

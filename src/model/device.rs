@@ -9,9 +9,11 @@ use tch::{Device, Kind};
 
 use super::error::ModelError;
 
-/// The device a model is asked to run on.
+/// The one device a model is loaded on (the command line's `--device`): `cuda` is CUDA device 0. A run's
+/// stasc_config `device` is [`crate::config::RunDevices`] instead, where `cuda` is every visible GPU; the two meet
+/// only in `crate::dist::topology` (`RunDevices::from`), which says why they differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceSpec {
+pub enum ModelDevice {
     /// CUDA device 0 when available, else the CPU.
     #[default]
     Auto,
@@ -21,49 +23,49 @@ pub enum DeviceSpec {
     Cuda(usize),
 }
 
-impl FromStr for DeviceSpec {
+impl FromStr for ModelDevice {
     type Err = ModelError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "auto" => Ok(DeviceSpec::Auto),
-            "cpu" => Ok(DeviceSpec::Cpu),
-            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            "auto" => Ok(ModelDevice::Auto),
+            "cpu" => Ok(ModelDevice::Cpu),
+            "cuda" => Ok(ModelDevice::Cuda(0)),
             other => other
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
+                .map(ModelDevice::Cuda)
                 .ok_or_else(|| ModelError::Device(format!("device {other:?}: expected auto, cpu, cuda or cuda:N"))),
         }
     }
 }
 
-impl fmt::Display for DeviceSpec {
+impl fmt::Display for ModelDevice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeviceSpec::Auto => write!(f, "auto"),
-            DeviceSpec::Cpu => write!(f, "cpu"),
-            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            ModelDevice::Auto => write!(f, "auto"),
+            ModelDevice::Cpu => write!(f, "cpu"),
+            ModelDevice::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
 }
 
-impl From<Device> for DeviceSpec {
+impl From<Device> for ModelDevice {
     fn from(device: Device) -> Self {
         match device {
-            Device::Cuda(n) => DeviceSpec::Cuda(n),
-            _ => DeviceSpec::Cpu,
+            Device::Cuda(n) => ModelDevice::Cuda(n),
+            _ => ModelDevice::Cpu,
         }
     }
 }
 
-impl DeviceSpec {
+impl ModelDevice {
     /// The concrete device; asking for a CUDA device that does not exist is an error.
     pub fn resolve(self) -> Result<Device, ModelError> {
         match self {
-            DeviceSpec::Auto => Ok(Device::cuda_if_available()),
-            DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => {
+            ModelDevice::Auto => Ok(Device::cuda_if_available()),
+            ModelDevice::Cpu => Ok(Device::Cpu),
+            ModelDevice::Cuda(n) => {
                 let count = tch::Cuda::device_count();
                 if (n as i64) < count {
                     Ok(Device::Cuda(n))
@@ -132,7 +134,7 @@ impl DtypeSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Where to run.
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
     /// Which precision.
     pub dtype: DtypeSpec,
     /// Longest sequence (prompt + generated) to support; the model's own context when `None`. Smaller values keep
@@ -235,9 +237,9 @@ mod tests {
 
     #[test]
     fn parses_devices_and_dtypes() {
-        assert_eq!("cuda:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(1));
-        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
-        assert!("gpu".parse::<DeviceSpec>().unwrap_err().to_string().contains("cuda:N"));
+        assert_eq!("cuda:1".parse::<ModelDevice>().unwrap(), ModelDevice::Cuda(1));
+        assert_eq!("cuda".parse::<ModelDevice>().unwrap(), ModelDevice::Cuda(0));
+        assert!("gpu".parse::<ModelDevice>().unwrap_err().to_string().contains("cuda:N"));
         assert_eq!("bf16".parse::<DtypeSpec>().unwrap(), DtypeSpec::Bf16);
         assert_eq!(DtypeSpec::Auto.resolve(Device::Cpu), Kind::Float);
         assert_eq!(DtypeSpec::Auto.resolve(Device::Cuda(0)), Kind::BFloat16);

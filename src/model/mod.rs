@@ -29,7 +29,7 @@ use std::path::Path;
 
 pub use causal_lm::{CausalLm, Pass};
 pub use config::{Architecture, ModelConfig};
-pub use device::{DeviceSpec, DtypeSpec, LoadOptions};
+pub use device::{DtypeSpec, LoadOptions, ModelDevice};
 pub use error::{ModelError, TensorReport};
 pub use files::ModelFiles;
 pub use generation_config::GenerationConfig;

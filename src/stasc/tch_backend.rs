@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::config::{DeviceRequest, Dtype, FineTuneConfig, RunConfig};
+use crate::config::{Dtype, FineTuneConfig, RunConfig};
 use crate::dist::{run_workers, shard, DeviceAsk, Group, Topology, Transport};
 use crate::generate::{self, GenerateOptions, PromptInput, PromptOverflow, Sampling, StopRules};
-use crate::model::{load_model, DeviceSpec, DtypeSpec, LoadOptions, LoadedModel};
+use crate::model::{load_model, LoadOptions, LoadedModel, ModelDevice};
 use crate::prompt::ChatMessage;
 use crate::train::{fine_tune, TrainOptions};
 
@@ -62,20 +62,6 @@ pub const GENERATION_ROWS: usize = 512;
 /// Memory the CUDA runtime holds besides tensors (context, cuBLAS workspaces, graph bookkeeping), as budgeted.
 const RUNTIME_BYTES: u64 = 1 << 30;
 
-/// The model-engine device of a config's device request.
-pub fn device_spec(d: DeviceRequest) -> DeviceSpec {
-    match d {
-        DeviceRequest::Auto => DeviceSpec::Auto,
-        DeviceRequest::Cpu => DeviceSpec::Cpu,
-        DeviceRequest::Cuda(n) => DeviceSpec::Cuda(n.unwrap_or(0)),
-    }
-}
-
-/// The model-engine dtype of a config's dtype.
-pub fn dtype_spec(d: Dtype) -> DtypeSpec {
-    crate::train::dtype_spec(d)
-}
-
 impl TchBackend {
     /// A backend for the devices, dtype, length limit and fine-tuning settings of `config`; a note about ranks
     /// sharing devices goes to stderr.
@@ -87,7 +73,7 @@ impl TchBackend {
             .as_deref()
             .map_or_else(|| "<no accelerate config>".to_string(), |p| p.display().to_string());
         let ask = DeviceAsk {
-            request: ex.device,
+            devices: ex.device,
             num_processes: ex.num_devices,
             gpu_ids: ex.gpu_ids.as_deref(),
             source: &source,
@@ -109,7 +95,8 @@ impl TchBackend {
 
     /// A backend for `config` on an explicit topology (tests, benchmarks).
     pub fn with_topology(config: &RunConfig, topology: Topology, progress: bool) -> Self {
-        let device = device_spec(config.execution.device);
+        // Every worker loads and trains on its own device of the topology; this is only the first of them.
+        let device = ModelDevice::from(topology.devices[0]);
         let mut fine_tune = config.fine_tune.clone();
         // One dtype for the whole run: what the execution settings decided wins over fine_tune's model.torch_dtype.
         if config.execution.dtype != Dtype::Auto {
@@ -118,7 +105,7 @@ impl TchBackend {
         TchBackend {
             load: LoadOptions {
                 device,
-                dtype: dtype_spec(config.execution.dtype),
+                dtype: crate::train::dtype_spec(config.execution.dtype),
                 max_model_len: config.stasc_config.max_model_len.map(|n| n as i64),
             },
             fine_tune,
@@ -161,7 +148,7 @@ impl TchBackend {
             let (limits, batch_invariant) = (&self.prompts, self.batch_invariant);
             let utilization = self.gpu_memory_utilization;
             let models = run_workers(group, |w| -> Result<Mutex<LoadedModel>, BackendError> {
-                let opts = LoadOptions { device: DeviceSpec::from(devices[w]), ..load.clone() };
+                let opts = LoadOptions { device: ModelDevice::from(devices[w]), ..load.clone() };
                 let loaded = load_model(dir, &opts)?;
                 if devices[w].is_cuda() {
                     // A throw-away sample first: libtorch and cuBLAS initialise lazily on a thread's first calls, and
@@ -261,8 +248,8 @@ fn devices_from_env() -> Result<Option<Vec<tch::Device>>, BackendError> {
         .split(',')
         .map(|d| {
             d.trim()
-                .parse::<DeviceSpec>()
-                .and_then(DeviceSpec::resolve)
+                .parse::<ModelDevice>()
+                .and_then(ModelDevice::resolve)
                 .map_err(|e| format!("{DEVICES_ENV}={text}: {e}"))
         })
         .collect::<Result<Vec<_>, String>>()?;

@@ -32,7 +32,7 @@ pub use trainer::{Hyperparameters, LoopSummary};
 
 use crate::config::{Dtype, FineTuneConfig};
 use crate::dist::{run_workers, transport_for, Group, Topology};
-use crate::model::{load_tokenizer, load_weights, CausalLm, DeviceSpec, DtypeSpec, LoadOptions};
+use crate::model::{load_tokenizer, load_weights, CausalLm, DtypeSpec, LoadOptions, ModelDevice};
 use crate::prompt::ChatMessage;
 use lora::{LoraAdapters, LoraSpec};
 
@@ -40,7 +40,7 @@ use lora::{LoraAdapters, LoraSpec};
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
     /// Where to train (auto = first CUDA device, else CPU) when `topology` is none.
-    pub device: DeviceSpec,
+    pub device: ModelDevice,
     /// Data-parallel ranks and devices; none = one rank on `device`.
     pub topology: Option<Topology>,
     /// Batch examples of similar length together (HF `group_by_length`). Default true.
@@ -55,7 +55,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            device: DeviceSpec::Auto,
+            device: ModelDevice::Auto,
             topology: None,
             group_by_length: true,
             merge_lora: true,
@@ -143,7 +143,7 @@ pub fn fine_tune(
     let init = std::sync::Mutex::new(());
     let summaries = run_workers(&group, |w| -> Result<LoopSummary, TrainError> {
         let load = LoadOptions {
-            device: DeviceSpec::from(topology.devices[w]),
+            device: ModelDevice::from(topology.devices[w]),
             dtype: dtype_spec(cfg.model.torch_dtype),
             // Room for micro-batch lengths rounded up to the CUDA padding multiple.
             max_model_len: Some(cfg.data.block_size.next_multiple_of(batching::CUDA_PAD_MULTIPLE) as i64),

@@ -38,7 +38,7 @@ use super::tokenize::TokenizedExample;
 use super::trainer::{train_examples, Hyperparameters};
 use crate::config::choices::DecayParameters;
 use crate::config::LrSchedulerType;
-use crate::model::{load_weights, DeviceSpec, DtypeSpec, LoadOptions};
+use crate::model::{load_weights, DtypeSpec, LoadOptions, ModelDevice};
 
 #[derive(Debug, Deserialize)]
 struct CaseHp {
@@ -140,7 +140,7 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, TrainError> 
 /// Runs case `name` of the parity directory `dir` (files `name.json`, `name.safetensors`, for adapters
 /// `name_init.safetensors`, and the base model in `model/`) on `device` in f32; with `out`, also writes the trained
 /// model there as an HF directory, with `logits.safetensors` (its logits on the case's first example) beside it.
-pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) -> Result<ParityReport, TrainError> {
+pub fn run_case(dir: &Path, name: &str, device: ModelDevice, out: Option<&Path>) -> Result<ParityReport, TrainError> {
     run_case_with(dir, name, device, out, None)
 }
 
@@ -149,7 +149,7 @@ pub fn run_case(dir: &Path, name: &str, device: DeviceSpec, out: Option<&Path>) 
 pub fn run_case_with(
     dir: &Path,
     name: &str,
-    device: DeviceSpec,
+    device: ModelDevice,
     out: Option<&Path>,
     decay_parameters: Option<DecayParameters>,
 ) -> Result<ParityReport, TrainError> {
