@@ -88,18 +88,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The data-parallel topology of a command-line device choice: `num_processes` ranks (`None` = one per usable
+/// The data-parallel topology of a command-line device choice: `data_parallel_ranks` ranks (`None` = one per usable
 /// device) over the visible GPUs (or `gpu_ids` of them) when `device` is auto, else on the one device named
 /// (`--device cuda` is GPU 0: see `RunDevices::from` in `crate::dist::topology`). `source` names the option for
 /// messages; a note about ranks sharing devices goes to stderr.
 pub fn topology_for(
     device: crate::model::ModelDevice,
-    num_processes: Option<usize>,
+    data_parallel_ranks: Option<usize>,
     gpu_ids: Option<&[usize]>,
     source: &str,
 ) -> anyhow::Result<crate::dist::Topology> {
     let devices = crate::config::RunDevices::from(device);
-    let ask = crate::dist::DeviceAsk { devices, num_processes, gpu_ids, source };
+    let ask = crate::dist::DeviceAsk { devices, data_parallel_ranks, gpu_ids, source };
     let visible = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
     let (topology, note) = crate::dist::topology::resolve(&ask, visible)?;
     if let Some(note) = note {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::accelerate::AccelerateConfig;
 use super::choices::{Dtype, RunDevices};
@@ -24,14 +24,17 @@ pub struct RunConfigPaths {
     pub accelerate_config: Option<PathBuf>,
 }
 
-/// Settings decided by more than one file.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Settings decided by more than one file. Read back from config.resolved.yaml when a run resumes, through
+/// [`Execution::upgrade_recorded`], so a renamed field keeps its old name as a serde alias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     /// stasc_config `device`; when auto and accelerate's `use_cpu` is true, cpu.
     pub device: RunDevices,
     /// Data-parallel ranks (accelerate's `num_processes`); none = one per usable GPU (accelerate's -1). See
-    /// `crate::dist::topology` for how ranks map to devices.
-    pub num_devices: Option<usize>,
+    /// `crate::dist::topology` for how ranks map to devices. Runs recorded before the rename wrote it as
+    /// `num_devices` (it counts ranks, not devices: ranks may share a device).
+    #[serde(alias = "num_devices")]
+    pub data_parallel_ranks: Option<usize>,
     /// GPUs to use, from accelerate's `gpu_ids`; none = all visible.
     pub gpu_ids: Option<Vec<usize>>,
     /// Weight dtype of generation and training: the first that is not auto of stasc_config `dtype`, accelerate
@@ -39,6 +42,18 @@ pub struct Execution {
     pub dtype: Dtype,
     /// Which key decided `dtype`, e.g. `accelerate_config.yaml: mixed_precision`.
     pub dtype_source: String,
+}
+
+impl Execution {
+    /// Brings the `execution` section of a config.resolved.yaml written by an earlier stasc to today's names (the
+    /// serde aliases above), so that resuming such a run compares like with like. A section that does not read as
+    /// an [`Execution`] is left as written: the comparison then names what differs.
+    pub fn upgrade_recorded(section: &mut serde_json::Value) {
+        let upgraded = serde_json::from_value::<Execution>(section.clone()).and_then(serde_json::to_value);
+        if let Ok(upgraded) = upgraded {
+            *section = upgraded;
+        }
+    }
 }
 
 /// The resolved, validated configuration of a run.
@@ -159,7 +174,7 @@ fn execution(
     };
     Execution {
         device,
-        num_devices: accelerate.num_processes,
+        data_parallel_ranks: accelerate.num_processes,
         gpu_ids: accelerate.gpu_ids.clone(),
         dtype,
         dtype_source,
@@ -197,7 +212,7 @@ mod tests {
         assert_eq!(t.average_tokens_across_devices, Some(false), "protocol: paper, transformers 4.47.1's default");
         assert_eq!(t.decay_parameters, Some(DecayParameters::Transformers4_47_1), "protocol: paper");
         assert_eq!((c.accelerate.num_processes, c.accelerate.mixed_precision), (Some(2), MixedPrecision::Bf16));
-        assert_eq!((c.execution.num_devices, c.execution.dtype), (Some(2), Dtype::Bf16));
+        assert_eq!((c.execution.data_parallel_ranks, c.execution.dtype), (Some(2), Dtype::Bf16));
         assert_eq!(c.execution.dtype_source, "accelerate_config.yaml: mixed_precision");
         let warning = c.ignored_warning().unwrap();
         assert!(warning.contains("training.output_dir (set by the loop)"), "{warning}");
@@ -215,7 +230,7 @@ mod tests {
         let c = RunConfig::load(&paths).unwrap();
         assert_eq!(c.ignored_warning(), None);
         assert_eq!(
-            (c.execution.device, c.execution.dtype, c.execution.num_devices),
+            (c.execution.device, c.execution.dtype, c.execution.data_parallel_ranks),
             (RunDevices::Cpu, Dtype::F32, Some(1))
         );
         assert_eq!(c.stasc_config.data_path, PathBuf::from("data/demo_nq"));
@@ -282,6 +297,23 @@ mod tests {
         assert_eq!(load("protocol: paper\n", ""), (hf447, hf447));
         assert_eq!(load("protocol: paper\n", "training:\n  decay_parameters: names\n").0, names);
         assert_eq!(load("", "training:\n  decay_parameters: transformers_4_47_1\n").0, hf447);
+    }
+
+    #[test]
+    fn execution_recorded_with_num_devices_reads_as_data_parallel_ranks() {
+        let recorded = |ranks_key: &str| {
+            serde_json::json!({"device": "cuda", ranks_key: 2, "gpu_ids": [0, 1], "dtype": "bf16",
+                               "dtype_source": "accelerate_config.yaml: mixed_precision"})
+        };
+        let mut old = recorded("num_devices");
+        Execution::upgrade_recorded(&mut old);
+        assert_eq!(old, recorded("data_parallel_ranks"));
+        let execution: Execution = serde_json::from_value(recorded("num_devices")).unwrap();
+        assert_eq!((execution.device, execution.data_parallel_ranks), (RunDevices::EveryGpu, Some(2)));
+        // Something that is not an execution section stays as written.
+        let mut other = serde_json::json!({"device": "tpu"});
+        Execution::upgrade_recorded(&mut other);
+        assert_eq!(other, serde_json::json!({"device": "tpu"}));
     }
 
     #[test]

@@ -13,8 +13,10 @@ use crate::model::ModelDevice;
 /// The devices of a run and its data-parallel rank count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
-    /// Data-parallel ranks (accelerate's `num_processes`).
-    pub ranks: usize,
+    /// Data-parallel ranks (accelerate's `num_processes`). Called `data_parallel_ranks` from the resolved config
+    /// (`execution.data_parallel_ranks`) through [`DeviceAsk`] to the trainer's `Hyperparameters`: it counts ranks,
+    /// not devices (ranks may share a device), and "ranks" alone could be any group's.
+    pub data_parallel_ranks: usize,
     /// One worker per device; rank r runs on `devices[r % devices.len()]`.
     pub devices: Vec<Device>,
 }
@@ -22,18 +24,18 @@ pub struct Topology {
 impl Topology {
     /// One rank on one device (what every single-device caller uses).
     pub fn single(device: Device) -> Self {
-        Topology { ranks: 1, devices: vec![device] }
+        Topology { data_parallel_ranks: 1, devices: vec![device] }
     }
 
-    /// `ranks` ranks over `devices` (at least one of each).
-    pub fn new(ranks: usize, devices: Vec<Device>) -> Result<Self, DistError> {
-        if ranks == 0 || devices.is_empty() {
+    /// `data_parallel_ranks` ranks over `devices` (at least one of each).
+    pub fn new(data_parallel_ranks: usize, devices: Vec<Device>) -> Result<Self, DistError> {
+        if data_parallel_ranks == 0 || devices.is_empty() {
             return Err(DistError::Topology(format!(
-                "a run needs at least one rank and one device, got {ranks} rank(s) on {} device(s)",
+                "a run needs at least one rank and one device, got {data_parallel_ranks} rank(s) on {} device(s)",
                 devices.len()
             )));
         }
-        Ok(Topology { ranks, devices })
+        Ok(Topology { data_parallel_ranks, devices })
     }
 
     /// The worker (index into `devices`) that runs rank `rank`.
@@ -47,7 +49,7 @@ impl Topology {
     pub fn step_assignment(&self, micro_batches: usize) -> Vec<Vec<usize>> {
         let mut per_worker = vec![Vec::new(); self.devices.len()];
         for j in 0..micro_batches {
-            per_worker[self.worker_of_rank(j % self.ranks)].push(j);
+            per_worker[self.worker_of_rank(j % self.data_parallel_ranks)].push(j);
         }
         per_worker
     }
@@ -55,7 +57,10 @@ impl Topology {
     /// A one-line description, e.g. `2 ranks on cuda:0, cuda:1`.
     pub fn describe(&self) -> String {
         let devices: Vec<String> = self.devices.iter().map(|d| device_name(*d)).collect();
-        let ranks = if self.ranks == 1 { "1 rank".to_string() } else { format!("{} ranks", self.ranks) };
+        let ranks = match self.data_parallel_ranks {
+            1 => "1 rank".to_string(),
+            n => format!("{n} ranks"),
+        };
         format!("{ranks} on {}", devices.join(", "))
     }
 }
@@ -92,8 +97,8 @@ impl From<ModelDevice> for RunDevices {
 pub struct DeviceAsk<'a> {
     /// stasc_config's `device` (after accelerate's `use_cpu`), or a command line's `--device`.
     pub devices: RunDevices,
-    /// accelerate's `num_processes`; `None` = one rank per usable device.
-    pub num_processes: Option<usize>,
+    /// Data-parallel ranks (accelerate's `num_processes`); `None` = one rank per usable device.
+    pub data_parallel_ranks: Option<usize>,
     /// accelerate's `gpu_ids` (ordinals among the visible devices); `None` = all.
     pub gpu_ids: Option<&'a [usize]>,
     /// The accelerate file name (or `<default>`), for messages.
@@ -135,19 +140,19 @@ pub fn resolve(ask: &DeviceAsk<'_>, visible_cuda: usize) -> Result<(Topology, Op
                     ids.to_vec()
                 }
             };
-            let wanted = ask.num_processes.unwrap_or(pool.len());
+            let wanted = ask.data_parallel_ranks.unwrap_or(pool.len());
             pool.into_iter().take(wanted.max(1)).map(Device::Cuda).collect()
         }
     };
-    let ranks = ask.num_processes.unwrap_or(devices.len()).max(1);
+    let ranks = ask.data_parallel_ranks.unwrap_or(devices.len()).max(1);
     let topology = Topology::new(ranks, devices)?;
-    let note = (topology.ranks > topology.devices.len()).then(|| {
+    let note = (topology.data_parallel_ranks > topology.devices.len()).then(|| {
         format!(
             "{src}: num_processes is {} but {} device(s) are used: ranks share devices (the same global batch and \
              loss as {} devices, more time per step)",
-            topology.ranks,
+            topology.data_parallel_ranks,
             topology.devices.len(),
-            topology.ranks
+            topology.data_parallel_ranks
         )
     });
     Ok((topology, note))
@@ -157,14 +162,14 @@ pub fn resolve(ask: &DeviceAsk<'_>, visible_cuda: usize) -> Result<(Topology, Op
 mod tests {
     use super::*;
 
-    fn ask(devices: RunDevices, num_processes: Option<usize>, gpu_ids: Option<&[usize]>) -> DeviceAsk<'_> {
-        DeviceAsk { devices, num_processes, gpu_ids, source: "acc.yaml" }
+    fn ask(devices: RunDevices, ranks: Option<usize>, gpu_ids: Option<&[usize]>) -> DeviceAsk<'_> {
+        DeviceAsk { devices, data_parallel_ranks: ranks, gpu_ids, source: "acc.yaml" }
     }
 
     #[test]
     fn reference_config_uses_two_gpus_when_two_are_visible() {
         let (t, note) = resolve(&ask(RunDevices::Auto, Some(2), None), 4).unwrap();
-        assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(0), Device::Cuda(1)] });
+        assert_eq!(t, Topology { data_parallel_ranks: 2, devices: vec![Device::Cuda(0), Device::Cuda(1)] });
         assert_eq!(note, None);
         assert_eq!(t.describe(), "2 ranks on cuda:0, cuda:1");
     }
@@ -172,20 +177,20 @@ mod tests {
     #[test]
     fn ranks_share_devices_when_fewer_are_visible_and_say_so() {
         let (t, note) = resolve(&ask(RunDevices::EveryGpu, Some(2), None), 1).unwrap();
-        assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(0)] });
+        assert_eq!(t, Topology { data_parallel_ranks: 2, devices: vec![Device::Cuda(0)] });
         assert!(note.unwrap().starts_with("acc.yaml: num_processes is 2 but 1 device(s) are used"));
         let (t, _) = resolve(&ask(RunDevices::Cpu, Some(2), None), 8).unwrap();
-        assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cpu] });
+        assert_eq!(t, Topology { data_parallel_ranks: 2, devices: vec![Device::Cpu] });
         let (t, _) = resolve(&ask(RunDevices::Auto, Some(3), None), 0).unwrap();
-        assert_eq!(t, Topology { ranks: 3, devices: vec![Device::Cpu] });
+        assert_eq!(t, Topology { data_parallel_ranks: 3, devices: vec![Device::Cpu] });
     }
 
     #[test]
     fn all_processes_means_every_usable_device() {
         let (t, _) = resolve(&ask(RunDevices::Auto, None, None), 3).unwrap();
-        assert_eq!(t.ranks, 3);
+        assert_eq!(t.data_parallel_ranks, 3);
         let (t, _) = resolve(&ask(RunDevices::Auto, None, Some(&[2, 0])), 3).unwrap();
-        assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(2), Device::Cuda(0)] });
+        assert_eq!(t, Topology { data_parallel_ranks: 2, devices: vec![Device::Cuda(2), Device::Cuda(0)] });
         let (t, _) = resolve(&ask(RunDevices::Cpu, None, None), 3).unwrap();
         assert_eq!(t, Topology::single(Device::Cpu));
         let (t, _) = resolve(&ask(RunDevices::Gpu(1), None, None), 3).unwrap();
@@ -197,7 +202,7 @@ mod tests {
         let devices: RunDevices = "cuda".parse().unwrap();
         let (t, _) = resolve(&ask(devices, None, None), 4).unwrap();
         assert_eq!(t.devices, (0..4).map(Device::Cuda).collect::<Vec<_>>());
-        assert_eq!(t.ranks, 4);
+        assert_eq!(t.data_parallel_ranks, 4);
     }
 
     #[test]
@@ -205,7 +210,7 @@ mod tests {
         let device: ModelDevice = "cuda".parse().unwrap();
         assert_eq!(RunDevices::from(device), RunDevices::Gpu(0));
         let (t, note) = resolve(&ask(RunDevices::from(device), Some(2), None), 4).unwrap();
-        assert_eq!(t, Topology { ranks: 2, devices: vec![Device::Cuda(0)] });
+        assert_eq!(t, Topology { data_parallel_ranks: 2, devices: vec![Device::Cuda(0)] });
         assert!(note.is_some(), "two ranks share GPU 0");
         assert_eq!(RunDevices::from(ModelDevice::Auto), RunDevices::Auto);
         assert_eq!(RunDevices::from(ModelDevice::Cpu), RunDevices::Cpu);
@@ -232,11 +237,11 @@ mod tests {
 
     #[test]
     fn micro_batches_go_to_ranks_round_robin_and_ranks_to_workers() {
-        let two = Topology { ranks: 2, devices: vec![Device::Cuda(0), Device::Cuda(1)] };
+        let two = Topology { data_parallel_ranks: 2, devices: vec![Device::Cuda(0), Device::Cuda(1)] };
         assert_eq!(two.step_assignment(5), vec![vec![0, 2, 4], vec![1, 3]]);
-        let shared = Topology { ranks: 4, devices: vec![Device::Cuda(0), Device::Cuda(1)] };
+        let shared = Topology { data_parallel_ranks: 4, devices: vec![Device::Cuda(0), Device::Cuda(1)] };
         assert_eq!(shared.step_assignment(8), vec![vec![0, 2, 4, 6], vec![1, 3, 5, 7]]);
-        let one = Topology { ranks: 2, devices: vec![Device::Cpu] };
+        let one = Topology { data_parallel_ranks: 2, devices: vec![Device::Cpu] };
         assert_eq!(one.step_assignment(3), vec![vec![0, 1, 2]]);
         assert_eq!(two.step_assignment(0), vec![Vec::<usize>::new(), vec![]]);
     }

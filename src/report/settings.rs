@@ -300,9 +300,12 @@ impl RunSettings {
         values.insert(Setting::Epochs, epochs);
         let per_device = number(&training("per_device_train_batch_size"));
         let accumulation = number(&training("gradient_accumulation_steps"));
-        // The resolved rank count first; accelerate's num_processes as written otherwise; null means "every GPU
-        // found at run time", which the run directory does not record.
-        let processes = number(&["execution", "num_devices"]).or_else(|| number(&["accelerate", "num_processes"]));
+        // The resolved rank count first (`num_devices` in runs recorded before it was named data_parallel_ranks, the
+        // serde alias of `Execution`); accelerate's num_processes as written otherwise; null means "every GPU found
+        // at run time", which the run directory does not record.
+        let processes = number(&["execution", "data_parallel_ranks"])
+            .or_else(|| number(&["execution", "num_devices"]))
+            .or_else(|| number(&["accelerate", "num_processes"]));
         values.insert(
             Setting::GlobalBatch,
             match (per_device, accumulation) {
@@ -599,6 +602,17 @@ mod tests {
         assert_eq!(s.get(Setting::AnswerCleaning).shown, "reference");
         let doc: Value = serde_yaml::from_str("stasc:\n  num_star_iterations: 2\n").unwrap();
         assert_eq!(RunSettings::from_config(&doc, &[]), None);
+    }
+
+    #[test]
+    fn the_rank_count_reads_under_its_old_and_new_names() {
+        let batch = |config: &str| run(config, (500, 500)).get(Setting::GlobalBatch).shown.clone();
+        let now = resolved_config(&RunConfigFixture::paper()).replace("num_processes: 2", "num_processes: null");
+        assert!(now.contains("  data_parallel_ranks: 2\n"), "{now}");
+        assert_eq!(batch(&now), "8 (1 x 4 x 2)");
+        // config.resolved.yaml of a run recorded before `execution.num_devices` became `data_parallel_ranks`.
+        let old = now.replace("  data_parallel_ranks: 2\n", "  num_devices: 3\n");
+        assert_eq!(batch(&old), "12 (1 x 4 x 3)");
     }
 
     #[test]

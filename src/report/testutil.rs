@@ -87,7 +87,7 @@ fine_tune:
 accelerate:
   num_processes: 2
 execution:
-  num_devices: 2
+  data_parallel_ranks: 2
 reward:
   name: in_acc
   plugin: null

@@ -74,7 +74,7 @@ pub fn budget(config: &RunConfig, train: usize, test: usize, prompts: Option<&Pr
                 (all as f64 * t.num_train_epochs).ceil() as u64
             }
             Some(steps) => {
-                let ranks = config.execution.num_devices? as u64;
+                let ranks = config.execution.data_parallel_ranks? as u64;
                 let step = (t.per_device_train_batch_size * t.gradient_accumulation_steps) as u64 * ranks;
                 steps as u64 * step * longest_example
             }

@@ -103,9 +103,14 @@ impl ChunkStore {
 }
 
 /// Compares the fingerprint of a previous run with the current one; returns the changed dotted keys, described.
+/// Keys an earlier stasc wrote under another name are read under today's first, so a rename is no change.
 pub fn config_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let mut old = old.clone();
+    if let Some(execution) = old.get_mut("execution") {
+        crate::config::Execution::upgrade_recorded(execution);
+    }
     let mut out = Vec::new();
-    diff_values("", old, new, &mut out);
+    diff_values("", &old, new, &mut out);
     out
 }
 
@@ -225,5 +230,15 @@ mod tests {
         assert_eq!(config_changes(&original, &fingerprint("copy.yaml", &text)), Vec::<String>::new());
         let changed = fingerprint("copy.yaml", &text.replace("temperature: 0.6", "temperature: 0.7"));
         assert_eq!(config_changes(&original, &changed), vec!["stasc_config.temperature (0.6 -> 0.7)".to_string()]);
+
+        // config.resolved.yaml as an earlier stasc wrote it, with `execution.num_devices`: the run still resumes.
+        let yaml = serde_yaml::to_string(&original).unwrap();
+        assert!(yaml.contains("  data_parallel_ranks: 1\n"), "{yaml}");
+        let old: serde_json::Value =
+            serde_yaml::from_str(&yaml.replace("  data_parallel_ranks: 1\n", "  num_devices: 1\n")).unwrap();
+        assert_eq!(config_changes(&old, &original), Vec::<String>::new());
+        let other: serde_json::Value =
+            serde_yaml::from_str(&yaml.replace("  data_parallel_ranks: 1\n", "  num_devices: 2\n")).unwrap();
+        assert_eq!(config_changes(&other, &original), vec!["execution.data_parallel_ranks (2 -> 1)".to_string()]);
     }
 }

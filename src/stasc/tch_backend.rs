@@ -74,7 +74,7 @@ impl TchBackend {
             .map_or_else(|| "<no accelerate config>".to_string(), |p| p.display().to_string());
         let ask = DeviceAsk {
             devices: ex.device,
-            num_processes: ex.num_devices,
+            data_parallel_ranks: ex.data_parallel_ranks,
             gpu_ids: ex.gpu_ids.as_deref(),
             source: &source,
         };
@@ -84,7 +84,7 @@ impl TchBackend {
             eprintln!("note: {note}");
         }
         if let Some(devices) = devices_from_env()? {
-            topology = Topology::new(topology.ranks, devices)?;
+            topology = Topology::new(topology.data_parallel_ranks, devices)?;
             eprintln!("note: {DEVICES_ENV} sets the devices: {}", topology.describe());
         }
         if let Some(line) = generation_note(config, &topology) {

@@ -122,7 +122,7 @@ pub fn measure_parallel(
     warmup: usize,
 ) -> Result<(Throughput, Vec<StepRecord>), TrainError> {
     let group = Group::new(&topology.devices, transport_for(&topology.devices))?;
-    let hp = Hyperparameters { data_parallel_ranks: topology.ranks, ..hp.clone() };
+    let hp = Hyperparameters { data_parallel_ranks: topology.data_parallel_ranks, ..hp.clone() };
     let mut peak: Option<u64> = None;
     let mut on_step = |_: &StepRecord| {
         if let Some(used) = cuda_used_bytes() {

@@ -128,7 +128,7 @@ pub fn fine_tune(
     let tokenizer = load_tokenizer(base_dir)?;
     let (data, stats) = tokenize::tokenize_all(&tokenizer, examples, cfg.data.block_size, cfg.data.truncation)?;
     let mut hp = Hyperparameters::from_training_args(&cfg.training, opts.group_by_length);
-    hp.data_parallel_ranks = topology.ranks;
+    hp.data_parallel_ranks = topology.data_parallel_ranks;
     let pad_id = tokenizer.pad_token_id().or(tokenizer.eos_token_ids().first().copied()).unwrap_or(0) as i64;
     let lora_spec = lora_spec(cfg);
     let partial = checkpoint::begin(out_dir)?;

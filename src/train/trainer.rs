@@ -236,10 +236,10 @@ pub fn train_replica(
     worker: &Worker<'_>,
     on_step: Option<&StepCallback<'_>>,
 ) -> Result<LoopSummary, TrainError> {
-    if worker.topology.ranks != hp.data_parallel_ranks.max(1) {
+    if worker.topology.data_parallel_ranks != hp.data_parallel_ranks.max(1) {
         return Err(TrainError::Invalid(format!(
             "the job has {} ranks but the hyperparameters ask for {}",
-            worker.topology.ranks, hp.data_parallel_ranks
+            worker.topology.data_parallel_ranks, hp.data_parallel_ranks
         )));
     }
     crate::model::device::set_current_device(model.device());

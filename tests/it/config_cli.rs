@@ -85,7 +85,7 @@ fn dry_run_on_paper_configs_with_both_flag_spellings() {
             "  temperature: 0.6",
             "  filter: improving",
             "    learning_rate: 7e-6",
-            "  num_devices: 2",
+            "  data_parallel_ranks: 2",
             "  dtype: bf16",
             "  training_rounds: 10",
         ] {

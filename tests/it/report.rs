@@ -64,7 +64,7 @@ fn resolved_config(protocol: &str, variant: &str) -> String {
          answer_cleaning: {}\nfine_tune:\n  training:\n    learning_rate: 7.0e-6\n    num_train_epochs: 1.0\n    \
          per_device_train_batch_size: 1\n    gradient_accumulation_steps: 4\n    max_steps: null\n    \
          average_tokens_across_devices: {}\n  peft:\n    use_lora: false\naccelerate:\n  num_processes: 2\n\
-         execution:\n  num_devices: 2\nreward:\n  name: in_acc\n",
+         execution:\n  data_parallel_ranks: 2\nreward:\n  name: in_acc\n",
         pick("final", "default"),
         pick("per_initial", "all_pairs"),
         pick("full_reward", "positive_reward"),
