@@ -14,6 +14,7 @@ pub mod report_to;
 pub mod run_config;
 pub mod stasc_config;
 mod validate;
+pub mod variant;
 
 pub use accelerate::AccelerateConfig;
 pub use choices::{

@@ -11,6 +11,7 @@ use serde_yaml::Value;
 
 use super::error::ReportError;
 use super::published::PublishedSettings;
+use crate::stasc::spec::FilterLetter;
 use crate::stasc::IterationMetrics;
 
 /// One setting that decides what an experiment measures.
@@ -130,10 +131,10 @@ impl Setting {
 
     /// Whether the setting applies to `variant`: each filter row only to variants with its letter.
     pub fn applies_to(self, variant: &str) -> bool {
-        let letter = variant.chars().nth(1);
+        let letter = FilterLetter::of_variant(variant);
         match self {
-            Setting::FilterI => letter == Some('I'),
-            Setting::FilterN => letter == Some('N'),
+            Setting::FilterI => letter == Some(FilterLetter::Improving),
+            Setting::FilterN => letter == Some(FilterLetter::N),
             _ => true,
         }
     }

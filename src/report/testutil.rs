@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::load::{load_results, ResultSet};
 use super::table::Table;
+use crate::stasc::spec::FilterLetter;
 use crate::stasc::{IterationMetrics, QuestionRewards, Transitions};
 use crate::stats::{wilson, Interval};
 use crate::sweep::{CellPlan, SweepIndex};
@@ -50,8 +51,8 @@ pub fn resolved_config(f: &RunConfigFixture) -> String {
 pub fn resolved_config_for(f: &RunConfigFixture, variant: &str) -> String {
     let paper = f.protocol == "paper";
     let pick = |stasc: &'static str, p: &'static str| if paper { p } else { stasc };
-    let filter = f.filter.unwrap_or(match variant.chars().nth(1) {
-        Some('I') => "improving",
+    let filter = f.filter.unwrap_or(match FilterLetter::of_variant(variant) {
+        Some(FilterLetter::Improving) => "improving",
         _ => pick("non_decreasing", "correct_to_correct"),
     });
     format!(

@@ -5,27 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::variant::{EvolvingOrFixed, FilterLetter, FineTuning, Initialization, Variant};
 pub use crate::config::{AnswerCleaning, CorrectionFilter, Correctness, Pairing};
-
-/// Where initial answers come from (`initial_answer_with_new_model`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Initialization {
-    /// E: at every iteration, sampled from the current model M_n.
-    Evolving,
-    /// F: sampled once from M0 before the loop and reused.
-    Fixed,
-}
-
-/// Which model a fine-tuning run starts from (`train_from_initial_model`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FineTuning {
-    /// E: M_{n+1} is fine-tuned from M_n.
-    Evolving,
-    /// F: M_{n+1} is fine-tuned from M0.
-    Fixed,
-}
 
 /// Sampling settings shared by every generation phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,22 +57,10 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// The paper's three-letter variant name, e.g. "EIE". The letter N stands for `only_better_correction:
-    /// false`, whichever N filter (non_decreasing, correct_to_correct) the protocol gives it; the filter itself is
-    /// in the resolved config, and reports show it.
+    /// The paper's three-letter variant name, e.g. "EIE" (see [`Variant`]). The letter N stands for
+    /// `only_better_correction: false`, whichever N filter (non_decreasing, correct_to_correct) the protocol gives
+    /// it; the filter itself is in the resolved config, and reports show it.
     pub fn variant(&self) -> String {
-        let a = match self.initialization {
-            Initialization::Evolving => 'E',
-            Initialization::Fixed => 'F',
-        };
-        let b = match self.filter {
-            CorrectionFilter::Improving => 'I',
-            CorrectionFilter::NonDecreasing | CorrectionFilter::CorrectToCorrect => 'N',
-        };
-        let c = match self.fine_tuning {
-            FineTuning::Evolving => 'E',
-            FineTuning::Fixed => 'F',
-        };
-        [a, b, c].iter().collect()
+        Variant::of(self.initialization, self.filter, self.fine_tuning).to_string()
     }
 }

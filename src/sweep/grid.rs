@@ -12,6 +12,8 @@ use serde_json::Value;
 use super::error::SweepError;
 use super::spec::SweepSpec;
 use crate::config::document::set_dotted;
+use crate::config::variant::{EvolvingOrFixed, FilterLetter, FineTuning, Initialization};
+use crate::config::CorrectionFilter;
 
 /// Axis keys with a meaning beyond "set this stasc_config key".
 pub const ALIASES: &[&str] = &["variant", "init", "filter", "ft", "task", "reward", "seed", "model"];
@@ -123,6 +125,19 @@ fn bad(file: &Path, key: &str, value: &Value, reason: &str) -> SweepError {
         .into()
 }
 
+/// A one-letter string, as variant names spell each choice.
+fn one_letter(value: &Value) -> Option<char> {
+    value.as_str().filter(|s| s.chars().count() == 1).and_then(|s| s.chars().next())
+}
+
+/// An E/F choice written as its letter or as a boolean (true: evolving).
+fn evolving_or_fixed<T: EvolvingOrFixed>(value: &Value) -> Option<T> {
+    match value {
+        Value::Bool(evolving) => Some(T::evolving(*evolving)),
+        other => one_letter(other).and_then(T::from_letter),
+    }
+}
+
 /// Applies one override to the documents and returns how the cell name shows it.
 fn apply(
     file: &Path,
@@ -132,14 +147,6 @@ fn apply(
     stasc: &mut Value,
     ft: &mut Value,
 ) -> Result<String, SweepError> {
-    let letter = |v: &Value, yes: char, no: char| -> Option<bool> {
-        match v {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) if s.len() == 1 && s.starts_with(yes) => Some(true),
-            Value::String(s) if s.len() == 1 && s.starts_with(no) => Some(false),
-            _ => None,
-        }
-    };
     match key {
         "variant" => {
             let s = value
@@ -153,27 +160,33 @@ fn apply(
             Ok(s.to_string())
         }
         "init" => {
-            let evolving = letter(value, 'E', 'F')
+            let init: Initialization = evolving_or_fixed(value)
                 .ok_or_else(|| bad(file, key, value, "expected \"E\" (evolving) or \"F\" (fixed)"))?;
-            set_dotted(stasc, "initial_answer_with_new_model", Value::Bool(evolving));
-            Ok(if evolving { "E" } else { "F" }.into())
+            set_dotted(stasc, "initial_answer_with_new_model", Value::Bool(init.new_model()));
+            Ok(init.letter().to_string())
         }
         "ft" => {
-            let evolving = letter(value, 'E', 'F')
+            let fine_tuning: FineTuning = evolving_or_fixed(value)
                 .ok_or_else(|| bad(file, key, value, "expected \"E\" (from M_n) or \"F\" (from M0)"))?;
-            set_dotted(stasc, "train_from_initial_model", Value::Bool(!evolving));
-            Ok(if evolving { "E" } else { "F" }.into())
+            set_dotted(stasc, "train_from_initial_model", Value::Bool(fine_tuning.initial_model()));
+            Ok(fine_tuning.letter().to_string())
         }
         "filter" => {
             // The letters choose only_better_correction, and the protocol decides what N keeps; a filter name
-            // chooses that filter whatever the protocol.
-            let (name, better, shown) = match value.as_str() {
-                Some("I") => (None, true, "I"),
-                Some("N") => (None, false, "N"),
-                Some("improving") => (Some("improving"), true, "improving"),
-                Some("non_decreasing") => (Some("non_decreasing"), false, "non_decreasing"),
-                Some("C") | Some("correct_to_correct") => (Some("correct_to_correct"), false, "C"),
-                _ => {
+            // chooses that filter whatever the protocol (and is shown by name, except correct_to_correct: C).
+            let by_letter = one_letter(value).and_then(FilterLetter::from_letter);
+            let by_name = value.as_str().and_then(|name| name.parse::<CorrectionFilter>().ok());
+            let (better, name, shown) = match (by_letter, by_name) {
+                (Some(l), _) => {
+                    let (better, name) = l.settings();
+                    (better, name, l.letter().to_string())
+                }
+                (None, Some(CorrectionFilter::CorrectToCorrect)) => {
+                    let (better, name) = FilterLetter::CorrectToCorrect.settings();
+                    (better, name, FilterLetter::CorrectToCorrect.letter().to_string())
+                }
+                (None, Some(filter)) => (filter == CorrectionFilter::Improving, Some(filter), filter.to_string()),
+                (None, None) => {
                     return Err(bad(
                         file,
                         key,
@@ -184,14 +197,14 @@ fn apply(
             };
             set_dotted(stasc, "only_better_correction", Value::Bool(better));
             match name {
-                Some(name) => set_dotted(stasc, "filter", Value::String(name.into())),
+                Some(name) => set_dotted(stasc, "filter", Value::String(name.to_string())),
                 None => {
                     if let Some(doc) = stasc.as_object_mut() {
                         doc.remove("filter");
                     }
                 }
             }
-            Ok(shown.into())
+            Ok(shown)
         }
         "task" => {
             let name = value.as_str().ok_or_else(|| bad(file, key, value, "expected a task name"))?;
