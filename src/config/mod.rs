@@ -2,6 +2,8 @@
 //! defaulted and validated; plus the key-checking machinery sweeps reuse for TOML. Pure: no I/O beyond reading the
 //! files. Each file goes raw document -> known-key and type check ([`keys`]) -> raw serde struct -> resolved struct
 //! with every default filled in; keys we accept but do not act on are returned as [`IgnoredKeys`], never dropped.
+//! Each section's raw struct and its known-key table come from one field list ([`raw`]). The choice types
+//! ([`choices`]) and the variant letters ([`variant`]) are the ones every other module uses.
 
 pub mod accelerate;
 pub mod choices;
@@ -10,6 +12,7 @@ pub mod error;
 pub mod fine_tune;
 pub mod keys;
 pub mod overrides;
+pub mod raw;
 pub mod report_to;
 pub mod run_config;
 pub mod stasc_config;

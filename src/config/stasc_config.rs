@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::choices::{
@@ -15,107 +15,59 @@ use super::choices::{
 };
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
-use super::keys::{Key, Kind};
+use super::raw::raw_config;
 use super::validate::{at_least, in_interval, non_empty, non_negative};
-
-/// Every key stasc_config.yaml may hold.
-pub const STASC_KEYS: &[Key] = &[
-    Key::leaf("model_path", Kind::Str),
-    Key::leaf("cache_dir", Kind::Str),
-    Key::leaf("gpu_memory_utilization", Kind::Number),
-    Key::leaf("enforce_eager", Kind::Bool),
-    Key::leaf("max_model_len", Kind::UInt),
-    Key::leaf("random_seed", Kind::UInt),
-    Key::leaf("task_type", Kind::Str),
-    Key::leaf("data_path", Kind::Str),
-    Key::leaf("id_col", Kind::Str),
-    Key::leaf("question_col", Kind::Str),
-    Key::leaf("gold_col", Kind::Str),
-    Key::leaf("num_star_iterations", Kind::UInt),
-    Key::leaf("run_name", Kind::Str),
-    Key::leaf("initial_answer_with_new_model", Kind::Bool),
-    Key::leaf("only_better_correction", Kind::Bool),
-    Key::leaf("train_from_initial_model", Kind::Bool),
-    Key::leaf("evaluator_mode", Kind::Str),
-    Key::leaf("evaluator_function", Kind::Str),
-    Key::leaf("evaluator_answer_marker", Kind::Str),
-    Key::leaf("few_shot_dir", Kind::Str),
-    Key::leaf("number_output_initial_generations", Kind::UInt),
-    Key::leaf("number_output_corrections", Kind::UInt),
-    Key::leaf("temperature", Kind::Number),
-    Key::leaf("top_p", Kind::Number),
-    Key::leaf("max_tokens", Kind::UInt),
-    Key::leaf("truncate_prompts", Kind::Bool),
-    Key::leaf("protocol", Kind::Str),
-    Key::leaf("filter", Kind::Str),
-    Key::leaf("pairing", Kind::Str),
-    Key::leaf("correctness", Kind::Str),
-    Key::leaf("use_few_shots", Kind::Bool),
-    Key::leaf("sft_context", Kind::Str),
-    Key::leaf("answer_cleaning", Kind::Str),
-    Key::leaf("sample_train_at_last_iteration", Kind::Bool),
-    Key::leaf("template_dir", Kind::Str),
-    Key::leaf("output_dir", Kind::Str),
-    Key::leaf("keep_checkpoints", Kind::Bool),
-    Key::leaf("chunk_prompts", Kind::UInt),
-    Key::leaf("batch_invariant", Kind::Bool),
-    Key::leaf("device", Kind::Str),
-    Key::leaf("dtype", Kind::Str),
-    Key::leaf("max_train_examples", Kind::UInt),
-    Key::leaf("max_test_examples", Kind::UInt),
-];
 
 /// vLLM engine settings stasc does not act on: it has no CUDA-graph switch and never downloads.
 const IGNORED: &[Ignored] = &[Ignored::new("cache_dir", Neutral::Never), Ignored::new("enforce_eager", Neutral::Never)];
 
-/// stasc_config.yaml exactly as written: every key optional.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawStascConfig {
-    pub model_path: Option<String>,
-    pub cache_dir: Option<String>,
-    pub gpu_memory_utilization: Option<f64>,
-    pub enforce_eager: Option<bool>,
-    pub max_model_len: Option<u64>,
-    pub random_seed: Option<u64>,
-    pub task_type: Option<String>,
-    pub data_path: Option<String>,
-    pub id_col: Option<String>,
-    pub question_col: Option<String>,
-    pub gold_col: Option<String>,
-    pub num_star_iterations: Option<u64>,
-    pub run_name: Option<String>,
-    pub initial_answer_with_new_model: Option<bool>,
-    pub only_better_correction: Option<bool>,
-    pub train_from_initial_model: Option<bool>,
-    pub evaluator_mode: Option<String>,
-    pub evaluator_function: Option<String>,
-    pub evaluator_answer_marker: Option<String>,
-    pub few_shot_dir: Option<String>,
-    pub number_output_initial_generations: Option<u64>,
-    pub number_output_corrections: Option<u64>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub max_tokens: Option<u64>,
-    pub truncate_prompts: Option<bool>,
-    pub protocol: Option<String>,
-    pub filter: Option<String>,
-    pub pairing: Option<String>,
-    pub correctness: Option<String>,
-    pub use_few_shots: Option<bool>,
-    pub sft_context: Option<String>,
-    pub answer_cleaning: Option<String>,
-    pub sample_train_at_last_iteration: Option<bool>,
-    pub template_dir: Option<String>,
-    pub output_dir: Option<String>,
-    pub keep_checkpoints: Option<bool>,
-    pub chunk_prompts: Option<u64>,
-    pub batch_invariant: Option<bool>,
-    pub device: Option<String>,
-    pub dtype: Option<String>,
-    pub max_train_examples: Option<u64>,
-    pub max_test_examples: Option<u64>,
+raw_config! {
+    /// stasc_config.yaml exactly as written: every key optional. Its key table is [`STASC_KEYS`].
+    pub struct RawStascConfig, keys STASC_KEYS {
+        model_path: String,
+        cache_dir: String,
+        gpu_memory_utilization: f64,
+        enforce_eager: bool,
+        max_model_len: u64,
+        random_seed: u64,
+        task_type: String,
+        data_path: String,
+        id_col: String,
+        question_col: String,
+        gold_col: String,
+        num_star_iterations: u64,
+        run_name: String,
+        initial_answer_with_new_model: bool,
+        only_better_correction: bool,
+        train_from_initial_model: bool,
+        evaluator_mode: String,
+        evaluator_function: String,
+        evaluator_answer_marker: String,
+        few_shot_dir: String,
+        number_output_initial_generations: u64,
+        number_output_corrections: u64,
+        temperature: f64,
+        top_p: f64,
+        max_tokens: u64,
+        truncate_prompts: bool,
+        protocol: String,
+        filter: String,
+        pairing: String,
+        correctness: String,
+        use_few_shots: bool,
+        sft_context: String,
+        answer_cleaning: String,
+        sample_train_at_last_iteration: bool,
+        template_dir: String,
+        output_dir: String,
+        keep_checkpoints: bool,
+        chunk_prompts: u64,
+        batch_invariant: bool,
+        device: String,
+        dtype: String,
+        max_train_examples: u64,
+        max_test_examples: u64,
+    }
 }
 
 /// The resolved STaSC configuration. Defaults come from the paper's QA setting (arXiv 2503.08681) and the

@@ -4,98 +4,18 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::choices::{DecayParameters, Dtype, LrSchedulerType, Truncation};
 use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
-use super::keys::{Key, Kind};
+use super::raw::{raw_config, StrOrStrList};
 use super::report_to::ReportTo;
 use super::validate::{at_least, in_interval, non_negative, positive};
 
 mod resolved;
 
 pub use resolved::{DataArgs, FineTuneConfig, ModelArgs, PeftArgs, TrainingArgs};
-
-const MODEL_KEYS: &[Key] = &[
-    Key::leaf("model_name_or_path", Kind::Str),
-    Key::leaf("tokenizer_name", Kind::Str),
-    Key::leaf("cache_dir", Kind::Str),
-    Key::leaf("trust_remote_code", Kind::Bool),
-    Key::leaf("use_fast_tokenizer", Kind::Bool),
-    Key::leaf("torch_dtype", Kind::Str),
-    Key::leaf("model_revision", Kind::Str),
-    Key::leaf("token", Kind::Str),
-];
-
-const DATA_KEYS: &[Key] = &[
-    Key::leaf("dataset_name", Kind::Str),
-    Key::leaf("dataset_config_name", Kind::Str),
-    Key::leaf("block_size", Kind::UInt),
-    Key::leaf("validation_split_percentage", Kind::UInt),
-    Key::leaf("dataset_percentage", Kind::UInt),
-    Key::leaf("seed", Kind::UInt),
-    Key::leaf("streaming", Kind::Bool),
-    Key::leaf("overwrite_cache", Kind::Bool),
-    Key::leaf("preprocessing_num_workers", Kind::UInt),
-    Key::leaf("load_from_disk", Kind::Bool),
-    Key::leaf("truncation", Kind::Str),
-];
-
-const TRAINING_KEYS: &[Key] = &[
-    Key::leaf("output_dir", Kind::Str),
-    Key::leaf("learning_rate", Kind::Number),
-    Key::leaf("num_train_epochs", Kind::Number),
-    Key::leaf("per_device_train_batch_size", Kind::UInt),
-    Key::leaf("per_device_eval_batch_size", Kind::UInt),
-    Key::leaf("gradient_accumulation_steps", Kind::UInt),
-    Key::leaf("gradient_checkpointing", Kind::Bool),
-    Key::leaf("max_steps", Kind::Int),
-    Key::leaf("save_strategy", Kind::Str),
-    Key::leaf("save_steps", Kind::UInt),
-    Key::leaf("evaluation_strategy", Kind::Str),
-    Key::leaf("eval_strategy", Kind::Str),
-    Key::leaf("eval_steps", Kind::UInt),
-    Key::leaf("weight_decay", Kind::Number),
-    Key::leaf("warmup_ratio", Kind::Number),
-    Key::leaf("warmup_steps", Kind::UInt),
-    Key::leaf("lr_scheduler_type", Kind::Str),
-    Key::leaf("logging_steps", Kind::UInt),
-    Key::leaf("do_train", Kind::Bool),
-    Key::leaf("do_eval", Kind::Bool),
-    Key::leaf("report_to", Kind::StrOrStrList),
-    Key::leaf("run_name", Kind::Str),
-    Key::leaf("project_name", Kind::Str),
-    Key::leaf("seed", Kind::UInt),
-    Key::leaf("bf16", Kind::Bool),
-    Key::leaf("fp16", Kind::Bool),
-    Key::leaf("max_grad_norm", Kind::Number),
-    Key::leaf("adam_beta1", Kind::Number),
-    Key::leaf("adam_beta2", Kind::Number),
-    Key::leaf("adam_epsilon", Kind::Number),
-    Key::leaf("average_tokens_across_devices", Kind::Bool),
-    Key::leaf("decay_parameters", Kind::Str),
-    Key::leaf("packing", Kind::Bool),
-    Key::leaf("max_tokens_per_pass", Kind::UInt),
-];
-
-const PEFT_KEYS: &[Key] = &[
-    Key::leaf("use_lora", Kind::Bool),
-    Key::leaf("lora_rank", Kind::UInt),
-    Key::leaf("lora_alpha", Kind::UInt),
-    Key::leaf("lora_dropout", Kind::Number),
-    Key::leaf("lora_target_modules", Kind::StrList),
-    Key::leaf("dora", Kind::Bool),
-];
-
-/// Every key fine_tune.yaml may hold.
-pub const FINE_TUNE_KEYS: &[Key] = &[
-    Key::section("model", MODEL_KEYS),
-    Key::section("data", DATA_KEYS),
-    Key::section("training", TRAINING_KEYS),
-    Key::section("peft", PEFT_KEYS),
-];
 
 /// Keys with no effect in stasc: hub download/tokenizer options, HF `datasets` preprocessing, evaluation and
 /// intermediate checkpoints (STaSC never evaluates during SFT and saves the final model), and autocast flags
@@ -136,110 +56,97 @@ pub const SET_BY_LOOP: &[Ignored] = &[
     Ignored::new("training.run_name", Neutral::Never),
 ];
 
-/// HF `report_to`: one name or a list.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+raw_config! {
+    /// The `model` section as written.
+    pub struct RawModelArgs, keys MODEL_KEYS {
+        model_name_or_path: String,
+        tokenizer_name: String,
+        cache_dir: String,
+        trust_remote_code: bool,
+        use_fast_tokenizer: bool,
+        torch_dtype: String,
+        model_revision: String,
+        token: String,
+    }
 }
 
-/// fine_tune.yaml as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawFineTuneConfig {
-    pub model: Option<RawModelArgs>,
-    pub data: Option<RawDataArgs>,
-    pub training: Option<RawTrainingArgs>,
-    pub peft: Option<RawPeftArgs>,
+raw_config! {
+    /// The `data` section as written.
+    pub struct RawDataArgs, keys DATA_KEYS {
+        dataset_name: String,
+        dataset_config_name: String,
+        block_size: u64,
+        validation_split_percentage: u64,
+        dataset_percentage: u64,
+        seed: u64,
+        streaming: bool,
+        overwrite_cache: bool,
+        preprocessing_num_workers: u64,
+        load_from_disk: bool,
+        truncation: String,
+    }
 }
 
-/// The `model` section as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawModelArgs {
-    pub model_name_or_path: Option<String>,
-    pub tokenizer_name: Option<String>,
-    pub cache_dir: Option<String>,
-    pub trust_remote_code: Option<bool>,
-    pub use_fast_tokenizer: Option<bool>,
-    pub torch_dtype: Option<String>,
-    pub model_revision: Option<String>,
-    pub token: Option<String>,
+raw_config! {
+    /// The `training` section as written.
+    pub struct RawTrainingArgs, keys TRAINING_KEYS {
+        output_dir: String,
+        learning_rate: f64,
+        num_train_epochs: f64,
+        per_device_train_batch_size: u64,
+        per_device_eval_batch_size: u64,
+        gradient_accumulation_steps: u64,
+        gradient_checkpointing: bool,
+        max_steps: i64,
+        save_strategy: String,
+        save_steps: u64,
+        evaluation_strategy: String,
+        eval_strategy: String,
+        eval_steps: u64,
+        weight_decay: f64,
+        warmup_ratio: f64,
+        warmup_steps: u64,
+        lr_scheduler_type: String,
+        logging_steps: u64,
+        do_train: bool,
+        do_eval: bool,
+        report_to: StrOrStrList,
+        run_name: String,
+        project_name: String,
+        seed: u64,
+        bf16: bool,
+        fp16: bool,
+        max_grad_norm: f64,
+        adam_beta1: f64,
+        adam_beta2: f64,
+        adam_epsilon: f64,
+        average_tokens_across_devices: bool,
+        decay_parameters: String,
+        packing: bool,
+        max_tokens_per_pass: u64,
+    }
 }
 
-/// The `data` section as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawDataArgs {
-    pub dataset_name: Option<String>,
-    pub dataset_config_name: Option<String>,
-    pub block_size: Option<u64>,
-    pub validation_split_percentage: Option<u64>,
-    pub dataset_percentage: Option<u64>,
-    pub seed: Option<u64>,
-    pub streaming: Option<bool>,
-    pub overwrite_cache: Option<bool>,
-    pub preprocessing_num_workers: Option<u64>,
-    pub load_from_disk: Option<bool>,
-    pub truncation: Option<String>,
+raw_config! {
+    /// The `peft` section as written.
+    pub struct RawPeftArgs, keys PEFT_KEYS {
+        use_lora: bool,
+        lora_rank: u64,
+        lora_alpha: u64,
+        lora_dropout: f64,
+        lora_target_modules: Vec<String>,
+        dora: bool,
+    }
 }
 
-/// The `training` section as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawTrainingArgs {
-    pub output_dir: Option<String>,
-    pub learning_rate: Option<f64>,
-    pub num_train_epochs: Option<f64>,
-    pub per_device_train_batch_size: Option<u64>,
-    pub per_device_eval_batch_size: Option<u64>,
-    pub gradient_accumulation_steps: Option<u64>,
-    pub gradient_checkpointing: Option<bool>,
-    pub max_steps: Option<i64>,
-    pub save_strategy: Option<String>,
-    pub save_steps: Option<u64>,
-    pub evaluation_strategy: Option<String>,
-    pub eval_strategy: Option<String>,
-    pub eval_steps: Option<u64>,
-    pub weight_decay: Option<f64>,
-    pub warmup_ratio: Option<f64>,
-    pub warmup_steps: Option<u64>,
-    pub lr_scheduler_type: Option<String>,
-    pub logging_steps: Option<u64>,
-    pub do_train: Option<bool>,
-    pub do_eval: Option<bool>,
-    report_to: Option<OneOrMany>,
-    pub run_name: Option<String>,
-    pub project_name: Option<String>,
-    pub seed: Option<u64>,
-    pub bf16: Option<bool>,
-    pub fp16: Option<bool>,
-    pub max_grad_norm: Option<f64>,
-    pub adam_beta1: Option<f64>,
-    pub adam_beta2: Option<f64>,
-    pub adam_epsilon: Option<f64>,
-    pub average_tokens_across_devices: Option<bool>,
-    pub decay_parameters: Option<String>,
-    pub packing: Option<bool>,
-    pub max_tokens_per_pass: Option<u64>,
-}
-
-/// The `peft` section as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct RawPeftArgs {
-    pub use_lora: Option<bool>,
-    pub lora_rank: Option<u64>,
-    pub lora_alpha: Option<u64>,
-    pub lora_dropout: Option<f64>,
-    pub lora_target_modules: Option<Vec<String>>,
-    pub dora: Option<bool>,
+raw_config! {
+    /// fine_tune.yaml as written. Its key table is [`FINE_TUNE_KEYS`].
+    pub struct RawFineTuneConfig, keys FINE_TUNE_KEYS {
+        model: RawModelArgs,
+        data: RawDataArgs,
+        training: RawTrainingArgs,
+        peft: RawPeftArgs,
+    }
 }
 
 impl FineTuneConfig {
@@ -372,11 +279,7 @@ fn resolve_training(file: &Path, raw: RawTrainingArgs) -> Result<TrainingArgs, C
         do_train: raw.do_train.unwrap_or(true),
         do_eval: raw.do_eval.unwrap_or(true),
         report_to: {
-            let names = match raw.report_to {
-                None => vec!["none".to_string()],
-                Some(OneOrMany::One(name)) => vec![name],
-                Some(OneOrMany::Many(names)) => names,
-            };
+            let names = raw.report_to.map_or_else(|| vec!["none".to_string()], StrOrStrList::into_vec);
             ReportTo::parse_all(file, "training.report_to", &names)?;
             names
         },
