@@ -4,21 +4,6 @@
 // 24 GB here. Every intermediate is rounded to the parameter dtype exactly where a libtorch op would store it
 // (the eager path's op order, each op computing in f32 as libtorch's opmath does), so both paths give the same
 // bits (tests/it/kernels.rs checks it on the GPU).
-typedef unsigned short stasc_bf16;
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(stasc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
-// Round to nearest even, as c10::BFloat16 does (NaN kept quiet).
-__device__ __forceinline__ stasc_bf16 to_bf16(float v) {
-  unsigned u = __float_as_uint(v);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (stasc_bf16)((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (stasc_bf16)(u >> 16);
-}
-__device__ __forceinline__ float from_f32(float v, const float*) { return v; }
-__device__ __forceinline__ stasc_bf16 from_f32(float v, const stasc_bf16*) { return to_bf16(v); }
-__device__ __forceinline__ float round_to(float v, const float*) { return v; }
-__device__ __forceinline__ float round_to(float v, const stasc_bf16*) { return to_f32(to_bf16(v)); }
 
 // ATen's lerp (ATen/native/Lerp.h) for a scalar weight, with the multiply-add nvcc makes of it.
 __device__ __forceinline__ float lerp(float self, float end, float weight) {

@@ -11,7 +11,6 @@
 // Also here: the rotary embedding of the new token's queries and keys, fused with writing its keys and values
 // into the cache (stasc_rope_kv_write_*), rounded as the eager path rounds (x * cos to the dtype, then + the
 // rotated half * sin).
-typedef unsigned short stasc_bf16;
 typedef long long i64;
 #define NEG_INF __int_as_float(0xff800000)
 
@@ -26,19 +25,6 @@ typedef long long i64;
 // Phase 1's value step: 16-byte packs of a head, and the positions taken at once by the block's threads.
 #define DIM_PACKS (HEAD_DIM / 8)
 #define POSITION_GROUPS (BLOCK_THREADS / DIM_PACKS)
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(stasc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
-__device__ __forceinline__ stasc_bf16 to_bf16(float v) {
-  unsigned u = __float_as_uint(v);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (stasc_bf16)((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (stasc_bf16)(u >> 16);
-}
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(stasc_bf16* p, float v) { *p = to_bf16(v); }
-__device__ __forceinline__ float round_to(float v, float*) { return v; }
-__device__ __forceinline__ float round_to(float v, stasc_bf16*) { return to_f32(to_bf16(v)); }
 
 // Eight consecutive elements (16-byte aligned) as f32.
 __device__ __forceinline__ void load8(const stasc_bf16* p, float out[8]) {

@@ -5,7 +5,6 @@ use tch::{Kind, Tensor};
 
 use super::{launch_error, Kernels};
 use crate::ffi::driver::{arg, Function};
-use crate::ffi::nvrtc;
 
 /// Most cache positions per block of phase 1, as `CHUNK` in attention.cu.
 const CHUNK: i64 = 128;
@@ -75,7 +74,7 @@ impl Kernels {
         compiled
             .entry((head_dim, group))
             .or_insert_with(|| {
-                let loaded = nvrtc::compile("attention.cu", super::ATTENTION_SOURCE, self.arch, &defines(head_dim, group))
+                let loaded = super::compile("attention.cu", super::ATTENTION_SOURCE, self.arch, &defines(head_dim, group))
                     .and_then(|cubin| self.context.load(&cubin, &NAMES));
                 match loaded {
                     Ok(functions) => Some(AttentionKernels { functions }),

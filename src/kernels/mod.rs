@@ -36,6 +36,9 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("adamw.cu", include_str!("adamw.cu")),
 ];
 
+/// The element types and bf16 rounding every source uses, put in front of each one when it is compiled.
+pub const DTYPE_HEADER: &str = include_str!("dtype.cuh");
+
 /// The source compiled once per model shape (`-DHEAD_DIM`, `-DGROUP`).
 pub const ATTENTION_SOURCE: &str = include_str!("attention.cu");
 
@@ -103,9 +106,16 @@ fn launch_error(error: FfiError) -> tch::TchError {
     tch::TchError::Kind(format!("fused CUDA kernel: {error}"))
 }
 
+/// Compiles one kernel source for `sm_<arch>` behind [`DTYPE_HEADER`]; `#line` keeps NVRTC's messages pointing at
+/// the source's own lines.
+pub fn compile(name: &str, source: &str, arch: u32, options: &[String]) -> Result<Vec<u8>, FfiError> {
+    let text = format!("{DTYPE_HEADER}\n#line 1 \"{name}\"\n{source}");
+    nvrtc::compile(name, &text, arch, options)
+}
+
 /// Compiles every source for `sm_<arch>` (the CPU tests check they compile).
 pub fn compile_all(arch: u32) -> Result<Vec<(&'static str, Vec<u8>)>, FfiError> {
-    SOURCES.iter().map(|(name, source)| Ok((*name, nvrtc::compile(name, source, arch, &[])?))).collect()
+    SOURCES.iter().map(|(name, source)| Ok((*name, compile(name, source, arch, &[])?))).collect()
 }
 
 fn load(device: usize) -> Result<Kernels, FfiError> {
@@ -156,8 +166,7 @@ mod tests {
             assert_eq!(compiled.len(), SOURCES.len());
             for (head_dim, group) in [(128, 6), (128, 7), (128, 4), (64, 3), (32, 1), (256, 8)] {
                 assert!(attention::supported(head_dim, group));
-                let cubin =
-                    nvrtc::compile("attention.cu", ATTENTION_SOURCE, arch, &attention::defines(head_dim, group));
+                let cubin = compile("attention.cu", ATTENTION_SOURCE, arch, &attention::defines(head_dim, group));
                 assert!(!cubin.unwrap().is_empty());
             }
         }
@@ -166,7 +175,8 @@ mod tests {
 
     #[test]
     fn a_broken_source_reports_nvrtc_log() {
-        let err = nvrtc::compile("broken.cu", "__global__ void k() { undefined_name(); }", 90, &[]).unwrap_err();
-        assert!(err.to_string().contains("broken.cu") && err.to_string().contains("undefined_name"), "{err}");
+        // Behind the shared header, errors still name the source's own line.
+        let err = compile("broken.cu", "\n__global__ void k() { undefined_name(); }", 90, &[]).unwrap_err();
+        assert!(err.to_string().contains("broken.cu(2)") && err.to_string().contains("undefined_name"), "{err}");
     }
 }

@@ -2,23 +2,8 @@
 // add would), normed = weight * (sum * rsqrt(mean(sum^2) + eps)) rounded as transformers' Qwen2RMSNorm rounds it
 // (the normalised value to the dtype, then the product with the weight). Without a residual, sum is x and is not
 // written. Replaces three kernels of the eager path (add, norm's reduction, scale) by one.
-typedef unsigned short stasc_bf16;
 
 #define BLOCK 256
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(stasc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-// Round to nearest even, as c10::BFloat16 does (NaN kept quiet).
-__device__ __forceinline__ stasc_bf16 to_bf16(float v) {
-  unsigned u = __float_as_uint(v);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (stasc_bf16)((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (stasc_bf16)(u >> 16);
-}
-__device__ __forceinline__ void store(stasc_bf16* p, float v) { *p = to_bf16(v); }
-__device__ __forceinline__ float round_to(float v, float*) { return v; }
-__device__ __forceinline__ float round_to(float v, stasc_bf16*) { return to_f32(to_bf16(v)); }
 
 template <typename T>
 __device__ void add_rms_norm(const T* x, const T* residual, const T* weight, T* sum_out, T* normed, int hidden,

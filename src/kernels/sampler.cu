@@ -5,7 +5,6 @@
 // prefix chosen so far. Masses are integers (exp((logit - max) / T) * 2^32, truncated), so their sums do not depend
 // on the order they are added in and the result is exactly the sort path's (src/generate/sampling.rs; the CPU
 // mirror is src/generate/sort_free.rs).
-typedef unsigned short stasc_bf16;
 typedef unsigned long long u64;
 typedef long long i64;
 #define NEG_INF __int_as_float(0xff800000)
@@ -13,9 +12,6 @@ typedef long long i64;
 #define BLOCK 512
 #define WARPS (BLOCK / 32)
 #define NONE 0xFFFFFFFFu
-
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(stasc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
 
 struct Params {
   float max_logit;

@@ -1,0 +1,20 @@
+// The element types of every kernel source (kernels::compile prepends this file): bf16 kept as its 16 bits, read as
+// f32, and rounded back to nearest even exactly as c10::BFloat16 rounds, so a kernel stores the bits a libtorch op
+// would. The pointer argument of round_to / from_f32 / store only picks the overload.
+typedef unsigned short stasc_bf16;
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(stasc_bf16 x) { return __uint_as_float(((unsigned)x) << 16); }
+// Round to nearest even, as c10::BFloat16 does (NaN kept quiet).
+__device__ __forceinline__ stasc_bf16 to_bf16(float v) {
+  unsigned u = __float_as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (stasc_bf16)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (stasc_bf16)(u >> 16);
+}
+__device__ __forceinline__ float from_f32(float v, const float*) { return v; }
+__device__ __forceinline__ stasc_bf16 from_f32(float v, const stasc_bf16*) { return to_bf16(v); }
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(stasc_bf16* p, float v) { *p = to_bf16(v); }
+__device__ __forceinline__ float round_to(float v, const float*) { return v; }
+__device__ __forceinline__ float round_to(float v, const stasc_bf16*) { return to_f32(to_bf16(v)); }
