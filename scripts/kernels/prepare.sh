@@ -12,6 +12,8 @@ rm -rf .gpu_gen && mkdir -p .gpu_gen
 cp target/release/stasc .gpu_gen/stasc
 cp "$(ls -t target/debug/deps/it-* | grep -v '\.d$' | head -1)" .gpu_gen/it
 strip .gpu_gen/stasc .gpu_gen/it
+# The test binary finds tests/fixtures under the checkout it was built in: run.sh links that path to its copy.
+pwd > .gpu_gen/built_in
 cp "${HF_BASELINE:-scripts/bench/hf_baseline.py}" .gpu_gen/hf_baseline.py
 cp scripts/kernels/run.sh scripts/kernels/trace_summary.py scripts/parity/qwen2.5-1.5b-config.json .gpu_gen/
 du -sh .gpu_gen

@@ -22,7 +22,7 @@ bench() {
 if [ "$what" = all ] || [ "$what" = tests ]; then
   echo "== GPU tests"
   # The test binary finds tests/fixtures under the directory it was built in (CARGO_MANIFEST_DIR).
-  manifest=${STASC_BUILT_IN:-/work/wt-gen}
+  manifest=${STASC_BUILT_IN:-$(cat "$G/built_in" 2>/dev/null || echo /work/main)}
   if [ ! -e "$manifest" ]; then mkdir -p "$(dirname "$manifest")" && ln -s "$PWD" "$manifest"; fi
   "$G/it" --ignored --test-threads=1 --nocapture sort_free_kernel fused_decode_gives fused_kernels_are_captured \
     cuda_graphs_give_the_same 2>&1 | grep -E "SAMPLER|DECODE|GREEDY|CUDA graphs|unavailable|^test |test result|panicked|assert"
