@@ -156,7 +156,8 @@ impl TchBackend {
                     let warm =
                         SamplingJob { key: "warm-up".into(), messages: vec![ChatMessage::new("user", "Hello.")], n: 1 };
                     let sampling = SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 2, seed: 0 };
-                    generate_shard(&loaded, &[warm], &sampling, limits, batch_invariant, false)?;
+                    let ids = loaded.tokenizer.encode_chat(&warm.messages, true)?;
+                    generate_shard(&loaded, &[warm], &[ids], &sampling, limits, batch_invariant, false)?;
                     if bounded_generation() {
                         reserve_kv_pool(&loaded, utilization)?;
                     }
@@ -273,23 +274,21 @@ impl Backend for TchBackend {
         self.cap_memory(self.gpu_memory_utilization)?;
         let group = Group::new(&self.topology.devices, Transport::Host)?;
         let models = self.models(model, &group)?;
+        // Every prompt is tokenised once, here (every device loads the same tokenizer files).
+        let prompt_ids: Vec<Vec<u32>> = {
+            let loaded = models[0].lock().unwrap_or_else(|p| p.into_inner());
+            jobs.iter().map(|r| loaded.tokenizer.encode_chat(&r.messages, true)).collect::<Result<_, _>>()?
+        };
         // Balance the shards by the token positions their samples fill (prompt + max_tokens each), the work of
         // decoding them; a sample count alone ignores how long prompts are.
-        let weights: Vec<u64> = {
-            let loaded = models[0].lock().unwrap_or_else(|p| p.into_inner());
-            let mut weights = Vec::with_capacity(jobs.len());
-            for r in jobs {
-                let prompt = loaded.tokenizer.encode_chat(&r.messages, true)?.len();
-                weights.push((r.n * (prompt + sampling.max_tokens)) as u64);
-            }
-            weights
-        };
+        let weights: Vec<u64> =
+            jobs.iter().zip(&prompt_ids).map(|(r, ids)| (r.n * (ids.len() + sampling.max_tokens)) as u64).collect();
         let ranges = shard::balanced_ranges(&weights, models.len());
-        let shards = shard::split(jobs, &ranges);
+        let (shards, id_shards) = (shard::split(jobs, &ranges), shard::split(&prompt_ids, &ranges));
         let results = run_workers(&group, |w| -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
             let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
             // Every worker counts its shard into the loop's phase (crate::progress).
-            generate_shard(&loaded, shards[w], sampling, &limits, batch_invariant, progress)
+            generate_shard(&loaded, shards[w], id_shards[w], sampling, &limits, batch_invariant, progress)
         })?;
         let mut samples = Vec::with_capacity(results.len());
         for (shard_samples, counts) in results {
@@ -352,10 +351,12 @@ impl PromptLimits {
     }
 }
 
-/// Samples every job of one shard on one loaded model, in job order; also returns its prefill counts.
+/// Samples every job of one shard (`prompt_ids[i]`: job i's prompt, tokenised) on one loaded model, in job order;
+/// also returns its prefill counts.
 fn generate_shard(
     loaded: &LoadedModel,
     jobs: &[SamplingJob],
+    prompt_ids: &[Vec<u32>],
     sampling: &SamplingSpec,
     limits: &PromptLimits,
     batch_invariant: bool,
@@ -383,9 +384,7 @@ fn generate_shard(
     for (n, members) in groups {
         let mut prompts = Vec::with_capacity(members.len());
         for &i in &members {
-            let r = &jobs[i];
-            let token_ids = loaded.tokenizer.encode_chat(&r.messages, true)?;
-            prompts.push(PromptInput { id: prompt_id(&r.key), token_ids });
+            prompts.push(PromptInput { id: prompt_id(&jobs[i].key), token_ids: prompt_ids[i].clone() });
         }
         let request = generate::GenerationRequest {
             prompts,
