@@ -67,6 +67,10 @@ pub struct TrainArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Record the timed run (fixed-shape mode) or the packed run (--realistic) with libtorch's Kineto profiler and
+    /// save the Chrome trace to this file (scripts/kernels/trace_summary.py sums it per kernel).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: ModelDevice,
@@ -123,7 +127,8 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let mut hp = fixed_shape_hyperparameters(batch, a.warmup + steps, a.gradient_checkpointing);
         hp.seed = a.seed;
         let examples = random_examples(batch * (a.warmup + steps), a.seq..=a.seq, vocab, 1.0, a.seed);
-        let t = measure(&mut model, &examples, &hp, a.warmup)?;
+        let t = crate::ffi::profiled(a.trace.as_deref(), || measure(&mut model, &examples, &hp, a.warmup))
+            .context("--trace")??;
         println!(
             "stasc train bs={} seq={}: {:.0} tok/s, peak {}, MFU {:.1}%",
             batch,
@@ -164,7 +169,8 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     run(&hp(false, Some(a.warmup + 10)))?;
     let mut results = Vec::new();
     for packing in [false, true] {
-        let t = run(&hp(packing, a.steps))?;
+        let trace = a.trace.as_deref().filter(|_| packing);
+        let t = crate::ffi::profiled(trace, || run(&hp(packing, a.steps))).context("--trace")??;
         let path = if packing {
             format!("packed, at most {} tokens a pass", a.max_tokens_per_pass)
         } else {

@@ -150,6 +150,19 @@ pub fn profiler_stop(path: &std::path::Path) -> Result<(), FfiError> {
     })
 }
 
+/// Runs `f` under the Kineto profiler when `trace` names a file, and saves the trace there after `f` returns
+/// (whatever it returned); without `trace`, just runs `f`.
+pub fn profiled<T>(trace: Option<&std::path::Path>, f: impl FnOnce() -> T) -> Result<T, FfiError> {
+    if trace.is_some() {
+        profiler_start()?;
+    }
+    let out = f();
+    if let Some(path) = trace {
+        profiler_stop(path)?;
+    }
+    Ok(out)
+}
+
 impl StascStream {
     /// A stream from libtorch's pool for `device`.
     #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]

@@ -78,15 +78,8 @@ pub fn bench_generate(
         generate_ids(model, &warm, &options)?;
     }
     let timed = request(spec, spec.batch, spec.prompt_len, spec.new_tokens, vocab);
-    let traced = |e: crate::ffi::FfiError| GenerateError::InvalidRequest(format!("--trace: {e}"));
-    if spec.trace.is_some() {
-        crate::ffi::profiler_start().map_err(traced)?;
-    }
-    let out = generate_ids(model, &timed, &options);
-    if let Some(path) = &spec.trace {
-        crate::ffi::profiler_stop(path).map_err(traced)?;
-    }
-    let out = out?;
+    let out = crate::ffi::profiled(spec.trace.as_deref(), || generate_ids(model, &timed, &options))
+        .map_err(|e| GenerateError::InvalidRequest(format!("--trace: {e}")))??;
     let weight_bytes =
         model.named_weights().values().map(|t| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64).sum();
     let cfg = model.config();

@@ -237,7 +237,8 @@ fn cuda_graphs_give_the_same_samples_as_eager_steps() {
     }
 }
 
-fn stasc(args: &[&str]) -> (String, String) {
+/// Runs the stasc binary with `args`, checks it succeeded, and returns its stdout and stderr.
+pub(crate) fn stasc(args: &[&str]) -> (String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stasc")).args(args).output().unwrap();
     let (stdout, stderr) =
         (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
@@ -280,4 +281,20 @@ fn bench_generate_prints_the_baseline_format() {
     let (stdout, _) = stasc(&[&args[..], &["--new-tokens", "4", "--device", "cpu"]].concat());
     let line = regex::Regex::new(r"^stasc generate bs=3 prompt=5 new=4: \d+ tok/s \(\d+\.\d+s\)$").unwrap();
     assert!(line.is_match(stdout.trim()), "{stdout}");
+}
+
+#[test]
+fn bench_generate_trace_saves_a_kineto_chrome_trace_of_the_timed_run() {
+    // libtorch's profiler through the C++ shim; on the CPU the trace holds the ATen ops (a GPU adds its kernels).
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.json");
+    let config = fixture("phi3").join("config.json");
+    let args = ["bench", "generate", "--config-json", config.to_str().unwrap(), "--batch", "2", "--prompt-len", "5"];
+    let rest = ["--new-tokens", "3", "--device", "cpu", "--trace", trace.to_str().unwrap()];
+    let (stdout, _) = stasc(&[&args[..], &rest[..]].concat());
+    assert!(stdout.contains("stasc generate bs=2 prompt=5 new=3"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = json["traceEvents"].as_array().expect("a Chrome trace");
+    let ops: Vec<&str> = events.iter().filter(|e| e["cat"] == "cpu_op").filter_map(|e| e["name"].as_str()).collect();
+    assert!(ops.iter().any(|n| n.starts_with("aten::")), "no ATen ops among {} events", events.len());
 }

@@ -395,3 +395,18 @@ fn unknown_lora_targets_list_the_available_modules() {
     );
     assert!(model.layers().iter().all(|l| l.mlp.down_proj.adapter.is_none()), "nothing left attached");
 }
+
+#[test]
+fn bench_train_trace_saves_the_timed_steps_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("train.json");
+    let config = super::model_parity::fixture("phi3").join("config.json");
+    let args = ["bench", "train", "--config-json", config.to_str().unwrap(), "--batch", "2", "--seq", "16"];
+    let rest = ["--steps", "1", "--warmup", "0", "--device", "cpu", "--trace", trace.to_str().unwrap()];
+    let (stdout, _) = super::generation::stasc(&[&args[..], &rest[..]].concat());
+    assert!(stdout.contains("stasc train bs=2 seq=16"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let names: Vec<&str> = json["traceEvents"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+    // The backward pass is in the trace, not only the forward.
+    assert!(names.iter().any(|n| n.contains("Backward")), "no autograd backward among {} events", names.len());
+}
