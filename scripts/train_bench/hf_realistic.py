@@ -12,7 +12,9 @@ import json
 import time
 
 import torch
-from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoTokenizer
+
+from hf_baseline import build
 
 
 def main():
@@ -28,12 +30,7 @@ def main():
     examples = [e["input_ids"] if isinstance(e, dict) or hasattr(e, "keys") else e for e in examples]
     lengths = [len(e) for e in examples]
     print(f"HF realistic: {len(examples)} pairs, {sum(lengths) / len(lengths):.0f} tokens on average", flush=True)
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                      num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-                      rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True, torch_dtype="bfloat16")
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model = build()  # hf_baseline.py's random Qwen2.5-1.5B-shape model (copied beside this script)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=7e-6, weight_decay=0.1, fused=True)
     per_step = 8

@@ -2,7 +2,7 @@
 //! cache rows whose positions `0..start` already hold K/V (a shared prompt prefix copied in). Each layer writes its
 //! new K/V after the cached ones and attends causally over both. It uses the layers' public parts (norms,
 //! projections, MLP) rather than adding a mode to `layers.rs`, whose attention is tuned for decode; the q/k/v
-//! projection below mirrors `Attention::forward_with`.
+//! projection below mirrors `Attention::forward_kernels`.
 
 use tch::{Kind, Tensor};
 

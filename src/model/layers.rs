@@ -160,22 +160,11 @@ impl Attention {
         rope_at: &RopeAt,
         mode: AttnMode<'_>,
     ) -> Result<Tensor, tch::TchError> {
-        self.forward_with(x, rope, rope_at, mode, None)
+        self.forward_kernels(x, rope, rope_at, mode, None, None)
     }
 
-    /// Like [`Attention::forward`], with an inference-only fused copy of separate q/k/v projections (fewer kernels).
-    pub fn forward_with(
-        &self,
-        x: &Tensor,
-        rope: &RotaryEmbedding,
-        rope_at: &RopeAt,
-        mode: AttnMode<'_>,
-        fused_qkv: Option<&Linear>,
-    ) -> Result<Tensor, tch::TchError> {
-        self.forward_kernels(x, rope, rope_at, mode, fused_qkv, None)
-    }
-
-    /// Like [`Attention::forward_with`]; a decode step with a fused q/k/v projection runs the rotary embedding with
+    /// Like [`Attention::forward`], with an inference-only fused copy of separate q/k/v projections (fewer kernels);
+    /// a decode step with a fused q/k/v projection runs the rotary embedding with
     /// the cache write, and the attention, as fused kernels when `kernels` are given and take the shapes.
     pub fn forward_kernels(
         &self,

@@ -21,6 +21,11 @@ pub use chat_template::ChatTemplate;
 pub use error::PromptError;
 pub use few_shot::{load_few_shots, FewShotKind};
 
+/// `2026-11-30 08:31:02 UTC` for `secs` seconds after 1970-01-01T00:00:00Z.
+pub fn utc_datetime(secs: i64) -> String {
+    strftime::DateTime::from_unix(secs).format("%Y-%m-%d %H:%M:%S UTC").expect("a fixed, supported format")
+}
+
 /// One chat message, as HF chat templates and few-shot files spell it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {

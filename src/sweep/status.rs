@@ -188,20 +188,9 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-/// `2026-11-30 08:31:02 UTC` from Unix seconds (civil-from-days, so no time crate is needed).
+/// `2026-11-30 08:31:02 UTC` from Unix seconds (the prompt templates' UTC calendar, so no time crate is needed).
 pub fn utc_time(unix: f64) -> String {
-    let secs = unix.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
+    crate::prompt::utc_datetime(unix.max(0.0) as i64)
 }
 
 /// Whether every cell has ended (done or failed): a `--watch` stops there.
