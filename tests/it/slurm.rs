@@ -134,6 +134,33 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A process stopped with SIGSTOP; continued (SIGCONT) by `resume` or on drop, so a failing test leaves none stopped.
+struct Paused(u32);
+
+impl Paused {
+    /// Stops process `pid`.
+    fn new(pid: u32) -> Paused {
+        let o = signal(pid, "-STOP");
+        assert!(o.status.success(), "kill -STOP {pid}: {}", text(&o));
+        Paused(pid)
+    }
+
+    /// Continues the process.
+    fn resume(self) {}
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // Not checked: a panic here while a failed test unwinds would abort the test process.
+        let _ = signal(self.0, "-CONT");
+    }
+}
+
+/// Sends `sig` (as kill(1) spells it) to `pid`.
+fn signal(pid: u32, sig: &str) -> Output {
+    Command::new("kill").arg(sig).arg(pid.to_string()).output().expect("kill(1) runs")
+}
+
 /// Whether squeue still lists any task of `job`.
 fn in_queue(job: &str) -> bool {
     let o = Command::new("squeue").args(["-h", "-r", "-j", job, "-o", "%i"]).output().unwrap();
@@ -259,6 +286,10 @@ fn slurm_two_runners_on_one_cell_only_one_runs_it() {
     wait_for("the first runner's lock", Duration::from_secs(60), || stasc::rundir_lock::holder(&cell).is_some());
     let holder = stasc::rundir_lock::holder(&cell).unwrap();
     assert_eq!(holder.pid, first.id());
+    // Runner 1 is stopped (SIGSTOP) while the others try, so how fast this machine runs it cannot end it first; a
+    // stopped process keeps its flock, as a slow one would.
+    let paused = Paused::new(first.id());
+    assert!(first.try_wait().unwrap().is_none(), "runner 1 ended before it could be paused; give it more work");
 
     // Runner 2: the same command is refused, naming the holder, with the busy exit status.
     let mut second = Command::new(env!("CARGO_BIN_EXE_stasc"));
@@ -296,7 +327,8 @@ fn slurm_two_runners_on_one_cell_only_one_runs_it() {
     std::fs::write(&script, stasc::sweep::slurm::script::batch_script(&job, &options)).unwrap();
     let o = Command::new("sbatch").arg("--wait").arg(&script).current_dir(sweep.path()).output().unwrap();
     assert!(o.status.success(), "the task that found the cell held ends without failing: {}", text(&o));
-    assert!(first.try_wait().unwrap().is_none(), "runner 1 ended before the others tried; give it more work");
+    assert!(first.try_wait().unwrap().is_none(), "runner 1 is paused and still holds the cell");
+    paused.resume();
     let log = std::fs::read_to_string(cell.join("log.txt")).unwrap();
     assert!(log.contains(&format!("pid {}", first.id())) && log.contains("skipping it"), "{log}");
     assert!(!cell.join("FAILED").exists());
