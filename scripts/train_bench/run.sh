@@ -12,10 +12,15 @@
 # Step 0 (when prepare.sh copied the test binary): the fused AdamW kernel against the libtorch ops on the GPU.
 # Step 2 runs with the fused optimiser kernel (STASC_FUSED_KERNELS=1) and without, then once with
 # STASC_TRAIN_PROFILE=1 for where a step's time goes (synchronising after each phase: not a throughput figure).
-# PARTS (default "0 1 2 3 4 5") picks the steps; without 1, step 2 uses the .gpu_train/train_pairs.jsonl of an
+# 6. (two GPUs, nvidia-h200-x2) the 2-GPU GPU test (overlapped and sharded gradient sums give the whole-sum update
+#    on NCCL), then `stasc bench train-parallel --realistic` at the reference's settings on both GPUs: overlapped
+#    sums + sharded optimiser state against one sum after backward (--compare-unoverlapped) and against one GPU at
+#    the same global batch, then the phase profile of both GPUs' steps.
+# PARTS (default "0 1 2 3 4 5", plus 6 when two GPUs are visible) picks the steps; without 1, step 2 uses the .gpu_train/train_pairs.jsonl of an
 # earlier call (copy it there before prepare.sh's payload is carried).
 set -u
-PARTS=" ${PARTS:-0 1 2 3 4 5} "
+N=$(nvidia-smi -L | wc -l)
+if [ "$N" -ge 2 ]; then PARTS=" ${PARTS:-0 1 2 3 4 5 6} "; else PARTS=" ${PARTS:-0 1 2 3 4 5} "; fi
 part() { [[ "$PARTS" == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -73,4 +78,17 @@ fi
 if part 5; then
 echo "== 5. checkpoint"
 $G/stasc bench checkpoint --config-json $CFG --out /tmp/ckpt_1p5b
+fi
+if part 6; then
+echo "== 6. two GPUs: overlapped gradient sums and sharded optimiser state"
+if [ -x $G/it ]; then
+  $G/it --ignored --test-threads=1 --nocapture on_two_gpus_overlapped 2>&1 | grep -E "OVERLAP|^test |test result|panicked|assert"
+fi
+$G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 --warmup 3 --steps ${STEPS:-30} \
+  --compare-unoverlapped 2>&1 | grep -v "^Qwen2 on"
+for flags in "" "--no-overlap --no-shard"; do
+  echo "-- phase profile on both GPUs $flags (synchronised phases)"
+  STASC_TRAIN_PROFILE=1 $G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 \
+    --warmup 3 --steps 12 --no-baseline $flags 2>&1 | grep -E "profile"
+done
 fi

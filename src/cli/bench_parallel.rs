@@ -13,7 +13,7 @@ use crate::dist::nccl::Communicators;
 use crate::dist::{device_name, run_workers, DistError, Group, Topology, Transport};
 use crate::model::{load_weights, CausalLm, DtypeSpec, LoadOptions, ModelConfig, ModelDevice};
 use crate::train::bench::{fixed_shape_hyperparameters, gib, measure_parallel, random_examples};
-use crate::train::TrainError;
+use crate::train::{Hyperparameters, TokenizedExample, TrainError};
 
 /// Arguments of `stasc bench train-parallel`.
 #[derive(Debug, clap::Args)]
@@ -50,6 +50,30 @@ pub struct TrainParallelArgs {
     /// Skip the one-device run (no speed-up or loss comparison then).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Variable-length examples at the reference's settings (configs/fine_tune.yaml: 1 x 4 accumulation per rank,
+    /// per-rank loss normalisation, packed passes) instead of the fixed --batch x --seq shape: the conversations of
+    /// --pairs, else 2,000 chats of 200-600 random tokens (loss on the last third). --steps caps the steps.
+    #[arg(long)]
+    pub realistic: bool,
+    /// A run's iter_N/train_pairs.jsonl for --realistic, tokenised as `stasc run` does.
+    #[arg(long, requires = "tokenizer")]
+    pub pairs: Option<PathBuf>,
+    /// An HF model directory whose tokenizer tokenises --pairs.
+    #[arg(long, requires = "pairs")]
+    pub tokenizer: Option<PathBuf>,
+    /// Token budget of one packed pass in --realistic mode.
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens_per_pass: usize,
+    /// Sum all gradients after backward instead of each layer's during it.
+    #[arg(long)]
+    pub no_overlap: bool,
+    /// Keep the whole optimiser state on every device instead of 1/devices of it (ZeRO stage 1).
+    #[arg(long)]
+    pub no_shard: bool,
+    /// Also run the devices with the whole-buffer sum after backward and unsharded state (the trainer before
+    /// overlap and sharding), in the same call: the speed-up they bring.
+    #[arg(long)]
+    pub compare_unoverlapped: bool,
     /// Seed of the random weights and data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -91,52 +115,77 @@ fn devices_or_all(given: &[ModelDevice]) -> anyhow::Result<Vec<Device>> {
 pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
     let devices = devices_or_all(&a.devices)?;
     let ranks = a.ranks.unwrap_or(devices.len());
-    let max_len = a.seq.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE) as i64;
-    let make = |device: Device| -> Result<CausalLm, TrainError> {
-        let opts = LoadOptions { device: ModelDevice::from(device), dtype: a.dtype, max_model_len: Some(max_len) };
-        Ok(match (&a.model, &a.config_json) {
-            (Some(dir), _) => load_weights(dir, &opts)?,
-            (_, Some(path)) => CausalLm::random(ModelConfig::from_file(path)?, &opts, a.seed)?,
-            (None, None) => return Err(TrainError::Invalid("give --model or --config-json".into())),
-        })
+    let vocab = {
+        let probe = |len: usize| make_model(&a, devices[0], len);
+        probe(a.seq).context("building the model")?.config().vocab_size
     };
-    let vocab = make(devices[0]).context("building the model")?.config().vocab_size;
-    let total_steps = a.warmup + a.steps;
-    let mut hp = fixed_shape_hyperparameters(a.batch, total_steps, false);
-    hp.gradient_accumulation_steps = a.accumulation;
+    let (examples, mut hp, shape) = if a.realistic {
+        let examples = match &a.pairs {
+            Some(pairs) => {
+                let dir = a.tokenizer.as_deref().context("--pairs needs --tokenizer")?;
+                super::bench_train::pair_examples(pairs, dir)?
+            }
+            None => random_examples(2000, 200..=600, vocab, 1.0 / 3.0, a.seed),
+        };
+        let summary = super::bench_train::length_summary(&examples);
+        let steps = a.steps.min(examples.len() / (4 * ranks)).max(1);
+        let hp = crate::train::bench::reference_settings(true, a.max_tokens_per_pass, Some(a.warmup + steps));
+        (examples, hp, format!("realistic ({summary}; 1 x 4 accumulation per rank, packed)"))
+    } else {
+        let total_steps = a.warmup + a.steps;
+        let mut hp = fixed_shape_hyperparameters(a.batch, total_steps, false);
+        hp.gradient_accumulation_steps = a.accumulation;
+        let n = a.batch * a.accumulation * ranks * total_steps;
+        (random_examples(n, a.seq..=a.seq, vocab, 1.0, a.seed), hp, format!("bs={} seq={}", a.batch, a.seq))
+    };
     hp.seed = a.seed;
-    let examples = random_examples(a.batch * a.accumulation * ranks * total_steps, a.seq..=a.seq, vocab, 1.0, a.seed);
+    hp.overlap_grad_sums = !a.no_overlap;
+    hp.shard_optimizer_state = !a.no_shard;
+    let longest = examples.iter().map(TokenizedExample::len).max().unwrap_or(1);
+    let make = |device: Device| make_model(&a, device, longest);
     let parallel = Topology::new(ranks, devices.clone())?;
     let names: Vec<String> = devices.iter().map(|d| device_name(*d)).collect();
     eprintln!(
-        "{ranks} ranks x {} sequences x {} accumulation = {} sequences of {} tokens a step; devices {}",
-        a.batch,
-        a.accumulation,
-        a.batch * a.accumulation * ranks,
-        a.seq,
-        names.join(",")
+        "{ranks} ranks x {} sequences x {} accumulation = {} sequences a step; devices {}; gradient sums {}, \
+         optimiser state {}",
+        hp.per_device_train_batch_size,
+        hp.gradient_accumulation_steps,
+        hp.per_device_train_batch_size * hp.gradient_accumulation_steps * ranks,
+        names.join(","),
+        if hp.overlap_grad_sums { "overlapped with backward" } else { "after backward" },
+        if hp.shard_optimizer_state { "sharded" } else { "whole on every device" }
     );
-    let (par, par_steps) = measure_parallel(&make, &examples, &hp, &parallel, a.warmup)?;
     let line = |label: &str, t: &crate::train::bench::Throughput| {
-        format!("{label}: {:.0} tok/s, peak {} on the first device", t.tokens_per_s, gib(t.peak_bytes))
+        format!(
+            "stasc train-parallel {shape} ranks={ranks} {label}: {:.0} tok/s, peak {} on the first device, {} steps \
+             timed",
+            t.tokens_per_s,
+            gib(t.peak_bytes),
+            t.steps_timed
+        )
     };
-    println!(
-        "stasc train-parallel bs={} seq={} ranks={ranks} {}",
-        a.batch,
-        a.seq,
-        line(&format!("on {}", names.join(",")), &par)
-    );
+    let (par, par_steps) = measure_parallel(&make, &examples, &hp, &parallel, a.warmup)?;
+    println!("{}", line(&format!("on {}", names.join(",")), &par));
+    if a.compare_unoverlapped {
+        let before = Hyperparameters { overlap_grad_sums: false, shard_optimizer_state: false, ..hp.clone() };
+        let (old, old_steps) = measure_parallel(&make, &examples, &before, &parallel, a.warmup)?;
+        println!("{}", line(&format!("on {}, one sum after backward, unsharded", names.join(",")), &old));
+        let (max, _) = crate::train::bench::loss_difference(
+            &par_steps.iter().map(|s| s.loss).collect::<Vec<_>>(),
+            &old_steps.iter().map(|s| s.loss).collect::<Vec<_>>(),
+        );
+        println!(
+            "stasc train-parallel overlap and sharding: x{:.2} tokens/s over one sum after backward; losses differ by \
+             at most {max:.2e} relative",
+            par.tokens_per_s / old.tokens_per_s
+        );
+    }
     if a.no_baseline {
         return Ok(ExitCode::SUCCESS);
     }
     let single = Topology::new(ranks, vec![devices[0]])?;
     let (one, one_steps) = measure_parallel(&make, &examples, &hp, &single, a.warmup)?;
-    println!(
-        "stasc train-parallel bs={} seq={} ranks={ranks} {}",
-        a.batch,
-        a.seq,
-        line(&format!("on {}", names[0]), &one)
-    );
+    println!("{}", line(&format!("on {}", names[0]), &one));
     let worst = par_steps
         .iter()
         .zip(&one_steps)
@@ -151,6 +200,17 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
         worst
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The benchmark's model on `device`, for sequences of up to `longest` tokens.
+fn make_model(a: &TrainParallelArgs, device: Device, longest: usize) -> Result<CausalLm, TrainError> {
+    let max_len = longest.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE) as i64;
+    let opts = LoadOptions { device: ModelDevice::from(device), dtype: a.dtype, max_model_len: Some(max_len) };
+    Ok(match (&a.model, &a.config_json) {
+        (Some(dir), _) => load_weights(dir, &opts)?,
+        (_, Some(path)) => CausalLm::random(ModelConfig::from_file(path)?, &opts, a.seed)?,
+        (None, None) => return Err(TrainError::Invalid("give --model or --config-json".into())),
+    })
 }
 
 /// Runs `stasc bench allreduce`.

@@ -200,7 +200,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The conversations of a train_pairs.jsonl (`messages` of every line), tokenised as `stasc run` trains them.
-fn pair_examples(pairs: &Path, tokenizer_dir: &Path) -> anyhow::Result<Vec<TokenizedExample>> {
+pub(crate) fn pair_examples(pairs: &Path, tokenizer_dir: &Path) -> anyhow::Result<Vec<TokenizedExample>> {
     let text = std::fs::read_to_string(pairs).with_context(|| format!("reading {}", pairs.display()))?;
     let mut chats = Vec::new();
     for (k, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -220,7 +220,7 @@ fn pair_examples(pairs: &Path, tokenizer_dir: &Path) -> anyhow::Result<Vec<Token
 }
 
 /// Mean, spread and label tokens of the examples, for the report line.
-fn length_summary(examples: &[TokenizedExample]) -> String {
+pub(crate) fn length_summary(examples: &[TokenizedExample]) -> String {
     let mut lengths: Vec<usize> = examples.iter().map(TokenizedExample::len).collect();
     lengths.sort_unstable();
     let at = |q: f64| lengths[((lengths.len() - 1) as f64 * q).round() as usize];

@@ -212,6 +212,46 @@ impl Group {
         }
     }
 
+    /// Sums `t` over the workers into worker `worker`'s own part of it: part `worker` of `workers()` equal parts
+    /// (their element count must divide evenly). The other parts are left unspecified: NCCL leaves them as they
+    /// were, the host sum fills them too.
+    pub fn reduce_scatter_sum(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
+        if self.workers == 1 {
+            return Ok(());
+        }
+        self.check_parts(t)?;
+        self.barrier(worker)?;
+        match &self.nccl {
+            Some(comms) => comms.reduce_scatter_sum(worker, t),
+            None => self.host_reduce(worker, t, None),
+        }
+    }
+
+    /// Copies every worker's own part of `t` (part k of `workers()` equal parts from worker k) into every
+    /// worker's `t`.
+    pub fn all_gather(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
+        if self.workers == 1 {
+            return Ok(());
+        }
+        self.check_parts(t)?;
+        self.barrier(worker)?;
+        match &self.nccl {
+            Some(comms) => comms.all_gather(worker, t),
+            None => self.host_gather(worker, t),
+        }
+    }
+
+    fn check_parts(&self, t: &Tensor) -> Result<(), DistError> {
+        if t.dim() != 1 || !t.numel().is_multiple_of(self.workers) {
+            return Err(DistError::Torch(format!(
+                "a tensor of shape {:?} does not split in {} equal parts",
+                t.size(),
+                self.workers
+            )));
+        }
+        Ok(())
+    }
+
     /// Copies worker `root`'s `t` into every worker's `t`.
     pub fn broadcast(&self, worker: usize, t: &Tensor, root: usize) -> Result<(), DistError> {
         if self.workers == 1 {
@@ -260,6 +300,34 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Host all-gather: every worker deposits a copy of its own part, then each copies every part into its `t`,
+    /// then every worker takes its deposit back.
+    fn host_gather(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
+        let torch = |what: &'static str| move |e: tch::TchError| DistError::Torch(format!("{what}: {e}"));
+        let part = (t.numel() / self.workers) as i64;
+        let own = t.f_narrow(0, worker as i64 * part, part).and_then(|p| p.f_detach_copy());
+        self.lock().slots[worker] = Some(own.map_err(torch("copying a part"))?);
+        self.barrier(worker)?;
+        let parts: Option<Vec<Tensor>> = {
+            let s = self.lock();
+            s.slots.iter().map(|p| p.as_ref().map(Tensor::shallow_clone)).collect()
+        };
+        let copied = match parts {
+            None => Err(DistError::Aborted("a worker left a collective early".into())),
+            Some(parts) => parts.iter().enumerate().filter(|(k, _)| *k != worker).try_for_each(|(k, p)| {
+                let mut dst = t.f_narrow(0, k as i64 * part, part).map_err(torch("a part"))?;
+                dst.f_copy_(p).map(|_| ()).map_err(torch("writing a part"))
+            }),
+        };
+        // Everyone has read every deposit before any is taken back.
+        let waited = self.barrier(worker);
+        self.lock().slots[worker] = None;
+        waited?;
+        copied
+    }
+}
+
 /// The collective timeout: `STASC_COLLECTIVE_TIMEOUT_S` when set, else [`DEFAULT_COLLECTIVE_TIMEOUT`].
 pub fn collective_timeout() -> Result<Duration, DistError> {
     parse_timeout(std::env::var(COLLECTIVE_TIMEOUT_VAR).ok().as_deref())
@@ -303,6 +371,36 @@ mod tests {
             assert_eq!(sum, vec![3.0, 3.0, 1.5]);
             assert_eq!(b, vec![21.0]);
         }
+    }
+
+    #[test]
+    fn host_reduce_scatter_sums_each_part_and_all_gather_copies_each_workers_part() {
+        let group = Group::new(&[Device::Cpu; 2], Transport::Host).unwrap();
+        let results: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|w| {
+                    let group = &group;
+                    s.spawn(move || {
+                        let x = w as f32;
+                        let t = Tensor::from_slice(&[x, 1.0, 2.0 * x, 3.0]);
+                        group.reduce_scatter_sum(w, &t).unwrap();
+                        // Worker w's part is elements 2w and 2w + 1.
+                        let summed = Vec::<f32>::try_from(&t.narrow(0, 2 * w as i64, 2)).unwrap();
+                        let g = Tensor::from_slice(&[10.0 + x, 20.0 + x, 30.0 + x, 40.0 + x]);
+                        group.all_gather(w, &g).unwrap();
+                        (summed, Vec::<f32>::try_from(&g).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results[0].0, vec![1.0, 2.0]);
+        assert_eq!(results[1].0, vec![2.0, 6.0]);
+        for (_, gathered) in &results {
+            assert_eq!(gathered, &vec![10.0, 20.0, 31.0, 41.0]);
+        }
+        let odd = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        assert!(group.all_gather(0, &odd).unwrap_err().to_string().contains("does not split in 2 equal parts"));
     }
 
     #[test]

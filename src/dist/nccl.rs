@@ -19,6 +19,9 @@ type CommInitAll = unsafe extern "C" fn(*mut NcclComm, c_int, *const c_int) -> c
 type CommDestroy = unsafe extern "C" fn(NcclComm) -> c_int;
 type AllReduce = unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, NcclComm, *mut c_void) -> c_int;
 type Broadcast = unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, NcclComm, *mut c_void) -> c_int;
+type ReduceScatter =
+    unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, NcclComm, *mut c_void) -> c_int;
+type AllGather = unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, NcclComm, *mut c_void) -> c_int;
 type GetErrorString = unsafe extern "C" fn(c_int) -> *const c_char;
 
 /// `ncclSum`.
@@ -31,6 +34,8 @@ struct Api {
     comm_destroy: CommDestroy,
     all_reduce: AllReduce,
     broadcast: Broadcast,
+    reduce_scatter: ReduceScatter,
+    all_gather: AllGather,
     get_error_string: GetErrorString,
 }
 
@@ -52,6 +57,8 @@ fn load() -> Result<Api, String> {
             comm_destroy: sym!("ncclCommDestroy"),
             all_reduce: sym!("ncclAllReduce"),
             broadcast: sym!("ncclBroadcast"),
+            reduce_scatter: sym!("ncclReduceScatter"),
+            all_gather: sym!("ncclAllGather"),
             get_error_string: sym!("ncclGetErrorString"),
             _lib: lib,
         })
@@ -162,6 +169,43 @@ impl Communicators {
         // in-place operation is allowed by NCCL.
         check(api, "ncclAllReduce", unsafe {
             (api.all_reduce)(ptr, ptr, t.numel(), data_type(t.kind())?, NCCL_SUM, comm, stream)
+        })
+    }
+
+    /// The byte offset and element count of rank `rank`'s part of `t` split in `len()` equal parts.
+    fn part(&self, rank: usize, t: &Tensor, what: &str) -> Result<(usize, usize), DistError> {
+        let (n, world) = (t.numel(), self.comms.len());
+        if !n.is_multiple_of(world) {
+            return Err(DistError::Nccl(format!("{what}: {n} elements do not split in {world} equal parts")));
+        }
+        Ok((rank * (n / world) * t.kind().elt_size_in_bytes(), n / world))
+    }
+
+    /// Sums `t` over all ranks into each rank's own part of it (part `rank` of `len()` equal parts), in place;
+    /// the other parts are left unspecified. On the calling thread's current stream.
+    pub fn reduce_scatter_sum(&self, rank: usize, t: &Tensor) -> Result<(), DistError> {
+        let api = api()?;
+        let comm = self.comm_for(rank, t, "ncclReduceScatter")?;
+        let (offset, count) = self.part(rank, t, "ncclReduceScatter")?;
+        let ptr = t.data_ptr();
+        let stream = crate::model::device::current_cuda_stream(t.device());
+        // SAFETY: `ptr` is the contiguous storage of `t` on the communicator's device; the receive buffer is this
+        // rank's part of it, NCCL's in-place form (recvbuff = sendbuff + rank * recvcount).
+        check(api, "ncclReduceScatter", unsafe {
+            (api.reduce_scatter)(ptr, ptr.byte_add(offset), count, data_type(t.kind())?, NCCL_SUM, comm, stream)
+        })
+    }
+
+    /// Copies every rank's own part of `t` (part `rank` of `len()` equal parts) into every rank's `t`, in place.
+    pub fn all_gather(&self, rank: usize, t: &Tensor) -> Result<(), DistError> {
+        let api = api()?;
+        let comm = self.comm_for(rank, t, "ncclAllGather")?;
+        let (offset, count) = self.part(rank, t, "ncclAllGather")?;
+        let ptr = t.data_ptr();
+        let stream = crate::model::device::current_cuda_stream(t.device());
+        // SAFETY: as in reduce_scatter_sum; NCCL's in-place form (sendbuff = recvbuff + rank * sendcount).
+        check(api, "ncclAllGather", unsafe {
+            (api.all_gather)(ptr.byte_add(offset), ptr, count, data_type(t.kind())?, comm, stream)
         })
     }
 

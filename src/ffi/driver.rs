@@ -1,6 +1,7 @@
 //! The CUDA driver API (libcuda.so.1, opened with dlopen) for the little that running our own kernels needs: load a
 //! CUBIN into a device's primary context (the one libtorch's runtime uses), look up its functions, and launch them
-//! on a given stream, which CUDA graph capture then records like any libtorch kernel.
+//! on a given stream, which CUDA graph capture then records like any libtorch kernel; and events that order one
+//! stream after another (the data-parallel trainer sums gradients on a side stream while backward goes on).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::OnceLock;
@@ -48,6 +49,10 @@ struct Api {
     stream_is_capturing: unsafe extern "C" fn(*mut c_void, *mut c_int) -> CuResult,
     stream_end_capture: unsafe extern "C" fn(*mut c_void, *mut *mut c_void) -> CuResult,
     graph_destroy: unsafe extern "C" fn(*mut c_void) -> CuResult,
+    event_create: unsafe extern "C" fn(*mut *mut c_void, c_uint) -> CuResult,
+    event_record: unsafe extern "C" fn(*mut c_void, *mut c_void) -> CuResult,
+    event_destroy: unsafe extern "C" fn(*mut c_void) -> CuResult,
+    stream_wait_event: unsafe extern "C" fn(*mut c_void, *mut c_void, c_uint) -> CuResult,
 }
 
 fn load() -> Result<Api, FfiError> {
@@ -74,6 +79,11 @@ fn load() -> Result<Api, FfiError> {
             stream_is_capturing: sym!("cuStreamIsCapturing"),
             stream_end_capture: sym!("cuStreamEndCapture"),
             graph_destroy: sym!("cuGraphDestroy"),
+            event_create: sym!("cuEventCreate"),
+            event_record: sym!("cuEventRecord"),
+            // cuda.h maps cuEventDestroy to its _v2 ABI.
+            event_destroy: sym!("cuEventDestroy_v2"),
+            stream_wait_event: sym!("cuStreamWaitEvent"),
             _lib: lib,
         };
         check(&api, (api.init)(0), "cuInit")?;
@@ -139,6 +149,57 @@ pub unsafe fn abandon_capture(stream: *mut c_void) -> Result<(), FfiError> {
             (api.graph_destroy)(graph);
         }
         check(api, ended, "cuStreamEndCapture")
+    }
+}
+
+/// `CU_EVENT_DISABLE_TIMING`: the event only orders streams.
+const EVENT_DISABLE_TIMING: c_uint = 0x2;
+
+/// A CUDA event that orders one stream after another (no timing), reusable: each [`Event::order`] records it anew.
+#[derive(Debug)]
+pub struct Event {
+    event: *mut c_void,
+}
+
+// SAFETY: a CUevent handle may be recorded and waited on from any thread; each Event is used by one at a time.
+unsafe impl Send for Event {}
+
+impl Event {
+    /// A new event in device `ordinal`'s primary context.
+    pub fn new(ordinal: usize) -> Result<Event, FfiError> {
+        let api = api()?;
+        let (context, _) = Context::primary(ordinal)?;
+        context.enter(api)?;
+        let mut event = std::ptr::null_mut();
+        // SAFETY: out-pointer to a local, in a current context.
+        check(api, unsafe { (api.event_create)(&mut event, EVENT_DISABLE_TIMING) }, "cuEventCreate")?;
+        Ok(Event { event })
+    }
+
+    /// Makes the work queued on `waiter` from now on wait for the work queued on `producer` so far (the host does
+    /// not wait).
+    ///
+    /// # Safety
+    /// Both must be live stream handles (from libtorch) of the event's device.
+    pub unsafe fn order(&self, producer: *mut c_void, waiter: *mut c_void) -> Result<(), FfiError> {
+        let api = api()?;
+        // SAFETY: live streams of the event's context; the wait takes the event's state at this call, so the
+        // next record does not disturb it.
+        unsafe {
+            check(api, (api.event_record)(self.event, producer), "cuEventRecord")?;
+            check(api, (api.stream_wait_event)(waiter, self.event, 0), "cuStreamWaitEvent")
+        }
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if let Ok(api) = api() {
+            // SAFETY: created by cuEventCreate and destroyed once; the driver frees it once pending work is done.
+            unsafe {
+                (api.event_destroy)(self.event);
+            }
+        }
     }
 }
 

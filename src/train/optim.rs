@@ -9,7 +9,10 @@
 //!   RMSNorm weights of Qwen2 and Phi-3 models are decayed.
 //!
 //! Every trainable tensor is made a view into one flat buffer (decayed tensors first), and so is its gradient, so
-//! the whole update is a handful of large kernels over a few chunks instead of ~10 small kernels per tensor. State
+//! the whole update is a handful of large kernels over a few chunks instead of ~10 small kernels per tensor.
+//! Within each group tensors are ordered by decoder layer, so each layer's decayed tensors are one contiguous range
+//! of the gradient buffer ([`AdamW::gradient_buckets`]): data-parallel workers sum a layer's range as soon as
+//! backward has passed it (crate::train::overlap). State
 //! tensors live on the device in the parameters' dtype: with bf16 weights that is bf16 moments, as torch keeps
 //! them for bf16 parameters (the reference trains a bf16 model without autocast).
 //!
@@ -28,6 +31,7 @@ use regex::Regex;
 use tch::{Kind, Tensor};
 
 use super::error::TrainError;
+use super::flat::{FlatLayout, GradBucket, OwnedRange};
 use crate::config::choices::DecayParameters;
 use crate::kernels::AdamWStep;
 use crate::model::Architecture;
@@ -94,19 +98,47 @@ struct Slot {
 /// Elements updated per kernel group; bounds the temporaries of an update (two chunk-sized tensors).
 const CHUNK: i64 = 1 << 26;
 
+/// Which part of the optimiser state one data-parallel worker keeps and updates (ZeRO stage 1): worker `rank` of
+/// `workers` owns the `rank`-th of `workers` equal parts of every gradient bucket ([`FlatLayout::owned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This worker.
+    pub rank: usize,
+    /// Workers sharing the update.
+    pub workers: usize,
+}
+
+/// Adds a device scalar over the data-parallel workers, in place.
+pub type SumOverWorkers<'a> = &'a mut dyn FnMut(&Tensor) -> Result<(), TrainError>;
+
+/// The per-step scalars of an update.
+#[derive(Debug, Clone, Copy)]
+pub struct StepScalars {
+    lr: f64,
+    decay_factor: f64,
+    scale: f64,
+    shift: f64,
+    decays: bool,
+}
+
 /// AdamW over flat parameter, gradient and state buffers.
 pub struct AdamW {
     config: AdamWConfig,
     slots: Vec<Slot>,
+    layout: FlatLayout,
+    /// The ranges this worker updates, and where their state lives: the whole buffer unless sharded.
+    owned: Vec<OwnedRange>,
+    sharded: bool,
     params: Tensor,
     grads: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    decay_numel: i64,
     step: u64,
     /// Clipping's coefficient (a device scalar in the gradients' dtype) not yet applied: the fused update applies
     /// it as it reads each gradient, saving a pass over the buffer.
     pending_clip: Option<Tensor>,
+    /// Whether some gradients were not zeroed by the fused update this step.
+    grads_dirty: bool,
 }
 
 impl std::fmt::Debug for AdamW {
@@ -117,12 +149,15 @@ impl std::fmt::Debug for AdamW {
 
 impl AdamW {
     /// Takes over `params` (name, trainable tensor of an `architecture` model): their storage moves into one flat
-    /// buffer, decayed ones (under `decay`) first. All must share one dtype and device.
+    /// buffer laid out by [`FlatLayout`] (decayed ones under `decay` first). All must share one dtype and device.
+    /// With `shard`, this worker keeps the moments of its part of every bucket only and updates only that part
+    /// ([`AdamW::update_bucket`]; the workers then gather the parameters).
     pub fn new(
         params: Vec<(String, Tensor)>,
         config: AdamWConfig,
         decay: DecayParameters,
         architecture: Architecture,
+        shard: Option<Shard>,
     ) -> Result<Self, TrainError> {
         let first = params.first().ok_or_else(|| TrainError::Invalid("no trainable parameters".into()))?;
         let (kind, device) = (first.1.kind(), first.1.device());
@@ -133,24 +168,31 @@ impl AdamW {
                 t.device()
             )));
         }
-        let (decay, rest): (Vec<_>, Vec<_>) = params.into_iter().partition(|(n, _)| is_decayed(decay, architecture, n));
-        let decay_numel: i64 = decay.iter().map(|(_, t)| t.numel() as i64).sum();
-        let total: i64 = decay_numel + rest.iter().map(|(_, t)| t.numel() as i64).sum::<i64>();
+        let described: Vec<(String, i64, bool)> =
+            params.iter().map(|(n, t)| (n.clone(), t.numel() as i64, is_decayed(decay, architecture, n))).collect();
+        let shard = shard.filter(|s| s.workers > 1);
+        let layout = FlatLayout::new(&described, shard.map_or(1, |s| s.workers));
+        let owned = match shard {
+            Some(s) => layout.owned(s.rank),
+            // Unsharded, the whole buffer is one range: one fused kernel (or one round of libtorch ops).
+            None => vec![OwnedRange { flat: 0, state: 0, numel: layout.total, decayed: layout.decay_numel }],
+        };
+        let state_numel: i64 = owned.iter().map(|r| r.numel).sum();
+        let mut by_name: std::collections::HashMap<String, Tensor> = params.into_iter().collect();
         let err = TrainError::torch("allocating optimiser buffers");
-        let zeros = || Tensor::f_zeros([total], (kind, device));
-        let flat = zeros().map_err(err)?;
+        let zeros = |n: i64| Tensor::f_zeros([n], (kind, device));
+        let flat = zeros(layout.total).map_err(err)?;
         let mut slots = Vec::new();
-        let mut offset = 0;
         tch::no_grad(|| -> Result<(), TrainError> {
-            for (name, mut param) in decay.into_iter().chain(rest) {
-                let numel = param.numel() as i64;
+            for place in &layout.places {
+                let mut param = by_name.remove(&place.name).expect("the layout places every parameter once");
                 let shape = param.size();
-                let view = flat.f_narrow(0, offset, numel).and_then(|v| v.f_view(shape.as_slice()));
-                let mut view = view.map_err(TrainError::torch(format!("placing {name}")))?;
-                view.f_copy_(&param).map_err(TrainError::torch(format!("placing {name}")))?;
-                param.f_set_data(&view).map_err(TrainError::torch(format!("placing {name}")))?;
-                slots.push(Slot { name, param, offset, numel, shape });
-                offset += numel;
+                let placing = TrainError::torch(format!("placing {}", place.name));
+                let view = flat.f_narrow(0, place.offset, place.numel).and_then(|v| v.f_view(shape.as_slice()));
+                let mut view = view.map_err(placing)?;
+                view.f_copy_(&param).map_err(TrainError::torch(format!("placing {}", place.name)))?;
+                param.f_set_data(&view).map_err(TrainError::torch(format!("placing {}", place.name)))?;
+                slots.push(Slot { name: place.name.clone(), param, offset: place.offset, numel: place.numel, shape });
             }
             Ok(())
         })?;
@@ -158,29 +200,37 @@ impl AdamW {
         Ok(AdamW {
             config,
             slots,
+            owned,
+            sharded: shard.is_some(),
             params: flat,
-            grads: zeros().map_err(err())?,
-            exp_avg: zeros().map_err(err())?,
-            exp_avg_sq: zeros().map_err(err())?,
-            decay_numel,
+            grads: zeros(layout.total).map_err(err())?,
+            exp_avg: zeros(state_numel).map_err(err())?,
+            exp_avg_sq: zeros(state_numel).map_err(err())?,
+            layout,
             step: 0,
             pending_clip: None,
+            grads_dirty: false,
         })
     }
 
-    /// Number of trained elements.
+    /// Number of trained elements (padding not counted).
     pub fn numel(&self) -> i64 {
-        self.params.numel() as i64
+        self.slots.iter().map(|s| s.numel).sum()
+    }
+
+    /// Whether this worker keeps and updates only its part of the state.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
     }
 
     /// Names of the parameters that get weight decay, in buffer order.
     pub fn decayed_names(&self) -> Vec<&str> {
-        self.slots.iter().filter(|s| s.offset < self.decay_numel).map(|s| s.name.as_str()).collect()
+        self.slots.iter().filter(|s| s.offset < self.layout.decay_numel).map(|s| s.name.as_str()).collect()
     }
 
     /// Names of the parameters without weight decay.
     pub fn undecayed_names(&self) -> Vec<&str> {
-        self.slots.iter().filter(|s| s.offset >= self.decay_numel).map(|s| s.name.as_str()).collect()
+        self.slots.iter().filter(|s| s.offset >= self.layout.decay_numel).map(|s| s.name.as_str()).collect()
     }
 
     /// The flat gradient buffer, every parameter's gradient gathered into it (what data-parallel workers sum),
@@ -189,6 +239,23 @@ impl AdamW {
         self.gather_grads()?;
         self.apply_pending_clip()?;
         Ok(&self.grads)
+    }
+
+    /// The gradient buffer's buckets, in the order backward completes them ([`FlatLayout`]).
+    pub fn gradient_buckets(&self) -> Vec<GradBucket> {
+        self.layout.buckets.clone()
+    }
+
+    /// The part of the gradient buffer that `bucket` covers, its parameters' gradients gathered into it (see
+    /// [`AdamW::gather_grads`]).
+    pub fn bucket_gradients(&mut self, bucket: &GradBucket) -> Result<Tensor, TrainError> {
+        self.gather_grads_in(bucket.offset, bucket.offset + bucket.numel)?;
+        self.grads.f_narrow(0, bucket.offset, bucket.numel).map_err(TrainError::torch("a gradient bucket"))
+    }
+
+    /// The part of the parameter buffer that `bucket` covers (what sharded workers gather after their update).
+    pub fn bucket_parameters(&self, bucket: &GradBucket) -> Result<Tensor, TrainError> {
+        self.params.f_narrow(0, bucket.offset, bucket.numel).map_err(TrainError::torch("a parameter bucket"))
     }
 
     /// Scales the gradients by a clipping coefficient left for the fused update.
@@ -207,7 +274,12 @@ impl AdamW {
     /// Moves every parameter's gradient into the flat gradient buffer (once per tensor: afterwards autograd adds in
     /// place into the view). A parameter that got no gradient keeps a zero one.
     fn gather_grads(&mut self) -> Result<(), TrainError> {
-        for slot in &self.slots {
+        self.gather_grads_in(0, self.layout.total)
+    }
+
+    /// [`AdamW::gather_grads`] for the tensors placed in `[start, end)` of the buffer.
+    fn gather_grads_in(&mut self, start: i64, end: i64) -> Result<(), TrainError> {
+        for slot in self.slots.iter().filter(|s| s.offset >= start && s.offset + s.numel <= end) {
             let mut grad = slot.param.grad();
             if !grad.defined() {
                 continue;
@@ -231,31 +303,81 @@ impl AdamW {
     /// scalar, without a host sync. The norm is reduced in the gradients' dtype with f32 accumulation, so for bf16
     /// gradients it is rounded to bf16, as torch's norms of bf16 gradients are. Where the fused update runs, the
     /// scaling waits for it ([`AdamW::gradient_buffer`] applies it if asked first).
+    ///
+    /// A sharded worker ([`AdamW::clip_grad_norm_sharded`]) holds the summed gradients of its own parts only: it
+    /// takes the norm of each part, and the squares' sum is added over the workers, as FSDP's clipping does; so
+    /// the norm differs from the unsharded one by rounding only.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<Tensor, TrainError> {
+        if self.sharded {
+            return Err(TrainError::Invalid("a sharded optimiser clips with clip_grad_norm_sharded".into()));
+        }
+        self.clip(max_norm, None)
+    }
+
+    /// [`AdamW::clip_grad_norm`] of a sharded worker: `sum_over_workers` adds an f32 device scalar over the
+    /// workers in place.
+    pub fn clip_grad_norm_sharded(
+        &mut self,
+        max_norm: f64,
+        sum_over_workers: SumOverWorkers<'_>,
+    ) -> Result<Tensor, TrainError> {
+        self.clip(max_norm, Some(sum_over_workers))
+    }
+
+    fn clip(&mut self, max_norm: f64, sum_over_workers: Option<SumOverWorkers<'_>>) -> Result<Tensor, TrainError> {
         self.gather_grads()?;
         self.apply_pending_clip()?;
         let fused = crate::kernels::for_tensor(&self.grads).is_some();
         let err = TrainError::torch("clipping gradients");
-        let (norm, coef) = tch::no_grad(|| -> Result<_, tch::TchError> {
+        let norm = if let Some(sum_over_workers) = sum_over_workers.filter(|_| self.sharded) {
+            let parts = tch::no_grad(|| -> Result<Tensor, tch::TchError> {
+                let norms = self
+                    .owned
+                    .iter()
+                    .map(|r| {
+                        self.grads.f_narrow(0, r.flat, r.numel)?.f_linalg_norm(2.0, None::<&[i64]>, false, None::<Kind>)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Tensor::f_stack(&norms, 0)?.f_to_kind(Kind::Float)?.f_square()?.f_sum(Kind::Float)
+            })
+            .map_err(TrainError::torch("clipping gradients"))?;
+            sum_over_workers(&parts)?;
+            parts.f_sqrt().map_err(TrainError::torch("clipping gradients"))?
+        } else {
             // No dtype argument: libtorch accumulates bf16 reductions in f32 anyway, and asking for an f32 result
             // would first copy the whole gradient buffer to f32.
-            let norm = self.grads.f_linalg_norm(2.0, None::<&[i64]>, false, None::<Kind>)?.f_to_kind(Kind::Float)?;
-            if max_norm <= 0.0 {
-                return Ok((norm, None));
+            tch::no_grad(|| self.grads.f_linalg_norm(2.0, None::<&[i64]>, false, None::<Kind>)?.f_to_kind(Kind::Float))
+                .map_err(TrainError::torch("clipping gradients"))?
+        };
+        if max_norm > 0.0 {
+            let coef = tch::no_grad(|| -> Result<Tensor, tch::TchError> {
+                norm.f_add_scalar(1e-6)?
+                    .f_reciprocal()?
+                    .f_mul_scalar(max_norm)?
+                    .f_clamp_max(1.0)?
+                    .f_to_kind(self.grads.kind())
+            })
+            .map_err(err)?;
+            self.pending_clip = Some(coef);
+            if !fused {
+                self.apply_pending_clip()?;
             }
-            let coef = norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
-            Ok((norm, Some(coef.f_to_kind(self.grads.kind())?)))
-        })
-        .map_err(err)?;
-        self.pending_clip = coef;
-        if !fused {
-            self.apply_pending_clip()?;
         }
         Ok(norm)
     }
 
-    /// One AdamW update at learning rate `lr`, then zeroes the gradients.
+    /// One AdamW update at learning rate `lr` of every range this worker owns, then zeroes the gradients.
     pub fn step(&mut self, lr: f64) -> Result<(), TrainError> {
+        let scalars = self.begin_step(lr)?;
+        for k in 0..self.owned.len() {
+            self.update_owned(&scalars, k)?;
+        }
+        self.end_step()
+    }
+
+    /// Starts an update at learning rate `lr`: gathers the gradients and fixes the step's scalars. Follow with
+    /// [`AdamW::update_bucket`] for every bucket, then [`AdamW::end_step`].
+    pub fn begin_step(&mut self, lr: f64) -> Result<StepScalars, TrainError> {
         self.gather_grads()?;
         self.step += 1;
         let c = self.config;
@@ -265,54 +387,94 @@ impl AdamW {
         let step_size = lr / bias_correction1;
         // p += m / d with d = -(sqrt(v)/bc2_sqrt + eps)/step_size: tch's addcdiv_ has no `value`, so the step size
         // is folded into the denominator.
-        let (scale, shift) = (-1.0 / (bias_correction2_sqrt * step_size), -c.eps / step_size);
-        let total = self.numel();
-        let decays = c.weight_decay != 0.0 && self.decay_numel > 0 && lr != 0.0;
+        Ok(StepScalars {
+            lr,
+            decay_factor: 1.0 - lr * c.weight_decay,
+            scale: -1.0 / (bias_correction2_sqrt * step_size),
+            shift: -c.eps / step_size,
+            decays: c.weight_decay != 0.0 && self.layout.decay_numel > 0 && lr != 0.0,
+        })
+    }
+
+    /// Updates this worker's part of bucket `bucket` (an index into [`AdamW::gradient_buckets`]).
+    pub fn update_bucket(&mut self, scalars: &StepScalars, bucket: usize) -> Result<(), TrainError> {
+        if self.sharded {
+            self.update_owned(scalars, bucket)
+        } else {
+            // Unsharded, the whole buffer is one range: [`AdamW::step`] updates it at once.
+            Err(TrainError::Invalid("update_bucket is for sharded optimisers".into()))
+        }
+    }
+
+    /// Ends an update: zeroes every gradient the fused update did not.
+    pub fn end_step(&mut self) -> Result<(), TrainError> {
+        self.pending_clip = None;
+        if std::mem::take(&mut self.grads_dirty) || self.sharded {
+            let _ = tch::no_grad(|| self.grads.f_zero_()).map_err(TrainError::torch("optimiser step"))?;
+        }
+        Ok(())
+    }
+
+    /// Updates owned range `k`: the fused kernel on CUDA, libtorch ops otherwise.
+    fn update_owned(&mut self, s: &StepScalars, k: usize) -> Result<(), TrainError> {
+        let r = self.owned[k];
+        let c = self.config;
+        let err = TrainError::torch("optimiser step");
+        let (p, g, m, v) = tch::no_grad(|| -> Result<_, tch::TchError> {
+            Ok((
+                self.params.f_narrow(0, r.flat, r.numel)?,
+                self.grads.f_narrow(0, r.flat, r.numel)?,
+                self.exp_avg.f_narrow(0, r.state, r.numel)?,
+                self.exp_avg_sq.f_narrow(0, r.state, r.numel)?,
+            ))
+        })
+        .map_err(err)?;
         if let Some(kernels) = crate::kernels::for_tensor(&self.params) {
             let fused = AdamWStep {
-                n: total,
-                decayed: if decays { self.decay_numel } else { 0 },
-                decay_factor: (1.0 - lr * c.weight_decay) as f32,
+                n: r.numel,
+                decayed: if s.decays { r.decayed } else { 0 },
+                decay_factor: s.decay_factor as f32,
                 one_minus_beta1: (1.0 - c.beta1) as f32,
                 one_minus_beta2: (1.0 - c.beta2) as f32,
-                scale: scale as f32,
-                shift: shift as f32,
-                update_params: i32::from(lr != 0.0),
+                scale: s.scale as f32,
+                shift: s.shift as f32,
+                update_params: i32::from(s.lr != 0.0),
             };
-            let (p, g, m, v) = (&self.params, &self.grads, &self.exp_avg, &self.exp_avg_sq);
-            let ran = tch::no_grad(|| kernels.adamw(p, g, m, v, self.pending_clip.as_ref(), &fused))
+            let ran = tch::no_grad(|| kernels.adamw(&p, &g, &m, &v, self.pending_clip.as_ref(), &fused))
                 .map_err(TrainError::torch("optimiser step"))?;
             if ran {
-                self.pending_clip = None;
                 return Ok(());
             }
         }
-        self.apply_pending_clip()?;
+        self.grads_dirty = true;
         tch::no_grad(|| -> Result<(), tch::TchError> {
-            if decays {
-                let _ = self.params.f_narrow(0, 0, self.decay_numel)?.f_mul_scalar_(1.0 - lr * c.weight_decay)?;
+            let (p, mut g, mut m, mut v) = (p, g, m, v);
+            if let Some(coef) = &self.pending_clip {
+                let _ = g.f_mul_(coef)?;
             }
-            if lr == 0.0 {
+            if s.decays && r.decayed > 0 {
+                let _ = p.f_narrow(0, 0, r.decayed)?.f_mul_scalar_(s.decay_factor)?;
+            }
+            if s.lr == 0.0 {
                 // The moments still move (torch updates them whatever the lr); the parameters do not.
-                let _ = self.exp_avg.f_lerp_(&self.grads, 1.0 - c.beta1)?;
-                let _ = self.exp_avg_sq.f_lerp_(&self.grads.f_square()?, 1.0 - c.beta2)?;
-            } else {
-                let mut start = 0;
-                while start < total {
-                    let len = CHUNK.min(total - start);
-                    let g = self.grads.f_narrow(0, start, len)?;
-                    let mut m = self.exp_avg.f_narrow(0, start, len)?;
-                    let mut v = self.exp_avg_sq.f_narrow(0, start, len)?;
-                    let mut p = self.params.f_narrow(0, start, len)?;
-                    let _ = m.f_lerp_(&g, 1.0 - c.beta1)?;
-                    let _ = v.f_lerp_(&g.f_square()?, 1.0 - c.beta2)?;
-                    let mut denom = v.f_sqrt()?;
-                    let _ = denom.f_mul_scalar_(scale)?.f_add_scalar_(shift)?;
-                    let _ = p.f_addcdiv_(&m, &denom)?;
-                    start += len;
-                }
+                let _ = m.f_lerp_(&g, 1.0 - c.beta1)?;
+                let _ = v.f_lerp_(&g.f_square()?, 1.0 - c.beta2)?;
+                return Ok(());
             }
-            let _ = self.grads.f_zero_()?;
+            let mut start = 0;
+            while start < r.numel {
+                let len = CHUNK.min(r.numel - start);
+                let g = g.f_narrow(0, start, len)?;
+                let mut m = m.f_narrow(0, start, len)?;
+                let mut v = v.f_narrow(0, start, len)?;
+                let mut p = p.f_narrow(0, start, len)?;
+                let _ = m.f_lerp_(&g, 1.0 - c.beta1)?;
+                let _ = v.f_lerp_(&g.f_square()?, 1.0 - c.beta2)?;
+                let mut denom = v.f_sqrt()?;
+                let _ = denom.f_mul_scalar_(s.scale)?.f_add_scalar_(s.shift)?;
+                let _ = p.f_addcdiv_(&m, &denom)?;
+                start += len;
+            }
             Ok(())
         })
         .map_err(TrainError::torch("optimiser step"))
@@ -321,6 +483,7 @@ impl AdamW {
 
 #[cfg(test)]
 mod tests {
+    use super::super::flat::decoder_layer;
     use super::*;
 
     #[test]
@@ -378,7 +541,7 @@ mod tests {
     fn partition(rule: DecayParameters, architecture: Architecture, names: &[String]) -> (Vec<String>, Vec<String>) {
         let params = names.iter().map(|n| (n.clone(), Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)))).collect();
         let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
-        let opt = AdamW::new(params, cfg, rule, architecture).unwrap();
+        let opt = AdamW::new(params, cfg, rule, architecture, None).unwrap();
         let owned = |v: Vec<&str>| v.into_iter().map(String::from).collect();
         (owned(opt.decayed_names()), owned(opt.undecayed_names()))
     }
@@ -449,6 +612,62 @@ mod tests {
         assert!(is_decayed(rule, Architecture::Qwen2, "model.norm.weight"));
     }
 
+    #[test]
+    fn gradient_buckets_are_each_layers_decayed_tensors_last_layer_first_then_the_rest() {
+        // Twelve layers: by name, layer 10 sorts before layer 2; the buffer is in layer order anyway.
+        let mut names =
+            vec!["lm_head.weight".to_string(), "model.embed_tokens.weight".into(), "model.norm.weight".into()];
+        for l in 0..12 {
+            names.extend(
+                layer_names(Architecture::Qwen2)
+                    .into_iter()
+                    .filter(|n| n.contains(".layers."))
+                    .map(|n| n.replace(".layers.0.", &format!(".layers.{l}."))),
+            );
+        }
+        names.sort();
+        let params = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), Tensor::zeros([(i % 5 + 1) as i64], (Kind::Float, tch::Device::Cpu))))
+            .collect();
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+        let opt = AdamW::new(params, cfg, DecayParameters::Names, Architecture::Qwen2, None).unwrap();
+        let buckets = opt.gradient_buckets();
+        assert_eq!(
+            buckets.iter().map(|b| b.layer).collect::<Vec<_>>(),
+            (0..12).rev().map(Some).chain([None]).collect::<Vec<_>>()
+        );
+        // Disjoint and covering: sorted by offset they tile the buffer.
+        let mut tiles: Vec<(i64, i64)> = buckets.iter().map(|b| (b.offset, b.numel)).collect();
+        tiles.sort();
+        let mut next = 0;
+        for (offset, numel) in tiles {
+            assert_eq!(offset, next);
+            assert!(numel > 0);
+            next = offset + numel;
+        }
+        assert_eq!(next, opt.numel());
+        // Each layer's bucket holds exactly that layer's decayed tensors.
+        for b in &buckets {
+            let inside: Vec<&Slot> =
+                opt.slots.iter().filter(|s| s.offset >= b.offset && s.offset + s.numel <= b.offset + b.numel).collect();
+            assert_eq!(inside.iter().map(|s| s.numel).sum::<i64>(), b.numel, "{b:?}");
+            match b.layer {
+                Some(l) => {
+                    assert!(
+                        inside.iter().all(|s| decoder_layer(&s.name) == Some(l) && s.offset < opt.layout.decay_numel),
+                        "{b:?}"
+                    );
+                    assert_eq!(inside.len(), 5, "q, k, v, o and down_proj weights of layer {l}");
+                }
+                None => assert!(inside
+                    .iter()
+                    .all(|s| decoder_layer(&s.name).is_none() || s.offset >= opt.layout.decay_numel)),
+            }
+        }
+    }
+
     /// Reference: torch's single-tensor AdamW written out with f64 scalars on one element.
     #[test]
     fn update_matches_the_adamw_formula() {
@@ -456,7 +675,7 @@ mod tests {
         let b = Tensor::from_slice(&[0.25f64]).set_requires_grad(true);
         let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
         let params = vec![("x.bias".into(), b.shallow_clone()), ("x.weight".into(), w.shallow_clone())];
-        let mut opt = AdamW::new(params, cfg, DecayParameters::Names, Architecture::Qwen2).unwrap();
+        let mut opt = AdamW::new(params, cfg, DecayParameters::Names, Architecture::Qwen2, None).unwrap();
         assert_eq!(opt.decayed_names(), vec!["x.weight"]);
         let (mut pw, mut m, mut v) = (0.5f64, 0.0, 0.0);
         let (mut pb, mut mb, mut vb) = (0.25f64, 0.0, 0.0);
@@ -489,7 +708,7 @@ mod tests {
         let w = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
         let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
         let mut opt =
-            AdamW::new(vec![("w".into(), w.shallow_clone())], cfg, DecayParameters::Names, Architecture::Qwen2)
+            AdamW::new(vec![("w".into(), w.shallow_clone())], cfg, DecayParameters::Names, Architecture::Qwen2, None)
                 .unwrap();
         (&w * &w).sum(Kind::Float).g_mul_scalar(0.5).backward();
         let norm = opt.clip_grad_norm(1.0).unwrap().double_value(&[]);

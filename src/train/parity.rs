@@ -188,6 +188,8 @@ pub fn run_case_with(
         average_tokens_across_devices: case.average_tokens_across_devices,
         packing: true,
         max_tokens_per_pass: 8192,
+        overlap_grad_sums: true,
+        shard_optimizer_state: true,
     };
     let model_dir = dir.join("model");
     let opts = LoadOptions { device, dtype: DtypeSpec::F32, max_model_len: None };

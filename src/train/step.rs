@@ -15,6 +15,11 @@
 //! each layer's input; the backward recomputes one layer at a time with autograd on, back-propagates the incoming
 //! gradient through it (`(y * dy).sum().backward()`, whose gradient w.r.t. y is exactly dy) and moves to the layer
 //! below. Adapter dropout is replayed identically by reseeding the device's generator per layer.
+//!
+//! A pass told when gradients are ready ([`GradsReady`], for data-parallel workers that sum each layer's gradients
+//! while backward goes on) runs backward one decoder layer at a time the same way, the forward's graph cut at every
+//! layer's input: each cut input has two consumers (the norm and the residual add), whose gradients add in either
+//! order to the same value, so the gradients are bit for bit those of one backward call.
 
 use tch::{Kind, Reduction, Tensor};
 
@@ -42,19 +47,34 @@ impl PassOptions {
     }
 }
 
+/// Told during a pass's backward that the gradients of decoder layer `Some(i)` are complete (backward has gone
+/// below it), layer by layer from the last, and at the end `None`: every gradient is. Every layer is told, also by
+/// a pass that has nothing to back-propagate.
+pub type GradsReady<'a> = &'a mut dyn FnMut(Option<usize>) -> Result<(), TrainError>;
+
 /// Runs forward and backward on `batch` with its summed token loss divided by `denominator`; returns that divided
-/// loss, the micro-batch's share of the step loss (a detached f32 device scalar).
+/// loss, the micro-batch's share of the step loss (a detached f32 device scalar). With `ready`, backward runs one
+/// layer at a time and tells `ready` as each layer's gradients are complete.
 pub fn forward_backward(
     model: &CausalLm,
     batch: &MicroBatch,
     denominator: f64,
     opts: &PassOptions,
+    ready: Option<GradsReady<'_>>,
 ) -> Result<Tensor, TrainError> {
     if batch.num_targets == 0 {
+        if let Some(ready) = ready {
+            (0..model.layers().len()).rev().map(Some).chain([None]).try_for_each(ready)?;
+        }
         return Tensor::f_zeros([], (Kind::Float, model.device())).map_err(TrainError::torch("empty micro-batch"));
     }
     let summed = if opts.gradient_checkpointing {
-        checkpointed(model, batch, denominator, opts)?
+        checkpointed(model, batch, denominator, opts, ready)?
+    } else if let Some(ready) = ready {
+        if let Some(seed) = opts.dropout_seed {
+            crate::model::device::seed_device(model.device(), seed as i64);
+        }
+        layer_by_layer(model, batch, denominator, opts, ready)?
     } else {
         if let Some(seed) = opts.dropout_seed {
             crate::model::device::seed_device(model.device(), seed as i64);
@@ -143,11 +163,52 @@ fn layer_seed(seed: Option<u64>, layer: usize) -> Option<i64> {
     seed.map(|s| (s ^ ((layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))) as i64 >> 1)
 }
 
+/// Forward with the graph cut at every decoder layer's input, then backward one layer at a time, telling `ready`.
+fn layer_by_layer(
+    model: &CausalLm,
+    batch: &MicroBatch,
+    denominator: f64,
+    opts: &PassOptions,
+    ready: GradsReady<'_>,
+) -> Result<Tensor, TrainError> {
+    let err = |what: &str| TrainError::torch(format!("layer-by-layer backward: {what}"));
+    let rope_at = model.rope().at(&batch.positions).map_err(err("rotary"))?;
+    let embedded = model.embed(&batch.input_ids)?;
+    // (cut input, output) of every layer. The first input needs a gradient only when the embeddings train.
+    let mut cuts: Vec<(Tensor, Tensor)> = Vec::with_capacity(model.layers().len());
+    let mut x = embedded.shallow_clone();
+    for (i, layer) in model.layers().iter().enumerate() {
+        let cut = x.detach().set_requires_grad(i > 0 || embedded.requires_grad());
+        let y = decoder_layer(model, layer, &cut, &rope_at, batch).map_err(err("forward"))?;
+        cuts.push((cut, y.shallow_clone()));
+        x = y;
+    }
+    let top = x.detach().set_requires_grad(true);
+    let hidden = model.final_norm().forward(&top).map_err(err("final norm"))?;
+    let total = head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)?;
+    let mut grad = top.grad();
+    for (i, (cut, y)) in cuts.into_iter().enumerate().rev() {
+        // Only the first layer's output can lack a graph: frozen embeddings and no adapter in that layer.
+        if y.requires_grad() {
+            backward_with_grad(&y, &grad).map_err(err("layer backward"))?;
+        }
+        drop(y);
+        grad = cut.grad();
+        ready(Some(i))?;
+    }
+    if embedded.requires_grad() {
+        backward_with_grad(&embedded, &grad).map_err(err("embedding backward"))?;
+    }
+    ready(None)?;
+    Ok(total)
+}
+
 fn checkpointed(
     model: &CausalLm,
     batch: &MicroBatch,
     denominator: f64,
     opts: &PassOptions,
+    mut ready: Option<GradsReady<'_>>,
 ) -> Result<Tensor, TrainError> {
     let err = |what: &str| TrainError::torch(format!("gradient checkpointing: {what}"));
     let rope_at = model.rope().at(&batch.positions).map_err(err("rotary"))?;
@@ -179,10 +240,16 @@ fn checkpointed(
         let y = decoder_layer(model, layer, &x, &rope_at, batch).map_err(err("recompute"))?;
         backward_with_grad(&y, &grad).map_err(err("layer backward"))?;
         grad = x.grad();
+        if let Some(ready) = ready.as_mut() {
+            ready(Some(i))?;
+        }
     }
     let embedded = model.embed(&batch.input_ids)?;
     if embedded.requires_grad() {
         backward_with_grad(&embedded, &grad).map_err(err("embedding backward"))?;
+    }
+    if let Some(ready) = ready {
+        ready(None)?;
     }
     Ok(total)
 }

@@ -32,7 +32,8 @@ use super::batching::{epoch_batches, MicroBatch, CUDA_PAD_MULTIPLE};
 use super::error::TrainError;
 use super::log::StepRecord;
 use super::lora::LoraAdapters;
-use super::optim::{AdamW, AdamWConfig};
+use super::optim::{AdamW, AdamWConfig, Shard};
+use super::overlap::GradReducer;
 use super::packed::packed_batch;
 use super::plan::{plan_passes, PlannedExample};
 use super::schedule::{LrSchedule, StepPlan};
@@ -91,6 +92,12 @@ pub struct Hyperparameters {
     pub packing: bool,
     /// Token budget of one packed pass.
     pub max_tokens_per_pass: usize,
+    /// Data-parallel workers sum each layer's gradients while backward goes on ([`super::overlap`]; false: one sum
+    /// of every gradient after backward). The sums are the same to the last bit either way.
+    pub overlap_grad_sums: bool,
+    /// Data-parallel workers each keep and update 1/workers of the optimiser state (ZeRO stage 1, see
+    /// [`super::overlap`]); the update is the same, the clipping norm is summed over the workers' parts.
+    pub shard_optimizer_state: bool,
 }
 
 impl Hyperparameters {
@@ -120,6 +127,8 @@ impl Hyperparameters {
             average_tokens_across_devices: t.average_tokens_across_devices.unwrap_or(true),
             packing: t.packing,
             max_tokens_per_pass: t.max_tokens_per_pass,
+            overlap_grad_sums: t.overlap_grad_sums,
+            shard_optimizer_state: t.shard_optimizer_state,
         }
     }
 
@@ -253,8 +262,10 @@ pub fn train_replica(
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let adam =
         AdamWConfig { beta1: hp.adam_beta1, beta2: hp.adam_beta2, eps: hp.adam_epsilon, weight_decay: hp.weight_decay };
-    let mut opt = AdamW::new(params, adam, hp.decay_parameters, model.config().architecture)?;
     let group = worker.group;
+    let shard = (group.workers() > 1 && hp.shard_optimizer_state)
+        .then_some(Shard { rank: worker.index, workers: group.workers() });
+    let mut opt = AdamW::new(params, adam, hp.decay_parameters, model.config().architecture, shard)?;
     // Replicas start from worker 0's weights (adapter initialisation draws random numbers per device).
     tch::no_grad(|| group.broadcast(worker.index, opt.parameter_buffer(), 0))?;
     if let Some(l) = lora {
@@ -271,6 +282,13 @@ pub fn train_replica(
     let mut summary =
         LoopSummary { steps: Vec::new(), tokens: 0, padded_tokens: 0, seconds: 0.0, trainable_params: opt.numel() };
     let per_step = hp.micro_batches_per_step();
+    // Between workers, gradients are summed bucket by bucket: during backward, or all after it when not
+    // overlapped (a sharded optimiser needs the buckets either way).
+    let mut reducer = if group.workers() > 1 && (hp.overlap_grad_sums || opt.is_sharded()) {
+        Some(GradReducer::new(group, worker.index, &opt, device)?)
+    } else {
+        None
+    };
     let mut profile = Profile::from_env(device, worker.index == 0);
     let torch = |what: &'static str| TrainError::torch(what);
     'epochs: for epoch in 0..plan.epochs {
@@ -315,6 +333,8 @@ pub fn train_replica(
                     .collect::<Result<Vec<_>, TrainError>>()?
             };
             for (p, (batch, denominator)) in passes.iter().enumerate() {
+                // The step's gradients are complete layer by layer only during its last pass.
+                let overlapped = reducer.as_mut().filter(|_| hp.overlap_grad_sums && p + 1 == passes.len());
                 // Unpacked, pass p is micro-batch mine[p], whose dropout seed is the one it always had.
                 let index = if hp.packing { p } else { mine[p] };
                 let opts = PassOptions {
@@ -323,20 +343,47 @@ pub fn train_replica(
                     dropout_seed: uses_dropout
                         .then(|| hp.seed.wrapping_mul(1_000_003).wrapping_add((step * per_step + index) as u64)),
                 };
-                let loss = forward_backward(model, batch, *denominator, &opts)?;
+                let loss = match overlapped {
+                    Some(r) => {
+                        let opt = &mut opt;
+                        forward_backward(model, batch, *denominator, &opts, Some(&mut |layer| r.ready(opt, layer)))?
+                    }
+                    None => forward_backward(model, batch, *denominator, &opts, None)?,
+                };
                 loss_sum = loss_sum.f_add(&loss).map_err(torch("summing losses"))?;
                 summary.padded_tokens += batch.padded_tokens;
             }
             profile.mark(0);
             tch::no_grad(|| -> Result<(), TrainError> {
-                group.all_reduce_sum(worker.index, opt.gradient_buffer()?)?;
+                match reducer.as_mut() {
+                    Some(r) => r.finish(&mut opt)?,
+                    None => group.all_reduce_sum(worker.index, opt.gradient_buffer()?)?,
+                }
                 group.all_reduce_sum(worker.index, &loss_sum)?;
                 Ok(())
             })?;
-            let norm = opt.clip_grad_norm(hp.max_grad_norm)?;
+            let norm = match &reducer {
+                Some(_) if opt.is_sharded() => {
+                    let mut sum = |t: &Tensor| group.all_reduce_sum(worker.index, t).map_err(TrainError::from);
+                    opt.clip_grad_norm_sharded(hp.max_grad_norm, &mut sum)?
+                }
+                _ => opt.clip_grad_norm(hp.max_grad_norm)?,
+            };
             profile.mark(1);
             let lr = schedule.lr(step);
-            opt.step(lr)?;
+            match &reducer {
+                Some(r) if opt.is_sharded() => {
+                    // Each bucket's gather overlaps the next bucket's update.
+                    let scalars = opt.begin_step(lr)?;
+                    for k in 0..opt.gradient_buckets().len() {
+                        opt.update_bucket(&scalars, k)?;
+                        r.gather(&opt, k)?;
+                    }
+                    opt.end_step()?;
+                    r.finish_gather()?;
+                }
+                _ => opt.step(lr)?,
+            }
             profile.mark(2);
             // One host sync per step: the loss (already normalised like the gradient) and the norm.
             let loss = loss_sum.double_value(&[]);

@@ -194,7 +194,7 @@ fn adamw_run(init: &[(String, Tensor)], grads: &[Vec<Tensor>], fused: bool) -> (
         init.iter().map(|(n, t)| (n.clone(), t.copy().detach().set_requires_grad(true))).collect();
     let handles: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
     let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
-    let mut opt = AdamW::new(params, cfg, DecayParameters::Names, Architecture::Qwen2).unwrap();
+    let mut opt = AdamW::new(params, cfg, DecayParameters::Names, Architecture::Qwen2, None).unwrap();
     let mut seconds = 0.0;
     for (step, step_grads) in grads.iter().enumerate() {
         let loss = handles.iter().zip(step_grads).map(|(p, g)| (p * g).sum(Kind::Float)).fold(None, |a, l| {

@@ -160,7 +160,7 @@ fn no_token_attends_across_an_example_boundary() {
         pass.insert(1, PlannedExample { example: 3, len: target.len(), denominator: 1.0 });
         for pad_multiple in [1, 16] {
             let batch = packed_batch(&pass, &silent, 0, pad_multiple, Device::Cpu).unwrap();
-            let loss = forward_backward(&model, &batch, 1.0, &opts).unwrap().double_value(&[]);
+            let loss = forward_backward(&model, &batch, 1.0, &opts, None).unwrap().double_value(&[]);
             assert!(
                 (loss - expected).abs() <= 1e-5 * expected,
                 "neighbours {neighbours:?}, padding {pad_multiple}: {loss} vs {expected} alone"

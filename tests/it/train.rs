@@ -410,3 +410,31 @@ fn bench_train_trace_saves_the_timed_steps_ops() {
     // The backward pass is in the trace, not only the forward.
     assert!(names.iter().any(|n| n.contains("Backward")), "no autograd backward among {} events", names.len());
 }
+
+#[test]
+fn bench_train_parallel_realistic_compares_overlapped_sharded_sums_with_the_whole_sum_and_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny Qwen2 with room for the realistic lengths (200-600 tokens).
+    let text = std::fs::read_to_string(super::model_parity::fixture("qwen2_untied").join("config.json")).unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, text.replace("\"max_position_embeddings\": 256", "\"max_position_embeddings\": 1024"))
+        .unwrap();
+    let args = ["bench", "train-parallel", "--config-json", config.to_str().unwrap(), "--devices", "cpu,cpu"];
+    let rest = ["--realistic", "--steps", "2", "--warmup", "1", "--compare-unoverlapped", "--dtype", "f32"];
+    let (stdout, _) = super::generation::stasc(&[&args[..], &rest[..]].concat());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(
+        lines[0].starts_with("stasc train-parallel realistic (") && lines[0].contains("ranks=2 on cpu,cpu: "),
+        "{stdout}"
+    );
+    assert!(lines[1].contains("on cpu,cpu, one sum after backward, unsharded: "), "{stdout}");
+    assert!(lines[3].contains("ranks=2 on cpu: "), "{stdout}");
+    // Overlapped and sharded: the same sums, so the same losses while clipping rounds alike.
+    let said = |line: &str, key: &str| -> f64 {
+        line.split(key).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(said(lines[2], "at most ") <= 1e-6, "{stdout}");
+    assert!(said(lines[4], "at most ") <= 1e-5, "{stdout}");
+    assert!(lines[4].starts_with("stasc train-parallel speed-up x"), "{stdout}");
+}

@@ -124,6 +124,8 @@ raw_config! {
         decay_parameters: String,
         packing: bool,
         max_tokens_per_pass: u64,
+        overlap_grad_sums: bool,
+        shard_optimizer_state: bool,
     }
 }
 
@@ -305,6 +307,8 @@ fn resolve_training(file: &Path, raw: RawTrainingArgs) -> Result<TrainingArgs, C
             raw.max_tokens_per_pass.unwrap_or(8192),
             1,
         )?,
+        overlap_grad_sums: raw.overlap_grad_sums.unwrap_or(true),
+        shard_optimizer_state: raw.shard_optimizer_state.unwrap_or(true),
     })
 }
 

@@ -142,6 +142,13 @@ pub struct TrainingArgs {
     pub packing: bool,
     /// Ours: the memory budget of one packed pass, in tokens (an example longer than it runs alone). Default 8192.
     pub max_tokens_per_pass: usize,
+    /// Ours: data-parallel workers sum each decoder layer's gradients while backward goes on (false: one sum after
+    /// backward). The sums are the same to the last bit. Default true.
+    pub overlap_grad_sums: bool,
+    /// Ours: data-parallel workers each keep and update 1/workers of the AdamW state, then gather the weights
+    /// (ZeRO stage 1; false: every worker updates everything). The same update; the clipping norm is summed from
+    /// the workers' parts (rounding). Default true.
+    pub shard_optimizer_state: bool,
 }
 
 /// The resolved `peft` section.

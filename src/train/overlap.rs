@@ -1,0 +1,156 @@
+//! Gradient sums overlapped with backward, as DDP's buckets: a data-parallel worker sums each decoder layer's
+//! gradients ([`AdamW::gradient_buckets`]) as soon as backward has gone below that layer, while backward goes on
+//! through the layers beneath, instead of one sum of the whole buffer after backward.
+//!
+//! Between CUDA devices (NCCL) each sum runs on a side stream of libtorch's pool that first waits for the work
+//! queued so far on the compute stream (the layer's backward), so the compute stream goes on with the next layer;
+//! [`GradReducer::finish`] makes the compute stream wait for every sum before clipping reads the gradients. The
+//! buffer's ranges are disjoint, so backward never writes a range a sum is using. Host-side sums (CPU workers, or
+//! workers sharing a device) run each bucket at once on the calling thread.
+//!
+//! A sum adds the same elements in the same worker order whichever bucket holds them, so the result is the whole
+//! buffer's sum to the last bit; every worker sums the buckets in one fixed order (a layer's bucket sums every
+//! earlier one not yet summed), so collectives always pair up.
+//!
+//! With the optimiser state sharded over the workers (ZeRO stage 1, [`AdamW::is_sharded`]), a bucket's sum is a
+//! reduce-scatter: each worker receives the sum of its own part only, updates that part, and the workers then
+//! gather every part of the parameters ([`GradReducer::gather`], again on the side stream, so gathering one
+//! bucket overlaps the update of the next). Each worker keeps and updates 1/workers of the moments, and a sum
+//! moves half the bytes of an all-reduce.
+
+use tch::Device;
+
+use super::error::TrainError;
+use super::flat::GradBucket;
+use super::optim::AdamW;
+use crate::dist::{Group, Transport};
+use crate::ffi::driver::Event;
+use crate::ffi::StascStream;
+
+/// Side stream and ordering event of a worker whose sums go through NCCL.
+struct Streams {
+    compute: StascStream,
+    comm: StascStream,
+    event: Event,
+}
+
+/// Sums one worker's gradient buckets over its group during backward.
+pub struct GradReducer<'a> {
+    group: &'a Group,
+    worker: usize,
+    buckets: Vec<GradBucket>,
+    /// How many buckets (a prefix) are summed this step.
+    summed: usize,
+    /// Reduce-scatter (sharded optimiser state) instead of all-reduce.
+    sharded: bool,
+    streams: Option<Streams>,
+}
+
+impl std::fmt::Debug for GradReducer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GradReducer")
+            .field("worker", &self.worker)
+            .field("buckets", &self.buckets.len())
+            .field("side_stream", &self.streams.is_some())
+            .finish()
+    }
+}
+
+impl<'a> GradReducer<'a> {
+    /// The reducer of `worker` (on `device`) in `group` for `opt`'s buckets.
+    pub fn new(group: &'a Group, worker: usize, opt: &AdamW, device: Device) -> Result<GradReducer<'a>, TrainError> {
+        let streams = match (group.transport(), device) {
+            (Transport::Nccl, Device::Cuda(ordinal)) => Some(Streams {
+                compute: StascStream::current(ordinal).map_err(ffi)?,
+                comm: StascStream::from_pool(ordinal).map_err(ffi)?,
+                event: Event::new(ordinal).map_err(ffi)?,
+            }),
+            _ => None,
+        };
+        Ok(GradReducer {
+            group,
+            worker,
+            buckets: opt.gradient_buckets(),
+            summed: 0,
+            sharded: opt.is_sharded(),
+            streams,
+        })
+    }
+
+    /// Backward has finished decoder layer `Some(i)` (or everything: `None`): sums its bucket and every earlier one
+    /// not yet summed. A layer without a bucket of its own sums nothing.
+    pub fn ready(&mut self, opt: &mut AdamW, layer: Option<usize>) -> Result<(), TrainError> {
+        let upto = match layer {
+            None => self.buckets.len(),
+            Some(l) => match self.buckets.iter().position(|b| b.layer == Some(l)) {
+                Some(k) => k + 1,
+                None => self.summed,
+            },
+        };
+        while self.summed < upto {
+            let bucket = self.buckets[self.summed];
+            self.sum(opt, &bucket)?;
+            self.summed += 1;
+        }
+        Ok(())
+    }
+
+    fn sum(&self, opt: &mut AdamW, bucket: &GradBucket) -> Result<(), TrainError> {
+        let grads = tch::no_grad(|| opt.bucket_gradients(bucket))?;
+        let (group, worker) = (self.group, self.worker);
+        self.on_side_stream(|| {
+            tch::no_grad(|| match self.sharded {
+                true => group.reduce_scatter_sum(worker, &grads),
+                false => group.all_reduce_sum(worker, &grads),
+            })
+        })
+    }
+
+    /// Gathers every worker's updated part of bucket `k` (an index into the buckets) of a sharded optimiser's
+    /// parameters, after the work queued so far (its update). [`GradReducer::finish_gather`] ends the step.
+    pub fn gather(&self, opt: &AdamW, k: usize) -> Result<(), TrainError> {
+        let params = opt.bucket_parameters(&self.buckets[k])?;
+        self.on_side_stream(|| tch::no_grad(|| self.group.all_gather(self.worker, &params)))
+    }
+
+    /// Makes the compute stream wait for every gather (the next forward reads the parameters).
+    pub fn finish_gather(&self) -> Result<(), TrainError> {
+        self.side_stream_done()
+    }
+
+    /// Runs `collective` on the side stream after the work queued so far on the compute stream (at once on the
+    /// calling thread without a side stream).
+    fn on_side_stream(
+        &self,
+        collective: impl FnOnce() -> Result<(), crate::dist::DistError>,
+    ) -> Result<(), TrainError> {
+        let Some(s) = &self.streams else { return collective().map_err(TrainError::from) };
+        // SAFETY: both streams are libtorch streams of this worker's device, alive for the process.
+        unsafe { s.event.order(s.compute.raw().map_err(ffi)?, s.comm.raw().map_err(ffi)?) }.map_err(ffi)?;
+        s.comm.make_current().map_err(ffi)?;
+        let done = collective();
+        s.compute.make_current().map_err(ffi)?;
+        done.map_err(TrainError::from)
+    }
+
+    /// Makes the compute stream wait for the work queued so far on the side stream.
+    fn side_stream_done(&self) -> Result<(), TrainError> {
+        if let Some(s) = &self.streams {
+            // SAFETY: as in `on_side_stream`.
+            unsafe { s.event.order(s.comm.raw().map_err(ffi)?, s.compute.raw().map_err(ffi)?) }.map_err(ffi)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the step's sums: sums the buckets not yet summed, and (between CUDA devices) makes the compute stream
+    /// wait for all of them. The next step starts from the first bucket.
+    pub fn finish(&mut self, opt: &mut AdamW) -> Result<(), TrainError> {
+        self.ready(opt, None)?;
+        self.summed = 0;
+        self.side_stream_done()
+    }
+}
+
+fn ffi(e: crate::ffi::FfiError) -> TrainError {
+    TrainError::Invalid(format!("overlapped gradient sums: {e}"))
+}
