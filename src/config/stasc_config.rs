@@ -18,6 +18,18 @@ use super::error::ConfigError;
 use super::raw::raw_config;
 use super::validate::{at_least, in_interval, non_empty, non_negative};
 
+/// The environment variable whose `0` makes `bounded_generation` default to false (benchmarks compare both paths).
+pub const BOUNDED_GENERATION_ENV: &str = "STASC_BOUNDED_GENERATION";
+
+/// A switch that is on unless the environment variable `var` says `0`.
+fn env_switch(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.trim() != "0")
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// vLLM engine settings stasc does not act on: it has no CUDA-graph switch and never downloads.
 const IGNORED: &[Ignored] = &[Ignored::new("cache_dir", Neutral::Never), Ignored::new("enforce_eager", Neutral::Never)];
 
@@ -63,6 +75,8 @@ raw_config! {
         keep_checkpoints: bool,
         chunk_prompts: u64,
         batch_invariant: bool,
+        fused_kernels: bool,
+        bounded_generation: bool,
         device: String,
         dtype: String,
         max_train_examples: u64,
@@ -167,6 +181,18 @@ pub struct StascConfig {
     /// never depends on which other samples share its batch or GPU, at a cost in speed. Default false (CPU runs
     /// are batch-invariant anyway).
     pub batch_invariant: bool,
+    /// Ours: on CUDA, decoding and the AdamW update run stasc's fused kernels (`crate::kernels`); false runs
+    /// libtorch ops, which round bf16 differently, so samples can differ. Default true, or false when the
+    /// environment says `STASC_FUSED_KERNELS=0`. Left out of the resolved YAML when true (runs recorded before the
+    /// key existed resume), so a run that turned them off says so.
+    #[serde(skip_serializing_if = "is_true")]
+    pub fused_kernels: bool,
+    /// Ours: on CUDA, generation reserves its KV pool from the `gpu_memory_utilization` budget, decodes up to 512
+    /// rows at once and prefills shared prompt prefixes once; false is the earlier unbounded path (other batch
+    /// shapes, so other bf16 rounding). Default true, or false when the environment says
+    /// `STASC_BOUNDED_GENERATION=0`. Left out of the resolved YAML when true.
+    #[serde(skip_serializing_if = "is_true")]
+    pub bounded_generation: bool,
     /// Device of the run. Default auto (CUDA if available, else CPU).
     pub device: RunDevices,
     /// Weight dtype. Default auto (bf16 on CUDA, f32 on CPU).
@@ -390,6 +416,8 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
         chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,
         batch_invariant: raw.batch_invariant.unwrap_or(false),
+        fused_kernels: raw.fused_kernels.unwrap_or_else(|| env_switch(crate::kernels::SWITCH_ENV)),
+        bounded_generation: raw.bounded_generation.unwrap_or_else(|| env_switch(BOUNDED_GENERATION_ENV)),
         device: raw.device.as_deref().map_or(Ok(RunDevices::Auto), |v| RunDevices::parse(file, "device", v))?,
         dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
         max_train_examples: cap("max_train_examples", raw.max_train_examples)?,

@@ -158,3 +158,25 @@ fn raw_struct_and_key_tree_agree() {
     assert_eq!(names.len(), STASC_KEYS.len());
     check(Path::new("x"), &doc, STASC_KEYS).unwrap();
 }
+
+#[test]
+fn kernel_and_memory_switches_are_on_by_default_and_recorded_only_when_off() {
+    let (c, _) = load_str(MINIMAL).unwrap();
+    // The environment gives the defaults (STASC_FUSED_KERNELS, STASC_BOUNDED_GENERATION); tests run without them.
+    assert_eq!(
+        (c.fused_kernels, c.bounded_generation),
+        (env_switch(crate::kernels::SWITCH_ENV), env_switch(BOUNDED_GENERATION_ENV))
+    );
+    assert!(env_switch("STASC_NO_SUCH_SWITCH_IS_SET"));
+    let on = load_str(&format!("{MINIMAL}fused_kernels: true\nbounded_generation: true\n")).unwrap().0;
+    let yaml = serde_yaml::to_string(&on).unwrap();
+    assert!(!yaml.contains("fused_kernels") && !yaml.contains("bounded_generation"), "{yaml}");
+    let off = load_str(&format!("{MINIMAL}fused_kernels: false\nbounded_generation: false\n")).unwrap().0;
+    assert_eq!((off.fused_kernels, off.bounded_generation), (false, false));
+    let yaml = serde_yaml::to_string(&off).unwrap();
+    assert!(yaml.contains("fused_kernels: false") && yaml.contains("bounded_generation: false"), "{yaml}");
+    assert_eq!(
+        err(&format!("{MINIMAL}fused_kernel: false\n")),
+        "configs/x.yaml: unknown key 'fused_kernel' (did you mean 'fused_kernels'?)"
+    );
+}

@@ -26,7 +26,8 @@ pub use adamw::AdamWStep;
 use crate::ffi::driver::{Context, Function};
 use crate::ffi::{nvrtc, FfiError};
 
-/// The environment variable that turns the fused kernels off when set to `0` (for parity checks).
+/// The environment variable that turns the fused kernels off when set to `0` (for parity checks and benchmarks;
+/// a run's stasc_config `fused_kernels` takes its default from it and decides).
 pub const SWITCH_ENV: &str = "STASC_FUSED_KERNELS";
 
 /// The CUDA C sources compiled once per device, by file name.

@@ -6,7 +6,7 @@
 //! model stays loaded between phases that use it, and is dropped before training so a GPU holds one model at a
 //! time.
 //!
-//! Memory (`STASC_BOUNDED_GENERATION=0` turns it off; see [`BOUNDED_ENV`]): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
+//! Memory (stasc_config `bounded_generation: false` turns it off): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
 //! `crate::generate::budget`) reserves a KV pool that every generate call's cache views, and allows up to
 //! [`GENERATION_ROWS`] sequences at once, and a call uses as few rows as its number of waves needs: a call of
 //! `chunk_prompts` prompts with K samples each then ends without a partly filled wave (with 256 rows, 128 prompts
@@ -34,7 +34,7 @@ pub struct TchBackend {
     train: TrainOptions,
     topology: Topology,
     progress: bool,
-    batch_invariant: bool,
+    mode: GenerationMode,
     /// Share of each GPU that generation may hold (`gpu_memory_utilization`); fine-tuning runs uncapped, as the
     /// reference's trainer ran in its own process after vLLM's had ended.
     gpu_memory_utilization: f64,
@@ -46,13 +46,13 @@ pub struct TchBackend {
     prefill: PrefillCounts,
 }
 
-/// Environment variable that turns off (`0`), on CUDA, the budgeted KV pool, up to [`GENERATION_ROWS`] rows and
-/// shared-prefix prefill: on by default since the H200 run in scripts/paper_scale/h200_bounded_2026-11-30.txt (faster,
-/// and peak memory within the budget); `0` gives the earlier path, for comparison.
-pub const BOUNDED_ENV: &str = "STASC_BOUNDED_GENERATION";
-
-fn bounded_generation() -> bool {
-    !std::env::var(BOUNDED_ENV).is_ok_and(|v| v == "0")
+/// How a run generates: fixed shapes (stasc_config `batch_invariant`) and the budgeted KV pool with up to
+/// [`GENERATION_ROWS`] rows and shared-prefix prefill (`bounded_generation`, on CUDA: on by default since the H200
+/// run in scripts/paper_scale/h200_bounded_2026-11-30.txt, faster and within the memory budget).
+#[derive(Debug, Clone, Copy)]
+struct GenerationMode {
+    batch_invariant: bool,
+    bounded: bool,
 }
 
 /// Most sequences one GPU decodes at once when a KV pool is reserved (the budget may allow fewer). Calls use as few
@@ -95,6 +95,8 @@ impl TchBackend {
 
     /// A backend for `config` on an explicit topology (tests, benchmarks).
     pub fn with_topology(config: &RunConfig, topology: Topology, progress: bool) -> Self {
+        // A process-wide switch: one run is one process (sweep cells run in processes of their own).
+        crate::kernels::set_enabled(config.stasc_config.fused_kernels);
         // Every worker loads and trains on its own device of the topology; this is only the first of them.
         let device = ModelDevice::from(topology.devices[0]);
         let mut fine_tune = config.fine_tune.clone();
@@ -112,7 +114,10 @@ impl TchBackend {
             train: TrainOptions { device, topology: Some(topology.clone()), progress, ..TrainOptions::default() },
             topology,
             progress,
-            batch_invariant: config.stasc_config.batch_invariant,
+            mode: GenerationMode {
+                batch_invariant: config.stasc_config.batch_invariant,
+                bounded: config.stasc_config.bounded_generation,
+            },
             gpu_memory_utilization: config.stasc_config.gpu_memory_utilization,
             prompts: PromptLimits {
                 max_model_len: config.stasc_config.max_model_len,
@@ -145,7 +150,7 @@ impl TchBackend {
             self.loaded = None;
             let devices = &self.topology.devices;
             let load = &self.load;
-            let (limits, batch_invariant) = (&self.prompts, self.batch_invariant);
+            let (limits, mode) = (&self.prompts, self.mode);
             let utilization = self.gpu_memory_utilization;
             let models = run_workers(group, |w| -> Result<Mutex<LoadedModel>, BackendError> {
                 let opts = LoadOptions { device: ModelDevice::from(devices[w]), ..load.clone() };
@@ -157,8 +162,8 @@ impl TchBackend {
                         SamplingJob { key: "warm-up".into(), messages: vec![ChatMessage::new("user", "Hello.")], n: 1 };
                     let sampling = SamplingSpec { temperature: 0.6, top_p: 0.9, max_tokens: 2, seed: 0 };
                     let ids = loaded.tokenizer.encode_chat(&warm.messages, true)?;
-                    generate_shard(&loaded, &[warm], &[ids], &sampling, limits, batch_invariant, false)?;
-                    if bounded_generation() {
+                    generate_shard(&loaded, &[warm], &[ids], &sampling, limits, mode, false)?;
+                    if mode.bounded {
                         reserve_kv_pool(&loaded, utilization)?;
                     }
                 }
@@ -269,7 +274,7 @@ impl Backend for TchBackend {
         jobs: &[SamplingJob],
         sampling: &SamplingSpec,
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
-        let (progress, batch_invariant) = (self.progress, self.batch_invariant);
+        let (progress, mode) = (self.progress, self.mode);
         let limits = self.prompts.clone();
         self.cap_memory(self.gpu_memory_utilization)?;
         let group = Group::new(&self.topology.devices, Transport::Host)?;
@@ -288,7 +293,7 @@ impl Backend for TchBackend {
         let results = run_workers(&group, |w| -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
             let loaded = models[w].lock().unwrap_or_else(|p| p.into_inner());
             // Every worker counts its shard into the loop's phase (crate::progress).
-            generate_shard(&loaded, shards[w], id_shards[w], sampling, &limits, batch_invariant, progress)
+            generate_shard(&loaded, shards[w], id_shards[w], sampling, &limits, mode, progress)
         })?;
         let mut samples = Vec::with_capacity(results.len());
         for (shard_samples, counts) in results {
@@ -359,19 +364,19 @@ fn generate_shard(
     prompt_ids: &[Vec<u32>],
     sampling: &SamplingSpec,
     limits: &PromptLimits,
-    batch_invariant: bool,
+    mode: GenerationMode,
     progress: bool,
 ) -> Result<(Vec<Vec<GeneratedSample>>, PrefillCounts), BackendError> {
     let rule = Sampling::from_params(sampling.temperature, Some(sampling.top_p), None)?;
     let mut options = GenerateOptions::for_device(loaded.model.device());
     options.max_model_len = limits.max_model_len;
-    options.batch_invariant = batch_invariant;
+    options.batch_invariant = mode.batch_invariant;
     options.progress = progress;
     // With a reserved pool the budget has room for this many rows (batch-invariant runs keep their fixed batch).
-    if loaded.model.kv_pool_positions().is_some() && !batch_invariant {
+    if loaded.model.kv_pool_positions().is_some() && !mode.batch_invariant {
         options.max_batch = GENERATION_ROWS;
     }
-    if bounded_generation() && options.shared_prefix_min_tokens.is_none() {
+    if mode.bounded && options.shared_prefix_min_tokens.is_none() {
         options.shared_prefix_min_tokens = GenerateOptions::for_device(tch::Device::Cpu).shared_prefix_min_tokens;
     }
     let mut counts = PrefillCounts::default();

@@ -58,23 +58,22 @@ impl std::fmt::Debug for GradReducer<'_> {
 
 impl<'a> GradReducer<'a> {
     /// The reducer of `worker` (on `device`) in `group` for `opt`'s buckets.
-    pub fn new(group: &'a Group, worker: usize, opt: &AdamW, device: Device) -> Result<GradReducer<'a>, TrainError> {
+    pub fn new(group: &'a Group, worker: usize, opt: &AdamW, device: Device) -> GradReducer<'a> {
         let streams = match (group.transport(), device) {
-            (Transport::Nccl, Device::Cuda(ordinal)) => Some(Streams {
-                compute: StascStream::current(ordinal).map_err(ffi)?,
-                comm: StascStream::from_pool(ordinal).map_err(ffi)?,
-                event: Event::new(ordinal).map_err(ffi)?,
-            }),
+            (Transport::Nccl, Device::Cuda(ordinal)) => {
+                let made = (|| {
+                    Ok::<_, crate::ffi::FfiError>(Streams {
+                        compute: StascStream::current(ordinal)?,
+                        comm: StascStream::from_pool(ordinal)?,
+                        event: Event::new(ordinal)?,
+                    })
+                })();
+                // Without a side stream the sums queue behind backward on the compute stream: the same sums, later.
+                made.map_err(|e| eprintln!("note: gradient sums on cuda:{ordinal} cannot overlap backward ({e})")).ok()
+            }
             _ => None,
         };
-        Ok(GradReducer {
-            group,
-            worker,
-            buckets: opt.gradient_buckets(),
-            summed: 0,
-            sharded: opt.is_sharded(),
-            streams,
-        })
+        GradReducer { group, worker, buckets: opt.gradient_buckets(), summed: 0, sharded: opt.is_sharded(), streams }
     }
 
     /// Backward has finished decoder layer `Some(i)` (or everything: `None`): sums its bucket and every earlier one

@@ -285,7 +285,7 @@ pub fn train_replica(
     // Between workers, gradients are summed bucket by bucket: during backward, or all after it when not
     // overlapped (a sharded optimiser needs the buckets either way).
     let mut reducer = if group.workers() > 1 && (hp.overlap_grad_sums || opt.is_sharded()) {
-        Some(GradReducer::new(group, worker.index, &opt, device)?)
+        Some(GradReducer::new(group, worker.index, &opt, device))
     } else {
         None
     };
