@@ -362,6 +362,7 @@ pub fn train_replica(
                 group.all_reduce_sum(worker.index, &loss_sum)?;
                 Ok(())
             })?;
+            profile.mark(1);
             let norm = match &reducer {
                 Some(_) if opt.is_sharded() => {
                     let mut sum = |t: &Tensor| group.all_reduce_sum(worker.index, t).map_err(TrainError::from);
@@ -369,7 +370,7 @@ pub fn train_replica(
                 }
                 _ => opt.clip_grad_norm(hp.max_grad_norm)?,
             };
-            profile.mark(1);
+            profile.mark(2);
             let lr = schedule.lr(step);
             match &reducer {
                 Some(r) if opt.is_sharded() => {
@@ -384,7 +385,7 @@ pub fn train_replica(
                 }
                 _ => opt.step(lr)?,
             }
-            profile.mark(2);
+            profile.mark(3);
             // One host sync per step: the loss (already normalised like the gradient) and the norm.
             let loss = loss_sum.double_value(&[]);
             let grad_norm = norm.double_value(&[]);
@@ -418,18 +419,22 @@ pub fn train_replica(
 const PROFILE_SKIP: usize = 2;
 
 /// Opt-in phase timing (`STASC_TRAIN_PROFILE=1`): synchronises the device after each phase of a step and prints
-/// the mean time of forward+backward, clipping and the optimiser update when the loop ends. Costs the overlap of
+/// the mean time of each ([`PHASES`]) when the loop ends. With overlapped gradient sums, forward+backward includes
+/// the sums that ran beside it and "sums" is what was left after backward. Costs the overlap of
 /// host and device work, so timings with it on are not throughput numbers.
 struct Profile {
     device: Option<tch::Device>,
     last: Instant,
-    totals: [f64; 3],
+    totals: [f64; PHASES.len()],
 }
+
+/// The phases of a step, in order.
+const PHASES: [&str; 4] = ["forward+backward", "sums", "clip", "update"];
 
 impl Profile {
     fn from_env(device: tch::Device, first_worker: bool) -> Self {
         let on = first_worker && std::env::var("STASC_TRAIN_PROFILE").is_ok_and(|v| v == "1");
-        Profile { device: on.then_some(device), last: Instant::now(), totals: [0.0; 3] }
+        Profile { device: on.then_some(device), last: Instant::now(), totals: [0.0; PHASES.len()] }
     }
 
     fn sync(&self) {
@@ -440,7 +445,7 @@ impl Profile {
 
     fn begin(&mut self, step: usize) {
         if step == PROFILE_SKIP {
-            self.totals = [0.0; 3];
+            self.totals = [0.0; PHASES.len()];
         }
         if self.device.is_some() {
             self.sync();
@@ -448,7 +453,7 @@ impl Profile {
         }
     }
 
-    /// Ends phase `i` (0 = forward+backward, 1 = clipping, 2 = update).
+    /// Ends phase `i` of [`PHASES`].
     fn mark(&mut self, i: usize) {
         if self.device.is_some() {
             self.sync();
@@ -460,13 +465,12 @@ impl Profile {
     fn report(&self, steps: usize) {
         let steps = steps.saturating_sub(PROFILE_SKIP);
         if self.device.is_some() && steps > 0 {
-            let ms = |t: f64| 1e3 * t / steps as f64;
-            eprintln!(
-                "train profile over {steps} steps (ms/step): forward+backward {:.1}, clip {:.1}, update {:.1}",
-                ms(self.totals[0]),
-                ms(self.totals[1]),
-                ms(self.totals[2])
-            );
+            let phases: Vec<String> = PHASES
+                .iter()
+                .zip(self.totals)
+                .map(|(name, total)| format!("{name} {:.1}", 1e3 * total / steps as f64))
+                .collect();
+            eprintln!("train profile over {steps} steps (ms/step): {}", phases.join(", "));
         }
     }
 }
