@@ -202,42 +202,43 @@ impl Group {
 
     /// Sums worker `worker`'s `t` with every other worker's, in place (all call it with same-shaped tensors).
     pub fn all_reduce_sum(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
-        if self.workers == 1 {
-            return Ok(());
-        }
-        self.barrier(worker)?;
-        match &self.nccl {
-            Some(comms) => comms.all_reduce_sum(worker, t),
-            None => self.host_reduce(worker, t, None),
-        }
+        self.collective(worker, |c| c.all_reduce_sum(worker, t), || self.host_reduce(worker, t, None))
     }
 
     /// Sums `t` over the workers into worker `worker`'s own part of it: part `worker` of `workers()` equal parts
     /// (their element count must divide evenly). The other parts are left unspecified: NCCL leaves them as they
     /// were, the host sum fills them too.
     pub fn reduce_scatter_sum(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
-        if self.workers == 1 {
-            return Ok(());
-        }
         self.check_parts(t)?;
-        self.barrier(worker)?;
-        match &self.nccl {
-            Some(comms) => comms.reduce_scatter_sum(worker, t),
-            None => self.host_reduce(worker, t, None),
-        }
+        self.collective(worker, |c| c.reduce_scatter_sum(worker, t), || self.host_reduce(worker, t, None))
     }
 
     /// Copies every worker's own part of `t` (part k of `workers()` equal parts from worker k) into every
     /// worker's `t`.
     pub fn all_gather(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
+        self.check_parts(t)?;
+        self.collective(worker, |c| c.all_gather(worker, t), || self.host_gather(worker, t))
+    }
+
+    /// Copies worker `root`'s `t` into every worker's `t`.
+    pub fn broadcast(&self, worker: usize, t: &Tensor, root: usize) -> Result<(), DistError> {
+        self.collective(worker, |c| c.broadcast(worker, t, root), || self.host_reduce(worker, t, Some(root)))
+    }
+
+    /// One collective: nothing for a single worker, else the barrier, then `nccl` or `host` by transport.
+    fn collective(
+        &self,
+        worker: usize,
+        nccl: impl FnOnce(&Communicators) -> Result<(), DistError>,
+        host: impl FnOnce() -> Result<(), DistError>,
+    ) -> Result<(), DistError> {
         if self.workers == 1 {
             return Ok(());
         }
-        self.check_parts(t)?;
         self.barrier(worker)?;
         match &self.nccl {
-            Some(comms) => comms.all_gather(worker, t),
-            None => self.host_gather(worker, t),
+            Some(comms) => nccl(comms),
+            None => host(),
         }
     }
 
@@ -250,18 +251,6 @@ impl Group {
             )));
         }
         Ok(())
-    }
-
-    /// Copies worker `root`'s `t` into every worker's `t`.
-    pub fn broadcast(&self, worker: usize, t: &Tensor, root: usize) -> Result<(), DistError> {
-        if self.workers == 1 {
-            return Ok(());
-        }
-        self.barrier(worker)?;
-        match &self.nccl {
-            Some(comms) => comms.broadcast(worker, t, root),
-            None => self.host_reduce(worker, t, Some(root)),
-        }
     }
 
     /// Host collective: every worker deposits a copy, then each computes the sum (or takes `root`'s copy) in worker
