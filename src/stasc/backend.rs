@@ -93,6 +93,12 @@ pub trait Backend {
     /// result as a checkpoint directory at `out`.
     fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError>;
 
+    /// Loads `model` for generation ahead of the first [`Backend::generate`] on it, so that a phase's timing can
+    /// leave loading out (the loop times it as the iteration's `load` phase). A no-op where nothing is kept.
+    fn prepare(&mut self, _model: &Path) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Frees whatever the backend holds (models on the GPU) before a phase that needs the memory.
     fn release(&mut self) {}
 

@@ -245,6 +245,8 @@ impl<'a> Loop<'a> {
         let initial_path = self.iter_dir(initial_from).join("initial.jsonl");
         if !initial_path.exists() {
             // With fixed initialization iteration 0 samples from M0, which is also the current model there.
+            self.timed_load(n, model, &mut timings)?;
+            write_json(&dir.join("timings.json"), &timings)?;
             let t = Instant::now();
             self.backend.take_prefill_counts();
             let records = self.sample_initial(n, model, self.samples_train(initial_from))?;
@@ -260,6 +262,7 @@ impl<'a> Loop<'a> {
 
         let corrections_path = dir.join("corrections.jsonl");
         if !corrections_path.exists() {
+            self.timed_load(n, model, &mut timings)?;
             let t = Instant::now();
             let train = self.samples_train(n);
             let to_correct: Vec<InitialRecord> =
@@ -345,13 +348,34 @@ impl<'a> Loop<'a> {
                 .map(|t| t.losses.iter().sum::<f64>() / t.losses.len() as f64),
             loss_curve: train.as_ref().map(|t| t.losses.clone()).unwrap_or_default(),
             phase_seconds: timings.iter().map(|(k, v)| (k.clone(), v.seconds)).collect(),
-            tokens_per_s: timings.iter().map(|(k, v)| (k.clone(), v.tokens_per_s())).collect(),
+            // Loading produces no tokens: it has seconds only.
+            tokens_per_s: timings
+                .iter()
+                .filter(|(_, v)| v.tokens > 0)
+                .map(|(k, v)| (k.clone(), v.tokens_per_s()))
+                .collect(),
             prefill_tokens: prefill_map(&timings, |t| t.prefill_tokens),
             prefill_tokens_saved: prefill_map(&timings, |t| t.prefill_tokens_saved),
             questions: question_counts(&corrections),
             intervals: iteration_intervals(&initial, &corrections, &train_pairs, &test_pairs, correctness, n as u64),
             test_rewards: test_rewards(&corrections),
         })
+    }
+
+    /// Loads `model` for sampling ([`Backend::prepare`]) and adds the time to the iteration's `load` phase, so
+    /// the sampling phases' seconds and tokens/s leave loading out (a model already loaded adds nothing).
+    fn timed_load(
+        &mut self,
+        n: usize,
+        model: &Path,
+        timings: &mut BTreeMap<String, PhaseTiming>,
+    ) -> Result<(), StascError> {
+        let t = Instant::now();
+        self.backend.prepare(model).map_err(|source| StascError::Backend { iteration: n, phase: "loading", source })?;
+        let seconds = t.elapsed().as_secs_f64();
+        timings.entry("load".into()).or_insert_with(|| phase_timing(0.0, 0, PrefillCounts::default())).seconds +=
+            seconds;
+        Ok(())
     }
 
     /// Whether iteration `n` samples the train split: always, except the last iteration when

@@ -268,6 +268,12 @@ pub fn prompt_id(key: &str) -> u64 {
 }
 
 impl Backend for TchBackend {
+    fn prepare(&mut self, model: &Path) -> Result<(), BackendError> {
+        self.cap_memory(self.gpu_memory_utilization)?;
+        let group = Group::new(&self.topology.devices, Transport::Host)?;
+        self.models(model, &group).map(|_| ())
+    }
+
     fn generate(
         &mut self,
         model: &Path,

@@ -446,3 +446,63 @@ fn samples_jsonl_joins_each_correction_with_its_question_initial_answer_and_filt
         assert!(kept > 0 && lines.iter().any(|l| l["kept"] == false), "the fake draws both kinds");
     }
 }
+
+/// The fake backend, with every `prepare` and `generate` logged by model, in order.
+struct Preparing {
+    inner: FakeBackend,
+    log: Vec<String>,
+}
+
+impl Backend for Preparing {
+    fn prepare(&mut self, model: &Path) -> Result<(), BackendError> {
+        self.log.push(format!("prepare {}", model_name(model)));
+        Ok(())
+    }
+
+    fn generate(
+        &mut self,
+        model: &Path,
+        requests: &[SamplingJob],
+        sampling: &SamplingSpec,
+    ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
+        let phase = if requests.iter().any(|r| r.key.contains("/initial/")) { "initial" } else { "corrections" };
+        if self.log.last().is_none_or(|l| !l.ends_with(phase)) {
+            self.log.push(format!("generate {} {phase}", model_name(model)));
+        }
+        self.inner.generate(model, requests, sampling)
+    }
+
+    fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError> {
+        self.inner.train(base, examples, out)
+    }
+}
+
+#[test]
+fn sampling_phases_load_their_model_first_and_time_loading_as_its_own_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(Initialization::Evolving, CorrectionFilter::NonDecreasing, FineTuning::Evolving, 1);
+    let inner = FakeBackend { calls: Rc::new(RefCell::new(Vec::new())), fail_at: None, correct_one_in: 3 };
+    let mut backend = Preparing { inner, log: Vec::new() };
+    let fp = serde_json::to_value(&s).unwrap();
+    let metrics =
+        run_stasc(&s, &splits(6, 4), &mut backend, &FakePrompts, &FakeScorer, dir.path(), &fp, &RunOptions::default())
+            .unwrap();
+    assert_eq!(
+        backend.log,
+        [
+            "prepare M0",
+            "generate M0 initial",
+            "prepare M0",
+            "generate M0 corrections",
+            "prepare T1(M0)",
+            "generate T1(M0) initial",
+            "prepare T1(M0)",
+            "generate T1(M0) corrections",
+        ]
+    );
+    for m in &metrics {
+        assert!(m.phase_seconds.contains_key("load"), "{:?}", m.phase_seconds);
+        assert!(!m.tokens_per_s.contains_key("load"), "loading has no tokens/s: {:?}", m.tokens_per_s);
+        assert!(m.tokens_per_s.contains_key("initial") && m.tokens_per_s.contains_key("corrections"));
+    }
+}
