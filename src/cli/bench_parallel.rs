@@ -50,20 +50,11 @@ pub struct TrainParallelArgs {
     /// Skip the one-device run (no speed-up or loss comparison then).
     #[arg(long)]
     pub no_baseline: bool,
-    /// Variable-length examples at the reference's settings (configs/fine_tune.yaml: 1 x 4 accumulation per rank,
-    /// per-rank loss normalisation, packed passes) instead of the fixed --batch x --seq shape: the conversations of
-    /// --pairs, else 2,000 chats of 200-600 random tokens (loss on the last third). --steps caps the steps.
-    #[arg(long)]
-    pub realistic: bool,
-    /// A run's iter_N/train_pairs.jsonl for --realistic, tokenised as `stasc run` does.
-    #[arg(long, requires = "tokenizer")]
-    pub pairs: Option<PathBuf>,
-    /// An HF model directory whose tokenizer tokenises --pairs.
-    #[arg(long, requires = "pairs")]
-    pub tokenizer: Option<PathBuf>,
-    /// Token budget of one packed pass in --realistic mode.
-    #[arg(long, default_value_t = 8192)]
-    pub max_tokens_per_pass: usize,
+    /// --realistic: variable-length examples at the reference's settings (configs/fine_tune.yaml: 1 x 4
+    /// accumulation per rank, per-rank loss normalisation, packed passes) instead of the fixed --batch x --seq
+    /// shape; --steps caps the steps.
+    #[command(flatten)]
+    pub examples: super::bench_train::RealisticArgs,
     /// Sum all gradients after backward instead of each layer's during it.
     #[arg(long)]
     pub no_overlap: bool,
@@ -119,18 +110,12 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
         let probe = |len: usize| make_model(&a, devices[0], len);
         probe(a.seq).context("building the model")?.config().vocab_size
     };
-    let (examples, mut hp, shape) = if a.realistic {
-        let examples = match &a.pairs {
-            Some(pairs) => {
-                let dir = a.tokenizer.as_deref().context("--pairs needs --tokenizer")?;
-                super::bench_train::pair_examples(pairs, dir)?
-            }
-            None => random_examples(2000, 200..=600, vocab, 1.0 / 3.0, a.seed),
-        };
-        let summary = super::bench_train::length_summary(&examples);
+    let (examples, mut hp, shape) = if a.examples.realistic {
+        let (examples, source) = a.examples.examples(vocab, a.seed)?;
         let steps = a.steps.min(examples.len() / (4 * ranks)).max(1);
-        let hp = crate::train::bench::reference_settings(true, a.max_tokens_per_pass, Some(a.warmup + steps));
-        (examples, hp, format!("realistic ({summary}; 1 x 4 accumulation per rank, packed)"))
+        let budget = a.examples.max_tokens_per_pass;
+        let hp = crate::train::bench::reference_settings(true, budget, Some(a.warmup + steps));
+        (examples, hp, format!("realistic ({source}; 1 x 4 accumulation per rank, packed)"))
     } else {
         let total_steps = a.warmup + a.steps;
         let mut hp = fixed_shape_hyperparameters(a.batch, total_steps, false);

@@ -41,23 +41,11 @@ pub struct TrainArgs {
     /// Untimed warm-up steps before the timed ones.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Variable-length examples at the reference's settings (configs/fine_tune.yaml with 2 ranks on one device:
-    /// a global batch of 8, per-rank loss normalisation), trained by today's path (one padded pass per
+    /// --realistic: variable-length examples at the reference's settings (configs/fine_tune.yaml with 2 ranks on
+    /// one device: a global batch of 8, per-rank loss normalisation), trained by today's path (one padded pass per
     /// micro-batch) and packed, each from the same fresh weights: tok/s, peak memory, per-step loss difference.
-    /// Examples: the conversations of --pairs, else 2,000 chats of 200-600 random tokens (loss on the last third).
-    #[arg(long)]
-    pub realistic: bool,
-    /// A run's iter_N/train_pairs.jsonl: --realistic trains on its conversations, tokenised as `stasc run` does
-    /// (loss on the last assistant message, block size 1024).
-    #[arg(long, requires = "tokenizer")]
-    pub pairs: Option<PathBuf>,
-    /// An HF model directory whose tokenizer and chat template tokenise --pairs (tokenizer.json,
-    /// tokenizer_config.json; only the tokenizer is used).
-    #[arg(long, requires = "pairs")]
-    pub tokenizer: Option<PathBuf>,
-    /// Token budget of one packed pass in --realistic mode (fine_tune.yaml `training.max_tokens_per_pass`).
-    #[arg(long, default_value_t = 8192)]
-    pub max_tokens_per_pass: usize,
+    #[command(flatten)]
+    pub examples: RealisticArgs,
     /// Recompute activations in backward.
     #[arg(long)]
     pub gradient_checkpointing: bool,
@@ -77,6 +65,44 @@ pub struct TrainArgs {
     /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeSpec,
+}
+
+/// The variable-length examples of the --realistic benchmarks (`bench train`, `bench train-parallel`).
+#[derive(Debug, clap::Args)]
+pub struct RealisticArgs {
+    /// Variable-length examples at the reference's settings: the conversations of --pairs, else 2,000 chats of
+    /// 200-600 random tokens (loss on the last third).
+    #[arg(long)]
+    pub realistic: bool,
+    /// A run's iter_N/train_pairs.jsonl: --realistic trains on its conversations, tokenised as `stasc run` does
+    /// (loss on the last assistant message, block size 1024).
+    #[arg(long, requires = "tokenizer")]
+    pub pairs: Option<PathBuf>,
+    /// An HF model directory whose tokenizer and chat template tokenise --pairs (tokenizer.json,
+    /// tokenizer_config.json; only the tokenizer is used).
+    #[arg(long, requires = "pairs")]
+    pub tokenizer: Option<PathBuf>,
+    /// Token budget of one packed pass in --realistic mode (fine_tune.yaml `training.max_tokens_per_pass`).
+    #[arg(long, default_value_t = 8192)]
+    pub max_tokens_per_pass: usize,
+}
+
+impl RealisticArgs {
+    /// The examples (--pairs tokenised, else random chats over `vocab` from `seed`) and a line saying where they
+    /// come from and how long they are.
+    pub fn examples(&self, vocab: i64, seed: u64) -> anyhow::Result<(Vec<TokenizedExample>, String)> {
+        let (examples, source) = match &self.pairs {
+            Some(pairs) => {
+                let dir = self.tokenizer.as_deref().context("--pairs needs --tokenizer")?;
+                let examples = pair_examples(pairs, dir)?;
+                let source = format!("{} pairs of {}", examples.len(), pairs.display());
+                (examples, source)
+            }
+            None => (random_examples(2000, 200..=600, vocab, 1.0 / 3.0, seed), "2000 chats of 200-600 tokens".into()),
+        };
+        let summary = length_summary(&examples);
+        Ok((examples, format!("{source}, {summary}")))
+    }
 }
 
 /// Arguments of `stasc bench train-parity`.
@@ -110,7 +136,8 @@ fn load(a: &TrainArgs, max_len: usize) -> anyhow::Result<CausalLm> {
 
 /// Runs `stasc bench train`.
 pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
-    let max_len = if a.realistic { 600 } else { a.seq }.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE);
+    let max_len =
+        if a.examples.realistic { 600 } else { a.seq }.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE);
     let mut model = load(&a, max_len)?;
     let params = parameter_count(&model);
     let vocab = model.config().vocab_size;
@@ -122,7 +149,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         params,
         a.gradient_checkpointing
     );
-    if !a.realistic {
+    if !a.examples.realistic {
         let (batch, steps) = (a.batch.unwrap_or(16), a.steps.unwrap_or(6));
         let mut hp = fixed_shape_hyperparameters(batch, a.warmup + steps, a.gradient_checkpointing);
         hp.seed = a.seed;
@@ -140,20 +167,12 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     drop(model);
-    let (examples, source) = match &a.pairs {
-        Some(pairs) => {
-            let dir = a.tokenizer.as_deref().context("--pairs needs --tokenizer")?;
-            let examples = pair_examples(pairs, dir)?;
-            let source = format!("{} pairs of {}", examples.len(), pairs.display());
-            (examples, source)
-        }
-        None => (random_examples(2000, 200..=600, vocab, 1.0 / 3.0, a.seed), "2000 chats of 200-600 tokens".into()),
-    };
-    println!("stasc train realistic: {source}, {}", length_summary(&examples));
+    let (examples, source) = a.examples.examples(vocab, a.seed)?;
+    println!("stasc train realistic: {source}");
     let longest = examples.iter().map(TokenizedExample::len).max().unwrap_or(1);
     let max_len = longest.next_multiple_of(crate::train::batching::CUDA_PAD_MULTIPLE);
     let hp = |packing: bool, steps: Option<usize>| {
-        let mut hp = reference_settings(packing, a.max_tokens_per_pass, steps);
+        let mut hp = reference_settings(packing, a.examples.max_tokens_per_pass, steps);
         hp.gradient_checkpointing = a.gradient_checkpointing;
         hp
     };
@@ -172,7 +191,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let trace = a.trace.as_deref().filter(|_| packing);
         let t = crate::ffi::profiled(trace, || run(&hp(packing, a.steps))).context("--trace")??;
         let path = if packing {
-            format!("packed, at most {} tokens a pass", a.max_tokens_per_pass)
+            format!("packed, at most {} tokens a pass", a.examples.max_tokens_per_pass)
         } else {
             "today's path, one padded pass per micro-batch".to_string()
         };
@@ -200,7 +219,7 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The conversations of a train_pairs.jsonl (`messages` of every line), tokenised as `stasc run` trains them.
-pub(crate) fn pair_examples(pairs: &Path, tokenizer_dir: &Path) -> anyhow::Result<Vec<TokenizedExample>> {
+fn pair_examples(pairs: &Path, tokenizer_dir: &Path) -> anyhow::Result<Vec<TokenizedExample>> {
     let text = std::fs::read_to_string(pairs).with_context(|| format!("reading {}", pairs.display()))?;
     let mut chats = Vec::new();
     for (k, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -220,7 +239,7 @@ pub(crate) fn pair_examples(pairs: &Path, tokenizer_dir: &Path) -> anyhow::Resul
 }
 
 /// Mean, spread and label tokens of the examples, for the report line.
-pub(crate) fn length_summary(examples: &[TokenizedExample]) -> String {
+fn length_summary(examples: &[TokenizedExample]) -> String {
     let mut lengths: Vec<usize> = examples.iter().map(TokenizedExample::len).collect();
     lengths.sort_unstable();
     let at = |q: f64| lengths[((lengths.len() - 1) as f64 * q).round() as usize];
