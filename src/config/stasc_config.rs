@@ -21,11 +21,6 @@ use super::validate::{at_least, in_interval, non_empty, non_negative};
 /// The environment variable whose `0` makes `bounded_generation` default to false (benchmarks compare both paths).
 pub const BOUNDED_GENERATION_ENV: &str = "STASC_BOUNDED_GENERATION";
 
-/// A switch that is on unless the environment variable `var` says `0`.
-fn env_switch(var: &str) -> bool {
-    std::env::var(var).map_or(true, |v| v.trim() != "0")
-}
-
 fn is_true(b: &bool) -> bool {
     *b
 }
@@ -416,8 +411,10 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
         chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,
         batch_invariant: raw.batch_invariant.unwrap_or(false),
-        fused_kernels: raw.fused_kernels.unwrap_or_else(|| env_switch(crate::kernels::SWITCH_ENV)),
-        bounded_generation: raw.bounded_generation.unwrap_or_else(|| env_switch(BOUNDED_GENERATION_ENV)),
+        fused_kernels: raw.fused_kernels.unwrap_or_else(|| crate::kernels::env_switch(crate::kernels::SWITCH_ENV)),
+        bounded_generation: raw
+            .bounded_generation
+            .unwrap_or_else(|| crate::kernels::env_switch(BOUNDED_GENERATION_ENV)),
         device: raw.device.as_deref().map_or(Ok(RunDevices::Auto), |v| RunDevices::parse(file, "device", v))?,
         dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
         max_train_examples: cap("max_train_examples", raw.max_train_examples)?,

@@ -165,9 +165,9 @@ fn kernel_and_memory_switches_are_on_by_default_and_recorded_only_when_off() {
     // The environment gives the defaults (STASC_FUSED_KERNELS, STASC_BOUNDED_GENERATION); tests run without them.
     assert_eq!(
         (c.fused_kernels, c.bounded_generation),
-        (env_switch(crate::kernels::SWITCH_ENV), env_switch(BOUNDED_GENERATION_ENV))
+        (crate::kernels::env_switch(crate::kernels::SWITCH_ENV), crate::kernels::env_switch(BOUNDED_GENERATION_ENV))
     );
-    assert!(env_switch("STASC_NO_SUCH_SWITCH_IS_SET"));
+    assert!(crate::kernels::env_switch("STASC_NO_SUCH_SWITCH_IS_SET"));
     let on = load_str(&format!("{MINIMAL}fused_kernels: true\nbounded_generation: true\n")).unwrap().0;
     let yaml = serde_yaml::to_string(&on).unwrap();
     assert!(!yaml.contains("fused_kernels") && !yaml.contains("bounded_generation"), "{yaml}");

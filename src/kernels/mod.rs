@@ -65,11 +65,17 @@ pub fn enabled() -> bool {
         1 => true,
         2 => false,
         _ => {
-            let on = std::env::var(SWITCH_ENV).map_or(true, |v| v.trim() != "0");
+            let on = env_switch(SWITCH_ENV);
             SWITCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
             on
         }
     }
+}
+
+/// A switch that is on unless the environment variable `var` says `0` (`STASC_FUSED_KERNELS`,
+/// `STASC_BOUNDED_GENERATION`: the defaults of stasc_config's `fused_kernels` and `bounded_generation`).
+pub fn env_switch(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.trim() != "0")
 }
 
 /// Switches the fused kernels on or off for the whole process (parity checks compare both paths in one run).

@@ -144,6 +144,15 @@ impl TchBackend {
         &self.topology
     }
 
+    /// Caps every device's memory at the generation budget and loads `dir` on each: the workers' group and models
+    /// of a generate call.
+    fn generation_models(&mut self, dir: &Path) -> Result<(Group, &[Mutex<LoadedModel>]), BackendError> {
+        self.cap_memory(self.gpu_memory_utilization)?;
+        let group = Group::new(&self.topology.devices, Transport::Host)?;
+        let models = self.models(dir, &group)?;
+        Ok((group, models))
+    }
+
     /// Loads `dir` on every device (in parallel), unless it is already loaded.
     fn models(&mut self, dir: &Path, group: &Group) -> Result<&[Mutex<LoadedModel>], BackendError> {
         if self.loaded.as_ref().map(|(p, _)| p.as_path()) != Some(dir) {
@@ -269,9 +278,7 @@ pub fn prompt_id(key: &str) -> u64 {
 
 impl Backend for TchBackend {
     fn prepare(&mut self, model: &Path) -> Result<(), BackendError> {
-        self.cap_memory(self.gpu_memory_utilization)?;
-        let group = Group::new(&self.topology.devices, Transport::Host)?;
-        self.models(model, &group).map(|_| ())
+        self.generation_models(model).map(|_| ())
     }
 
     fn generate(
@@ -282,9 +289,7 @@ impl Backend for TchBackend {
     ) -> Result<Vec<Vec<GeneratedSample>>, BackendError> {
         let (progress, mode) = (self.progress, self.mode);
         let limits = self.prompts.clone();
-        self.cap_memory(self.gpu_memory_utilization)?;
-        let group = Group::new(&self.topology.devices, Transport::Host)?;
-        let models = self.models(model, &group)?;
+        let (group, models) = self.generation_models(model)?;
         // Every prompt is tokenised once, here (every device loads the same tokenizer files).
         let prompt_ids: Vec<Vec<u32>> = {
             let loaded = models[0].lock().unwrap_or_else(|p| p.into_inner());

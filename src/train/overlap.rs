@@ -98,9 +98,12 @@ impl<'a> GradReducer<'a> {
         let grads = tch::no_grad(|| opt.bucket_gradients(bucket))?;
         let (group, worker) = (self.group, self.worker);
         self.on_side_stream(|| {
-            tch::no_grad(|| match self.sharded {
-                true => group.reduce_scatter_sum(worker, &grads),
-                false => group.all_reduce_sum(worker, &grads),
+            tch::no_grad(|| {
+                if self.sharded {
+                    group.reduce_scatter_sum(worker, &grads)
+                } else {
+                    group.all_reduce_sum(worker, &grads)
+                }
             })
         })
     }

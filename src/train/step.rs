@@ -70,20 +70,20 @@ pub fn forward_backward(
     }
     let summed = if opts.gradient_checkpointing {
         checkpointed(model, batch, denominator, opts, ready)?
-    } else if let Some(ready) = ready {
-        if let Some(seed) = opts.dropout_seed {
-            crate::model::device::seed_device(model.device(), seed as i64);
-        }
-        layer_by_layer(model, batch, denominator, opts, ready)?
     } else {
         if let Some(seed) = opts.dropout_seed {
             crate::model::device::seed_device(model.device(), seed as i64);
         }
-        let hidden = match &batch.segments {
-            None => model.forward(&batch.input_ids, &batch.positions, Pass::Full)?,
-            Some(_) => packed_forward(model, batch)?,
-        };
-        head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)?
+        match ready {
+            Some(ready) => layer_by_layer(model, batch, denominator, opts, ready)?,
+            None => {
+                let hidden = match &batch.segments {
+                    None => model.forward(&batch.input_ids, &batch.positions, Pass::Full)?,
+                    Some(_) => packed_forward(model, batch)?,
+                };
+                head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)?
+            }
+        }
     };
     summed.f_div_scalar(denominator).map_err(TrainError::torch("normalising the micro-batch loss"))
 }
