@@ -9,13 +9,17 @@
 # 2. `stasc bench train --realistic` on those pairs at the reference's settings: today's path against packed passes.
 # 3. HF transformers on the same pairs the way HF Trainer runs those settings (hf_realistic.py).
 # 4. The fixed-shape benchmark beside hf_baseline.py; 5. the checkpoint's save + reload time.
-# Step 0 (when prepare.sh copied the test binary): the fused AdamW kernel against the libtorch ops on the GPU.
+# Step 0 (when prepare.sh copied the test binary): the fused AdamW kernel against the libtorch ops on the GPU, and
+# packed passes' variable-length flash attention against the padded layout.
 # Step 2 runs with the fused optimiser kernel (STASC_FUSED_KERNELS=1) and without, then once with
 # STASC_TRAIN_PROFILE=1 for where a step's time goes (synchronising after each phase: not a throughput figure).
 # 6. (two GPUs, nvidia-h200-x2) the 2-GPU GPU test (overlapped and sharded gradient sums give the whole-sum update
 #    on NCCL), then `stasc bench train-parallel --realistic` at the reference's settings on both GPUs: overlapped
 #    sums + sharded optimiser state against one sum after backward (--compare-unoverlapped) and against one GPU at
 #    the same global batch, then the phase profile of both GPUs' steps.
+# 7. (two GPUs) where a 2-GPU step's time goes: the phase profile (with host queueing and CPU time) of one rank alone
+#    on one GPU, of both GPUs, and of two one-rank processes side by side (no shared process), plus both GPUs with
+#    OMP_NUM_THREADS=1.
 # PARTS (default "0 1 2 3 4 5", plus 6 when two GPUs are visible) picks the steps; without 1, step 2 uses the .gpu_train/train_pairs.jsonl of an
 # earlier call (copy it there before prepare.sh's payload is carried).
 set -u
@@ -31,8 +35,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY $G/make_model.py /tmp/qwen15b 2>&1 | grep -v Warn | tail -1
 cp $G/tokenizer/tokenizer.json $G/tokenizer/tokenizer_config.json /tmp/qwen15b/
 if [ -x $G/it ] && part 0; then
-  echo "== 0. fused AdamW vs libtorch ops (GPU test)"
-  $G/it --ignored --test-threads=1 --nocapture fused_adamw 2>&1 | grep -E "ADAMW|^test |test result|panicked|assert"
+  echo "== 0. GPU tests: fused AdamW vs libtorch ops; variable-length flash attention vs the padded layout"
+  for t in fused_adamw varlen_flash; do
+    $G/it --ignored --test-threads=1 --nocapture $t 2>&1 | grep -E "ADAMW|VARLEN|^test |test result|panicked|assert"
+  done
 fi
 if part 1; then
 echo "== 1. stasc run, iteration 0 of a paper-scale run on ${QUESTIONS:-16} questions (pairs + packed fine-tuning)"
@@ -55,9 +61,9 @@ cp /tmp/run13/iter_0/train_pairs.jsonl $G/train_pairs.jsonl 2>/dev/null && cp $G
 fi
 if part 2; then
 echo "== 2. stasc bench train --realistic on those pairs (reference settings)"
-for fused in 1 0; do
-  echo "-- STASC_FUSED_KERNELS=$fused (fused AdamW kernel on/off)"
-  STASC_FUSED_KERNELS=$fused $G/stasc bench train --config-json $CFG --realistic --pairs $G/train_pairs.jsonl \
+for switch in X=1 STASC_VARLEN_ATTENTION=0 STASC_FUSED_KERNELS=0; do
+  echo "-- $switch (X=1: the defaults; otherwise variable-length flash attention or the fused AdamW kernel off)"
+  env $switch $G/stasc bench train --config-json $CFG --realistic --pairs $G/train_pairs.jsonl \
     --tokenizer /tmp/qwen15b --warmup 3 --steps ${STEPS:-30} 2>&1 | grep -v "^Qwen2 on"
 done
 for fused in 1 0; do
@@ -90,5 +96,22 @@ for flags in "" "--no-overlap --no-shard"; do
   echo "-- phase profile on both GPUs $flags (synchronised phases)"
   STASC_TRAIN_PROFILE=1 $G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 \
     --warmup 3 --steps 12 --no-baseline $flags 2>&1 | grep -E "profile"
+done
+fi
+if part 7; then
+echo "== 7. where a 2-GPU step's time goes (STEPS=${STEPS:-30})"
+TP="$G/stasc bench train-parallel --config-json $CFG --realistic --warmup 3 --no-baseline"
+echo "-- one rank alone on cuda:0 (1 x 4 a step): throughput, then profile"
+$TP --devices cuda:0 --ranks 1 --steps ${STEPS:-30} --no-overlap --no-shard 2>&1 | grep "tok/s"
+STASC_TRAIN_PROFILE=1 $TP --devices cuda:0 --ranks 1 --steps 12 --no-overlap --no-shard 2>&1 | grep profile
+echo "-- two one-rank processes side by side (cuda:0 and cuda:1)"
+$TP --devices cuda:0 --ranks 1 --steps ${STEPS:-30} --no-overlap --no-shard 2>&1 | grep "tok/s" &
+$TP --devices cuda:1 --ranks 1 --steps ${STEPS:-30} --no-overlap --no-shard 2>&1 | grep "tok/s"
+wait
+for flags in "--no-overlap --no-shard" ""; do
+  echo "-- both GPUs in one process $flags: throughput, OMP_NUM_THREADS=1 throughput, profile"
+  $TP --devices cuda:0,cuda:1 --steps ${STEPS:-30} $flags 2>&1 | grep "tok/s"
+  OMP_NUM_THREADS=1 $TP --devices cuda:0,cuda:1 --steps ${STEPS:-30} $flags 2>&1 | grep "tok/s"
+  STASC_TRAIN_PROFILE=1 $TP --devices cuda:0,cuda:1 --steps 12 $flags 2>&1 | grep profile
 done
 fi

@@ -71,6 +71,7 @@ pub enum Command {
 pub fn run() -> anyhow::Result<ExitCode> {
     crate::dist::guard::apply_to_process();
     crate::model::device::default_allocator_config();
+    crate::model::device::default_attention_backends();
     let cli = Cli::parse();
     crate::progress::set_enabled(true);
     match cli.command {

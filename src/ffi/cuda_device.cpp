@@ -8,7 +8,8 @@
 // - seeding one device's default generator: with one worker thread per GPU, torch.manual_seed (which reseeds every
 //   device) from one worker would change another worker's dropout masks mid-pass;
 // - the caching allocator's per-process memory fraction of a device: generation stays inside the share of the card
-//   that gpu_memory_utilization grants (the allocator frees its cached blocks and retries before going past it).
+//   that gpu_memory_utilization grants (the allocator frees its cached blocks and retries before going past it);
+// - whether scaled-dot-product attention may pick cuDNN's kernel (torch.backends.cuda.enable_cudnn_sdp).
 // Every function catches all C++ exceptions itself.
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -61,6 +62,15 @@ extern "C" int stasc_cuda_set_memory_fraction(double fraction, int device) {
     // The allocator exists only once CUDA is initialised (torch.cuda.set_per_process_memory_fraction does the same).
     at::globalContext().lazyInitDevice(c10::DeviceType::CUDA);
     c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, static_cast<c10::DeviceIndex>(device));
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
+
+extern "C" int stasc_sdp_use_cudnn(int enabled) {
+  try {
+    at::globalContext().setSDPUseCuDNN(enabled != 0);
     return 0;
   } catch (...) {
     return 1;

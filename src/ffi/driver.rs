@@ -53,6 +53,7 @@ struct Api {
     event_record: unsafe extern "C" fn(*mut c_void, *mut c_void) -> CuResult,
     event_destroy: unsafe extern "C" fn(*mut c_void) -> CuResult,
     stream_wait_event: unsafe extern "C" fn(*mut c_void, *mut c_void, c_uint) -> CuResult,
+    event_synchronize: unsafe extern "C" fn(*mut c_void) -> CuResult,
 }
 
 fn load() -> Result<Api, FfiError> {
@@ -84,6 +85,7 @@ fn load() -> Result<Api, FfiError> {
             // cuda.h maps cuEventDestroy to its _v2 ABI.
             event_destroy: sym!("cuEventDestroy_v2"),
             stream_wait_event: sym!("cuStreamWaitEvent"),
+            event_synchronize: sym!("cuEventSynchronize"),
             _lib: lib,
         };
         check(&api, (api.init)(0), "cuInit")?;
@@ -189,6 +191,25 @@ impl Event {
             check(api, (api.event_record)(self.event, producer), "cuEventRecord")?;
             check(api, (api.stream_wait_event)(waiter, self.event, 0), "cuStreamWaitEvent")
         }
+    }
+}
+
+impl Event {
+    /// Records the event after the work queued on `stream` so far.
+    ///
+    /// # Safety
+    /// `stream` must be a live stream handle (from libtorch) of the event's device.
+    pub unsafe fn record(&self, stream: *mut c_void) -> Result<(), FfiError> {
+        let api = api()?;
+        // SAFETY: a live stream of the event's context (the caller's promise).
+        check(api, unsafe { (api.event_record)(self.event, stream) }, "cuEventRecord")
+    }
+
+    /// Blocks the calling thread until the work the event was last recorded after is done.
+    pub fn synchronize(&self) -> Result<(), FfiError> {
+        let api = api()?;
+        // SAFETY: a live event handle; an event never recorded completes at once.
+        check(api, unsafe { (api.event_synchronize)(self.event) }, "cuEventSynchronize")
     }
 }
 

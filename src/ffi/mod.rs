@@ -57,6 +57,18 @@ mod sys {
         pub fn stasc_cuda_manual_seed(device: i32, seed: u64) -> i32;
         pub fn stasc_cuda_set_device(device: i32) -> i32;
         pub fn stasc_cuda_set_memory_fraction(fraction: f64, device: i32) -> i32;
+        pub fn stasc_sdp_use_cudnn(enabled: i32) -> i32;
+        pub fn stasc_flash_attention_varlen(
+            q: *const c_void,
+            k: *const c_void,
+            v: *const c_void,
+            cu_seqlens: *const c_void,
+            max_len: i64,
+            scale: f64,
+            out: *mut *mut c_void,
+            err: *mut std::ffi::c_char,
+            err_len: usize,
+        ) -> i32;
         pub fn stasc_stream_from_pool(device: i32, out: *mut StascStream) -> i32;
         pub fn stasc_stream_current(device: i32, out: *mut StascStream) -> i32;
         pub fn stasc_stream_set_current(stream: *const StascStream) -> i32;
@@ -128,6 +140,52 @@ pub fn set_device(device: usize) -> Result<(), FfiError> {
 #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
 pub fn set_memory_fraction(fraction: f64, device: usize) -> Result<(), FfiError> {
     shim!({ status(sys::stasc_cuda_set_memory_fraction(fraction, device as i32), "setMemoryFraction") })
+}
+
+/// Lets scaled-dot-product attention choose cuDNN's kernel, or not (`torch.backends.cuda.enable_cudnn_sdp`).
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn sdp_use_cudnn(enabled: bool) -> Result<(), FfiError> {
+    shim!({ status(sys::stasc_sdp_use_cudnn(i32::from(enabled)), "setSDPUseCuDNN") })
+}
+
+/// Causal flash attention of packed `q` [N, heads, d] over `k`, `v` [N, kv_heads, d] within each segment that
+/// `cu_seqlens` (int32 [segments + 1], from 0 to N) marks out, `max_len` the longest segment: libtorch's
+/// `_flash_attention_forward` (CUDA, bf16/f16), differentiable. Returns [N, heads, d].
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn flash_attention_varlen(
+    q: &tch::Tensor,
+    k: &tch::Tensor,
+    v: &tch::Tensor,
+    cu_seqlens: &tch::Tensor,
+    max_len: i64,
+    scale: f64,
+) -> Result<tch::Tensor, FfiError> {
+    shim!({
+        let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
+        let mut err = [0 as std::ffi::c_char; 512];
+        let handle = |t: &tch::Tensor| t.as_ptr() as *const std::ffi::c_void;
+        // The handles are live tch tensors (at::Tensor*); the shim writes a new handle to `out` on success, which
+        // the returned Tensor then owns, and a NUL-terminated message into `err` on failure.
+        let code = sys::stasc_flash_attention_varlen(
+            handle(q),
+            handle(k),
+            handle(v),
+            handle(cu_seqlens),
+            max_len,
+            scale,
+            &mut out,
+            err.as_mut_ptr(),
+            err.len(),
+        );
+        if code != 0 || out.is_null() {
+            // The buffer is NUL-terminated (zeroed, and the shim terminates what it copies).
+            let why = std::ffi::CStr::from_ptr(err.as_ptr()).to_string_lossy();
+            let first = why.lines().next().unwrap_or("threw").to_string();
+            return Err(FfiError::Shim(format!("_flash_attention_forward: {first}")));
+        }
+        // `out` is a new at::Tensor* that nothing else owns.
+        Ok(tch::Tensor::from_ptr(out.cast()))
+    })
 }
 
 /// Starts libtorch's Kineto profiler (CPU ops and every CUDA kernel of the process) until [`profiler_stop`].

@@ -195,6 +195,22 @@ pub fn default_allocator_config() {
     }
 }
 
+/// Environment switch for cuDNN's scaled-dot-product attention (off unless set to 1).
+pub const SDPA_CUDNN_ENV: &str = "STASC_SDPA_CUDNN";
+
+/// Keeps scaled-dot-product attention off cuDNN's kernel unless `STASC_SDPA_CUDNN=1`: libtorch builds a cuDNN
+/// execution plan for every new shape, and packed training passes and prefill batches take a new shape almost every
+/// call. On an H200 that planning cost ~1.2 ms of host time per attention call, 59 ms of a 170 ms training step at
+/// the reference's settings, with the GPU idle (Kineto trace, `scripts/train_bench/trace_host.py`); without it
+/// `stasc bench train --realistic` trained at 31.0k instead of 24.5k tok/s (same call), and paper-scale sampling
+/// kept its speed. Flash attention runs the same computation without planning. Call it once in `main`.
+pub fn default_attention_backends() {
+    let cudnn = std::env::var(SDPA_CUDNN_ENV).is_ok_and(|v| v.trim() == "1");
+    if crate::ffi::HAS_SHIM {
+        let _ = crate::ffi::sdp_use_cudnn(cudnn);
+    }
+}
+
 /// Caps what this process's CUDA caching allocator may reserve on `device` at `fraction` of the card's memory
 /// (1.0 lifts the cap). Past the cap the allocator returns its cached blocks to the driver and retries, and only
 /// then fails with out-of-memory. A no-op for the CPU or without the shim; returns false when the cap could not be

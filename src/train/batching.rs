@@ -15,6 +15,17 @@ use tch::{Device, Kind, Tensor};
 use super::error::TrainError;
 use super::tokenize::{TokenizedExample, IGNORE_INDEX};
 
+/// Copies host tensor `t` to `device` without a stream sync (a blocking copy waits for all queued GPU work, so
+/// building a pass's inputs would stall the host until the previous step's update is done). The source is pageable
+/// memory, which the CUDA driver stages before the call returns, so `t` may be dropped at once.
+pub fn upload(t: Tensor, device: Device) -> Result<Tensor, tch::TchError> {
+    if device == Device::Cpu {
+        return Ok(t);
+    }
+    let kind = t.kind();
+    t.f_to_device_(device, kind, true, false)
+}
+
 /// Micro-batch lengths are rounded up to a multiple of this on CUDA (see the module doc).
 pub const CUDA_PAD_MULTIPLE: usize = 64;
 
@@ -137,12 +148,12 @@ impl MicroBatch {
         let err = TrainError::torch("building a micro-batch");
         let input_ids = Tensor::f_from_slice(&ids)
             .and_then(|x| x.f_view([b as i64, t as i64]))
-            .and_then(|x| x.f_to_device(device))
+            .and_then(|x| upload(x, device))
             .map_err(err)?;
         let positions = Tensor::f_arange(t as i64, (Kind::Int64, device))
             .and_then(|p| p.f_expand([b as i64, t as i64], false))
             .map_err(TrainError::torch("building positions"))?;
-        let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_to_device(device));
+        let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| upload(x, device));
         Ok(MicroBatch {
             input_ids,
             positions,

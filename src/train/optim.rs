@@ -93,6 +93,9 @@ struct Slot {
     offset: i64,
     numel: i64,
     shape: Vec<i64>,
+    /// Address of the slot's part of the gradient buffer: once the parameter's gradient lives there, autograd
+    /// accumulates into it in place and the per-step gather skips the tensor with one pointer check.
+    grad_ptr: usize,
 }
 
 /// Elements updated per kernel group; bounds the temporaries of an update (two chunk-sized tensors).
@@ -182,6 +185,8 @@ impl AdamW {
         let err = TrainError::torch("allocating optimiser buffers");
         let zeros = |n: i64| Tensor::f_zeros([n], (kind, device));
         let flat = zeros(layout.total).map_err(err)?;
+        let grads = zeros(layout.total).map_err(TrainError::torch("allocating optimiser buffers"))?;
+        let element = kind.elt_size_in_bytes();
         let mut slots = Vec::new();
         tch::no_grad(|| -> Result<(), TrainError> {
             for place in &layout.places {
@@ -192,7 +197,9 @@ impl AdamW {
                 let mut view = view.map_err(placing)?;
                 view.f_copy_(&param).map_err(TrainError::torch(format!("placing {}", place.name)))?;
                 param.f_set_data(&view).map_err(TrainError::torch(format!("placing {}", place.name)))?;
-                slots.push(Slot { name: place.name.clone(), param, offset: place.offset, numel: place.numel, shape });
+                let grad_ptr = grads.data_ptr() as usize + place.offset as usize * element;
+                let (name, offset, numel) = (place.name.clone(), place.offset, place.numel);
+                slots.push(Slot { name, param, offset, numel, shape, grad_ptr });
             }
             Ok(())
         })?;
@@ -203,7 +210,7 @@ impl AdamW {
             owned,
             sharded: shard.is_some(),
             params: flat,
-            grads: zeros(layout.total).map_err(err())?,
+            grads,
             exp_avg: zeros(state_numel).map_err(err())?,
             exp_avg_sq: zeros(state_numel).map_err(err())?,
             layout,
@@ -281,7 +288,7 @@ impl AdamW {
     fn gather_grads_in(&mut self, start: i64, end: i64) -> Result<(), TrainError> {
         for slot in self.slots.iter().filter(|s| s.offset >= start && s.offset + s.numel <= end) {
             let mut grad = slot.param.grad();
-            if !grad.defined() {
+            if !grad.defined() || grad.data_ptr() as usize == slot.grad_ptr {
                 continue;
             }
             let err = || TrainError::torch(format!("gradient of {}", slot.name));

@@ -7,13 +7,18 @@
 //! layout (one index_select), runs causal scaled-dot-product attention on it, and gathers the real rows back:
 //! padding slots sit after a segment's real tokens, so causality already keeps every real query off them, and
 //! their outputs are dropped. Attention is a small share of a pass's FLOPs at SFT lengths, so padding only there
-//! costs little, and libtorch's fused kernels run unchanged on CPU and CUDA (libtorch exposes no varlen kernel to
-//! tch). This module drives the decoder layers itself (their weights are public) instead of adding an attention
-//! mode to the model code, which the generation engine owns.
+//! costs little, and libtorch's fused kernels run unchanged on CPU and CUDA. On CUDA in bf16/f16, attention instead
+//! runs libtorch's variable-length flash attention on the packed tokens directly (cumulative segment lengths, through
+//! the C++ shim since tch does not expose it): no gathers, and a dozen fewer host-launched ops per layer, which is
+//! what bounds a pass of a few thousand tokens (`STASC_VARLEN_ATTENTION=0` keeps the padded layout, for comparison).
+//! This module drives the decoder layers itself (their weights are public) instead of adding an attention mode to
+//! the model code, which the generation engine owns.
 
-use tch::{Device, Tensor};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use super::batching::MicroBatch;
+use tch::{Device, Kind, Tensor};
+
+use super::batching::{upload, MicroBatch};
 use super::error::TrainError;
 use super::plan::PlannedExample;
 use super::tokenize::{TokenizedExample, IGNORE_INDEX};
@@ -30,6 +35,10 @@ pub struct Segments {
     pub count: i64,
     /// L: the padded segment length.
     pub len: i64,
+    /// [S + 1] int32: where each segment starts in the packed tokens, then N (variable-length flash attention).
+    pub cu_seqlens: Tensor,
+    /// The longest segment's length.
+    pub longest: i64,
 }
 
 impl Segments {
@@ -40,19 +49,25 @@ impl Segments {
         let mut to_padded = Vec::with_capacity(lengths.len() * len);
         let mut from_padded = Vec::with_capacity(lengths.iter().sum());
         let mut start = 0usize;
+        let mut cu_seqlens = vec![0i32];
         for (s, &n) in lengths.iter().enumerate() {
             for slot in 0..len {
                 to_padded.push((start + slot.min(n - 1)) as i64);
             }
             from_padded.extend((0..n).map(|t| (s * len + t) as i64));
             start += n;
+            cu_seqlens.push(start as i32);
         }
-        let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_to_device(device));
+        let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| upload(x, device));
         Ok(Segments {
             to_padded: to_dev(&to_padded).map_err(TrainError::torch("building the segment layout"))?,
             from_padded: to_dev(&from_padded).map_err(TrainError::torch("building the segment layout"))?,
             count: lengths.len() as i64,
             len: len as i64,
+            cu_seqlens: Tensor::f_from_slice(&cu_seqlens)
+                .and_then(|x| upload(x, device))
+                .map_err(TrainError::torch("building the segment layout"))?,
+            longest: longest as i64,
         })
     }
 }
@@ -96,10 +111,9 @@ pub fn packed_batch(
         lengths.push(padded - tokens);
     }
     let err = |what: &'static str| TrainError::torch(what);
-    let on_device = |v: &[i64]| {
-        Tensor::f_from_slice(v).and_then(|x| x.f_view([1, v.len() as i64])).and_then(|x| x.f_to_device(device))
-    };
-    let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_to_device(device));
+    let on_device =
+        |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_view([1, v.len() as i64])).and_then(|x| upload(x, device));
+    let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| upload(x, device));
     Ok(MicroBatch {
         input_ids: on_device(&ids).map_err(err("building a packed pass"))?,
         positions: on_device(&positions).map_err(err("building packed positions"))?,
@@ -107,7 +121,7 @@ pub fn packed_batch(
         target_rows: to_dev(&target_rows).map_err(err("building targets"))?,
         targets: to_dev(&targets).map_err(err("building targets"))?,
         target_weights: Some(
-            Tensor::f_from_slice(&weights).and_then(|x| x.f_to_device(device)).map_err(err("building weights"))?,
+            Tensor::f_from_slice(&weights).and_then(|x| upload(x, device)).map_err(err("building weights"))?,
         ),
         segments: Some(Segments::new(&lengths, pad_multiple, device)?),
         tokens,
@@ -152,11 +166,14 @@ fn attention(
             (qk.f_narrow(2, 0, h)?, qk.f_narrow(2, h, kvh)?, all.f_narrow(2, h + kvh, kvh)?)
         }
     };
+    let scale = 1.0 / (d as f64).sqrt();
+    if let Some(out) = varlen_attention(&q, &k, &v, segments, scale)? {
+        return a.o_proj.forward(&out.f_reshape([1, n, h * d])?);
+    }
     let (s, l) = (segments.count, segments.len);
     let padded = |t: &Tensor, heads: i64| -> Result<Tensor, tch::TchError> {
         t.f_reshape([n, heads, d])?.f_index_select(0, &segments.to_padded)?.f_view([s, l, heads, d])?.f_transpose(1, 2)
     };
-    let scale = 1.0 / (d as f64).sqrt();
     let out = Tensor::f_scaled_dot_product_attention::<Tensor>(
         &padded(&q, h)?,
         &padded(&k, kvh)?,
@@ -169,6 +186,73 @@ fn attention(
     )?;
     let out = out.f_transpose(1, 2)?.f_reshape([s * l, h * d])?.f_index_select(0, &segments.from_padded)?;
     a.o_proj.forward(&out.f_view([1, n, h * d])?)
+}
+
+/// Whether packed passes may use variable-length flash attention: 0 = as `STASC_VARLEN_ATTENTION` says (default
+/// on), 1 = on, 2 = off ([`set_varlen_attention`]).
+static VARLEN: AtomicU8 = AtomicU8::new(0);
+
+/// Attention calls that variable-length flash attention ran, in this process (tests check it ran).
+static VARLEN_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// How many packed attention calls ran variable-length flash attention so far in this process.
+pub fn varlen_attention_calls() -> u64 {
+    VARLEN_CALLS.load(Ordering::Relaxed)
+}
+
+/// Turns variable-length flash attention on or off for the whole process (parity checks compare both layouts).
+pub fn set_varlen_attention(on: bool) {
+    VARLEN.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+fn varlen_enabled() -> bool {
+    match VARLEN.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => crate::kernels::env_switch("STASC_VARLEN_ATTENTION"),
+    }
+}
+
+/// Attention of packed q [1, N, h, d] over k, v [1, N, kvh, d] by variable-length flash attention, as [N, h, d];
+/// `None` where it does not apply (the CPU, f32, a head size flash attention lacks, no shim, switched off) or
+/// failed (said once), so the caller takes the padded layout.
+fn varlen_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &Segments,
+    scale: f64,
+) -> Result<Option<Tensor>, tch::TchError> {
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    let d = q.size().last().copied().unwrap_or(0);
+    let applies = crate::ffi::HAS_SHIM
+        && q.device().is_cuda()
+        && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
+        && d % 8 == 0
+        && d <= 256
+        && varlen_enabled()
+        && !FAILED.load(Ordering::Relaxed);
+    if !applies {
+        return Ok(None);
+    }
+    // Flash attention wants the head dimension contiguous; the q/k/v here are fresh tensors, so this rarely copies.
+    let packed = |t: &Tensor| -> Result<Tensor, tch::TchError> {
+        let s = t.size();
+        t.f_reshape([s[1], s[2], s[3]])?.f_contiguous()
+    };
+    let (q, k, v) = (packed(q)?, packed(k)?, packed(v)?);
+    match crate::ffi::flash_attention_varlen(&q, &k, &v, &segments.cu_seqlens, segments.longest, scale) {
+        Ok(out) => {
+            VARLEN_CALLS.fetch_add(1, Ordering::Relaxed);
+            Ok(Some(out))
+        }
+        Err(e) => {
+            if !FAILED.swap(true, Ordering::Relaxed) {
+                eprintln!("note: variable-length flash attention failed ({e}); packed passes use the padded layout");
+            }
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +286,8 @@ mod tests {
         assert_eq!((seg.count, seg.len), (2, 4));
         assert_eq!(Vec::<i64>::try_from(&seg.to_padded).unwrap(), vec![0, 1, 2, 3, 4, 5, 6, 6]);
         assert_eq!(Vec::<i64>::try_from(&seg.from_padded).unwrap(), vec![0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(Vec::<i32>::try_from(&seg.cu_seqlens).unwrap(), vec![0, 4, 7]);
+        assert_eq!(seg.longest, 4);
     }
 
     #[test]
@@ -219,5 +305,7 @@ mod tests {
             vec![0, 1, 2, 3, 4, 8, 9, 10],
             "the padding segment is the second row of the layout"
         );
+        assert_eq!(Vec::<i32>::try_from(&seg.cu_seqlens).unwrap(), vec![0, 5, 8], "the padding is its own segment");
+        assert_eq!(seg.longest, 5);
     }
 }

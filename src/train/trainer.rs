@@ -36,6 +36,7 @@ use super::optim::{AdamW, AdamWConfig, Shard};
 use super::overlap::GradReducer;
 use super::packed::packed_batch;
 use super::plan::{plan_passes, PlannedExample};
+use super::readback::Readback;
 use super::schedule::{LrSchedule, StepPlan};
 use super::step::{forward_backward, PassOptions};
 use super::tokenize::TokenizedExample;
@@ -291,14 +292,17 @@ pub fn train_replica(
     };
     let mut profile = Profile::from_env(device, worker.index == 0);
     let torch = |what: &'static str| TrainError::torch(what);
+    // The last queued step, whose loss and norm are read back once the next step is queued (see readback.rs).
+    let mut in_flight: Option<QueuedStep> = None;
+    let mut queued_steps = 0usize;
     'epochs: for epoch in 0..plan.epochs {
         let batches = epoch_batches(&lengths, hp.per_device_train_batch_size, hp.seed, epoch, hp.group_by_length);
         for group_batches in batches.chunks(per_step) {
-            if summary.steps.len() >= plan.total_steps {
+            if queued_steps >= plan.total_steps {
                 break 'epochs;
             }
             let started = Instant::now();
-            let step = summary.steps.len();
+            let step = queued_steps;
             profile.begin(step);
             // Every worker knows the whole step: the denominators and token count cover all ranks.
             let targets: Vec<usize> =
@@ -386,33 +390,85 @@ pub fn train_replica(
                 _ => opt.step(lr)?,
             }
             profile.mark(3);
-            // One host sync per step: the loss (already normalised like the gradient) and the norm.
-            let loss = loss_sum.double_value(&[]);
-            let grad_norm = norm.double_value(&[]);
-            let seconds = started.elapsed().as_secs_f64();
-            let record = StepRecord {
-                step: step + 1,
-                loss,
-                lr,
-                grad_norm,
-                tokens_per_s: tokens as f64 / seconds.max(1e-9),
-                tokens,
-                seconds,
-            };
-            summary.tokens += tokens;
-            summary.seconds += seconds;
-            if let Some(callback) = on_step.filter(|_| worker.index == 0) {
-                let mut callback = callback.lock().unwrap_or_else(|p| p.into_inner());
-                (*callback)(&record)?;
+            // The loss (already normalised like the gradient) and the norm reach the host while the next step is
+            // queued; the previous step's are read now, its time running until this step began.
+            let values = Readback::start(&loss_sum, &norm)?;
+            let queued = QueuedStep { meta: StepMeta { step, lr, tokens }, started, values };
+            if let Some(previous) = in_flight.replace(queued) {
+                let values = previous.values.finish()?;
+                let seconds = started.duration_since(previous.started).as_secs_f64();
+                previous.meta.report(values, seconds, &mut summary, worker, on_step)?;
             }
-            summary.steps.push(record);
+            queued_steps += 1;
         }
+    }
+    if let Some(last) = in_flight.take() {
+        // Reading the last step's values waits for its update, so its time ends after that.
+        let values = last.values.finish()?;
+        let seconds = last.started.elapsed().as_secs_f64();
+        last.meta.report(values, seconds, &mut summary, worker, on_step)?;
     }
     if let Some(l) = lora {
         l.set_training(false);
     }
     profile.report(summary.steps.len());
     Ok(summary)
+}
+
+/// This thread's CPU time in seconds (0 where the clock is unavailable).
+fn thread_cpu_seconds() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own and reads nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc == 0 {
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    } else {
+        0.0
+    }
+}
+
+/// A step whose work is queued and whose loss and norm are on their way to the host.
+struct QueuedStep {
+    meta: StepMeta,
+    started: Instant,
+    values: Readback,
+}
+
+/// What the loop knows of a step before its values come back.
+struct StepMeta {
+    step: usize,
+    lr: f64,
+    tokens: usize,
+}
+
+impl StepMeta {
+    /// Reports the step with its (loss, norm) and `seconds` (from its start to the next step's, or to its end).
+    fn report(
+        self,
+        (loss, grad_norm): (f64, f64),
+        seconds: f64,
+        summary: &mut LoopSummary,
+        worker: &Worker<'_>,
+        on_step: Option<&StepCallback<'_>>,
+    ) -> Result<(), TrainError> {
+        let record = StepRecord {
+            step: self.step + 1,
+            loss,
+            lr: self.lr,
+            grad_norm,
+            tokens_per_s: self.tokens as f64 / seconds.max(1e-9),
+            tokens: self.tokens,
+            seconds,
+        };
+        summary.tokens += self.tokens;
+        summary.seconds += seconds;
+        if let Some(callback) = on_step.filter(|_| worker.index == 0) {
+            let mut callback = callback.lock().unwrap_or_else(|p| p.into_inner());
+            (*callback)(&record)?;
+        }
+        summary.steps.push(record);
+        Ok(())
+    }
 }
 
 /// Steps left out of the profile (libtorch and cuBLAS initialise lazily during the first ones).
@@ -425,7 +481,13 @@ const PROFILE_SKIP: usize = 2;
 struct Profile {
     device: Option<tch::Device>,
     last: Instant,
+    last_cpu: f64,
     totals: [f64; PHASES.len()],
+    /// Per phase: wall seconds until the host had queued the phase's work (before the sync), and this thread's CPU
+    /// seconds meanwhile. Issue time near the total means the host is the bottleneck; CPU time well under the
+    /// issue time means the thread waited (a lock, a sync) rather than worked.
+    issue: [f64; PHASES.len()],
+    cpu: [f64; PHASES.len()],
 }
 
 /// The phases of a step, in order.
@@ -434,7 +496,15 @@ const PHASES: [&str; 4] = ["forward+backward", "sums", "clip", "update"];
 impl Profile {
     fn from_env(device: tch::Device, first_worker: bool) -> Self {
         let on = first_worker && std::env::var("STASC_TRAIN_PROFILE").is_ok_and(|v| v == "1");
-        Profile { device: on.then_some(device), last: Instant::now(), totals: [0.0; PHASES.len()] }
+        let zero = [0.0; PHASES.len()];
+        Profile {
+            device: on.then_some(device),
+            last: Instant::now(),
+            last_cpu: 0.0,
+            totals: zero,
+            issue: zero,
+            cpu: zero,
+        }
     }
 
     fn sync(&self) {
@@ -446,29 +516,37 @@ impl Profile {
     fn begin(&mut self, step: usize) {
         if step == PROFILE_SKIP {
             self.totals = [0.0; PHASES.len()];
+            self.issue = [0.0; PHASES.len()];
+            self.cpu = [0.0; PHASES.len()];
         }
         if self.device.is_some() {
             self.sync();
             self.last = Instant::now();
+            self.last_cpu = thread_cpu_seconds();
         }
     }
 
     /// Ends phase `i` of [`PHASES`].
     fn mark(&mut self, i: usize) {
         if self.device.is_some() {
+            self.issue[i] += self.last.elapsed().as_secs_f64();
+            self.cpu[i] += thread_cpu_seconds() - self.last_cpu;
             self.sync();
             self.totals[i] += self.last.elapsed().as_secs_f64();
             self.last = Instant::now();
+            self.last_cpu = thread_cpu_seconds();
         }
     }
 
     fn report(&self, steps: usize) {
         let steps = steps.saturating_sub(PROFILE_SKIP);
         if self.device.is_some() && steps > 0 {
-            let phases: Vec<String> = PHASES
-                .iter()
-                .zip(self.totals)
-                .map(|(name, total)| format!("{name} {:.1}", 1e3 * total / steps as f64))
+            let ms = |s: f64| 1e3 * s / steps as f64;
+            let phases: Vec<String> = (0..PHASES.len())
+                .map(|i| {
+                    let (name, total, issue, cpu) = (PHASES[i], self.totals[i], self.issue[i], self.cpu[i]);
+                    format!("{name} {:.1} (queued in {:.1}, host CPU {:.1})", ms(total), ms(issue), ms(cpu))
+                })
                 .collect();
             eprintln!("train profile over {steps} steps (ms/step): {}", phases.join(", "));
         }

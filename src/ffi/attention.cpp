@@ -1,0 +1,31 @@
+// Variable-length flash attention for packed training passes: libtorch's aten::_flash_attention_forward with
+// cumulative sequence lengths, which tch does not expose. Called through the dispatcher, so autograd records its
+// backward (FlashAttentionBackward0) like any other op. Tensors cross the boundary as tch's handles (at::Tensor*).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_flash_attention_forward.h>
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+
+// Causal attention of q [N, heads, d] over k, v [N, kv_heads, d] within each segment that cu_seqlens (int32,
+// [segments + 1], starting at 0) marks out; writes a new handle to the output [N, heads, d] to *out. On failure
+// returns 1 and copies the exception's message into err (err_len bytes, NUL-terminated).
+extern "C" int stasc_flash_attention_varlen(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v,
+                                            const at::Tensor* cu_seqlens, int64_t max_len, double scale,
+                                            at::Tensor** out, char* err, size_t err_len) {
+  try {
+    auto result = at::_flash_attention_forward(*q, *k, *v, *cu_seqlens, *cu_seqlens, max_len, max_len, 0.0,
+                                               /*is_causal=*/true, /*return_debug_mask=*/false, scale);
+    *out = new at::Tensor(std::move(std::get<0>(result)));
+    return 0;
+  } catch (const std::exception& e) {
+    if (err_len > 0) {
+      std::strncpy(err, e.what(), err_len - 1);
+      err[err_len - 1] = '\0';
+    }
+    return 1;
+  } catch (...) {
+    return 1;
+  }
+}
