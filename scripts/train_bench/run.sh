@@ -14,9 +14,10 @@
 # Step 2 runs with the fused optimiser kernel (STASC_FUSED_KERNELS=1) and without, then once with
 # STASC_TRAIN_PROFILE=1 for where a step's time goes (synchronising after each phase: not a throughput figure).
 # 6. (two GPUs, nvidia-h200-x2) the 2-GPU GPU test (overlapped and sharded gradient sums give the whole-sum update
-#    on NCCL), then `stasc bench train-parallel --realistic` at the reference's settings on both GPUs: overlapped
-#    sums + sharded optimiser state against one sum after backward (--compare-unoverlapped) and against one GPU at
-#    the same global batch, then the phase profile of both GPUs' steps.
+#    on NCCL), then `stasc bench train-parallel --realistic` at the reference's settings on both GPUs: the default
+#    (sums after backward, sharded optimiser state) and sums overlapped with backward (--overlap), each against one
+#    unsharded sum after backward (--compare-unoverlapped), and the default against one GPU at the same global
+#    batch; then the phase profile of both GPUs' steps in each configuration.
 # 7. (two GPUs) where a 2-GPU step's time goes: the phase profile (with host queueing and CPU time) of one rank alone
 #    on one GPU, of both GPUs, and of two one-rank processes side by side (no shared process), plus both GPUs with
 #    OMP_NUM_THREADS=1.
@@ -90,9 +91,11 @@ echo "== 6. two GPUs: overlapped gradient sums and sharded optimiser state"
 if [ -x $G/it ]; then
   $G/it --ignored --test-threads=1 --nocapture on_two_gpus_overlapped 2>&1 | grep -E "OVERLAP|^test |test result|panicked|assert"
 fi
-$G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 --warmup 3 --steps ${STEPS:-30} \
-  --compare-unoverlapped 2>&1 | grep -v "^Qwen2 on"
-for flags in "" "--no-overlap --no-shard"; do
+for flags in "" "--overlap --no-baseline"; do
+  $G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 --warmup 3 \
+    --steps ${STEPS:-30} --compare-unoverlapped $flags 2>&1 | grep -v "^Qwen2 on"
+done
+for flags in "--overlap" "" "--no-shard"; do
   echo "-- phase profile on both GPUs $flags (synchronised phases)"
   STASC_TRAIN_PROFILE=1 $G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 \
     --warmup 3 --steps 12 --no-baseline $flags 2>&1 | grep -E "profile"
@@ -102,13 +105,13 @@ if part 7; then
 echo "== 7. where a 2-GPU step's time goes (STEPS=${STEPS:-30})"
 TP="$G/stasc bench train-parallel --config-json $CFG --realistic --warmup 3 --no-baseline"
 echo "-- one rank alone on cuda:0 (1 x 4 a step): throughput, then profile"
-$TP --devices cuda:0 --ranks 1 --steps ${STEPS:-30} --no-overlap --no-shard 2>&1 | grep "tok/s"
-STASC_TRAIN_PROFILE=1 $TP --devices cuda:0 --ranks 1 --steps 12 --no-overlap --no-shard 2>&1 | grep profile
+$TP --devices cuda:0 --ranks 1 --steps ${STEPS:-30} --no-shard 2>&1 | grep "tok/s"
+STASC_TRAIN_PROFILE=1 $TP --devices cuda:0 --ranks 1 --steps 12 --no-shard 2>&1 | grep profile
 echo "-- two one-rank processes side by side (cuda:0 and cuda:1)"
-$TP --devices cuda:0 --ranks 1 --steps ${STEPS:-30} --no-overlap --no-shard 2>&1 | grep "tok/s" &
-$TP --devices cuda:1 --ranks 1 --steps ${STEPS:-30} --no-overlap --no-shard 2>&1 | grep "tok/s"
+$TP --devices cuda:0 --ranks 1 --steps ${STEPS:-30} --no-shard 2>&1 | grep "tok/s" &
+$TP --devices cuda:1 --ranks 1 --steps ${STEPS:-30} --no-shard 2>&1 | grep "tok/s"
 wait
-for flags in "--no-overlap --no-shard" ""; do
+for flags in "--no-shard" "" "--overlap"; do
   echo "-- both GPUs in one process $flags: throughput, OMP_NUM_THREADS=1 throughput, profile"
   $TP --devices cuda:0,cuda:1 --steps ${STEPS:-30} $flags 2>&1 | grep "tok/s"
   OMP_NUM_THREADS=1 $TP --devices cuda:0,cuda:1 --steps ${STEPS:-30} $flags 2>&1 | grep "tok/s"

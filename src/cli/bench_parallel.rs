@@ -55,14 +55,15 @@ pub struct TrainParallelArgs {
     /// shape; --steps caps the steps.
     #[command(flatten)]
     pub examples: super::bench_train::RealisticArgs,
-    /// Sum all gradients after backward instead of each layer's during it.
+    /// Sum each layer's gradients during backward instead of all of them after it (fine_tune.yaml
+    /// `training.overlap_grad_sums`).
     #[arg(long)]
-    pub no_overlap: bool,
+    pub overlap: bool,
     /// Keep the whole optimiser state on every device instead of 1/devices of it (ZeRO stage 1).
     #[arg(long)]
     pub no_shard: bool,
-    /// Also run the devices with the whole-buffer sum after backward and unsharded state (the trainer before
-    /// overlap and sharding), in the same call: the speed-up they bring.
+    /// Also run the devices with the whole-buffer sum after backward and unsharded state (the trainer without
+    /// overlap and sharding), in the same call: the speed-up the chosen --overlap / sharding bring.
     #[arg(long)]
     pub compare_unoverlapped: bool,
     /// Seed of the random weights and data.
@@ -124,7 +125,7 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
         (random_examples(n, a.seq..=a.seq, vocab, 1.0, a.seed), hp, format!("bs={} seq={}", a.batch, a.seq))
     };
     hp.seed = a.seed;
-    hp.overlap_grad_sums = !a.no_overlap;
+    hp.overlap_grad_sums = a.overlap;
     hp.shard_optimizer_state = !a.no_shard;
     let longest = examples.iter().map(TokenizedExample::len).max().unwrap_or(1);
     let make = |device: Device| make_model(&a, device, longest);

@@ -173,7 +173,7 @@ pub fn fixed_shape_hyperparameters(batch: usize, steps: usize, gradient_checkpoi
         average_tokens_across_devices: true,
         packing: true,
         max_tokens_per_pass: 8192,
-        overlap_grad_sums: true,
+        overlap_grad_sums: false,
         shard_optimizer_state: true,
     }
 }

@@ -188,7 +188,7 @@ pub fn run_case_with(
         average_tokens_across_devices: case.average_tokens_across_devices,
         packing: true,
         max_tokens_per_pass: 8192,
-        overlap_grad_sums: true,
+        overlap_grad_sums: false,
         shard_optimizer_state: true,
     };
     let model_dir = dir.join("model");

@@ -420,7 +420,8 @@ fn bench_train_parallel_realistic_compares_overlapped_sharded_sums_with_the_whol
     std::fs::write(&config, text.replace("\"max_position_embeddings\": 256", "\"max_position_embeddings\": 1024"))
         .unwrap();
     let args = ["bench", "train-parallel", "--config-json", config.to_str().unwrap(), "--devices", "cpu,cpu"];
-    let rest = ["--realistic", "--steps", "2", "--warmup", "1", "--compare-unoverlapped", "--dtype", "f32"];
+    let rest =
+        ["--realistic", "--steps", "2", "--warmup", "1", "--overlap", "--compare-unoverlapped", "--dtype", "f32"];
     let (stdout, _) = super::generation::stasc(&[&args[..], &rest[..]].concat());
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 5, "{stdout}");

@@ -307,7 +307,7 @@ fn resolve_training(file: &Path, raw: RawTrainingArgs) -> Result<TrainingArgs, C
             raw.max_tokens_per_pass.unwrap_or(8192),
             1,
         )?,
-        overlap_grad_sums: raw.overlap_grad_sums.unwrap_or(true),
+        overlap_grad_sums: raw.overlap_grad_sums.unwrap_or(false),
         shard_optimizer_state: raw.shard_optimizer_state.unwrap_or(true),
     })
 }

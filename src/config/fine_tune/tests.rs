@@ -139,9 +139,9 @@ fn decay_parameters_is_unset_unless_written() {
 #[test]
 fn data_parallel_sums_overlap_and_shard_the_optimiser_unless_written() {
     let t = load_str("").unwrap().0.training;
-    assert_eq!((t.overlap_grad_sums, t.shard_optimizer_state), (true, true));
-    let (c, ignored) = load_str("training:\n  overlap_grad_sums: false\n  shard_optimizer_state: false\n").unwrap();
-    assert_eq!((c.training.overlap_grad_sums, c.training.shard_optimizer_state), (false, false));
+    assert_eq!((t.overlap_grad_sums, t.shard_optimizer_state), (false, true));
+    let (c, ignored) = load_str("training:\n  overlap_grad_sums: true\n  shard_optimizer_state: false\n").unwrap();
+    assert_eq!((c.training.overlap_grad_sums, c.training.shard_optimizer_state), (true, false));
     assert!(ignored.keys.is_empty(), "acted on, so not reported as ignored");
 }
 
