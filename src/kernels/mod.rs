@@ -45,7 +45,20 @@ pub const ATTENTION_SOURCE: &str = include_str!("attention.cu");
 
 /// The kernels each source defines.
 const FUNCTIONS: &[(&str, &[&str])] = &[
-    ("sampler.cu", &["stasc_sample_bf16", "stasc_sample_f32"]),
+    (
+        "sampler.cu",
+        &[
+            "stasc_sample_bf16",
+            "stasc_sample_f32",
+            "stasc_split_begin",
+            "stasc_split_max_bf16",
+            "stasc_split_max_f32",
+            "stasc_split_hist_bf16",
+            "stasc_split_hist_f32",
+            "stasc_split_select_bf16",
+            "stasc_split_select_f32",
+        ],
+    ),
     ("norm.cu", &["stasc_add_rms_norm_bf16", "stasc_add_rms_norm_f32", "stasc_silu_mul_bf16", "stasc_silu_mul_f32"]),
     ("adamw.cu", &["stasc_adamw_bf16", "stasc_adamw_f32"]),
 ];

@@ -185,3 +185,216 @@ extern "C" __global__ void __launch_bounds__(BLOCK) stasc_sample_f32(const float
     i64* out, int vocab, long row_stride, float inv_t, int top_k, double top_p, int key_bits, int id_bits) {
   sample_row(logits, uniforms, out, vocab, row_stride, inv_t, top_k, top_p, key_bits, id_bits);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Split rows: the same selections for a batch of a few rows, each row spread over SPLIT blocks (one block per row
+// leaves a batch of one on one SM). The host launches, in order: split_begin; split_max; then for each selection
+// (top-k, nucleus, pick) one split_hist + split_select per radix pass. Blocks add their slice's histogram into the
+// row's global histogram with atomics; masses are integers, so the sums, and the tokens, are exactly the one-block
+// kernel's. Per-row state lives in SplitRow.
+
+struct SplitRow {
+  unsigned max_key;  // the largest logit as an order-preserving unsigned key (atomicMax)
+  int done;          // bits of the current selection chosen so far
+  int has_total;     // whether `total` holds the candidates' mass
+  int unused;
+  u64 prefix, above_mass, above_count, limit, total;
+};
+
+struct SplitHist {
+  unsigned count[256];
+  u64 mass[256];
+};
+
+__device__ __forceinline__ unsigned order_key(float f) {
+  const unsigned b = __float_as_uint(f + 0.0f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float from_order_key(unsigned k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// The slice of a row that block x of `gridDim.x` takes.
+__device__ __forceinline__ void slice(int vocab, int* begin, int* end) {
+  const int per = (vocab + gridDim.x - 1) / gridDim.x;
+  *begin = min(vocab, (int)blockIdx.x * per);
+  *end = min(vocab, *begin + per);
+}
+
+extern "C" __global__ void stasc_split_begin(SplitRow* state, SplitHist* hist) {
+  const int r = blockIdx.x;
+  for (int d = threadIdx.x; d < 256; d += blockDim.x) {
+    hist[r].count[d] = 0;
+    hist[r].mass[d] = 0;
+  }
+  if (threadIdx.x == 0) {
+    SplitRow s;
+    s.max_key = 0;
+    s.done = 0;
+    s.has_total = 0;
+    s.unused = 0;
+    s.prefix = s.above_mass = s.above_count = s.limit = s.total = 0;
+    state[r] = s;
+  }
+}
+
+template <typename T>
+__device__ void split_max(const T* logits, SplitRow* state, int vocab, long row_stride) {
+  __shared__ float partial[WARPS];
+  const T* row = logits + (long)blockIdx.y * row_stride;
+  int begin, end;
+  slice(vocab, &begin, &end);
+  float m = NEG_INF;
+  for (int i = begin + threadIdx.x; i < end; i += BLOCK) m = fmaxf(m, to_f32(row[i]));
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < WARPS; ++w) m = fmaxf(m, partial[w]);
+    if (begin < end) atomicMax(&state[blockIdx.y].max_key, order_key(m));
+  }
+}
+
+template <typename T>
+__device__ void split_hist(const T* logits, SplitRow* state, SplitHist* hist, int vocab, long row_stride,
+                           float inv_t, int key_bits, int id_bits) {
+  __shared__ unsigned count[256];
+  __shared__ u64 masses[256];
+  const int r = blockIdx.y;
+  const T* row = logits + (long)r * row_stride;
+  Params p;
+  p.inv_t = inv_t;
+  p.key_bits = key_bits;
+  p.id_bits = id_bits;
+  p.id_mask = (unsigned)((1ull << id_bits) - 1);
+  p.max_logit = from_order_key(state[r].max_key);
+  const int total_bits = key_bits + id_bits, done = state[r].done;
+  const int width = min(8, total_bits - done), shift = total_bits - done - width;
+  const u64 prefix = state[r].prefix;
+  for (int d = threadIdx.x; d < 256; d += BLOCK) {
+    count[d] = 0;
+    masses[d] = 0;
+  }
+  __syncthreads();
+  int begin, end;
+  slice(vocab, &begin, &end);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int base = begin + warp * 32; base < end; base += BLOCK) {
+    const int i = base + lane;
+    unsigned digit = NONE;
+    u64 q = 0;
+    if (i < end) {
+      const float f = to_f32(row[i]);
+      const u64 c = composite(f, (unsigned)i, p);
+      if (done == 0 || (c >> (shift + width)) == prefix) {
+        digit = (unsigned)((c >> shift) & ((1u << width) - 1));
+        q = mass(f, p);
+      }
+    }
+    if (__ballot_sync(0xffffffffu, digit != NONE) == 0) continue;
+    const unsigned peers = __match_any_sync(0xffffffffu, digit);
+    u64 sum = 0;
+    for (int src = 0; src < 32; ++src) {
+      const u64 v = __shfl_sync(0xffffffffu, q, src);
+      if ((peers >> src) & 1u) sum += v;
+    }
+    if (digit != NONE && lane == __ffs(peers) - 1) {
+      atomicAdd(&count[digit], (unsigned)__popc(peers));
+      atomicAdd(&masses[digit], sum);
+    }
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < 256; d += BLOCK) {
+    if (count[d] != 0) {
+      atomicAdd(&hist[r].count[d], count[d]);
+      atomicAdd(&hist[r].mass[d], masses[d]);
+    }
+  }
+}
+
+// After a histogram pass: picks the pass's bin as radix_select does, and when a selection's last bits are chosen,
+// sets the candidates' mass for the next selection (or writes the row's token after the pick). `stage` is the
+// selection this pass belongs to; its limit is set on its first pass, when the histogram covers the whole row.
+template <typename T>
+__device__ void split_select(const T* logits, SplitRow* state, SplitHist* hist, const float* uniforms, i64* out,
+                             long row_stride, float inv_t, int key_bits, int id_bits, int stage, int top_k,
+                             double top_p) {
+  if (threadIdx.x != 0) return;
+  const int r = blockIdx.x;
+  SplitRow s = state[r];
+  SplitHist& h = hist[r];
+  Params p;
+  p.inv_t = inv_t;
+  p.key_bits = key_bits;
+  p.id_bits = id_bits;
+  p.id_mask = (unsigned)((1ull << id_bits) - 1);
+  p.max_logit = from_order_key(s.max_key);
+  const int total_bits = key_bits + id_bits;
+  const int width = min(8, total_bits - s.done);
+  if (s.done == 0) {
+    if (!s.has_total) {
+      // The first pass of the first selection that needs the mass of every token: the histogram holds them all.
+      u64 all = 0;
+      for (int d = 0; d < 256; ++d) all += h.mass[d];
+      s.total = all;
+      s.has_total = 1;
+    }
+    if (stage == 0) {
+      s.limit = (u64)top_k;
+    } else if (stage == 1) {
+      s.limit = (u64)ceil(top_p * (double)s.total);
+    } else {
+      const u64 a = (u64)(uniforms[r] * 16777216.0f);
+      s.limit = a * (s.total >> 24) + ((a * (s.total & 0xFFFFFFull)) >> 24) + 1;
+    }
+  }
+  const bool by_count = stage == 0;
+  u64 run_mass = s.above_mass, run_count = s.above_count, chosen = 0, chosen_mass = 0, chosen_count = 0;
+  for (int d = (1 << width) - 1; d >= 0; --d) {
+    if (h.count[d] == 0) continue;
+    if ((by_count ? run_count : run_mass) >= s.limit) break;
+    chosen = (u64)d;
+    chosen_mass = run_mass;
+    chosen_count = run_count;
+    run_mass += h.mass[d];
+    run_count += h.count[d];
+  }
+  for (int d = 0; d < 256; ++d) {
+    h.count[d] = 0;
+    h.mass[d] = 0;
+  }
+  s.prefix = (s.prefix << width) | chosen;
+  s.above_mass = chosen_mass;
+  s.above_count = chosen_count;
+  s.done += width;
+  if (s.done >= total_bits) {
+    const int id = (int)(p.id_mask - (unsigned)(s.prefix & p.id_mask));
+    if (stage == 2) {
+      out[r] = id;
+    } else {
+      s.total = s.above_mass + mass(to_f32(logits[(long)r * row_stride + id]), p);
+      s.has_total = 1;
+    }
+    s.done = 0;
+    s.prefix = s.above_mass = s.above_count = 0;
+  }
+  state[r] = s;
+}
+
+#define SPLIT_INSTANTIATE(T, SUFFIX)                                                                              \
+  extern "C" __global__ void __launch_bounds__(BLOCK) stasc_split_max_##SUFFIX(const T* logits, SplitRow* state, \
+      int vocab, long row_stride) {                                                                               \
+    split_max(logits, state, vocab, row_stride);                                                                  \
+  }                                                                                                               \
+  extern "C" __global__ void __launch_bounds__(BLOCK) stasc_split_hist_##SUFFIX(const T* logits, SplitRow* state, \
+      SplitHist* hist, int vocab, long row_stride, float inv_t, int key_bits, int id_bits) {                     \
+    split_hist(logits, state, hist, vocab, row_stride, inv_t, key_bits, id_bits);                                \
+  }                                                                                                               \
+  extern "C" __global__ void stasc_split_select_##SUFFIX(const T* logits, SplitRow* state, SplitHist* hist,       \
+      const float* uniforms, i64* out, long row_stride, float inv_t, int key_bits, int id_bits, int stage,        \
+      int top_k, double top_p) {                                                                                  \
+    split_select(logits, state, hist, uniforms, out, row_stride, inv_t, key_bits, id_bits, stage, top_k, top_p);  \
+  }
+
+SPLIT_INSTANTIATE(stasc_bf16, bf16)
+SPLIT_INSTANTIATE(float, f32)

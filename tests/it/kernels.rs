@@ -31,7 +31,8 @@ fn sync() {
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
-    let (rows, vocab) = (64i64, 151_936i64);
+    // 300 rows take the one-block kernel; 64 and 1 the split kernels (each row over several blocks).
+    let (rows, vocab) = (300i64, 151_936i64);
     let device = Device::Cuda(0);
     // Random logits on a grid (ties), scaled like a model's; -0.0 and 0.0 in every row.
     let base = (Tensor::randn([rows, vocab], (Kind::Float, device)) * 3.0 * 8.0).round() / 8.0;
@@ -40,8 +41,9 @@ fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
     let us: Vec<f32> = (0..rows as u64).map(|r| uniform(42, r)).collect();
     let us = Tensor::from_slice(&us).to_device(device);
     let (mut checked, mut kernel_s, mut sort_s) = (0, 0.0, 0.0);
-    for kind in [Kind::BFloat16, Kind::Float] {
-        let logits = base.to_kind(kind);
+    for (kind, batch) in [Kind::BFloat16, Kind::Float].into_iter().flat_map(|k| [(k, 300), (k, 64), (k, 1)]) {
+        let logits = base.narrow(0, 0, batch).to_kind(kind);
+        let us = us.narrow(0, 0, batch);
         let k = kernels::for_tensor(&logits).expect("kernels load on the GPU");
         for temperature in [0.05, 0.6, 1.0, 3.0] {
             for (top_k, top_p) in [
@@ -63,7 +65,7 @@ fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
                 kernel_s += (t1 - t0).as_secs_f64();
                 sort_s += t1.elapsed().as_secs_f64();
                 let (got, want) = (Vec::<i64>::try_from(got).unwrap(), Vec::<i64>::try_from(want).unwrap());
-                assert_eq!(got, want, "{kind:?} {rule:?}");
+                assert_eq!(got, want, "{kind:?} batch {batch} {rule:?}");
                 checked += got.len();
             }
         }
