@@ -72,13 +72,46 @@ __device__ u64 block_mass(const T* row, int vocab, const Params& p, Shared& s) {
   return total;
 }
 
+// Adds the tokens of row[begin, end) whose composite matches `prefix` above the digit at `shift` (every token when
+// done == 0) to that digit's bins: count[d] tokens of mass masses[d]. Each warp takes 32 consecutive ids at a time;
+// lanes with the same digit add up their masses so that one of them updates the bin (a bin is hit by most of a warp
+// in the first passes; shared-memory atomics to one address would serialise).
+template <typename T>
+__device__ void add_to_bins(const T* row, int begin, int end, const Params& p, int done, int shift, int width,
+                            u64 prefix, unsigned* count, u64* masses) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int base = begin + warp * 32; base < end; base += BLOCK) {
+    const int i = base + lane;
+    unsigned digit = NONE;
+    u64 q = 0;
+    if (i < end) {
+      const float f = to_f32(row[i]);
+      const u64 c = composite(f, (unsigned)i, p);
+      if (done == 0 || (c >> (shift + width)) == prefix) {
+        digit = (unsigned)((c >> shift) & ((1u << width) - 1));
+        q = mass(f, p);
+      }
+    }
+    if (__ballot_sync(0xffffffffu, digit != NONE) == 0) continue;
+    const unsigned peers = __match_any_sync(0xffffffffu, digit);
+    u64 sum = 0;
+    for (int src = 0; src < 32; ++src) {
+      const u64 v = __shfl_sync(0xffffffffu, q, src);
+      if ((peers >> src) & 1u) sum += v;
+    }
+    if (digit != NONE && lane == __ffs(peers) - 1) {
+      atomicAdd(&count[digit], (unsigned)__popc(peers));
+      atomicAdd(&masses[digit], sum);
+    }
+  }
+}
+
 // The smallest composite c present in the row with (count or mass of tokens whose composite is > c) < limit; also
 // the mass strictly above it. Requires limit > 0 (the first token always qualifies).
 template <typename T>
 __device__ u64 radix_select(const T* row, int vocab, const Params& p, bool by_count, u64 limit, u64* mass_above,
                             Shared& s) {
   const int total_bits = p.key_bits + p.id_bits;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   u64 prefix = 0, above_mass = 0, above_count = 0;
   for (int done = 0; done < total_bits;) {
     const int width = min(8, total_bits - done);
@@ -88,32 +121,7 @@ __device__ u64 radix_select(const T* row, int vocab, const Params& p, bool by_co
       s.mass[d] = 0;
     }
     __syncthreads();
-    for (int base = warp * 32; base < vocab; base += BLOCK) {
-      const int i = base + lane;
-      unsigned digit = NONE;
-      u64 q = 0;
-      if (i < vocab) {
-        const float f = to_f32(row[i]);
-        const u64 c = composite(f, (unsigned)i, p);
-        if (done == 0 || (c >> (shift + width)) == prefix) {
-          digit = (unsigned)((c >> shift) & ((1u << width) - 1));
-          q = mass(f, p);
-        }
-      }
-      if (__ballot_sync(0xffffffffu, digit != NONE) == 0) continue;
-      // Lanes with the same digit add up their masses so that one of them updates the bin (a bin is hit by most
-      // of a warp in the first passes; shared-memory atomics to one address would serialise).
-      const unsigned peers = __match_any_sync(0xffffffffu, digit);
-      u64 sum = 0;
-      for (int src = 0; src < 32; ++src) {
-        const u64 v = __shfl_sync(0xffffffffu, q, src);
-        if ((peers >> src) & 1u) sum += v;
-      }
-      if (digit != NONE && lane == __ffs(peers) - 1) {
-        atomicAdd(&s.count[digit], (unsigned)__popc(peers));
-        atomicAdd(&s.mass[digit], sum);
-      }
-    }
+    add_to_bins(row, 0, vocab, p, done, shift, width, prefix, s.count, s.mass);
     __syncthreads();
     if (threadIdx.x == 0) {
       // The lowest non-empty bin whose tokens have less than `limit` before them; bins are walked from the top,
@@ -278,31 +286,7 @@ __device__ void split_hist(const T* logits, SplitRow* state, SplitHist* hist, in
   __syncthreads();
   int begin, end;
   slice(vocab, &begin, &end);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int base = begin + warp * 32; base < end; base += BLOCK) {
-    const int i = base + lane;
-    unsigned digit = NONE;
-    u64 q = 0;
-    if (i < end) {
-      const float f = to_f32(row[i]);
-      const u64 c = composite(f, (unsigned)i, p);
-      if (done == 0 || (c >> (shift + width)) == prefix) {
-        digit = (unsigned)((c >> shift) & ((1u << width) - 1));
-        q = mass(f, p);
-      }
-    }
-    if (__ballot_sync(0xffffffffu, digit != NONE) == 0) continue;
-    const unsigned peers = __match_any_sync(0xffffffffu, digit);
-    u64 sum = 0;
-    for (int src = 0; src < 32; ++src) {
-      const u64 v = __shfl_sync(0xffffffffu, q, src);
-      if ((peers >> src) & 1u) sum += v;
-    }
-    if (digit != NONE && lane == __ffs(peers) - 1) {
-      atomicAdd(&count[digit], (unsigned)__popc(peers));
-      atomicAdd(&masses[digit], sum);
-    }
-  }
+  add_to_bins(row, begin, end, p, done, shift, width, prefix, count, masses);
   __syncthreads();
   for (int d = threadIdx.x; d < 256; d += BLOCK) {
     if (count[d] != 0) {

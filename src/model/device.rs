@@ -201,7 +201,7 @@ pub const SDPA_CUDNN_ENV: &str = "STASC_SDPA_CUDNN";
 /// Keeps scaled-dot-product attention off cuDNN's kernel unless `STASC_SDPA_CUDNN=1`: libtorch builds a cuDNN
 /// execution plan for every new shape, and packed training passes and prefill batches take a new shape almost every
 /// call. On an H200 that planning cost ~1.2 ms of host time per attention call, 59 ms of a 170 ms training step at
-/// the reference's settings, with the GPU idle (Kineto trace, `scripts/train_bench/trace_host.py`); without it
+/// the reference's settings, with the GPU idle (Kineto trace, `scripts/kernels/trace_host.py`); without it
 /// `stasc bench train --realistic` trained at 31.0k instead of 24.5k tok/s (same call), and paper-scale sampling
 /// kept its speed. Flash attention runs the same computation without planning. Call it once in `main`.
 pub fn default_attention_backends() {

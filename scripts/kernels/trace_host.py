@@ -10,17 +10,7 @@ import argparse
 import collections
 import json
 
-
-def union(intervals):
-    total, end = 0.0, None
-    for start, stop in sorted(intervals):
-        if end is None or start > end:
-            total += stop - start
-            end = stop
-        elif stop > end:
-            total += stop - end
-            end = stop
-    return total
+from trace_summary import busy_time
 
 
 def main():
@@ -36,7 +26,7 @@ def main():
     spans = [(e["ts"], e["ts"] + e["dur"]) for e in kernels + ops]
     span = max(s for _, s in spans) - min(s for s, _ in spans)
     n = a.steps
-    busy = union([(e["ts"], e["ts"] + e["dur"]) for e in kernels])
+    busy = busy_time([(e["ts"], e["ts"] + e["dur"]) for e in kernels])
     print(f"per step: span {span / n / 1e3:.1f} ms, GPU busy {busy / n / 1e3:.1f} ms, "
           f"{len(kernels) / n:.0f} kernels, {len(launches) / n:.0f} runtime calls "
           f"({sum(e['dur'] for e in launches) / n / 1e3:.1f} ms in them)")
