@@ -21,6 +21,16 @@ struct Params {
   unsigned id_mask;
 };
 
+__device__ __forceinline__ Params make_params(float max_logit, float inv_t, int key_bits, int id_bits) {
+  Params p;
+  p.max_logit = max_logit;
+  p.inv_t = inv_t;
+  p.key_bits = key_bits;
+  p.id_bits = id_bits;
+  p.id_mask = (unsigned)((1ull << id_bits) - 1);
+  return p;
+}
+
 // Larger composite = earlier in the order. -0.0 is canonicalised to +0.0 (the sort compares them equal).
 __device__ __forceinline__ u64 composite(float f, unsigned id, const Params& p) {
   unsigned key = 0;
@@ -157,12 +167,7 @@ __device__ void sample_row(const T* logits, const float* uniforms, i64* out, int
   __shared__ Shared s;
   const int r = blockIdx.x;
   const T* row = logits + (long)r * row_stride;
-  Params p;
-  p.inv_t = inv_t;
-  p.key_bits = key_bits;
-  p.id_bits = id_bits;
-  p.id_mask = (unsigned)((1ull << id_bits) - 1);
-  p.max_logit = block_max(row, vocab, s);
+  const Params p = make_params(block_max(row, vocab, s), inv_t, key_bits, id_bits);
   const auto id_of = [&](u64 c) { return (int)(p.id_mask - (unsigned)(c & p.id_mask)); };
   u64 total, above;
   if (top_k > 0 && top_k < vocab) {
@@ -270,12 +275,7 @@ __device__ void split_hist(const T* logits, SplitRow* state, SplitHist* hist, in
   __shared__ u64 masses[256];
   const int r = blockIdx.y;
   const T* row = logits + (long)r * row_stride;
-  Params p;
-  p.inv_t = inv_t;
-  p.key_bits = key_bits;
-  p.id_bits = id_bits;
-  p.id_mask = (unsigned)((1ull << id_bits) - 1);
-  p.max_logit = from_order_key(state[r].max_key);
+  const Params p = make_params(from_order_key(state[r].max_key), inv_t, key_bits, id_bits);
   const int total_bits = key_bits + id_bits, done = state[r].done;
   const int width = min(8, total_bits - done), shift = total_bits - done - width;
   const u64 prefix = state[r].prefix;
@@ -307,12 +307,7 @@ __device__ void split_select(const T* logits, SplitRow* state, SplitHist* hist, 
   const int r = blockIdx.x;
   SplitRow s = state[r];
   SplitHist& h = hist[r];
-  Params p;
-  p.inv_t = inv_t;
-  p.key_bits = key_bits;
-  p.id_bits = id_bits;
-  p.id_mask = (unsigned)((1ull << id_bits) - 1);
-  p.max_logit = from_order_key(s.max_key);
+  const Params p = make_params(from_order_key(s.max_key), inv_t, key_bits, id_bits);
   const int total_bits = key_bits + id_bits;
   const int width = min(8, total_bits - s.done);
   if (s.done == 0) {
