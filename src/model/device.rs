@@ -203,7 +203,7 @@ pub const SDPA_CUDNN_ENV: &str = "STASC_SDPA_CUDNN";
 /// call. On an H200 that planning cost ~1.2 ms of host time per attention call, 59 ms of a 170 ms training step at
 /// the reference's settings, with the GPU idle (Kineto trace, `scripts/kernels/trace_host.py`); without it
 /// `stasc bench train --realistic` trained at 31.0k instead of 24.5k tok/s (same call), and paper-scale sampling
-/// kept its speed. Flash attention runs the same computation without planning. Call it once in `main`.
+/// stayed within 0.3% of its earlier figures (another call). Flash attention runs the same computation without planning. Call it once in `main`.
 pub fn default_attention_backends() {
     let cudnn = std::env::var(SDPA_CUDNN_ENV).is_ok_and(|v| v.trim() == "1");
     if crate::ffi::HAS_SHIM {
