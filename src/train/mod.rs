@@ -20,6 +20,7 @@ pub mod overlap;
 pub mod packed;
 pub mod parity;
 pub mod plan;
+mod profile;
 pub mod readback;
 pub mod schedule;
 pub mod step;
