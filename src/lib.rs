@@ -24,5 +24,6 @@ pub mod rundir_lock;
 pub mod stasc;
 pub mod stats;
 pub mod sweep;
+pub mod switch;
 pub mod track;
 pub mod train;

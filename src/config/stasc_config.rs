@@ -17,6 +17,7 @@ use super::document::{deserialize, load_yaml, Ignored, IgnoredKeys, Neutral};
 use super::error::ConfigError;
 use super::raw::raw_config;
 use super::validate::{at_least, in_interval, non_empty, non_negative};
+use crate::switch::env_flag;
 
 /// The environment variable whose `0` makes `bounded_generation` default to false (benchmarks compare both paths).
 pub const BOUNDED_GENERATION_ENV: &str = "STASC_BOUNDED_GENERATION";
@@ -411,10 +412,8 @@ fn resolve(file: &Path, raw: RawStascConfig) -> Result<StascConfig, ConfigError>
         keep_checkpoints: raw.keep_checkpoints.unwrap_or(false),
         chunk_prompts: at_least(file, "chunk_prompts", raw.chunk_prompts.unwrap_or(128), 1)?,
         batch_invariant: raw.batch_invariant.unwrap_or(false),
-        fused_kernels: raw.fused_kernels.unwrap_or_else(|| crate::kernels::env_switch(crate::kernels::SWITCH_ENV)),
-        bounded_generation: raw
-            .bounded_generation
-            .unwrap_or_else(|| crate::kernels::env_switch(BOUNDED_GENERATION_ENV)),
+        fused_kernels: raw.fused_kernels.unwrap_or_else(|| env_flag(crate::kernels::SWITCH_ENV, true)),
+        bounded_generation: raw.bounded_generation.unwrap_or_else(|| env_flag(BOUNDED_GENERATION_ENV, true)),
         device: raw.device.as_deref().map_or(Ok(RunDevices::Auto), |v| RunDevices::parse(file, "device", v))?,
         dtype: raw.dtype.as_deref().map_or(Ok(Dtype::Auto), |v| Dtype::parse(file, "dtype", v))?,
         max_train_examples: cap("max_train_examples", raw.max_train_examples)?,

@@ -165,9 +165,12 @@ fn kernel_and_memory_switches_are_on_by_default_and_recorded_only_when_off() {
     // The environment gives the defaults (STASC_FUSED_KERNELS, STASC_BOUNDED_GENERATION); tests run without them.
     assert_eq!(
         (c.fused_kernels, c.bounded_generation),
-        (crate::kernels::env_switch(crate::kernels::SWITCH_ENV), crate::kernels::env_switch(BOUNDED_GENERATION_ENV))
+        (
+            crate::switch::env_flag(crate::kernels::SWITCH_ENV, true),
+            crate::switch::env_flag(BOUNDED_GENERATION_ENV, true)
+        )
     );
-    assert!(crate::kernels::env_switch("STASC_NO_SUCH_SWITCH_IS_SET"));
+    assert!(crate::switch::env_flag("STASC_NO_SUCH_SWITCH_IS_SET", true));
     let on = load_str(&format!("{MINIMAL}fused_kernels: true\nbounded_generation: true\n")).unwrap().0;
     let yaml = serde_yaml::to_string(&on).unwrap();
     assert!(!yaml.contains("fused_kernels") && !yaml.contains("bounded_generation"), "{yaml}");

@@ -16,7 +16,6 @@ mod norm;
 mod sample;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tch::{Device, Kind, Tensor};
@@ -25,6 +24,7 @@ pub use adamw::AdamWStep;
 
 use crate::ffi::driver::{Context, Function};
 use crate::ffi::{nvrtc, FfiError};
+use crate::switch::Switch;
 
 /// The environment variable that turns the fused kernels off when set to `0` (for parity checks and benchmarks;
 /// a run's stasc_config `fused_kernels` takes its default from it and decides).
@@ -68,32 +68,17 @@ pub fn id_bits(vocab: usize) -> u32 {
     usize::BITS - vocab.saturating_sub(1).leading_zeros()
 }
 
-/// 0: not decided yet, 1: on, 2: off.
-static SWITCH: AtomicU8 = AtomicU8::new(0);
+static SWITCH: Switch = Switch::new(SWITCH_ENV, true);
 
 /// Whether the fused kernels are switched on: `STASC_FUSED_KERNELS` unset or not `0`, unless [`set_enabled`] said
 /// otherwise.
 pub fn enabled() -> bool {
-    match SWITCH.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = env_switch(SWITCH_ENV);
-            SWITCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-    }
-}
-
-/// A switch that is on unless the environment variable `var` says `0` (`STASC_FUSED_KERNELS`,
-/// `STASC_BOUNDED_GENERATION`: the defaults of stasc_config's `fused_kernels` and `bounded_generation`).
-pub fn env_switch(var: &str) -> bool {
-    std::env::var(var).map_or(true, |v| v.trim() != "0")
+    SWITCH.get()
 }
 
 /// Switches the fused kernels on or off for the whole process (parity checks compare both paths in one run).
 pub fn set_enabled(on: bool) {
-    SWITCH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    SWITCH.set(on);
 }
 
 /// The kernels loaded on one CUDA device.

@@ -205,7 +205,7 @@ pub const SDPA_CUDNN_ENV: &str = "STASC_SDPA_CUDNN";
 /// `stasc bench train --realistic` trained at 31.0k instead of 24.5k tok/s (same call), and paper-scale sampling
 /// stayed within 0.3% of its earlier figures (another call). Flash attention runs the same computation without planning. Call it once in `main`.
 pub fn default_attention_backends() {
-    let cudnn = std::env::var(SDPA_CUDNN_ENV).is_ok_and(|v| v.trim() == "1");
+    let cudnn = crate::switch::env_flag(SDPA_CUDNN_ENV, false);
     if crate::ffi::HAS_SHIM {
         let _ = crate::ffi::sdp_use_cudnn(cudnn);
     }

@@ -14,9 +14,11 @@
 //! This module drives the decoder layers itself (their weights are public) instead of adding an attention mode to
 //! the model code, which the generation engine owns.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tch::{Device, Kind, Tensor};
+
+use crate::switch::Switch;
 
 use super::batching::{upload, MicroBatch};
 use super::error::TrainError;
@@ -188,9 +190,9 @@ fn attention(
     a.o_proj.forward(&out.f_view([1, n, h * d])?)
 }
 
-/// Whether packed passes may use variable-length flash attention: 0 = as `STASC_VARLEN_ATTENTION` says (default
-/// on), 1 = on, 2 = off ([`set_varlen_attention`]).
-static VARLEN: AtomicU8 = AtomicU8::new(0);
+/// Whether packed passes may use variable-length flash attention: `STASC_VARLEN_ATTENTION` (default on) unless
+/// [`set_varlen_attention`] said otherwise.
+static VARLEN: Switch = Switch::new("STASC_VARLEN_ATTENTION", true);
 
 /// Attention calls that variable-length flash attention ran, in this process (tests check it ran).
 static VARLEN_CALLS: AtomicU64 = AtomicU64::new(0);
@@ -202,15 +204,7 @@ pub fn varlen_attention_calls() -> u64 {
 
 /// Turns variable-length flash attention on or off for the whole process (parity checks compare both layouts).
 pub fn set_varlen_attention(on: bool) {
-    VARLEN.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-}
-
-fn varlen_enabled() -> bool {
-    match VARLEN.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => crate::kernels::env_switch("STASC_VARLEN_ATTENTION"),
-    }
+    VARLEN.set(on);
 }
 
 /// Attention of packed q [1, N, h, d] over k, v [1, N, kvh, d] by variable-length flash attention, as [N, h, d];
@@ -230,7 +224,7 @@ fn varlen_attention(
         && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
         && d % 8 == 0
         && d <= 256
-        && varlen_enabled()
+        && VARLEN.get()
         && !FAILED.load(Ordering::Relaxed);
     if !applies {
         return Ok(None);
