@@ -2,7 +2,8 @@
 `stasc bench train --realistic --trace T.json`).
 
 Usage: python3 trace_host.py TRACE.json --steps N [--top K]
-Prints the traced span, the GPU's busy time (union of kernel intervals) and the kernels launched, per step; then per
+Prints the traced span, the GPU's busy time (union of kernel intervals; per device too when the trace has several)
+and the kernels launched, per step; then per
 host thread its CPU-op count and time in top-level ops per step, and the K ops with the most self time: whether a
 step waits on the host launching work or on the GPU running it.
 """
@@ -30,6 +31,13 @@ def main():
     print(f"per step: span {span / n / 1e3:.1f} ms, GPU busy {busy / n / 1e3:.1f} ms, "
           f"{len(kernels) / n:.0f} kernels, {len(launches) / n:.0f} runtime calls "
           f"({sum(e['dur'] for e in launches) / n / 1e3:.1f} ms in them)")
+    by_device = collections.defaultdict(list)
+    for e in kernels:
+        by_device[e.get("args", {}).get("device")].append(e)
+    if len(by_device) > 1:
+        for device, evs in sorted(by_device.items(), key=lambda kv: str(kv[0])):
+            spans = [(e["ts"], e["ts"] + e["dur"]) for e in evs]
+            print(f"  device {device}: busy {busy_time(spans) / n / 1e3:.1f} ms a step, {len(evs) / n:.0f} kernels")
     by_thread = collections.defaultdict(list)
     for e in ops:
         by_thread[e["tid"]].append(e)

@@ -12,7 +12,7 @@ if [ -n "${TEST_BIN:-}" ]; then cp "$TEST_BIN" .gpu_train/it && strip .gpu_train
 cp .stasc/models/SmolLM2-135M-Instruct/{config.json,generation_config.json,tokenizer.json,tokenizer_config.json} \
   .gpu_train/tokenizer/
 cp scripts/parity/qwen2.5-1.5b-config.json scripts/parity/run_1p5b/make_model.py scripts/paper_scale/stasc.yaml \
-  scripts/train_bench/{run.sh,hf_realistic.py} .gpu_train/
+  scripts/train_bench/{run.sh,graphs.sh,hf_realistic.py} .gpu_train/
 cp configs/fine_tune.yaml .gpu_train/ft.yaml
 cp -r few_shots templates .gpu_train/
 cp scripts/bench/hf_baseline.py .gpu_train/

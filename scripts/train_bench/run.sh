@@ -9,8 +9,9 @@
 # 2. `stasc bench train --realistic` on those pairs at the reference's settings: today's path against packed passes.
 # 3. HF transformers on the same pairs the way HF Trainer runs those settings (hf_realistic.py).
 # 4. The fixed-shape benchmark beside hf_baseline.py; 5. the checkpoint's save + reload time.
-# Step 0 (when prepare.sh copied the test binary): the fused AdamW kernel against the libtorch ops on the GPU, and
-# packed passes' variable-length flash attention against the padded layout.
+# Step 0 (when prepare.sh copied the test binary): the fused AdamW kernel against the libtorch ops on the GPU,
+# packed passes' variable-length flash attention against the padded layout, and CUDA-graph passes (the default)
+# against eager ones. scripts/train_bench/graphs.sh measures the graphs on a paper-scale `stasc run`.
 # Step 2 runs with the fused optimiser kernel (STASC_FUSED_KERNELS=1) and without, then once with
 # STASC_TRAIN_PROFILE=1 for where a step's time goes (synchronising after each phase: not a throughput figure).
 # 6. (two GPUs, nvidia-h200-x2) the 2-GPU GPU test (overlapped and sharded gradient sums give the whole-sum update
@@ -37,8 +38,8 @@ $PY $G/make_model.py /tmp/qwen15b 2>&1 | grep -v Warn | tail -1
 cp $G/tokenizer/tokenizer.json $G/tokenizer/tokenizer_config.json /tmp/qwen15b/
 if [ -x $G/it ] && part 0; then
   echo "== 0. GPU tests: fused AdamW vs libtorch ops; variable-length flash attention vs the padded layout"
-  for t in fused_adamw varlen_flash; do
-    $G/it --ignored --test-threads=1 --nocapture $t 2>&1 | grep -E "ADAMW|VARLEN|^test |test result|panicked|assert"
+  for t in fused_adamw varlen_flash graphed_training; do
+    $G/it --ignored --test-threads=1 --nocapture $t 2>&1 | grep -E "ADAMW|VARLEN|GRAPHS|^test |test result|panicked|assert"
   done
 fi
 if part 1; then
@@ -62,8 +63,8 @@ cp /tmp/run13/iter_0/train_pairs.jsonl $G/train_pairs.jsonl 2>/dev/null && cp $G
 fi
 if part 2; then
 echo "== 2. stasc bench train --realistic on those pairs (reference settings)"
-for switch in X=1 STASC_VARLEN_ATTENTION=0 STASC_FUSED_KERNELS=0; do
-  echo "-- $switch (X=1: the defaults; otherwise variable-length flash attention or the fused AdamW kernel off)"
+for switch in X=1 STASC_TRAIN_GRAPHS=0 STASC_VARLEN_ATTENTION=0 STASC_FUSED_KERNELS=0; do
+  echo "-- $switch (X=1: the defaults; then CUDA-graph passes, variable-length flash attention or the fused AdamW kernel off)"
   env $switch $G/stasc bench train --config-json $CFG --realistic --pairs $G/train_pairs.jsonl \
     --tokenizer /tmp/qwen15b --warmup 3 --steps ${STEPS:-30} 2>&1 | grep -v "^Qwen2 on"
 done
@@ -95,6 +96,9 @@ for flags in "" "--overlap --no-baseline"; do
   $G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 --warmup 3 \
     --steps ${STEPS:-30} --compare-unoverlapped $flags 2>&1 | grep -v "^Qwen2 on"
 done
+echo "-- without CUDA-graph passes (STASC_TRAIN_GRAPHS=0): both GPUs, then one GPU"
+STASC_TRAIN_GRAPHS=0 $G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 --warmup 3 \
+  --steps ${STEPS:-30} 2>&1 | grep -v "^Qwen2 on"
 for flags in "--overlap" "" "--no-shard"; do
   echo "-- phase profile on both GPUs $flags (synchronised phases)"
   STASC_TRAIN_PROFILE=1 $G/stasc bench train-parallel --config-json $CFG --realistic --devices cuda:0,cuda:1 \

@@ -72,6 +72,10 @@ pub struct TrainParallelArgs {
     /// auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeSpec,
+    /// Record the run on every device with libtorch's Kineto profiler and save the Chrome trace to this file
+    /// (scripts/kernels/trace_host.py splits it per device and host thread).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
 }
 
 /// Arguments of `stasc bench allreduce`.
@@ -150,8 +154,13 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
             t.steps_timed
         )
     };
-    let (par, par_steps) = measure_parallel(&make, &examples, &hp, &parallel, a.warmup)?;
+    let (par, par_steps) =
+        crate::ffi::profiled(a.trace.as_deref(), || measure_parallel(&make, &examples, &hp, &parallel, a.warmup))
+            .context("--trace")??;
     println!("{}", line(&format!("on {}", names.join(",")), &par));
+    if let Some(graphs) = crate::train::graphed::report() {
+        println!("{graphs}");
+    }
     if a.compare_unoverlapped {
         let before = Hyperparameters { overlap_grad_sums: false, shard_optimizer_state: false, ..hp.clone() };
         let (old, old_steps) = measure_parallel(&make, &examples, &before, &parallel, a.warmup)?;
@@ -172,6 +181,9 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
     let single = Topology::new(ranks, vec![devices[0]])?;
     let (one, one_steps) = measure_parallel(&make, &examples, &hp, &single, a.warmup)?;
     println!("{}", line(&format!("on {}", names[0]), &one));
+    if let Some(graphs) = crate::train::graphed::report() {
+        println!("{graphs}");
+    }
     let worst = par_steps
         .iter()
         .zip(&one_steps)

@@ -206,6 +206,9 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             t.last_loss
         );
         results.push(t);
+        if let Some(graphs) = crate::train::graphed::report() {
+            println!("{graphs}");
+        }
     }
     let (today, packed) = (&results[0], &results[1]);
     let (max, mean) = loss_difference(&packed.losses, &today.losses);

@@ -14,7 +14,7 @@
 
 pub mod bench;
 pub mod budget;
-mod cuda_graph;
+pub(crate) mod cuda_graph;
 mod decode;
 mod engine;
 mod prefill;

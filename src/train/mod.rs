@@ -13,6 +13,7 @@ pub mod data;
 pub mod device_memory;
 pub mod error;
 pub mod flat;
+pub mod graphed;
 pub mod log;
 pub mod lora;
 pub mod optim;

@@ -278,6 +278,15 @@ impl AdamW {
         &self.params
     }
 
+    /// Whether every parameter's gradient is its view of the flat gradient buffer, so that autograd accumulates
+    /// into the buffer in place (what a CUDA graph of a pass records: [`super::graphed`]).
+    pub fn gradients_bound(&self) -> bool {
+        self.slots.iter().all(|s| {
+            let grad = s.param.grad();
+            grad.defined() && grad.data_ptr() as usize == s.grad_ptr
+        })
+    }
+
     /// Moves every parameter's gradient into the flat gradient buffer (once per tensor: afterwards autograd adds in
     /// place into the view). A parameter that got no gradient keeps a zero one.
     fn gather_grads(&mut self) -> Result<(), TrainError> {

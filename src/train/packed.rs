@@ -84,51 +84,161 @@ pub fn packed_batch(
     pad_multiple: usize,
     device: Device,
 ) -> Result<MicroBatch, TrainError> {
-    let mut ids = Vec::new();
-    let mut positions = Vec::new();
-    let mut lengths = Vec::new();
-    let (mut target_rows, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
-    for item in pass {
-        let e = &examples[item.example];
-        if e.is_empty() {
-            continue;
-        }
-        let start = ids.len();
-        for (pos, &label) in e.labels.iter().enumerate().skip(1) {
-            if label != IGNORE_INDEX {
-                target_rows.push((start + pos - 1) as i64);
-                targets.push(label);
-                weights.push((1.0 / item.denominator) as f32);
-            }
-        }
-        ids.extend_from_slice(&e.input_ids);
-        positions.extend(0..e.len() as i64);
-        lengths.push(e.len());
-    }
-    let tokens = ids.len();
+    let mut host = PackedHost::new(pass, examples);
+    let tokens = host.ids.len();
     let padded = tokens.max(1).next_multiple_of(pad_multiple.max(1));
     if padded > tokens {
-        ids.resize(padded, pad_id);
-        positions.extend(0..(padded - tokens) as i64);
-        lengths.push(padded - tokens);
+        host.ids.resize(padded, pad_id);
+        host.positions.extend(0..(padded - tokens) as i64);
+        host.lengths.push(padded - tokens);
     }
-    let err = |what: &'static str| TrainError::torch(what);
-    let on_device =
-        |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| x.f_view([1, v.len() as i64])).and_then(|x| upload(x, device));
-    let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| upload(x, device));
-    Ok(MicroBatch {
-        input_ids: on_device(&ids).map_err(err("building a packed pass"))?,
-        positions: on_device(&positions).map_err(err("building packed positions"))?,
-        num_targets: targets.len(),
-        target_rows: to_dev(&target_rows).map_err(err("building targets"))?,
-        targets: to_dev(&targets).map_err(err("building targets"))?,
-        target_weights: Some(
-            Tensor::f_from_slice(&weights).and_then(|x| upload(x, device)).map_err(err("building weights"))?,
-        ),
-        segments: Some(Segments::new(&lengths, pad_multiple, device)?),
-        tokens,
-        padded_tokens: padded,
-    })
+    let mut batch = host.upload(device, pad_multiple)?;
+    batch.tokens = tokens;
+    Ok(batch)
+}
+
+/// Fixed sizes a packed pass is padded to, so that every pass of one shape can replay one CUDA graph
+/// ([`super::graphed`]): tokens (the padding is a segment of its own), target slots (the extra ones weigh 0) and
+/// segments (the extra ones are empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PassShape {
+    /// Tokens of the pass.
+    pub tokens: usize,
+    /// Target slots.
+    pub targets: usize,
+    /// Segments, the padding segment and empty ones included.
+    pub segments: usize,
+}
+
+impl PassShape {
+    /// The bucket of a pass of `examples` whose tokens and targets add up to `tokens` and `targets`: tokens rounded
+    /// up to a multiple of 128, targets to 256, segments (one more for the padding) to 16. At most 127 padding
+    /// tokens a pass (a pass of ~1,600 tokens grows by 4% on average; multiples of 512 made it 16%), and a few dozen
+    /// buckets at the reference's settings, each recorded once per fine-tuning run.
+    pub fn bucket(tokens: usize, targets: usize, examples: usize) -> PassShape {
+        PassShape {
+            tokens: (tokens + 1).next_multiple_of(128),
+            targets: targets.max(1).next_multiple_of(256),
+            segments: (examples + 1).next_multiple_of(16),
+        }
+    }
+
+    /// The bucket of `pass`.
+    pub fn of(pass: &[PlannedExample], examples: &[TokenizedExample]) -> PassShape {
+        let used = || pass.iter().map(|p| &examples[p.example]).filter(|e| !e.is_empty());
+        let tokens = used().map(TokenizedExample::len).sum();
+        let targets = used().map(TokenizedExample::num_targets).sum();
+        PassShape::bucket(tokens, targets, used().count())
+    }
+}
+
+/// [`packed_batch`] padded to exactly `shape` (which must hold the pass, as [`PassShape::of`] gives): the padding
+/// tokens are one segment at positions 0, the extra target slots point at token 0 with weight 0 (no loss, no
+/// gradient; `num_targets` counts every slot), and `cu_seqlens` ends with empty segments; the longest segment is taken to be `shape.tokens`, an
+/// upper bound that holds for every pass of the shape.
+pub fn packed_batch_shaped(
+    pass: &[PlannedExample],
+    examples: &[TokenizedExample],
+    pad_id: i64,
+    shape: PassShape,
+    device: Device,
+) -> Result<MicroBatch, TrainError> {
+    let mut host = PackedHost::new(pass, examples);
+    let tokens = host.ids.len();
+    if tokens >= shape.tokens || host.targets.len() > shape.targets || host.lengths.len() >= shape.segments {
+        return Err(TrainError::Invalid(format!(
+            "a pass of {tokens} tokens, {} targets and {} examples does not fit {shape:?}",
+            host.targets.len(),
+            host.lengths.len()
+        )));
+    }
+    host.ids.resize(shape.tokens, pad_id);
+    host.positions.resize(shape.tokens, 0);
+    host.lengths.push(shape.tokens - tokens);
+    let num_targets = host.targets.len();
+    host.target_rows.resize(shape.targets, 0);
+    host.targets.resize(shape.targets, 0);
+    host.weights.resize(shape.targets, 0.0);
+    let mut batch = host.upload(device, 1)?;
+    let segments = batch.segments.as_mut().expect("packed batches have segments");
+    let mut cu: Vec<i32> = std::iter::once(0)
+        .chain(host.lengths.iter().scan(0, |end, &n| {
+            *end += n as i32;
+            Some(*end)
+        }))
+        .collect();
+    cu.resize(shape.segments + 1, shape.tokens as i32);
+    segments.cu_seqlens =
+        Tensor::f_from_slice(&cu).and_then(|x| upload(x, device)).map_err(TrainError::torch("building segments"))?;
+    segments.longest = shape.tokens as i64;
+    // Every slot is a target to the LM head (the extra ones weigh 0): a recorded pass's head then covers the
+    // targets of any pass of its shape.
+    batch.num_targets = if num_targets == 0 { 0 } else { shape.targets };
+    batch.tokens = tokens;
+    Ok(batch)
+}
+
+/// A packed pass's host-side vectors, before padding.
+struct PackedHost {
+    ids: Vec<i64>,
+    positions: Vec<i64>,
+    lengths: Vec<usize>,
+    target_rows: Vec<i64>,
+    targets: Vec<i64>,
+    weights: Vec<f32>,
+}
+
+impl PackedHost {
+    fn new(pass: &[PlannedExample], examples: &[TokenizedExample]) -> PackedHost {
+        let mut h = PackedHost {
+            ids: Vec::new(),
+            positions: Vec::new(),
+            lengths: Vec::new(),
+            target_rows: Vec::new(),
+            targets: Vec::new(),
+            weights: Vec::new(),
+        };
+        for item in pass {
+            let e = &examples[item.example];
+            if e.is_empty() {
+                continue;
+            }
+            let start = h.ids.len();
+            for (pos, &label) in e.labels.iter().enumerate().skip(1) {
+                if label != IGNORE_INDEX {
+                    h.target_rows.push((start + pos - 1) as i64);
+                    h.targets.push(label);
+                    h.weights.push((1.0 / item.denominator) as f32);
+                }
+            }
+            h.ids.extend_from_slice(&e.input_ids);
+            h.positions.extend(0..e.len() as i64);
+            h.lengths.push(e.len());
+        }
+        h
+    }
+
+    /// The micro-batch on `device`, its attention layout rounded to `pad_multiple`; every target counts.
+    fn upload(&self, device: Device, pad_multiple: usize) -> Result<MicroBatch, TrainError> {
+        let err = |what: &'static str| TrainError::torch(what);
+        let on_device = |v: &[i64]| {
+            Tensor::f_from_slice(v).and_then(|x| x.f_view([1, v.len() as i64])).and_then(|x| upload(x, device))
+        };
+        let to_dev = |v: &[i64]| Tensor::f_from_slice(v).and_then(|x| upload(x, device));
+        Ok(MicroBatch {
+            input_ids: on_device(&self.ids).map_err(err("building a packed pass"))?,
+            positions: on_device(&self.positions).map_err(err("building packed positions"))?,
+            num_targets: self.targets.len(),
+            target_rows: to_dev(&self.target_rows).map_err(err("building targets"))?,
+            targets: to_dev(&self.targets).map_err(err("building targets"))?,
+            target_weights: Some(
+                Tensor::f_from_slice(&self.weights).and_then(|x| upload(x, device)).map_err(err("building weights"))?,
+            ),
+            segments: Some(Segments::new(&self.lengths, pad_multiple, device)?),
+            tokens: self.ids.len(),
+            padded_tokens: self.ids.len(),
+        })
+    }
 }
 
 /// One decoder layer on a packed [1, N, hidden] input: the layer's own computation with block-diagonal attention.
@@ -207,6 +317,21 @@ pub fn set_varlen_attention(on: bool) {
     VARLEN.set(on);
 }
 
+/// Set once variable-length flash attention failed (said once); packed passes take the padded layout from then on.
+static VARLEN_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether packed passes of a model on `device` in `kind` with heads of `head_dim` run variable-length flash
+/// attention (unless it fails): a CUDA device with the shim, bf16 or f16, a head size flash attention has, and
+/// the switch on.
+pub fn varlen_attention_applies(device: Device, kind: Kind, head_dim: i64) -> bool {
+    crate::ffi::HAS_SHIM
+        && device.is_cuda()
+        && matches!(kind, Kind::BFloat16 | Kind::Half)
+        && head_dim % 8 == 0
+        && head_dim <= 256
+        && VARLEN.get()
+}
+
 /// Attention of packed q [1, N, h, d] over k, v [1, N, kvh, d] by variable-length flash attention, as [N, h, d];
 /// `None` where it does not apply (the CPU, f32, a head size flash attention lacks, no shim, switched off) or
 /// failed (said once), so the caller takes the padded layout.
@@ -217,16 +342,8 @@ fn varlen_attention(
     segments: &Segments,
     scale: f64,
 ) -> Result<Option<Tensor>, tch::TchError> {
-    static FAILED: AtomicBool = AtomicBool::new(false);
     let d = q.size().last().copied().unwrap_or(0);
-    let applies = crate::ffi::HAS_SHIM
-        && q.device().is_cuda()
-        && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
-        && d % 8 == 0
-        && d <= 256
-        && VARLEN.get()
-        && !FAILED.load(Ordering::Relaxed);
-    if !applies {
+    if !varlen_attention_applies(q.device(), q.kind(), d) || VARLEN_FAILED.load(Ordering::Relaxed) {
         return Ok(None);
     }
     // Flash attention wants the head dimension contiguous; the q/k/v here are fresh tensors, so this rarely copies.
@@ -241,7 +358,7 @@ fn varlen_attention(
             Ok(Some(out))
         }
         Err(e) => {
-            if !FAILED.swap(true, Ordering::Relaxed) {
+            if !VARLEN_FAILED.swap(true, Ordering::Relaxed) {
                 eprintln!("note: variable-length flash attention failed ({e}); packed passes use the padded layout");
             }
             Ok(None)

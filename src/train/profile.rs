@@ -22,8 +22,12 @@ pub(super) struct Profile {
     cpu: [f64; PHASES.len()],
 }
 
-/// The phases of a step, in order.
-const PHASES: [&str; 4] = ["forward+backward", "sums", "clip", "update"];
+/// The phases of a step, in order; the last is what the loop does after a step's update and before the next step
+/// begins (reading the previous step's loss back, reporting it).
+const PHASES: [&str; 5] = ["forward+backward", "sums", "clip", "update", "between steps"];
+
+/// The index of the between-steps phase, timed by [`Profile::begin`].
+const BETWEEN: usize = PHASES.len() - 1;
 
 impl Profile {
     pub(super) fn from_env(device: tch::Device, first_worker: bool) -> Self {
@@ -52,9 +56,13 @@ impl Profile {
             self.cpu = [0.0; PHASES.len()];
         }
         if self.device.is_some() {
-            self.sync();
-            self.last = Instant::now();
-            self.last_cpu = thread_cpu_seconds();
+            if step > PROFILE_SKIP {
+                self.mark(BETWEEN);
+            } else {
+                self.sync();
+                self.last = Instant::now();
+                self.last_cpu = thread_cpu_seconds();
+            }
         }
     }
 

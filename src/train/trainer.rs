@@ -30,11 +30,12 @@ use tch::{Kind, Tensor};
 
 use super::batching::{epoch_batches, MicroBatch, CUDA_PAD_MULTIPLE};
 use super::error::TrainError;
+use super::graphed::GraphedPasses;
 use super::log::StepRecord;
 use super::lora::LoraAdapters;
 use super::optim::{AdamW, AdamWConfig, Shard};
 use super::overlap::GradReducer;
-use super::packed::packed_batch;
+use super::packed::{packed_batch, packed_batch_shaped, PassShape};
 use super::plan::{plan_passes, PlannedExample};
 use super::profile::Profile;
 use super::readback::Readback;
@@ -292,6 +293,10 @@ pub fn train_replica(
         None
     };
     let mut profile = Profile::from_env(device, worker.index == 0);
+    // CUDA graphs of packed passes (graphed.rs), where every pass of a step is a plain packed full-model pass.
+    let mut graphs = (hp.packing && lora.is_none() && !hp.gradient_checkpointing && !hp.overlap_grad_sums)
+        .then(|| GraphedPasses::new(model))
+        .flatten();
     let torch = |what: &'static str| TrainError::torch(what);
     // The last queued step, whose loss and norm are read back once the next step is queued (see readback.rs).
     let mut in_flight: Option<QueuedStep> = None;
@@ -327,19 +332,27 @@ pub fn train_replica(
                     .collect();
                 plan_passes(&items, hp.max_tokens_per_pass.max(1))
                     .iter()
-                    .map(|pass| Ok((packed_batch(pass, examples, pad_id, pad_multiple, device)?, 1.0)))
+                    .map(|pass| match graphs {
+                        // Graphed passes are padded to their shape's bucket (one graph per bucket).
+                        Some(_) => {
+                            let shape = PassShape::of(pass, examples);
+                            Ok((packed_batch_shaped(pass, examples, pad_id, shape, device)?, 1.0, Some(shape)))
+                        }
+                        None => Ok((packed_batch(pass, examples, pad_id, pad_multiple, device)?, 1.0, None)),
+                    })
                     .collect::<Result<Vec<_>, TrainError>>()?
             } else {
                 mine.iter()
                     .map(|&m| {
                         let rows: Vec<&TokenizedExample> = group_batches[m].iter().map(|&i| &examples[i]).collect();
-                        Ok((MicroBatch::new(&rows, pad_id, pad_multiple, max_len, device)?, denominators[m]))
+                        Ok((MicroBatch::new(&rows, pad_id, pad_multiple, max_len, device)?, denominators[m], None))
                     })
                     .collect::<Result<Vec<_>, TrainError>>()?
             };
-            for (p, (batch, denominator)) in passes.iter().enumerate() {
+            let pass_count = passes.len();
+            for (p, (batch, denominator, shape)) in passes.into_iter().enumerate() {
                 // The step's gradients are complete layer by layer only during its last pass.
-                let overlapped = reducer.as_mut().filter(|_| hp.overlap_grad_sums && p + 1 == passes.len());
+                let overlapped = reducer.as_mut().filter(|_| hp.overlap_grad_sums && p + 1 == pass_count);
                 // Unpacked, pass p is micro-batch mine[p], whose dropout seed is the one it always had.
                 let index = if hp.packing { p } else { mine[p] };
                 let opts = PassOptions {
@@ -348,15 +361,19 @@ pub fn train_replica(
                     dropout_seed: uses_dropout
                         .then(|| hp.seed.wrapping_mul(1_000_003).wrapping_add((step * per_step + index) as u64)),
                 };
-                let loss = match overlapped {
-                    Some(r) => {
+                summary.padded_tokens += batch.padded_tokens;
+                let loss = match (overlapped, graphs.as_mut(), shape) {
+                    (Some(r), _, _) => {
                         let opt = &mut opt;
-                        forward_backward(model, batch, *denominator, &opts, Some(&mut |layer| r.ready(opt, layer)))?
+                        forward_backward(model, &batch, denominator, &opts, Some(&mut |layer| r.ready(opt, layer)))?
                     }
-                    None => forward_backward(model, batch, *denominator, &opts, None)?,
+                    (None, Some(g), Some(shape)) => match g.run(model, batch, shape, &opts, opt.gradients_bound())? {
+                        Ok(loss) => loss,
+                        Err(batch) => forward_backward(model, &batch, denominator, &opts, None)?,
+                    },
+                    (None, _, _) => forward_backward(model, &batch, denominator, &opts, None)?,
                 };
                 loss_sum = loss_sum.f_add(&loss).map_err(torch("summing losses"))?;
-                summary.padded_tokens += batch.padded_tokens;
             }
             profile.mark(0);
             tch::no_grad(|| -> Result<(), TrainError> {

@@ -481,10 +481,14 @@ fn a_sharded_optimizer_state_gives_the_unsharded_update() {
 #[test]
 #[ignore = "needs two CUDA GPUs: run by scripts/train_bench/run.sh (part 6)"]
 fn on_two_gpus_overlapped_and_sharded_sums_give_the_whole_sum_update() {
+    use stasc::train::graphed::{replays, set_mode, GraphMode};
     assert!(tch::Cuda::device_count() >= 2, "needs two CUDA GPUs");
     let devices = [Device::Cuda(0), Device::Cuda(1)];
     let examples = token_examples(&[(12, 3), (9, 5), (15, 5), (11, 3), (20, 4), (7, 2), (16, 6), (13, 1), (10, 10)]);
     let model_dir = tiny_chat_model();
+    // Sums are compared bit for bit, so every run takes the same unpadded eager passes; the CUDA graphs that
+    // training uses by default are checked at the end.
+    set_mode(GraphMode::Off);
     for dtype in ["f32", "bf16"] {
         let load =
             LoadOptions { device: "cuda:0".parse().unwrap(), dtype: dtype.parse().unwrap(), max_model_len: None };
@@ -523,4 +527,29 @@ fn on_two_gpus_overlapped_and_sharded_sums_give_the_whole_sum_update() {
             }
         }
     }
+    // The default: passes replayed from CUDA graphs, here with sharded sums after backward, give what the same
+    // padded passes give eagerly, within the GPU's run-to-run spread.
+    let load = LoadOptions { device: "cuda:0".parse().unwrap(), dtype: "bf16".parse().unwrap(), max_model_len: None };
+    let hp =
+        Hyperparameters { shard_optimizer_state: true, max_grad_norm: 1.0, max_steps: Some(3), ..hyper(2, 2, true, 3) };
+    let run = |mode: GraphMode| {
+        set_mode(mode);
+        two_workers_on(devices, &load, &model_dir, &hp, &examples, false)
+    };
+    let eager = run(GraphMode::ShapesOnly);
+    let eager_again = run(GraphMode::ShapesOnly);
+    let before = replays();
+    let graphed = run(GraphMode::Graphs);
+    let replayed = replays() - before;
+    set_mode(GraphMode::Off);
+    let max_diff = |a: &TrainedRun, b: &TrainedRun| {
+        a.1.iter().zip(&b.1).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
+    };
+    let (diff, spread) = (max_diff(&graphed, &eager), max_diff(&eager_again, &eager));
+    eprintln!(
+        "OVERLAP graphs on two GPUs: {replayed} replays; weights differ by {diff:e} from eager (run-to-run {spread:e})"
+    );
+    // Step 1 records each worker's pass, step 2 replays (its last step may leave one worker without examples).
+    assert!(replayed >= 1, "{replayed} graph replays");
+    assert!(diff <= 2.0 * spread, "graphed passes on two GPUs differ by {diff} (run-to-run {spread})");
 }
