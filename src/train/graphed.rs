@@ -27,7 +27,8 @@ use tch::{Device, Tensor};
 
 use super::batching::MicroBatch;
 use super::error::TrainError;
-use super::packed::{varlen_attention_applies, varlen_attention_calls, PassShape};
+use super::packed::PassShape;
+use super::packed_attention::{varlen_attention_applies, varlen_attention_calls};
 use super::step::{forward_backward, PassOptions};
 use crate::generate::cuda_graph::{CaptureError, CaptureStream, CudaGraph, MempoolId};
 use crate::model::CausalLm;
@@ -138,14 +139,15 @@ impl GraphedPasses {
 
     /// Runs the packed pass `batch` (padded to `shape`) through its shape's graph, recording it first if it is
     /// due; returns its loss, or gives `batch` back when it must run eagerly (graphs off, the shape's first pass or
-    /// one over [`MAX_GRAPHS`], or `gradients_bound` false: gradients are not yet views of the flat buffer).
+    /// one over [`MAX_GRAPHS`], or `gradients_bound()` false: gradients are not yet views of the flat buffer; asked
+    /// only when a recording is due).
     pub fn run(
         &mut self,
         model: &CausalLm,
         batch: MicroBatch,
         shape: PassShape,
         opts: &PassOptions,
-        gradients_bound: bool,
+        gradients_bound: impl FnOnce() -> bool,
     ) -> Result<Result<Tensor, MicroBatch>, TrainError> {
         if self.off {
             return Ok(Err(batch));
@@ -158,7 +160,7 @@ impl GraphedPasses {
         }
         let seen = self.seen.entry(shape).or_insert(0);
         *seen += 1;
-        if !gradients_bound || *seen < 2 || self.recorded.len() >= MAX_GRAPHS {
+        if *seen < 2 || self.recorded.len() >= MAX_GRAPHS || !gradients_bound() {
             return Ok(Err(batch));
         }
         // The first recording runs the pass for real on the capture stream (the warm-up: lazy initialisation on a

@@ -19,6 +19,7 @@ pub mod lora;
 pub mod optim;
 pub mod overlap;
 pub mod packed;
+pub mod packed_attention;
 pub mod parity;
 pub mod plan;
 mod profile;

@@ -25,7 +25,7 @@ use tch::{Kind, Reduction, Tensor};
 
 use super::batching::MicroBatch;
 use super::error::TrainError;
-use super::packed;
+use super::packed_attention;
 use crate::model::layers::{AttnMode, DecoderLayer, RopeAt};
 use crate::model::{CausalLm, Pass};
 
@@ -109,7 +109,7 @@ fn decoder_layer(
 ) -> Result<Tensor, tch::TchError> {
     match &batch.segments {
         None => layer.forward(x, model.rope(), rope_at, AttnMode::Full),
-        Some(segments) => packed::layer_forward(layer, x, model.rope(), rope_at, segments),
+        Some(segments) => packed_attention::layer_forward(layer, x, model.rope(), rope_at, segments),
     }
 }
 

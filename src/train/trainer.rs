@@ -367,10 +367,12 @@ pub fn train_replica(
                         let opt = &mut opt;
                         forward_backward(model, &batch, denominator, &opts, Some(&mut |layer| r.ready(opt, layer)))?
                     }
-                    (None, Some(g), Some(shape)) => match g.run(model, batch, shape, &opts, opt.gradients_bound())? {
-                        Ok(loss) => loss,
-                        Err(batch) => forward_backward(model, &batch, denominator, &opts, None)?,
-                    },
+                    (None, Some(g), Some(shape)) => {
+                        match g.run(model, batch, shape, &opts, || opt.gradients_bound())? {
+                            Ok(loss) => loss,
+                            Err(batch) => forward_backward(model, &batch, denominator, &opts, None)?,
+                        }
+                    }
                     (None, _, _) => forward_backward(model, &batch, denominator, &opts, None)?,
                 };
                 loss_sum = loss_sum.f_add(&loss).map_err(torch("summing losses"))?;

@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use stasc::dist::{run_workers, Group, Topology, Transport};
 use stasc::model::{load_weights, CausalLm, LoadOptions};
 use stasc::train::bench::fixed_shape_hyperparameters;
-use stasc::train::packed::{
-    packed_batch, packed_batch_shaped, set_varlen_attention, varlen_attention_calls, PassShape,
-};
+use stasc::train::packed::{packed_batch, packed_batch_shaped, PassShape};
+use stasc::train::packed_attention::{set_varlen_attention, varlen_attention_calls};
 use stasc::train::plan::PlannedExample;
 use stasc::train::step::{forward_backward, PassOptions};
 use stasc::train::trainer::{train_examples, train_replica, Worker};
