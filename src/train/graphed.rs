@@ -79,9 +79,10 @@ pub fn recordings() -> u64 {
     RECORDINGS.load(Ordering::Relaxed)
 }
 
-/// Unless graphs are off, a line saying how many passes were recorded and replayed so far (for benchmarks).
+/// With graphs on and a GPU present, a line saying how many passes were recorded and replayed so far (for
+/// benchmarks).
 pub fn report() -> Option<String> {
-    (mode() == GraphMode::Graphs)
+    (mode() == GraphMode::Graphs && tch::Cuda::is_available())
         .then(|| format!("CUDA-graph training passes so far: {} recorded, {} replayed", recordings(), replays()))
 }
 
