@@ -11,7 +11,7 @@ import json
 import re
 
 KINDS = [
-    ("sampler (stasc_sample)", r"stasc_sample"),
+    ("sampler (stasc_*sample*)", r"stasc_sample|stasc_window_sample|stasc_split_"),
     ("attention", r"stasc_attention|stasc_rope|flash|fmha|attention|sdpa"),
     ("fused norm / SiLU (stasc)", r"stasc_add_rms|stasc_silu"),
     ("matrix products", r"gemm|gemv|cutlass|nvjet|xmma|cublas|splitK|Kernel2|sm90_|sm80_"),
@@ -59,6 +59,16 @@ def main():
     print(f"GPU span {span / 1e3:.1f} ms, busy {busy / 1e3:.1f} ms ({100 * busy / span:.0f}%), idle "
           f"{(span - busy) / 1e3:.1f} ms; per decode step ({steps} steps): busy {us(busy):.0f} us, idle "
           f"{us(span - busy):.0f} us; {len(gpu)} kernels/copies ({len(gpu) / steps:.0f} per step)")
+    # Where the idle time lies: gaps between busy stretches, by size (many short gaps: launch latency; a gap per
+    # host sync window: the host's bookkeeping; a few long ones: start-up).
+    gaps, end = [], None
+    for start, stop in sorted(intervals):
+        if end is not None and start > end:
+            gaps.append(start - end)
+        end = stop if end is None else max(end, stop)
+    for lo, hi in [(0, 10), (10, 100), (100, 1000), (1000, 10000), (10000, float("inf"))]:
+        sel = [g for g in gaps if lo <= g < hi]
+        print(f"  idle gaps {lo:>5}-{hi:<5} us: {len(sel):6d} gaps, {sum(sel) / 1e3:8.1f} ms")
     by_kind, by_name, count = collections.Counter(), collections.Counter(), collections.Counter()
     for e in gpu:
         name = e["name"]

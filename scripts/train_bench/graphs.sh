@@ -6,11 +6,7 @@
 # 2. a paper-scale `stasc run` iteration (QUESTIONS train questions as run.sh part 1 makes them, K 5/5, 256 new
 #    tokens, the Qwen2.5-1.5B shape with random weights, the reference's fine_tune.yaml, num_processes 2) sampled
 #    once; its fine-tuning phase then runs four times (the iteration's training outputs removed in between, so the
-#    run resumes at fine-tuning): one GPU and two, with graphs (the default) and with STASC_TRAIN_GRAPHS=0, with
-#    the GPUs' memory sampled by nvidia-smi every 0.2 s through each run (its peak printed; every run also samples
-#    iteration 1's test questions, and generation's KV pool counts in that peak);
-# 3. NCCL's all-reduce bandwidth between the two GPUs at a whole gradient's size (1.5B bf16 parameters ~ 3 GiB) and
-#    at one layer bucket's (~90 MiB): what the gradient sums of a step could cost.
+#    run resumes at fine-tuning): one GPU and two, with graphs (the default) and with STASC_TRAIN_GRAPHS=0.
 set -u
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -44,19 +40,12 @@ print('  $1: fine-tuning', round(t['seconds'], 1), 's,', round(t['tokens_per_s']
 reset() { rm -rf $R/iter_0/train.json $R/iter_0/metrics.json $R/iter_0/model* $R/iter_1 $R/DONE; }
 run() {
   local s=$(date +%s)
-  ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.2; done ) > /tmp/graphs_mem.log &
-  local mon=$!
   env "$@" timeout 250 $G/stasc run --config /tmp/graphs.yaml --ft_config $G/ft.yaml \
     --accelerate_config_path /tmp/graphs_acc.yaml --out $R > /tmp/graphs_run.log 2>&1
-  echo "rc=$? $(( $(date +%s) - s )) s, peak GPU memory $(sort -n /tmp/graphs_mem.log | tail -1) MiB"
-  kill $mon
+  echo "rc=$? $(( $(date +%s) - s )) s"
 }
 echo "== 2. paper-scale stasc run, ${QUESTIONS:-the prepared} train questions: the fine-tuning phase"
 run CUDA_VISIBLE_DEVICES=0; show "1 GPU, graphs (whole iteration)"
 reset; run CUDA_VISIBLE_DEVICES=0 STASC_TRAIN_GRAPHS=0; show "1 GPU, STASC_TRAIN_GRAPHS=0"
 reset; run X=1; show "2 GPUs, graphs"
 reset; run STASC_TRAIN_GRAPHS=0; show "2 GPUs, STASC_TRAIN_GRAPHS=0"
-echo "== 3. NCCL all-reduce between the two GPUs (bf16)"
-for mib in 3072 90; do
-  $G/stasc bench allreduce --devices cuda:0,cuda:1 --mib $mib --dtype bf16 2>&1 | tail -1
-done

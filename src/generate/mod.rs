@@ -22,6 +22,7 @@ mod progress;
 pub mod request;
 pub mod sampling;
 pub mod sort_free;
+pub mod window_sampler;
 
 pub use request::{
     Completion, FinishReason, GenerateOptions, Generated, GenerationRequest, GenerationStats, PromptInput,

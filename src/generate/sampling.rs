@@ -202,6 +202,7 @@ pub fn uniform(seed: u64, step: u64) -> f32 {
 mod tests {
     use super::*;
     use crate::generate::sort_free::{pick, RowRule};
+    use crate::generate::window_sampler;
 
     #[test]
     fn splitmix64_matches_the_reference_stream() {
@@ -327,6 +328,7 @@ mod tests {
         us[0] = 0.0;
         us[1] = (TWO_24 as f32 - 1.0) / TWO_24 as f32;
         let mut picked = std::collections::HashSet::new();
+        let (mut windowed, mut handed_over) = (0usize, 0usize);
         for kind in [Kind::Float, Kind::BFloat16] {
             let t = Tensor::from_slice(&logits).view([rows as i64, vocab as i64]).to_kind(kind);
             let host = Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).unwrap();
@@ -357,9 +359,16 @@ mod tests {
                     for r in 0..rows {
                         let (l, q) = (&host[r * vocab..(r + 1) * vocab], &masses[r * vocab..(r + 1) * vocab]);
                         for (j, &u) in us.iter().enumerate() {
-                            let free = pick(l, q, row_rule, (u * TWO_24 as f32) as u32) as i64;
+                            let a = (u * TWO_24 as f32) as u32;
+                            let free = pick(l, q, row_rule, a) as i64;
                             assert_eq!(free, sorted[r * draws + j], "{kind:?} {rule:?} row {r} u {u}");
                             picked.insert((r, free));
+                            if let Some(w) = window_sampler::pick(l, q, row_rule, a) {
+                                assert_eq!(w as i64, free, "windowed: {kind:?} {rule:?} row {r} u {u}");
+                                windowed += 1;
+                            } else if key_bits == 16 {
+                                handed_over += 1;
+                            }
                         }
                     }
                 }
@@ -367,5 +376,47 @@ mod tests {
         }
         // The rules above reach well beyond each row's top token.
         assert!(picked.len() > rows * 20, "only {} distinct (row, token) picks", picked.len());
+        // The windowed path answers most bf16 draws itself (the rest stop on the tied zeros' tiny bin).
+        assert!(windowed > 20 * handed_over, "windowed {windowed}, handed to radix selection {handed_over}");
+    }
+
+    /// The windowed sampler's hand-overs: a selection stopping in the tiny bin (magnitudes below 2^-16) or below its
+    /// window of values; radix selection still picks the sort path's token there.
+    #[test]
+    fn windowed_sampler_hands_over_the_tiny_bin_and_values_below_its_window() {
+        let vocab = 400usize;
+        // Tiny values (all of one mass at this temperature, but the bin mixes signs): the nucleus ends among them.
+        let tiny: Vec<f32> = (0..vocab).map(|i| if i == 7 { 1.0 } else { [0.0, -0.0, 1e-6, -1e-7][i % 4] }).collect();
+        // Values over ~60 binades each side: more than the window's 8,192 ranks below the largest.
+        let wide: Vec<f32> = (0..vocab)
+            .map(|i| {
+                let v = 2f32.powf(-16.0 + 90.0 * uniform(3, i as u64));
+                if i % 2 == 0 {
+                    v
+                } else {
+                    -v
+                }
+            })
+            .collect();
+        for (name, logits, temperature, top_p) in [("tiny", &tiny, 1.0, 0.999), ("wide", &wide, 1e30, 0.999)] {
+            let t = Tensor::from_slice(logits).view([1, vocab as i64]).to_kind(Kind::BFloat16);
+            let host = Vec::<f32>::try_from(t.to_kind(Kind::Float).view([-1])).unwrap();
+            let masses = Vec::<i64>::try_from(masses(&t, temperature).unwrap().view([-1])).unwrap();
+            let rule = Sampling::from_params(temperature, Some(top_p), None).unwrap();
+            let row_rule = RowRule { key_bits: 16, top_k: None, top_p: Some(top_p) };
+            let mut handed_over = 0;
+            for j in 0..50u64 {
+                let u = uniform(17, j);
+                let a = (u * TWO_24 as f32) as u32;
+                let want = rule.sample_sorted(&t, &Tensor::from_slice(&[u])).unwrap().int64_value(&[0]);
+                assert_eq!(pick(&host, &masses, row_rule, a) as i64, want, "{name} u {u}");
+                match window_sampler::pick(&host, &masses, row_rule, a) {
+                    Some(w) => assert_eq!(w as i64, want, "{name} windowed u {u}"),
+                    None => handed_over += 1,
+                }
+            }
+            // The nucleus (99.9% of the mass) ends in the tiny bin / below the window for every draw.
+            assert_eq!(handed_over, 50, "{name}");
+        }
     }
 }

@@ -33,21 +33,54 @@ fn composite(logit: f32, id: usize, key_bits: u32, id_bits: u32) -> u64 {
     (key << id_bits) | (id_mask - id as u64)
 }
 
-/// The smallest composite present whose tokens before it (count or mass) are fewer than `limit`, and the mass
-/// before it; `limit` > 0.
-fn radix_select(keys: &[u64], masses: &[u64], total_bits: u32, by_count: bool, limit: u64) -> (u64, u64) {
-    let (mut prefix, mut above_mass, mut above_count, mut done) = (0u64, 0u64, 0u64, 0u32);
+/// Which question a selection answers (the kernel's `stage`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Selection {
+    /// The k-th candidate.
+    TopK(usize),
+    /// The nucleus's last member for mass `p`.
+    Nucleus(f64),
+    /// The token the inverse CDF of the uniform `a / 2^24` lands on.
+    Pick(u32),
+}
+
+impl Selection {
+    /// The limit over candidates of total mass `total`: the chosen token is the last with less than it before it
+    /// (a count for top-k, a mass otherwise). A token stays in the nucleus while the mass before it is below
+    /// p * total, for integer masses below its ceiling; the pick is the last token with at most floor(u * total)
+    /// before it, computed exactly.
+    fn limit(self, total: u64) -> u64 {
+        match self {
+            Selection::TopK(k) => k as u64,
+            Selection::Nucleus(p) => (p * total as f64).ceil() as u64,
+            Selection::Pick(a) => {
+                let a = a as u64;
+                a * (total >> 24) + ((a * (total & 0xFF_FFFF)) >> 24) + 1
+            }
+        }
+    }
+}
+
+/// The candidates are the tokens whose composite is at least `floor` (the previous selection's result). Returns the
+/// smallest candidate composite whose candidates before it (count or mass) are fewer than the selection's limit,
+/// which the first pass sets from the candidates' total mass.
+fn radix_select(keys: &[u64], masses: &[u64], total_bits: u32, floor: u64, selection: Selection) -> u64 {
+    let by_count = matches!(selection, Selection::TopK(_));
+    let (mut prefix, mut above_mass, mut above_count, mut done, mut limit) = (0u64, 0u64, 0u64, 0u32, 0u64);
     while done < total_bits {
         let width = 8.min(total_bits - done);
         let shift = total_bits - done - width;
         let mut count = [0u64; 256];
         let mut mass = [0u64; 256];
         for (&c, &q) in keys.iter().zip(masses) {
-            if done == 0 || c >> (shift + width) == prefix {
+            if c >= floor && (done == 0 || c >> (shift + width) == prefix) {
                 let digit = ((c >> shift) & ((1 << width) - 1)) as usize;
                 count[digit] += 1;
                 mass[digit] += q;
             }
+        }
+        if done == 0 {
+            limit = selection.limit(mass.iter().sum());
         }
         let (mut run_mass, mut run_count) = (above_mass, above_count);
         let (mut chosen, mut chosen_mass, mut chosen_count) = (0u64, 0u64, 0u64);
@@ -66,10 +99,11 @@ fn radix_select(keys: &[u64], masses: &[u64], total_bits: u32, by_count: bool, l
         (above_mass, above_count) = (chosen_mass, chosen_count);
         done += width;
     }
-    (prefix, above_mass)
+    prefix
 }
 
-/// The token a row picks for the uniform `a / 2^24`, from its logits and masses (`sampling::masses`).
+/// The token a row picks for the uniform `a / 2^24`, from its logits and masses (`sampling::masses`): each
+/// selection's result is the floor of the next (the k-th candidate, then the nucleus's last member).
 pub fn pick(logits: &[f32], masses: &[i64], rule: RowRule, a: u32) -> usize {
     let vocab = logits.len();
     let ids = id_bits(vocab);
@@ -77,20 +111,13 @@ pub fn pick(logits: &[f32], masses: &[i64], rule: RowRule, a: u32) -> usize {
     let keys: Vec<u64> = logits.iter().enumerate().map(|(i, &l)| composite(l, i, rule.key_bits, ids)).collect();
     let masses: Vec<u64> = masses.iter().map(|&q| q as u64).collect();
     let total_bits = rule.key_bits + ids;
-    let id_of = |c: u64| (id_mask - (c & id_mask)) as usize;
-    let mut total = match rule.top_k.filter(|&k| k < vocab) {
-        Some(k) => {
-            let (kth, above) = radix_select(&keys, &masses, total_bits, true, k as u64);
-            above + masses[id_of(kth)]
-        }
-        None => masses.iter().sum(),
-    };
-    if let Some(p) = rule.top_p {
-        let limit = (p * total as f64).ceil() as u64;
-        let (last, above) = radix_select(&keys, &masses, total_bits, false, limit);
-        total = above + masses[id_of(last)];
+    let mut floor = 0;
+    if let Some(k) = rule.top_k.filter(|&k| k < vocab) {
+        floor = radix_select(&keys, &masses, total_bits, floor, Selection::TopK(k));
     }
-    let a = a as u64;
-    let threshold = a * (total >> 24) + ((a * (total & 0xFF_FFFF)) >> 24);
-    id_of(radix_select(&keys, &masses, total_bits, false, threshold + 1).0)
+    if let Some(p) = rule.top_p {
+        floor = radix_select(&keys, &masses, total_bits, floor, Selection::Nucleus(p));
+    }
+    let pick = radix_select(&keys, &masses, total_bits, floor, Selection::Pick(a));
+    (id_mask - (pick & id_mask)) as usize
 }

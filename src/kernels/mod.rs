@@ -4,7 +4,8 @@
 //! without the C++ shim (no current stream), for dtypes other than bf16/f32, or with `STASC_FUSED_KERNELS=0`,
 //! callers use libtorch ops instead.
 //!
-//! - sampler.cu: top-k/top-p/temperature sampling without sorting the vocabulary (exactly the sort path's tokens);
+//! - sampler.cu + window_sampler.cu: top-k/top-p/temperature sampling without sorting the vocabulary (exactly the
+//!   sort path's tokens): per-value histograms for bf16 logits (window_sampler.cu), radix selection otherwise;
 //! - norm.cu: RMSNorm with the residual add, and SiLU-and-multiply;
 //! - adamw.cu: the optimiser's whole AdamW update in one pass over its flat buffers (training);
 //! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
@@ -21,6 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
 
 pub use adamw::AdamWStep;
+pub use sample::set_windowed_sampler;
 
 use crate::ffi::driver::{Context, Function};
 use crate::ffi::{nvrtc, FfiError};
@@ -32,7 +34,8 @@ pub const SWITCH_ENV: &str = "STASC_FUSED_KERNELS";
 
 /// The CUDA C sources compiled once per device, by file name.
 pub const SOURCES: &[(&str, &str)] = &[
-    ("sampler.cu", include_str!("sampler.cu")),
+    // The windowed sampler falls back on sampler.cu's radix selection: one program.
+    ("sampler.cu", concat!(include_str!("sampler.cu"), include_str!("window_sampler.cu"))),
     ("norm.cu", include_str!("norm.cu")),
     ("adamw.cu", include_str!("adamw.cu")),
 ];
@@ -57,9 +60,20 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
             "stasc_split_hist_f32",
             "stasc_split_select_bf16",
             "stasc_split_select_f32",
+            "stasc_window_sample_bf16",
         ],
     ),
-    ("norm.cu", &["stasc_add_rms_norm_bf16", "stasc_add_rms_norm_f32", "stasc_silu_mul_bf16", "stasc_silu_mul_f32"]),
+    (
+        "norm.cu",
+        &[
+            "stasc_add_rms_norm_bf16",
+            "stasc_add_rms_norm_f32",
+            "stasc_add_rms_norm8_bf16",
+            "stasc_silu_mul_bf16",
+            "stasc_silu_mul_f32",
+            "stasc_silu_mul8_bf16",
+        ],
+    ),
     ("adamw.cu", &["stasc_adamw_bf16", "stasc_adamw_f32"]),
 ];
 

@@ -68,3 +68,78 @@ extern "C" __global__ void stasc_silu_mul_bf16(const stasc_bf16* gate_up, stasc_
 extern "C" __global__ void stasc_silu_mul_f32(const float* gate_up, float* out, long rows, int width) {
   silu_mul(gate_up, out, rows, width);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The same two kernels for bf16 rows whose width is a multiple of 8 with 16-byte aligned rows, eight consecutive
+// elements a thread through 16-byte loads and stores (same roundings; the norm keeps the rounded sums in registers
+// instead of reading them back). A decode step's rows are few and short, so the scalar kernels' threads each waited
+// on 2-byte loads, wave after wave.
+
+__device__ __forceinline__ void load8_bf16(const stasc_bf16* p, float out[8]) {
+  const uint4 raw = *(const uint4*)p;
+  const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __uint_as_float(w[i] << 16);
+    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+// Rounds eight values to bf16 and stores them with one 16-byte store.
+__device__ __forceinline__ void store8_bf16(stasc_bf16* p, const float v[8]) {
+  unsigned w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = (unsigned)to_bf16(v[2 * i]) | ((unsigned)to_bf16(v[2 * i + 1]) << 16);
+  *(uint4*)p = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// One block of ceil(hidden / 8) threads (rounded up to a warp) per row; hidden <= 8 * 1024.
+extern "C" __global__ void __launch_bounds__(1024) stasc_add_rms_norm8_bf16(const stasc_bf16* x,
+    const stasc_bf16* residual, const stasc_bf16* weight, stasc_bf16* sum_out, stasc_bf16* normed, int hidden,
+    float eps) {
+  __shared__ float partial[32];
+  const long base = (long)blockIdx.x * hidden;
+  const int i = threadIdx.x * 8;
+  float v[8];
+  float squares = 0.f;
+  if (i < hidden) {
+    load8_bf16(x + base + i, v);
+    if (residual) {
+      float r[8];
+      load8_bf16(residual + base + i, r);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = round_to(v[e] + r[e], (stasc_bf16*)0);
+      store8_bf16(sum_out + base + i, v);
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) squares += v[e] * v[e];
+  }
+  for (int o = 16; o > 0; o >>= 1) squares += __shfl_xor_sync(0xffffffffu, squares, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = squares;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += partial[w];
+  const float inv = 1.0f / sqrtf(total / (float)hidden + eps);
+  if (i < hidden) {
+    float w[8];
+    load8_bf16(weight + i, w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = w[e] * round_to(v[e] * inv, (stasc_bf16*)0);
+    store8_bf16(normed + base + i, v);
+  }
+}
+
+// Grid (ceil(width / 8 / 256), rows): eight columns a thread.
+extern "C" __global__ void __launch_bounds__(256) stasc_silu_mul8_bf16(const stasc_bf16* gate_up, stasc_bf16* out,
+    long rows, int width) {
+  for (long r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (c >= width) continue;
+    float g[8], u[8];
+    load8_bf16(gate_up + r * 2 * width + c, g);
+    load8_bf16(gate_up + r * 2 * width + width + c, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) g[e] = round_to(g[e] / (1.0f + expf(-g[e])), (stasc_bf16*)0) * u[e];
+    store8_bf16(out + r * width + c, g);
+  }
+}

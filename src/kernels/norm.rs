@@ -8,6 +8,11 @@ use crate::ffi::driver::arg;
 /// Threads per block of the norm kernel, as `BLOCK` in norm.cu.
 const NORM_BLOCK: u32 = 256;
 
+/// Whether a device pointer sits on a 16-byte boundary (null, for an absent residual, does).
+fn aligned16(p: *mut std::ffi::c_void) -> bool {
+    (p as usize).is_multiple_of(16)
+}
+
 fn suffix(kind: Kind) -> Option<&'static str> {
     match kind {
         Kind::BFloat16 => Some("bf16"),
@@ -37,8 +42,6 @@ impl Kernels {
             return Ok(None);
         }
         let rows = x.numel() as i64 / hidden.max(1);
-        let function =
-            self.function(if suffix == "bf16" { "stasc_add_rms_norm_bf16" } else { "stasc_add_rms_norm_f32" })?;
         let normed = x.f_empty_like()?;
         let sum = match residual {
             Some(_) => x.f_empty_like()?,
@@ -50,11 +53,23 @@ impl Kernels {
             Some(r) => (r.data_ptr(), sum.data_ptr()),
             None => (null, null),
         };
+        // Eight elements a thread where rows are whole 16-byte packs.
+        let packed = suffix == "bf16"
+            && hidden % 8 == 0
+            && hidden <= 8 * 1024
+            && [x_ptr, w_ptr, n_ptr, r_ptr, s_ptr].iter().all(|&p| aligned16(p));
+        let (name, threads) = match (packed, suffix) {
+            (true, _) => ("stasc_add_rms_norm8_bf16", ((hidden / 8 + 31) / 32 * 32) as u32),
+            (false, "bf16") => ("stasc_add_rms_norm_bf16", NORM_BLOCK),
+            _ => ("stasc_add_rms_norm_f32", NORM_BLOCK),
+        };
+        let function = self.function(name)?;
         let (hidden_i, eps_f) = (hidden as i32, eps as f32);
         let mut args = [arg(&x_ptr), arg(&r_ptr), arg(&w_ptr), arg(&s_ptr), arg(&n_ptr), arg(&hidden_i), arg(&eps_f)];
         if rows > 0 {
-            // SAFETY: arguments follow stasc_add_rms_norm_*; every tensor is contiguous with the checked shapes.
-            unsafe { function.launch(self.stream()?, (rows as u32, 1, 1), NORM_BLOCK, 0, &mut args) }
+            // SAFETY: arguments follow stasc_add_rms_norm*; every tensor is contiguous with the checked shapes (and,
+            // for the packed kernel, 16-byte aligned with whole packs per row).
+            unsafe { function.launch(self.stream()?, (rows as u32, 1, 1), threads, 0, &mut args) }
                 .map_err(launch_error)?;
         }
         Ok(Some((sum, normed)))
@@ -70,11 +85,18 @@ impl Kernels {
         let rows = gate_up.numel() as i64 / (2 * width).max(1);
         *shape.last_mut().expect("checked above") = width;
         let out = Tensor::f_empty(shape.as_slice(), (gate_up.kind(), gate_up.device()))?;
-        let function = self.function(if suffix == "bf16" { "stasc_silu_mul_bf16" } else { "stasc_silu_mul_f32" })?;
         let (in_ptr, out_ptr, width_i) = (gate_up.data_ptr(), out.data_ptr(), width as i32);
+        // Eight columns a thread where rows are whole 16-byte packs.
+        let packed = suffix == "bf16" && width % 8 == 0 && aligned16(in_ptr) && aligned16(out_ptr);
+        let (name, columns) = match (packed, suffix) {
+            (true, _) => ("stasc_silu_mul8_bf16", width / 8),
+            (false, "bf16") => ("stasc_silu_mul_bf16", width),
+            _ => ("stasc_silu_mul_f32", width),
+        };
+        let function = self.function(name)?;
         let mut args = [arg(&in_ptr), arg(&out_ptr), arg(&rows), arg(&width_i)];
         // x covers a row's columns, y the rows (the kernel loops past 65,535 of them).
-        let grid = (((width + 255) / 256).clamp(1, 65_535) as u32, rows.clamp(1, 65_535) as u32, 1);
+        let grid = (((columns + 255) / 256).clamp(1, 65_535) as u32, rows.clamp(1, 65_535) as u32, 1);
         if rows * width > 0 {
             // SAFETY: arguments follow stasc_silu_mul_*; both tensors are contiguous with the checked shapes.
             unsafe { function.launch(self.stream()?, grid, 256, 0, &mut args) }.map_err(launch_error)?;

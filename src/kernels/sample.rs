@@ -1,10 +1,20 @@
-//! Launching the sort-free sampler (sampler.cu): one block per row of logits when the batch fills the GPU, else
-//! every row spread over several blocks (the split kernels), which pick the same tokens.
+//! Launching the sort-free sampler (sampler.cu). bf16 logits under top-k/top-p take the windowed kernel (one block
+//! per row, per-value histograms); the rest take radix selection: one block per row of logits when the batch fills
+//! the GPU, else every row spread over several blocks (the split kernels). All pick the same tokens.
 
 use tch::{Kind, Tensor};
 
 use super::{launch_error, Kernels};
 use crate::ffi::driver::arg;
+use crate::switch::Switch;
+
+/// `STASC_WINDOW_SAMPLER=0` sends bf16 logits to the radix kernels too (to compare them).
+static WINDOWED: Switch = Switch::new("STASC_WINDOW_SAMPLER", true);
+
+/// Turns the windowed kernel on or off for the whole process (the GPU tests check both paths).
+pub fn set_windowed_sampler(on: bool) {
+    WINDOWED.set(on);
+}
 
 /// Threads per block, as `BLOCK` in sampler.cu.
 const BLOCK: u32 = 512;
@@ -58,6 +68,28 @@ impl Kernels {
         let (vocab, inv_t) = (vocab as i32, (1.0 / temperature) as f32);
         let (top_k, top_p) = (top_k.map_or(0, |k| k.min(i32::MAX as i64) as i32), top_p.unwrap_or(2.0));
         let (logits_ptr, uniforms_ptr, out_ptr) = (logits.data_ptr(), uniforms.data_ptr(), out.data_ptr());
+        if key_bits == 16 && WINDOWED.get() {
+            let function = self.function("stasc_window_sample_bf16")?;
+            // Rows read 8 logits per 16-byte load when every row starts on a 16-byte boundary.
+            let aligned = i32::from((logits_ptr as usize).is_multiple_of(16) && row_stride % 8 == 0);
+            let mut args = [
+                arg(&logits_ptr),
+                arg(&uniforms_ptr),
+                arg(&out_ptr),
+                arg(&vocab),
+                arg(&row_stride),
+                arg(&inv_t),
+                arg(&top_k),
+                arg(&top_p),
+                arg(&id_bits),
+                arg(&aligned),
+            ];
+            // SAFETY: the arguments follow stasc_window_sample_bf16's parameter list; the tensors live in the caching
+            // allocator, which reuses their memory only for work queued later on the same stream.
+            unsafe { function.launch(self.stream()?, (rows as u32, 1, 1), BLOCK, 0, &mut args) }
+                .map_err(launch_error)?;
+            return Ok(Some(out));
+        }
         let splits = blocks_per_row(rows);
         if splits > 1 {
             let stages = [(top_k > 0 && (top_k as i64) < vocab as i64, 0), (top_p < 1.0, 1), (true, 2)];

@@ -4,7 +4,10 @@
 // selection over that key: 8 bits per pass, each pass a histogram of counts and masses of the tokens sharing the
 // prefix chosen so far. Masses are integers (exp((logit - max) / T) * 2^32, truncated), so their sums do not depend
 // on the order they are added in and the result is exactly the sort path's (src/generate/sampling.rs; the CPU
-// mirror is src/generate/sort_free.rs).
+// mirror is src/generate/sort_free.rs). Each selection looks only at the candidates the previous one left (the
+// tokens at or above its result, the "floor"), and takes their total mass from its own first histogram. bf16 logits
+// under top-k/top-p take the windowed kernel (window_sampler.cu, compiled after this file), which falls back on the
+// radix selection here; f32 logits and plain temperature take it directly.
 typedef unsigned long long u64;
 typedef long long i64;
 #define NEG_INF __int_as_float(0xff800000)
@@ -54,12 +57,31 @@ struct Shared {
   float reduce_f[WARPS];
   u64 prefix;
   u64 above;
+  u64 limit;
 };
+
+// The limit of selection `stage` (0 top-k, 1 nucleus, 2 pick) over candidates of total mass `total`: the chosen
+// token is the last one with less than the limit (a count for top-k, a mass otherwise) before it. The nucleus keeps
+// a token while the mass before it is below top_p * total, for integer masses below its ceiling; the pick is the
+// last token with at most floor(u * total) before it, u = a / 2^24, computed exactly.
+__device__ __forceinline__ u64 selection_limit(int stage, u64 total, int top_k, double top_p, float uniform) {
+  if (stage == 0) return (u64)top_k;
+  if (stage == 1) return (u64)ceil(top_p * (double)total);
+  const u64 a = (u64)(uniform * 16777216.0f);
+  return a * (total >> 24) + ((a * (total & 0xFFFFFFull)) >> 24) + 1;
+}
+
+__device__ float block_reduce_max(float m, Shared& s);
 
 template <typename T>
 __device__ float block_max(const T* row, int vocab, Shared& s) {
   float m = NEG_INF;
   for (int i = threadIdx.x; i < vocab; i += BLOCK) m = fmaxf(m, to_f32(row[i]));
+  return block_reduce_max(m, s);
+}
+
+// The largest of every thread's `m`.
+__device__ float block_reduce_max(float m, Shared& s) {
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   if ((threadIdx.x & 31) == 0) s.reduce_f[threadIdx.x >> 5] = m;
   __syncthreads();
@@ -69,26 +91,13 @@ __device__ float block_max(const T* row, int vocab, Shared& s) {
   return m;
 }
 
+// Adds the candidates of row[begin, end) (tokens whose composite is at least `floor`) that match `prefix` above the
+// digit at `shift` (every candidate when done == 0) to that digit's bins: count[d] tokens of mass masses[d]. Each
+// warp takes 32 consecutive ids at a time; lanes with the same digit add up their masses so that one of them updates
+// the bin (a bin is hit by most of a warp in the first passes; shared-memory atomics to one address would serialise).
 template <typename T>
-__device__ u64 block_mass(const T* row, int vocab, const Params& p, Shared& s) {
-  u64 total = 0;
-  for (int i = threadIdx.x; i < vocab; i += BLOCK) total += mass(to_f32(row[i]), p);
-  for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
-  if ((threadIdx.x & 31) == 0) s.reduce_u[threadIdx.x >> 5] = total;
-  __syncthreads();
-  total = 0;
-  for (int w = 0; w < WARPS; ++w) total += s.reduce_u[w];
-  __syncthreads();
-  return total;
-}
-
-// Adds the tokens of row[begin, end) whose composite matches `prefix` above the digit at `shift` (every token when
-// done == 0) to that digit's bins: count[d] tokens of mass masses[d]. Each warp takes 32 consecutive ids at a time;
-// lanes with the same digit add up their masses so that one of them updates the bin (a bin is hit by most of a warp
-// in the first passes; shared-memory atomics to one address would serialise).
-template <typename T>
-__device__ void add_to_bins(const T* row, int begin, int end, const Params& p, int done, int shift, int width,
-                            u64 prefix, unsigned* count, u64* masses) {
+__device__ void add_to_bins(const T* row, int begin, int end, const Params& p, u64 floor, int done, int shift,
+                            int width, u64 prefix, unsigned* count, u64* masses) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int base = begin + warp * 32; base < end; base += BLOCK) {
     const int i = base + lane;
@@ -97,13 +106,14 @@ __device__ void add_to_bins(const T* row, int begin, int end, const Params& p, i
     if (i < end) {
       const float f = to_f32(row[i]);
       const u64 c = composite(f, (unsigned)i, p);
-      if (done == 0 || (c >> (shift + width)) == prefix) {
+      if (c >= floor && (done == 0 || (c >> (shift + width)) == prefix)) {
         digit = (unsigned)((c >> shift) & ((1u << width) - 1));
         q = mass(f, p);
       }
     }
     if (__ballot_sync(0xffffffffu, digit != NONE) == 0) continue;
     const unsigned peers = __match_any_sync(0xffffffffu, digit);
+    // 32 shuffles: faster here than __reduce_add_sync over 16-bit halves (measured on the H200, 2026-11-30).
     u64 sum = 0;
     for (int src = 0; src < 32; ++src) {
       const u64 v = __shfl_sync(0xffffffffu, q, src);
@@ -116,12 +126,14 @@ __device__ void add_to_bins(const T* row, int begin, int end, const Params& p, i
   }
 }
 
-// The smallest composite c present in the row with (count or mass of tokens whose composite is > c) < limit; also
-// the mass strictly above it. Requires limit > 0 (the first token always qualifies).
+// Selection `stage` over the candidates at or above `floor`: the smallest candidate composite c with (count or mass
+// of the candidates whose composite is > c) < the stage's limit, which the first pass sets from the candidates'
+// total mass. The limit is at least 1, so the first candidate always qualifies.
 template <typename T>
-__device__ u64 radix_select(const T* row, int vocab, const Params& p, bool by_count, u64 limit, u64* mass_above,
-                            Shared& s) {
+__device__ u64 radix_select(const T* row, int vocab, const Params& p, u64 floor, int stage, int top_k, double top_p,
+                            float uniform, Shared& s) {
   const int total_bits = p.key_bits + p.id_bits;
+  const bool by_count = stage == 0;
   u64 prefix = 0, above_mass = 0, above_count = 0;
   for (int done = 0; done < total_bits;) {
     const int width = min(8, total_bits - done);
@@ -131,15 +143,21 @@ __device__ u64 radix_select(const T* row, int vocab, const Params& p, bool by_co
       s.mass[d] = 0;
     }
     __syncthreads();
-    add_to_bins(row, 0, vocab, p, done, shift, width, prefix, s.count, s.mass);
+    add_to_bins(row, 0, vocab, p, floor, done, shift, width, prefix, s.count, s.mass);
     __syncthreads();
     if (threadIdx.x == 0) {
-      // The lowest non-empty bin whose tokens have less than `limit` before them; bins are walked from the top,
-      // and once a non-empty bin fails every lower one fails too.
+      if (done == 0) {
+        u64 total = 0;
+        for (int d = 0; d < 256; ++d) total += s.mass[d];
+        s.limit = selection_limit(stage, total, top_k, top_p, uniform);
+      }
+      // The lowest non-empty bin whose candidates have less than the limit before them; bins are walked from the
+      // top, and once a non-empty bin fails every lower one fails too.
+      const u64 lim = s.limit;
       u64 run_mass = above_mass, run_count = above_count, chosen = 0, chosen_mass = 0, chosen_count = 0;
       for (int d = (1 << width) - 1; d >= 0; --d) {
         if (s.count[d] == 0) continue;
-        if ((by_count ? run_count : run_mass) >= limit) break;
+        if ((by_count ? run_count : run_mass) >= lim) break;
         chosen = (u64)d;
         chosen_mass = run_mass;
         chosen_count = run_count;
@@ -157,8 +175,18 @@ __device__ u64 radix_select(const T* row, int vocab, const Params& p, bool by_co
     __syncthreads();
     done += width;
   }
-  *mass_above = above_mass;
   return prefix;
+}
+
+// The token of one row (as its composite) by radix selection: each selection's result is the floor of the next (the
+// k-th candidate, then the nucleus's last member).
+template <typename T>
+__device__ u64 radix_pick(const T* row, int vocab, const Params& p, int top_k, double top_p, float uniform,
+                          Shared& s) {
+  u64 floor = 0;
+  if (top_k > 0 && top_k < vocab) floor = radix_select(row, vocab, p, floor, 0, top_k, top_p, 0.0f, s);
+  if (top_p < 1.0) floor = radix_select(row, vocab, p, floor, 1, top_k, top_p, 0.0f, s);
+  return radix_select(row, vocab, p, floor, 2, top_k, top_p, uniform, s);
 }
 
 template <typename T>
@@ -168,25 +196,8 @@ __device__ void sample_row(const T* logits, const float* uniforms, i64* out, int
   const int r = blockIdx.x;
   const T* row = logits + (long)r * row_stride;
   const Params p = make_params(block_max(row, vocab, s), inv_t, key_bits, id_bits);
-  const auto id_of = [&](u64 c) { return (int)(p.id_mask - (unsigned)(c & p.id_mask)); };
-  u64 total, above;
-  if (top_k > 0 && top_k < vocab) {
-    const u64 kth = radix_select(row, vocab, p, true, (u64)top_k, &above, s);
-    total = above + mass(to_f32(row[id_of(kth)]), p);
-  } else {
-    total = block_mass(row, vocab, p, s);
-  }
-  if (top_p < 1.0) {
-    // A token is kept while the mass before it is below top_p * total: for integer masses, below its ceiling.
-    const u64 limit = (u64)ceil(top_p * (double)total);
-    const u64 last = radix_select(row, vocab, p, false, limit, &above, s);
-    total = above + mass(to_f32(row[id_of(last)]), p);
-  }
-  // threshold = floor(u * total) exactly, u = a / 2^24; the pick is the last token with at most that before it.
-  const u64 a = (u64)(uniforms[r] * 16777216.0f);
-  const u64 threshold = a * (total >> 24) + ((a * (total & 0xFFFFFFull)) >> 24);
-  const u64 pick = radix_select(row, vocab, p, false, threshold + 1, &above, s);
-  if (threadIdx.x == 0) out[r] = id_of(pick);
+  const u64 pick = radix_pick(row, vocab, p, top_k, top_p, uniforms[r], s);
+  if (threadIdx.x == 0) out[r] = (int)(p.id_mask - (unsigned)(pick & p.id_mask));
 }
 
 extern "C" __global__ void __launch_bounds__(BLOCK) stasc_sample_bf16(const stasc_bf16* logits, const float* uniforms,
@@ -209,9 +220,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK) stasc_sample_f32(const float
 struct SplitRow {
   unsigned max_key;  // the largest logit as an order-preserving unsigned key (atomicMax)
   int done;          // bits of the current selection chosen so far
-  int has_total;     // whether `total` holds the candidates' mass
-  int unused;
-  u64 prefix, above_mass, above_count, limit, total;
+  int unused[2];
+  u64 prefix, above_mass, above_count, limit;
+  u64 floor;  // the previous selection's result: the candidates are the tokens at or above it
 };
 
 struct SplitHist {
@@ -244,9 +255,8 @@ extern "C" __global__ void stasc_split_begin(SplitRow* state, SplitHist* hist) {
     SplitRow s;
     s.max_key = 0;
     s.done = 0;
-    s.has_total = 0;
-    s.unused = 0;
-    s.prefix = s.above_mass = s.above_count = s.limit = s.total = 0;
+    s.unused[0] = s.unused[1] = 0;
+    s.prefix = s.above_mass = s.above_count = s.limit = s.floor = 0;
     state[r] = s;
   }
 }
@@ -278,7 +288,7 @@ __device__ void split_hist(const T* logits, SplitRow* state, SplitHist* hist, in
   const Params p = make_params(from_order_key(state[r].max_key), inv_t, key_bits, id_bits);
   const int total_bits = key_bits + id_bits, done = state[r].done;
   const int width = min(8, total_bits - done), shift = total_bits - done - width;
-  const u64 prefix = state[r].prefix;
+  const u64 prefix = state[r].prefix, floor = state[r].floor;
   for (int d = threadIdx.x; d < 256; d += BLOCK) {
     count[d] = 0;
     masses[d] = 0;
@@ -286,7 +296,7 @@ __device__ void split_hist(const T* logits, SplitRow* state, SplitHist* hist, in
   __syncthreads();
   int begin, end;
   slice(vocab, &begin, &end);
-  add_to_bins(row, begin, end, p, done, shift, width, prefix, count, masses);
+  add_to_bins(row, begin, end, p, floor, done, shift, width, prefix, count, masses);
   __syncthreads();
   for (int d = threadIdx.x; d < 256; d += BLOCK) {
     if (count[d] != 0) {
@@ -296,9 +306,9 @@ __device__ void split_hist(const T* logits, SplitRow* state, SplitHist* hist, in
   }
 }
 
-// After a histogram pass: picks the pass's bin as radix_select does, and when a selection's last bits are chosen,
-// sets the candidates' mass for the next selection (or writes the row's token after the pick). `stage` is the
-// selection this pass belongs to; its limit is set on its first pass, when the histogram covers the whole row.
+// After a histogram pass: picks the pass's bin as radix_select does; a selection's first pass sets its limit from
+// the candidates' total mass (the histogram covers every candidate then), and its last writes the row's token
+// (the pick) or makes its result the next selection's floor. `stage` is the selection this pass belongs to.
 template <typename T>
 __device__ void split_select(const T* logits, SplitRow* state, SplitHist* hist, const float* uniforms, i64* out,
                              long row_stride, float inv_t, int key_bits, int id_bits, int stage, int top_k,
@@ -307,25 +317,12 @@ __device__ void split_select(const T* logits, SplitRow* state, SplitHist* hist, 
   const int r = blockIdx.x;
   SplitRow s = state[r];
   SplitHist& h = hist[r];
-  const Params p = make_params(from_order_key(s.max_key), inv_t, key_bits, id_bits);
   const int total_bits = key_bits + id_bits;
   const int width = min(8, total_bits - s.done);
   if (s.done == 0) {
-    if (!s.has_total) {
-      // The first pass of the first selection that needs the mass of every token: the histogram holds them all.
-      u64 all = 0;
-      for (int d = 0; d < 256; ++d) all += h.mass[d];
-      s.total = all;
-      s.has_total = 1;
-    }
-    if (stage == 0) {
-      s.limit = (u64)top_k;
-    } else if (stage == 1) {
-      s.limit = (u64)ceil(top_p * (double)s.total);
-    } else {
-      const u64 a = (u64)(uniforms[r] * 16777216.0f);
-      s.limit = a * (s.total >> 24) + ((a * (s.total & 0xFFFFFFull)) >> 24) + 1;
-    }
+    u64 total = 0;
+    for (int d = 0; d < 256; ++d) total += h.mass[d];
+    s.limit = selection_limit(stage, total, top_k, top_p, uniforms[r]);
   }
   const bool by_count = stage == 0;
   u64 run_mass = s.above_mass, run_count = s.above_count, chosen = 0, chosen_mass = 0, chosen_count = 0;
@@ -347,17 +344,19 @@ __device__ void split_select(const T* logits, SplitRow* state, SplitHist* hist, 
   s.above_count = chosen_count;
   s.done += width;
   if (s.done >= total_bits) {
-    const int id = (int)(p.id_mask - (unsigned)(s.prefix & p.id_mask));
     if (stage == 2) {
-      out[r] = id;
+      const unsigned id_mask = (unsigned)((1ull << id_bits) - 1);
+      out[r] = (int)(id_mask - (unsigned)(s.prefix & id_mask));
     } else {
-      s.total = s.above_mass + mass(to_f32(logits[(long)r * row_stride + id]), p);
-      s.has_total = 1;
+      s.floor = s.prefix;
     }
     s.done = 0;
     s.prefix = s.above_mass = s.above_count = 0;
   }
   state[r] = s;
+  (void)logits;
+  (void)row_stride;
+  (void)inv_t;
 }
 
 #define SPLIT_INSTANTIATE(T, SUFFIX)                                                                              \

@@ -31,7 +31,8 @@ fn sync() {
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
-    // 300 rows take the one-block kernel; 64 and 1 the split kernels (each row over several blocks).
+    // bf16 logits under top-k/top-p take the windowed kernel, then again the radix kernels; f32 the radix kernels:
+    // 300 rows take the one-block kernel, 64 and 1 the split kernels (each row over several blocks).
     let (rows, vocab) = (300i64, 151_936i64);
     let device = Device::Cuda(0);
     // Random logits on a grid (ties), scaled like a model's; -0.0 and 0.0 in every row.
@@ -41,7 +42,9 @@ fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
     let us: Vec<f32> = (0..rows as u64).map(|r| uniform(42, r)).collect();
     let us = Tensor::from_slice(&us).to_device(device);
     let (mut checked, mut kernel_s, mut sort_s) = (0, 0.0, 0.0);
-    for (kind, batch) in [Kind::BFloat16, Kind::Float].into_iter().flat_map(|k| [(k, 300), (k, 64), (k, 1)]) {
+    let paths = [(Kind::BFloat16, true), (Kind::BFloat16, false), (Kind::Float, false)];
+    for ((kind, windowed), batch) in paths.into_iter().flat_map(|p| [(p, 300), (p, 64), (p, 1)]) {
+        kernels::set_windowed_sampler(windowed);
         let logits = base.narrow(0, 0, batch).to_kind(kind);
         let us = us.narrow(0, 0, batch);
         let k = kernels::for_tensor(&logits).expect("kernels load on the GPU");
@@ -65,9 +68,32 @@ fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
                 kernel_s += (t1 - t0).as_secs_f64();
                 sort_s += t1.elapsed().as_secs_f64();
                 let (got, want) = (Vec::<i64>::try_from(got).unwrap(), Vec::<i64>::try_from(want).unwrap());
-                assert_eq!(got, want, "{kind:?} batch {batch} {rule:?}");
+                assert_eq!(got, want, "{kind:?} windowed {windowed} batch {batch} {rule:?}");
                 checked += got.len();
             }
+        }
+    }
+    // Rows where the windowed kernel hands selections to radix selection: a nucleus ending among magnitudes below
+    // 2^-16 (the tiny bin), and values over ~90 binades at a huge temperature (below the window).
+    kernels::set_windowed_sampler(true);
+    let spread = (Tensor::rand([64, vocab], (Kind::Float, device)) * 90.0 - 16.0).exp2();
+    let sign = Tensor::rand([64, vocab], (Kind::Float, device)).lt(0.5).to_kind(Kind::Float) * 2.0 - 1.0;
+    let tiny = &base.narrow(0, 0, 64) * 1e-7;
+    let _ = tiny.narrow(1, 2, 1).fill_(1.0);
+    // And rows that do not start on 16-byte boundaries (the windowed kernel's loads are then 2 bytes wide).
+    let unaligned = base.narrow(0, 0, 64).narrow(1, 1, vocab - 1);
+    for (name, logits, temperature) in
+        [("tiny", tiny, 1.0), ("wide", spread * sign, 1e30), ("unaligned", unaligned, 0.6)]
+    {
+        let logits = logits.to_kind(Kind::BFloat16);
+        let us = us.narrow(0, 0, 64);
+        let k = kernels::for_tensor(&logits).expect("kernels load on the GPU");
+        for (top_k, top_p) in [(None, Some(0.999)), (Some(50), Some(0.9)), (Some(5000), None)] {
+            let rule = Sampling::from_params(temperature, top_p, top_k).unwrap();
+            let got = Vec::<i64>::try_from(k.sample(&logits, &us, temperature, top_k, top_p).unwrap().unwrap());
+            let want = Vec::<i64>::try_from(rule.sample_sorted(&logits, &us).unwrap());
+            assert_eq!(got.unwrap(), want.unwrap(), "{name} {rule:?}");
+            checked += 64;
         }
     }
     println!(
@@ -106,23 +132,25 @@ fn decode_logits(model: &CausalLm, lens: &[i64], steps: i64) -> Tensor {
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn fused_decode_gives_the_logits_of_libtorch_ops_on_cuda() {
-    // Rows of different lengths crossing the attention kernel's 128-position chunks.
-    let lens = [5i64, 130, 250];
-    for dtype in ["f32", "bf16"] {
+    // Rows of different lengths crossing the attention kernel's 128-position chunks; a few rows get short chunks,
+    // 80 rows the longest.
+    let many: Vec<i64> = (0..80).map(|r| 5 + 6 * r).collect();
+    for (dtype, lens, steps) in [("f32", &[5i64, 130, 250][..], 40), ("bf16", &[5, 130, 250], 40), ("f32", &many, 10)] {
         let model = small_model(dtype);
         let _fused_projections = model.fuse_projections().unwrap();
         kernels::set_enabled(true);
-        let fused = decode_logits(&model, &lens, 40);
+        let fused = decode_logits(&model, lens, steps);
         kernels::set_enabled(false);
-        let eager = decode_logits(&model, &lens, 40);
+        let eager = decode_logits(&model, lens, steps);
         kernels::set_enabled(true);
         let diff = (&fused - &eager).abs().max().double_value(&[]);
         let scale = eager.abs().max().double_value(&[]);
         let same_argmax =
             fused.argmax(-1, false).eq_tensor(&eager.argmax(-1, false)).to_kind(Kind::Float).mean(Kind::Float);
         println!(
-            "DECODE {dtype}: fused vs libtorch ops max |diff| {diff:.3e} (logits up to {scale:.2}), same argmax in \
-             {:.1}% of {} steps x rows",
+            "DECODE {dtype}, {} rows: fused vs libtorch ops max |diff| {diff:.3e} (logits up to {scale:.2}), same \
+             argmax in {:.1}% of {} steps x rows",
+            lens.len(),
             same_argmax.double_value(&[]) * 100.0,
             fused.size()[0] * fused.size()[1]
         );
@@ -268,4 +296,40 @@ fn fused_adamw_gives_the_libtorch_ops_parameters_on_cuda() {
         }
     }
     assert!(failures.is_empty(), "the fused update must round where the libtorch ops round: {failures:?}");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
+fn packed_norm_and_silu_kernels_match_the_scalar_ones_on_cuda() {
+    // Rows one element off a 16-byte boundary take the scalar kernels; copies of them the packed (8 a thread) ones.
+    let (rows, hidden, width) = (37i64, 1536i64, 8960i64);
+    let device = Device::Cuda(0);
+    let off = |n: i64| {
+        let buf = (Tensor::randn([n + 1], (Kind::Float, device)) * 4.0).to_kind(Kind::BFloat16);
+        buf.narrow(0, 1, n)
+    };
+    let (x, r, gu) = (off(rows * hidden), off(rows * hidden), off(rows * 2 * width));
+    let (x, r, gu) = (x.view([rows, hidden]), r.view([rows, hidden]), gu.view([rows, 2 * width]));
+    let w = Tensor::rand([hidden], (Kind::Float, device)).to_kind(Kind::BFloat16);
+    let k = kernels::for_tensor(&x).expect("kernels load on the GPU");
+    let (sum_scalar, normed_scalar) = k.add_rms_norm(&x, Some(&r), &w, 1e-6).unwrap().unwrap();
+    let (sum_packed, normed_packed) = k.add_rms_norm(&x.copy(), Some(&r.copy()), &w, 1e-6).unwrap().unwrap();
+    let silu_scalar = k.silu_mul(&gu, width).unwrap().unwrap();
+    let silu_packed = k.silu_mul(&gu.copy(), width).unwrap().unwrap();
+    let (no_residual_scalar, no_residual_packed) = (
+        k.add_rms_norm(&x, None, &w, 1e-6).unwrap().unwrap().1,
+        k.add_rms_norm(&x.copy(), None, &w, 1e-6).unwrap().unwrap().1,
+    );
+    let to_f = |t: &Tensor| t.to_kind(Kind::Float);
+    let max_diff = |a: &Tensor, b: &Tensor| (to_f(a) - to_f(b)).abs().max().double_value(&[]);
+    // Same roundings: the sums and SiLU bit for bit; the norm sums its squares in another order, so its outputs may
+    // differ by a bf16 rounding step where the scale's last f32 bits differ.
+    assert_eq!(max_diff(&sum_scalar, &sum_packed), 0.0);
+    assert_eq!(max_diff(&silu_scalar, &silu_packed), 0.0);
+    for (a, b) in [(&normed_scalar, &normed_packed), (&no_residual_scalar, &no_residual_packed)] {
+        let scale = to_f(a).abs().max().double_value(&[]);
+        let differ = to_f(a).ne_tensor(&to_f(b)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        println!("NORM8: max |diff| {:.3e} (values up to {scale:.2}), {:.4}% differ", max_diff(a, b), differ * 100.0);
+        assert!(max_diff(a, b) <= scale / 64.0 && differ < 0.01);
+    }
 }
