@@ -26,22 +26,6 @@ typedef long long i64;
 #define DIM_PACKS (HEAD_DIM / 8)
 #define POSITION_GROUPS (BLOCK_THREADS / DIM_PACKS)
 
-// Eight consecutive elements (16-byte aligned) as f32.
-__device__ __forceinline__ void load8(const stasc_bf16* p, float out[8]) {
-  const uint4 raw = *(const uint4*)p;
-  const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    out[2 * i] = __uint_as_float(w[i] << 16);
-    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-__device__ __forceinline__ void load8(const float* p, float out[8]) {
-  const float4 a = *(const float4*)p, b = *(const float4*)(p + 4);
-  out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
-  out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
-}
-
 // q: row r, head j at q[r * q_stride + j * HEAD_DIM]; caches [rows, kv_heads, max_len, HEAD_DIM];
 // scratch_o [rows, heads, chunks, HEAD_DIM] and scratch_ml [rows, heads, chunks, 2] (f32). A block takes
 // chunk_len (<= CHUNK) positions in three steps, each thread-parallel with no per-position reduction: every thread

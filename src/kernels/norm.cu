@@ -75,16 +75,6 @@ extern "C" __global__ void stasc_silu_mul_f32(const float* gate_up, float* out, 
 // instead of reading them back). A decode step's rows are few and short, so the scalar kernels' threads each waited
 // on 2-byte loads, wave after wave.
 
-__device__ __forceinline__ void load8_bf16(const stasc_bf16* p, float out[8]) {
-  const uint4 raw = *(const uint4*)p;
-  const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    out[2 * i] = __uint_as_float(w[i] << 16);
-    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
 // Rounds eight values to bf16 and stores them with one 16-byte store.
 __device__ __forceinline__ void store8_bf16(stasc_bf16* p, const float v[8]) {
   unsigned w[4];
@@ -103,10 +93,10 @@ extern "C" __global__ void __launch_bounds__(1024) stasc_add_rms_norm8_bf16(cons
   float v[8];
   float squares = 0.f;
   if (i < hidden) {
-    load8_bf16(x + base + i, v);
+    load8(x + base + i, v);
     if (residual) {
       float r[8];
-      load8_bf16(residual + base + i, r);
+      load8(residual + base + i, r);
 #pragma unroll
       for (int e = 0; e < 8; ++e) v[e] = round_to(v[e] + r[e], (stasc_bf16*)0);
       store8_bf16(sum_out + base + i, v);
@@ -122,7 +112,7 @@ extern "C" __global__ void __launch_bounds__(1024) stasc_add_rms_norm8_bf16(cons
   const float inv = 1.0f / sqrtf(total / (float)hidden + eps);
   if (i < hidden) {
     float w[8];
-    load8_bf16(weight + i, w);
+    load8(weight + i, w);
 #pragma unroll
     for (int e = 0; e < 8; ++e) v[e] = w[e] * round_to(v[e] * inv, (stasc_bf16*)0);
     store8_bf16(normed + base + i, v);
@@ -136,8 +126,8 @@ extern "C" __global__ void __launch_bounds__(256) stasc_silu_mul8_bf16(const sta
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
     if (c >= width) continue;
     float g[8], u[8];
-    load8_bf16(gate_up + r * 2 * width + c, g);
-    load8_bf16(gate_up + r * 2 * width + width + c, u);
+    load8(gate_up + r * 2 * width + c, g);
+    load8(gate_up + r * 2 * width + width + c, u);
 #pragma unroll
     for (int e = 0; e < 8; ++e) g[e] = round_to(g[e] / (1.0f + expf(-g[e])), (stasc_bf16*)0) * u[e];
     store8_bf16(out + r * width + c, g);
