@@ -68,37 +68,18 @@ impl Kernels {
         let (vocab, inv_t) = (vocab as i32, (1.0 / temperature) as f32);
         let (top_k, top_p) = (top_k.map_or(0, |k| k.min(i32::MAX as i64) as i32), top_p.unwrap_or(2.0));
         let (logits_ptr, uniforms_ptr, out_ptr) = (logits.data_ptr(), uniforms.data_ptr(), out.data_ptr());
-        if key_bits == 16 && WINDOWED.get() {
-            let function = self.function("stasc_window_sample_bf16")?;
-            // Rows read 8 logits per 16-byte load when every row starts on a 16-byte boundary.
-            let aligned = i32::from((logits_ptr as usize).is_multiple_of(16) && row_stride % 8 == 0);
-            let mut args = [
-                arg(&logits_ptr),
-                arg(&uniforms_ptr),
-                arg(&out_ptr),
-                arg(&vocab),
-                arg(&row_stride),
-                arg(&inv_t),
-                arg(&top_k),
-                arg(&top_p),
-                arg(&id_bits),
-                arg(&aligned),
-            ];
-            // SAFETY: the arguments follow stasc_window_sample_bf16's parameter list; the tensors live in the caching
-            // allocator, which reuses their memory only for work queued later on the same stream.
-            unsafe { function.launch(self.stream()?, (rows as u32, 1, 1), BLOCK, 0, &mut args) }
-                .map_err(launch_error)?;
-            return Ok(Some(out));
-        }
+        let windowed = key_bits == 16 && WINDOWED.get();
         let splits = blocks_per_row(rows);
-        if splits > 1 {
+        if !windowed && splits > 1 {
             let stages = [(top_k > 0 && (top_k as i64) < vocab as i64, 0), (top_p < 1.0, 1), (true, 2)];
             let plan = SplitPlan { rows, splits, vocab, row_stride, inv_t, key_bits, id_bits, top_k, top_p };
             self.sample_split(suffix, &plan, &stages, logits_ptr, uniforms_ptr, out_ptr, logits.device())?;
             return Ok(Some(out));
         }
-        let function = self.function(if suffix == "bf16" { "stasc_sample_bf16" } else { "stasc_sample_f32" })?;
-        let mut args = [
+        // One block per row: the windowed kernel, or radix selection. Rows read 8 logits per 16-byte load when
+        // every row starts on a 16-byte boundary (windowed).
+        let aligned = i32::from((logits_ptr as usize).is_multiple_of(16) && row_stride % 8 == 0);
+        let mut args = vec![
             arg(&logits_ptr),
             arg(&uniforms_ptr),
             arg(&out_ptr),
@@ -107,11 +88,17 @@ impl Kernels {
             arg(&inv_t),
             arg(&top_k),
             arg(&top_p),
-            arg(&key_bits),
-            arg(&id_bits),
         ];
-        // SAFETY: the arguments follow stasc_sample_*'s parameter list; the tensors live in the caching allocator,
-        // which reuses their memory only for work queued later on the same stream.
+        let name = match (windowed, suffix) {
+            (true, _) => "stasc_window_sample_bf16",
+            (false, "bf16") => "stasc_sample_bf16",
+            _ => "stasc_sample_f32",
+        };
+        args.extend(if windowed { [arg(&id_bits), arg(&aligned)] } else { [arg(&key_bits), arg(&id_bits)] });
+        let function = self.function(name)?;
+        // SAFETY: the arguments follow the kernel's parameter list (stasc_window_sample_bf16 or stasc_sample_*); the
+        // tensors live in the caching allocator, which reuses their memory only for work queued later on the same
+        // stream.
         unsafe { function.launch(self.stream()?, (rows as u32, 1, 1), BLOCK, 0, &mut args) }.map_err(launch_error)?;
         Ok(Some(out))
     }
