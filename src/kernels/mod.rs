@@ -121,6 +121,11 @@ impl Kernels {
     }
 }
 
+/// Whether a device pointer sits on a 16-byte boundary, as the kernels' 16-byte loads need (null does).
+fn aligned16(p: *mut std::ffi::c_void) -> bool {
+    (p as usize).is_multiple_of(16)
+}
+
 fn launch_error(error: FfiError) -> tch::TchError {
     tch::TchError::Kind(format!("fused CUDA kernel: {error}"))
 }

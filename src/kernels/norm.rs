@@ -2,16 +2,11 @@
 
 use tch::{Kind, Tensor};
 
-use super::{launch_error, Kernels};
+use super::{aligned16, launch_error, Kernels};
 use crate::ffi::driver::arg;
 
 /// Threads per block of the norm kernel, as `BLOCK` in norm.cu.
 const NORM_BLOCK: u32 = 256;
-
-/// Whether a device pointer sits on a 16-byte boundary (null, for an absent residual, does).
-fn aligned16(p: *mut std::ffi::c_void) -> bool {
-    (p as usize).is_multiple_of(16)
-}
 
 fn suffix(kind: Kind) -> Option<&'static str> {
     match kind {

@@ -4,7 +4,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{launch_error, Kernels};
+use super::{aligned16, launch_error, Kernels};
 use crate::ffi::driver::arg;
 use crate::switch::Switch;
 
@@ -78,7 +78,7 @@ impl Kernels {
         }
         // One block per row: the windowed kernel, or radix selection. Rows read 8 logits per 16-byte load when
         // every row starts on a 16-byte boundary (windowed).
-        let aligned = i32::from((logits_ptr as usize).is_multiple_of(16) && row_stride % 8 == 0);
+        let aligned = i32::from(aligned16(logits_ptr) && row_stride % 8 == 0);
         let mut args = vec![
             arg(&logits_ptr),
             arg(&uniforms_ptr),

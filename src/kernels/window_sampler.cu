@@ -43,12 +43,12 @@ struct Window {
   u64 pre_mass[BLOCK];
   u64 warp_u[WARPS];
   u64 warp_v[WARPS];
-  u64 window_count, window_mass, under_count, under_mass, tiny_mass;
+  u64 under_count, tiny_mass;
   int fallback;
-  // The last selection's answer: its bin, the position in it, and the tokens / mass of the bins before it.
+  // The last selection's answer: its bin, the position in it, and the mass of the bins before it.
   int bin;
   unsigned position;
-  u64 before_count, before_mass;
+  u64 before_mass;
   int warp;
   unsigned rank_in_warp;
 };
@@ -147,7 +147,6 @@ __device__ void window_select(Window& w, int top, int tiny_bin, const Params& p,
       const u64 taken = per == 0 ? chosen_tokens : min((u64)chosen_tokens, (limit - before + per - 1) / per);
       w.bin = chosen;
       w.position = (unsigned)(taken - 1);
-      w.before_count = chosen_count;
       w.before_mass = chosen_mass;
     }
   }
@@ -228,7 +227,6 @@ __device__ void window_sample_row(const stasc_bf16* logits, const float* uniform
   block_sum2(tiny_mass, odd, w);
   if (threadIdx.x == 0) {
     w.under_count = under_count;
-    w.under_mass = under_mass;
     w.tiny_mass = tiny_mass;
     if (odd) w.fallback = 1;
   }
@@ -240,8 +238,8 @@ __device__ void window_sample_row(const stasc_bf16* logits, const float* uniform
     my_count += c;
     my_mass += d == tiny_bin ? tiny_mass : (u64)c * bin_token_mass(top, d, p);
   }
-  u64 window_count = my_count, window_mass = my_mass;
-  block_sum2(window_count, window_mass, w);
+  u64 window_mass = my_mass, window_count = my_count;  // the count only pairs the sum
+  block_sum2(window_mass, window_count, w);
   block_exclusive_scan2(my_count, my_mass, w);
   w.pre_count[threadIdx.x] = my_count;
   w.pre_mass[threadIdx.x] = my_mass;
