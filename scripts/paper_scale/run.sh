@@ -5,7 +5,8 @@
 # by the shared prefix). Settings (environment): PAYLOAD the folder prepare.sh filled (default: this script's own),
 # BIN the binary in it (default stasc; stasc_before for the older one), DEVICES the GPUs (STASC_DEVICES, e.g.
 # cuda:0,cuda:1; default the config's), LABEL a name for the runs, SKIP_MODEL=1 reuses /tmp/qwen15b, TIMEOUT stops a
-# run after that many seconds (its log and memory series still come back).
+# run after that many seconds (its log and memory series still come back), CHUNK sets chunk_prompts (prompts per
+# generate call and saved chunk; default the config's). STASC_GENERATE_STATS=1 logs every generate call.
 set -u
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 PY=/opt/torch/.venv/bin/python
@@ -21,7 +22,7 @@ fi
 label="${LABEL:-$BIN}"
 for cap in ${CAPS:-0.9}; do
   name="${label}_$cap"
-  sed -e "s|^run_name: .*|run_name: $name\ngpu_memory_utilization: $cap|" -e "s|\.gpu_run/|$P/|" "$P/stasc.yaml" \
+  sed -e "s|^run_name: .*|run_name: $name\ngpu_memory_utilization: $cap${CHUNK:+\nchunk_prompts: $CHUNK}|" -e "s|\.gpu_run/|$P/|" "$P/stasc.yaml" \
     > "/tmp/stasc_$name.yaml"
   rm -rf "/tmp/run_$name"   # a warm machine keeps /tmp: never resume an earlier measurement
   ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | paste -sd,; sleep 0.1; done ) \

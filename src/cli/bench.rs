@@ -58,6 +58,10 @@ pub struct GenerateArgs {
     /// Tokens generated per prompt.
     #[arg(long)]
     pub new_tokens: usize,
+    /// Leading prompt tokens common to every prompt (like a STaSC phase's few-shot messages): prefilled once and,
+    /// with the fused kernels, attended to once for all rows.
+    #[arg(long, default_value_t = 0)]
+    pub shared_prefix: usize,
     /// Sampling temperature (0 = greedy); the HF baseline uses 0.6.
     #[arg(long, default_value_t = 0.6)]
     pub temperature: f64,
@@ -123,6 +127,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let spec = BenchSpec {
         batch: a.batch,
         prompt_len: a.prompt_len,
+        shared_prefix: a.shared_prefix,
         new_tokens: a.new_tokens,
         sampling: Sampling::from_params(a.temperature, Some(a.top_p), None)?,
         seed: a.seed,
@@ -164,9 +169,10 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         eprintln!("GPU memory in use after the run (context + allocator cache): {:.1} GiB", used as f64 / gib);
     }
     println!(
-        "stasc generate bs={} prompt={} new={}: {:.0} tok/s ({:.1}s)",
+        "stasc generate bs={} prompt={}{} new={}: {:.0} tok/s ({:.1}s)",
         a.batch,
         a.prompt_len,
+        if a.shared_prefix > 0 { format!(" (shared {})", a.shared_prefix) } else { String::new() },
         a.new_tokens,
         report.stats.tokens_per_s(),
         report.stats.elapsed_s

@@ -127,6 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let request = GenerationRequest {
         prompts,
         n: args.n,
+        n_per_prompt: None,
         sampling,
         max_tokens: args.max_tokens,
         stop: StopRules {

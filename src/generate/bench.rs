@@ -14,6 +14,9 @@ pub struct BenchSpec {
     pub batch: usize,
     /// Tokens per prompt.
     pub prompt_len: usize,
+    /// Leading tokens every prompt has in common (a STaSC phase's instruction and few-shot messages), prefilled
+    /// once and shared by the rows (0: every prompt is random throughout).
+    pub shared_prefix: usize,
     /// Tokens generated per prompt.
     pub new_tokens: usize,
     /// Sampling rule (HF baseline: temperature 0.6, top_p 0.9).
@@ -37,13 +40,17 @@ pub struct BenchReport {
     pub cache_bytes: i64,
 }
 
-/// Random prompt ids in [100, vocab) (or [0, vocab) for tiny vocabularies), a pure function of the seed.
-fn random_prompts(batch: usize, len: usize, vocab: u64, seed: u64) -> Vec<PromptInput> {
+/// Random prompt ids in [100, vocab) (or [0, vocab) for tiny vocabularies), a pure function of the seed; the first
+/// `shared` tokens of every prompt are prompt 0's.
+fn random_prompts(batch: usize, len: usize, shared: usize, vocab: u64, seed: u64) -> Vec<PromptInput> {
     let low = if vocab > 200 { 100 } else { 0 };
     (0..batch as u64)
         .map(|id| {
             let token_ids = (0..len as u64)
-                .map(|j| (low + splitmix64(seed ^ splitmix64(id ^ (j << 32))) % (vocab - low)) as u32)
+                .map(|j| {
+                    let source = if (j as usize) < shared { 0 } else { id };
+                    (low + splitmix64(seed ^ splitmix64(source ^ (j << 32))) % (vocab - low)) as u32
+                })
                 .collect();
             PromptInput { id, token_ids }
         })
@@ -52,7 +59,7 @@ fn random_prompts(batch: usize, len: usize, vocab: u64, seed: u64) -> Vec<Prompt
 
 fn request(spec: &BenchSpec, batch: usize, prompt_len: usize, new_tokens: usize, vocab: u64) -> GenerationRequest {
     GenerationRequest {
-        prompts: random_prompts(batch, prompt_len, vocab, spec.seed),
+        prompts: random_prompts(batch, prompt_len, spec.shared_prefix.min(prompt_len), vocab, spec.seed),
         n: 1,
         sampling: spec.sampling,
         max_tokens: new_tokens,
@@ -72,7 +79,19 @@ pub fn bench_generate(
         return Err(GenerateError::InvalidRequest("batch, prompt length and new tokens must be at least 1".into()));
     }
     let vocab = model.config().vocab_size as u64;
-    let options = GenerateOptions { max_batch: spec.batch, max_cache_bytes: i64::MAX, ..options.clone() };
+    if spec.shared_prefix >= spec.prompt_len {
+        return Err(GenerateError::InvalidRequest(format!(
+            "the shared prefix ({}) must be shorter than the prompts ({})",
+            spec.shared_prefix, spec.prompt_len
+        )));
+    }
+    let shared_prefix_min_tokens = if spec.shared_prefix > 0 { Some(1) } else { options.shared_prefix_min_tokens };
+    let options = GenerateOptions {
+        max_batch: spec.batch,
+        max_cache_bytes: i64::MAX,
+        shared_prefix_min_tokens,
+        ..options.clone()
+    };
     if spec.warmup {
         let warm = request(spec, spec.batch, spec.prompt_len.min(16), spec.new_tokens.min(8), vocab);
         generate_ids(model, &warm, &options)?;
@@ -100,9 +119,17 @@ mod tests {
 
     #[test]
     fn prompts_are_deterministic_and_in_range() {
-        let a = random_prompts(3, 5, 1000, 9);
-        assert_eq!(a, random_prompts(3, 5, 1000, 9));
-        assert_ne!(a, random_prompts(3, 5, 1000, 10));
+        let a = random_prompts(3, 5, 0, 1000, 9);
+        assert_eq!(a, random_prompts(3, 5, 0, 1000, 9));
+        assert_ne!(a, random_prompts(3, 5, 0, 1000, 10));
         assert!(a.iter().flat_map(|p| &p.token_ids).all(|&t| (100..1000).contains(&t)));
+        assert_ne!(a[1].token_ids[..2], a[0].token_ids[..2]);
+        // A shared prefix: prompt 0's first tokens in every prompt, the rest each prompt's own.
+        let b = random_prompts(3, 5, 3, 1000, 9);
+        assert_eq!(b[0], a[0]);
+        for p in &b[1..] {
+            assert_eq!(p.token_ids[..3], a[0].token_ids[..3]);
+        }
+        assert_eq!(b[2].token_ids[3..], a[2].token_ids[3..]);
     }
 }

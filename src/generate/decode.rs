@@ -66,12 +66,19 @@ impl DeviceState {
         Ok(())
     }
 
-    /// One decode step over every row, device-side only: forward at `attend_len`, sample with this step's uniforms,
-    /// record the tokens in the history, advance tokens, positions and the step index.
-    fn step(&mut self, model: &CausalLm, sampling: &Sampling, attend_len: i64) -> Result<(), GenerateError> {
+    /// One decode step over every row, device-side only: forward at `attend_len` (reading `shared`, a prefix every
+    /// row holds a copy of, once for all rows), sample with this step's uniforms, record the tokens in the history,
+    /// advance tokens, positions and the step index.
+    fn step(
+        &mut self,
+        model: &CausalLm,
+        sampling: &Sampling,
+        attend_len: i64,
+        shared: Option<&KvCache>,
+    ) -> Result<(), GenerateError> {
         let rows = self.rows;
-        let hidden =
-            model.forward(&self.tokens, &self.positions, Pass::Decode { cache: &mut self.cache, attend_len })?;
+        let pass = Pass::Decode { cache: &mut self.cache, attend_len, shared };
+        let hidden = model.forward(&self.tokens, &self.positions, pass)?;
         let logits = model.logits(&hidden.f_view([rows, -1]).map_err(torch("decode"))?)?;
         let u = match &self.uniforms {
             Some(u) => Some(u.f_index_select(1, &self.step).and_then(|u| u.f_view([rows])).map_err(torch("sampling"))?),
@@ -133,16 +140,18 @@ impl Decoder {
         self.graphs.len()
     }
 
-    /// Runs one step attending to `attend_len` cache positions (rounded up to a graph bucket when graphs are on).
+    /// Runs one step attending to `attend_len` cache positions (rounded up to a graph bucket when graphs are on);
+    /// `shared`, when given, holds positions every row holds a copy of, for the whole call.
     pub(crate) fn step(
         &mut self,
         model: &CausalLm,
         state: &mut DeviceState,
         sampling: &Sampling,
         attend_len: i64,
+        shared: Option<&KvCache>,
     ) -> Result<(), GenerateError> {
         let Some(stream) = &self.stream else {
-            return state.step(model, sampling, attend_len);
+            return state.step(model, sampling, attend_len, shared);
         };
         let bucket = ((attend_len + self.bucket - 1) / self.bucket * self.bucket).min(state.cache_len);
         if let Some(graph) = self.graphs.get_mut(&bucket) {
@@ -151,7 +160,7 @@ impl Decoder {
         // The first graph of the call warms the stream up with a real step; later ones are replayed once instead.
         let warm_up = self.graphs.is_empty();
         let started = std::time::Instant::now();
-        let captured = stream.capture(self.pool, warm_up, || state.step(model, sampling, bucket));
+        let captured = stream.capture(self.pool, warm_up, || state.step(model, sampling, bucket, shared));
         let result = match captured {
             Ok(mut graph) => (|| -> Result<(), crate::ffi::FfiError> {
                 if !warm_up {
@@ -168,7 +177,7 @@ impl Decoder {
             Err(CaptureError::Unavailable(why)) => {
                 self.stream = None;
                 self.graph_note = Some(format!("CUDA graphs disabled: {why}"));
-                state.step(model, sampling, attend_len)
+                state.step(model, sampling, attend_len, shared)
             }
             Err(CaptureError::Recording(error, why)) => {
                 self.stream = None;
@@ -179,7 +188,7 @@ impl Decoder {
                 if warm_up {
                     Ok(())
                 } else {
-                    state.step(model, sampling, attend_len)
+                    state.step(model, sampling, attend_len, shared)
                 }
             }
         };

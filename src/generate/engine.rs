@@ -69,15 +69,16 @@ pub(crate) fn run(
     let mut outputs: Vec<PromptOutput<Option<SampleOutput>>> = prompts
         .iter()
         .zip(&request.prompts)
-        .map(|((tokens, dropped), p)| PromptOutput {
+        .enumerate()
+        .map(|(i, ((tokens, dropped), p))| PromptOutput {
             prompt_id: p.id,
             prompt_tokens: tokens.len(),
             truncated_tokens: *dropped,
-            samples: vec![None; request.n],
+            samples: vec![None; request.samples_of(i)],
         })
         .collect();
     let mut stats = GenerationStats::default();
-    let total_samples = prompts.len() * request.n;
+    let total_samples: usize = (0..prompts.len()).map(|i| request.samples_of(i)).sum();
     if total_samples == 0 {
         return Ok(finish(outputs, stats, started));
     }
@@ -89,6 +90,7 @@ pub(crate) fn run(
         (max_model_len.min(longest + request.max_tokens) as i64, Some(total_samples))
     };
     let rows = batch_rows(model, options, work, cache_len);
+    stats.rows = rows as usize;
     let window = options.sync_every.max(1) as i64;
     let mut state = DeviceState::new(model, rows, cache_len, window, request.sampling.is_random())?;
     // Batch-invariant runs prefill each prompt alone: a prefix found across the call's prompts would make a
@@ -135,7 +137,13 @@ pub(crate) fn run(
             } else {
                 active.iter().map(|&r| busy[r].as_ref().map_or(0, |row| row.pos + 1)).max().unwrap_or(1)
             };
-            decoder.step(model, &mut state, &request.sampling, attend_len.min(cache_len))?;
+            decoder.step(
+                model,
+                &mut state,
+                &request.sampling,
+                attend_len.min(cache_len),
+                prefix.as_ref().map(|p| p.cache()),
+            )?;
             for &r in &active {
                 if let Some(row) = busy[r].as_mut() {
                     row.pos = (row.pos + 1).min(cache_len - 1);
@@ -201,8 +209,17 @@ fn prepare_prompts(
     max_model_len: usize,
 ) -> Result<Vec<(Vec<u32>, usize)>, GenerateError> {
     let invalid = |m: String| Err(GenerateError::InvalidRequest(m));
-    if request.n == 0 {
-        return invalid("n (samples per prompt) must be at least 1".into());
+    match &request.n_per_prompt {
+        None if request.n == 0 => return invalid("n (samples per prompt) must be at least 1".into()),
+        Some(v) if v.len() != request.prompts.len() => {
+            return invalid(format!("n_per_prompt has {} counts for {} prompts", v.len(), request.prompts.len()))
+        }
+        Some(v) => {
+            if let Some(i) = v.iter().position(|&n| n == 0) {
+                return invalid(format!("prompt {} asks for 0 samples: each needs at least 1", request.prompts[i].id));
+            }
+        }
+        None => {}
     }
     if request.max_tokens == 0 {
         return invalid("max_tokens must be at least 1".into());

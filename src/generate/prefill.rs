@@ -7,7 +7,8 @@
 //! prompt's first row then gets a copy of those positions and only the rest of the prompt is prefilled, attending
 //! to the copy. Rows are copied rather than shared copy-on-write because attention reads each row as one contiguous
 //! sequence (libtorch's kernels take no block tables), and the copy costs a memory pass of the prefix per prompt
-//! where prefilling it cost a forward pass.
+//! where prefilling it cost a forward pass. Decode steps also get the one-row prefix cache: the fused attention
+//! (crate::kernels) reads the prefix there once for all rows instead of every row's copy.
 
 use std::collections::VecDeque;
 
@@ -74,6 +75,11 @@ impl SharedPrefix {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Its K/V: one row of exactly its length.
+    pub(crate) fn cache(&self) -> &KvCache {
+        &self.cache
+    }
 }
 
 /// Prompt tokens run and prompt tokens whose K/V came from the shared prefix instead, of one prefill.
@@ -95,7 +101,8 @@ pub(crate) fn assign_rows(
     while let Some(&(prompt, next_sample)) = pending.front() {
         let mut rows = Vec::new();
         let mut sample = next_sample;
-        while sample < request.n {
+        let n = request.samples_of(prompt);
+        while sample < n {
             let Some(r) = free.next() else { break };
             let seed = sample_seed(request.seed, outputs[prompt].prompt_id, sample as u64);
             let prompt_len = prompts[prompt].0.len();
@@ -107,7 +114,7 @@ pub(crate) fn assign_rows(
         if !rows.is_empty() {
             started.push(PromptRows { prompt, rows });
         }
-        if sample == request.n {
+        if sample == n {
             pending.pop_front();
         } else {
             pending.front_mut().expect("front exists").1 = sample;

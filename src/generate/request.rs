@@ -40,6 +40,9 @@ pub struct GenerationRequest {
     pub prompts: Vec<PromptInput>,
     /// Samples per prompt (>= 1).
     pub n: usize,
+    /// Samples of each prompt, in order, when they differ (each >= 1; `n` is then not used). One call with both
+    /// 5-sample train and 1-sample test prompts fills its batch better than a call per count.
+    pub n_per_prompt: Option<Vec<usize>>,
     /// How tokens are chosen.
     pub sampling: Sampling,
     /// Most tokens generated per sample (>= 1).
@@ -52,11 +55,19 @@ pub struct GenerationRequest {
     pub prompt_overflow: PromptOverflow,
 }
 
+impl GenerationRequest {
+    /// Samples of prompt `i`.
+    pub fn samples_of(&self, i: usize) -> usize {
+        self.n_per_prompt.as_ref().and_then(|v| v.get(i).copied()).unwrap_or(self.n)
+    }
+}
+
 impl Default for GenerationRequest {
     fn default() -> Self {
         GenerationRequest {
             prompts: Vec::new(),
             n: 1,
+            n_per_prompt: None,
             sampling: Sampling::Greedy,
             max_tokens: 256,
             stop: StopRules::default(),
@@ -141,6 +152,8 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     /// Batched decode steps run.
     pub decode_steps: usize,
+    /// KV-cache rows decoded together (each decode step runs them all).
+    pub rows: usize,
     /// Wall-clock seconds.
     pub elapsed_s: f64,
     /// Seconds the host spent blocked reading sampled tokens back from the device: near zero when the host is the

@@ -8,6 +8,11 @@
 // short chunks for small batches, so that a batch of one still spreads over many blocks.
 // Phase 2 (stasc_decode_attention_combine_*): one block per (query head, row) merges the row's chunks.
 //
+// Shared prefix ("cascade" attention): when every row's first `skip` positions hold the same K/V (a prompt prefix
+// common to the whole call), phase 1 starts at position skip and the prefix is attended to once for all rows by
+// two batched products (libtorch, tensor cores) around stasc_prefix_softmax_*, whose unnormalised output, max and
+// sum enter the combine as one more chunk. The rows' own copies of the prefix are then not read.
+//
 // Also here: the rotary embedding of the new token's queries and keys, fused with writing its keys and values
 // into the cache (stasc_rope_kv_write_*), rounded as the eager path rounds (x * cos to the dtype, then + the
 // rotated half * sin).
@@ -26,16 +31,17 @@ typedef long long i64;
 #define DIM_PACKS (HEAD_DIM / 8)
 #define POSITION_GROUPS (BLOCK_THREADS / DIM_PACKS)
 
-// q: row r, head j at q[r * q_stride + j * HEAD_DIM]; caches [rows, kv_heads, max_len, HEAD_DIM];
+// q: [kv_heads, rows, GROUP, HEAD_DIM] (as stasc_rope_kv_write lays it out: a K/V head's queries of all rows are one
+// matrix for the shared prefix's batched products); caches [rows, kv_heads, max_len, HEAD_DIM];
 // scratch_o [rows, heads, chunks, HEAD_DIM] and scratch_ml [rows, heads, chunks, 2] (f32). A block takes
 // chunk_len (<= CHUNK) positions in three steps, each thread-parallel with no per-position reduction: every thread
 // scores one position against the GROUP queries (its key read with 16-byte loads), each warp turns one head's
 // scores into exp(score - max) and their sum, then every thread sums weight * value for eight dimensions over a
 // share of the positions (16-byte loads) and the shares are added in shared memory.
 template <typename T>
-__device__ void attention_chunk(const T* q, long q_stride, const T* k_cache, const T* v_cache, const i64* positions,
+__device__ void attention_chunk(const T* q, const T* k_cache, const T* v_cache, const i64* positions,
                                 float* scratch_o, float* scratch_ml, int kv_heads, long max_len, int chunks,
-                                int chunk_len, float scale) {
+                                int chunk_len, int skip, float scale) {
   __shared__ __align__(16) float q_s[GROUP][HEAD_DIM];
   __shared__ float p_s[GROUP][CHUNK];
   __shared__ float stat_m[GROUP], stat_l[GROUP];
@@ -43,13 +49,13 @@ __device__ void attention_chunk(const T* q, long q_stride, const T* k_cache, con
   const int chunk = blockIdx.x, kv = blockIdx.y, row = blockIdx.z;
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const long len = positions[row] + 1;
-  const long start = (long)chunk * chunk_len;
+  const long start = skip + (long)chunk * chunk_len;
   if (start >= len) return;
   const int n = (int)min((long)chunk_len, len - start);
   const int heads = kv_heads * GROUP;
   for (int i = t; i < GROUP * HEAD_DIM; i += BLOCK_THREADS) {
     const int g = i / HEAD_DIM, d = i % HEAD_DIM;
-    q_s[g][d] = to_f32(q[row * q_stride + (long)(kv * GROUP + g) * HEAD_DIM + d]) * scale;
+    q_s[g][d] = to_f32(q[(((long)kv * gridDim.z + row) * GROUP + g) * HEAD_DIM + d]) * scale;
   }
   __syncthreads();
   const long head_base = ((long)row * kv_heads + kv) * max_len + start;
@@ -137,14 +143,22 @@ __device__ void attention_chunk(const T* q, long q_stride, const T* k_cache, con
 
 template <typename T>
 __device__ void attention_combine(const float* scratch_o, const float* scratch_ml, const i64* positions, T* out,
-                                  int heads, int chunks, int chunk_len) {
+                                  int heads, int chunks, int chunk_len, int skip, const float* prefix_o,
+                                  const float* prefix_ml) {
   const int head = blockIdx.x, row = blockIdx.y, d = threadIdx.x;
   const long len = positions[row] + 1;
-  const int used = (int)min((long)chunks, (len + chunk_len - 1) / chunk_len);
+  const int used = (int)max(0L, min((long)chunks, (len - skip + chunk_len - 1) / chunk_len));
   const long base = ((long)row * heads + head) * chunks;
-  float mm = NEG_INF;
+  // The prefix's partial: [kv_heads, rows, GROUP] slots, as the batched products lay it out.
+  const long pslot = ((long)(head / GROUP) * gridDim.y + row) * GROUP + head % GROUP;
+  float mm = prefix_o ? prefix_ml[pslot * 2] : NEG_INF;
   for (int c = 0; c < used; ++c) mm = fmaxf(mm, scratch_ml[(base + c) * 2]);
   float ll = 0.f, oo = 0.f;
+  if (prefix_o) {
+    const float f = expf(prefix_ml[pslot * 2] - mm);
+    ll = prefix_ml[pslot * 2 + 1] * f;
+    oo = prefix_o[pslot * HEAD_DIM + d] * f;
+  }
   for (int c = 0; c < used; ++c) {
     const float f = expf(scratch_ml[(base + c) * 2] - mm);
     ll += scratch_ml[(base + c) * 2 + 1] * f;
@@ -153,9 +167,48 @@ __device__ void attention_combine(const float* scratch_o, const float* scratch_m
   store(out + ((long)row * heads + head) * HEAD_DIM + d, oo / ll);
 }
 
+// The prefix's softmax numerators: row i of s ([n, len] f32 dot products of a query with the prefix keys) becomes
+// p = exp(scale * s - m) in the model's dtype (the operand of the product with the values, rounded as flash
+// attention rounds it), with m = max(scale * s) and l = the sum of the rounded p in ml[i] = (m, l). One block of
+// BLOCK_THREADS threads a row.
+template <typename T>
+__device__ void prefix_softmax(const float* s, T* p, float* ml, int len, float scale) {
+  __shared__ float red[BLOCK_THREADS / 32];
+  const long i = blockIdx.x;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const float* si = s + i * len;
+  float m = NEG_INF;
+  for (int j = t; j < len; j += BLOCK_THREADS) m = fmaxf(m, scale * si[j]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (lane == 0) red[warp] = m;
+  __syncthreads();
+  m = red[0];
+#pragma unroll
+  for (int w = 1; w < BLOCK_THREADS / 32; ++w) m = fmaxf(m, red[w]);
+  __syncthreads();
+  float l = 0.f;
+  for (int j = t; j < len; j += BLOCK_THREADS) {
+    const float w = round_to(expf(scale * si[j] - m), (T*)0);
+    store(p + i * len + j, w);
+    l += w;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+  if (lane == 0) red[warp] = l;
+  __syncthreads();
+  if (t == 0) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < BLOCK_THREADS / 32; ++w) sum += red[w];
+    ml[i * 2] = m;
+    ml[i * 2 + 1] = sum;
+  }
+}
+
 // qkv: row r at qkv[r * qkv_stride], heads [q (heads) | k (kv_heads) | v (kv_heads)] of HEAD_DIM each; cos and
-// sin_signed: [max positions, HEAD_DIM]; row r writes cache row r at positions[r]. Grid (heads + 2 kv_heads, rows),
-// HEAD_DIM threads.
+// sin_signed: [max positions, HEAD_DIM]; row r writes cache row r at positions[r] and its rotated queries to q_out
+// [kv_heads, rows, GROUP, HEAD_DIM]. Grid (heads + 2 kv_heads, rows), HEAD_DIM threads.
 template <typename T>
 __device__ void rope_kv_write(const T* qkv, long qkv_stride, const T* cos, const T* sin_signed, const i64* positions,
                               T* q_out, T* k_cache, T* v_cache, int heads, int kv_heads, long max_len) {
@@ -168,7 +221,7 @@ __device__ void rope_kv_write(const T* qkv, long qkv_stride, const T* cos, const
     const float c = to_f32(cos[pos * HEAD_DIM + i]), s = to_f32(sin_signed[pos * HEAD_DIM + i]);
     const float out = round_to(xi * c, (T*)0) + rolled * s;
     if (head < heads) {
-      store(q_out + ((long)row * heads + head) * HEAD_DIM + i, out);
+      store(q_out + (((long)(head / GROUP) * gridDim.y + row) * GROUP + head % GROUP) * HEAD_DIM + i, out);
     } else {
       store(k_cache + (((long)row * kv_heads + head - heads) * max_len + pos) * HEAD_DIM + i, out);
     }
@@ -179,14 +232,19 @@ __device__ void rope_kv_write(const T* qkv, long qkv_stride, const T* cos, const
 
 #define INSTANTIATE(T, SUFFIX)                                                                                    \
   extern "C" __global__ void __launch_bounds__(BLOCK_THREADS) stasc_decode_attention_##SUFFIX(                  \
-      const T* q, long q_stride, const T* k_cache, const T* v_cache, const i64* positions, float* scratch_o,      \
-      float* scratch_ml, int kv_heads, long max_len, int chunks, int chunk_len, float scale) {                    \
-    attention_chunk(q, q_stride, k_cache, v_cache, positions, scratch_o, scratch_ml, kv_heads, max_len, chunks,   \
-                    chunk_len, scale);                                                                            \
+      const T* q, const T* k_cache, const T* v_cache, const i64* positions, float* scratch_o,                     \
+      float* scratch_ml, int kv_heads, long max_len, int chunks, int chunk_len, int skip, float scale) {          \
+    attention_chunk(q, k_cache, v_cache, positions, scratch_o, scratch_ml, kv_heads, max_len, chunks,             \
+                    chunk_len, skip, scale);                                                                      \
   }                                                                                                               \
   extern "C" __global__ void stasc_decode_attention_combine_##SUFFIX(const float* scratch_o,                      \
-      const float* scratch_ml, const i64* positions, T* out, int heads, int chunks, int chunk_len) {              \
-    attention_combine(scratch_o, scratch_ml, positions, out, heads, chunks, chunk_len);                           \
+      const float* scratch_ml, const i64* positions, T* out, int heads, int chunks, int chunk_len, int skip,      \
+      const float* prefix_o, const float* prefix_ml) {                                                            \
+    attention_combine(scratch_o, scratch_ml, positions, out, heads, chunks, chunk_len, skip, prefix_o, prefix_ml); \
+  }                                                                                                               \
+  extern "C" __global__ void __launch_bounds__(BLOCK_THREADS) stasc_prefix_softmax_##SUFFIX(const float* s, T* p, \
+      float* ml, int len, float scale) {                                                                          \
+    prefix_softmax(s, p, ml, len, scale);                                                                         \
   }                                                                                                               \
   extern "C" __global__ void stasc_rope_kv_write_##SUFFIX(const T* qkv, long qkv_stride, const T* cos,            \
       const T* sin_signed, const i64* positions, T* q_out, T* k_cache, T* v_cache, int heads, int kv_heads,       \

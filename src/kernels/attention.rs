@@ -1,5 +1,8 @@
 //! Launching attention.cu's kernels (compiled per head size and group on first use): split-K decode attention
-//! over the cache, and the rotary embedding fused with the cache write.
+//! over the cache (with a prefix shared by every row attended to once for all of them), and the rotary embedding
+//! fused with the cache write.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tch::{Kind, Tensor};
 
@@ -23,14 +26,36 @@ pub fn chunk_len(rows: i64, kv_heads: i64, attend_len: i64) -> i64 {
     len
 }
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 8] = [
     "stasc_decode_attention_bf16",
     "stasc_decode_attention_combine_bf16",
     "stasc_rope_kv_write_bf16",
+    "stasc_prefix_softmax_bf16",
     "stasc_decode_attention_f32",
     "stasc_decode_attention_combine_f32",
     "stasc_rope_kv_write_f32",
+    "stasc_prefix_softmax_f32",
 ];
+
+/// `STASC_SHARED_PREFIX_ATTENTION=0` makes every row read its own copy of a shared prefix (to compare the paths).
+static SHARED_PREFIX: crate::switch::Switch = crate::switch::Switch::new("STASC_SHARED_PREFIX_ATTENTION", true);
+
+/// Set when libtorch could not run the prefix's batched products on this build (then rows read their copies).
+static PREFIX_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Turns attending to a shared prefix once for all rows on or off for the whole process (rows always hold copies
+/// of it, so both give the same attention up to rounding).
+pub fn set_shared_prefix_attention(on: bool) {
+    SHARED_PREFIX.set(on);
+}
+
+/// The kernels of one dtype.
+struct ForKind<'a> {
+    phase1: &'a Function,
+    combine: &'a Function,
+    rope: &'a Function,
+    prefix_softmax: &'a Function,
+}
 
 /// attention.cu compiled for one (head_dim, group).
 #[derive(Debug, Clone)]
@@ -39,14 +64,14 @@ pub struct AttentionKernels {
 }
 
 impl AttentionKernels {
-    /// (phase 1, combine, rope) for `kind`.
-    fn for_kind(&self, kind: Kind) -> Option<(&Function, &Function, &Function)> {
-        let f = &self.functions;
-        match kind {
-            Kind::BFloat16 => Some((&f[0], &f[1], &f[2])),
-            Kind::Float => Some((&f[3], &f[4], &f[5])),
-            _ => None,
-        }
+    /// The kernels for `kind`.
+    fn for_kind(&self, kind: Kind) -> Option<ForKind<'_>> {
+        let f = match kind {
+            Kind::BFloat16 => &self.functions[..4],
+            Kind::Float => &self.functions[4..],
+            _ => return None,
+        };
+        Some(ForKind { phase1: &f[0], combine: &f[1], rope: &f[2], prefix_softmax: &f[3] })
     }
 }
 
@@ -87,10 +112,13 @@ impl Kernels {
             .clone()
     }
 
-    /// Attention of one new token per row over its cache row: `q` [rows, 1, heads, head_dim] (rows may be strided,
-    /// heads contiguous), caches [rows, kv_heads, max_len, head_dim] (contiguous, row r = batch row r), and each
-    /// row attending to its positions 0..=`positions[r]` ([rows] int64). Returns [rows, 1, heads * head_dim], or
-    /// `None` for shapes the kernel does not take.
+    /// Attention of one new token per row over its cache row: `q` [kv_heads, rows, group, head_dim] (contiguous, as
+    /// [`Kernels::rope_kv_write`] returns it), caches [rows, kv_heads, max_len, head_dim] (contiguous, row r = batch row r), and each
+    /// row attending to its positions 0..=`positions[r]` ([rows] int64). `prefix`, when given, is K and V
+    /// [1, kv_heads, len, head_dim] of positions 0..len that every row's cache holds a copy of: they are attended to
+    /// once for all rows and the copies are not read. Returns [rows, 1, heads * head_dim], or `None` for shapes the
+    /// kernel does not take.
+    #[allow(clippy::too_many_arguments)]
     pub fn decode_attention(
         &self,
         q: &Tensor,
@@ -99,18 +127,20 @@ impl Kernels {
         positions: &Tensor,
         attend_len: i64,
         scale: f64,
+        prefix: Option<(&Tensor, &Tensor)>,
     ) -> Result<Option<Tensor>, tch::TchError> {
-        let (size, stride, cache) = (q.size(), q.stride(), k_cache.size());
-        let (&[rows, 1, heads, head_dim], &[q_stride, _, hs, 1], &[cache_rows, kv_heads, max_len, cache_dim]) =
-            (size.as_slice(), stride.as_slice(), cache.as_slice())
+        let (size, cache) = (q.size(), k_cache.size());
+        let (&[q_kv_heads, rows, group, head_dim], &[cache_rows, kv_heads, max_len, cache_dim]) =
+            (size.as_slice(), cache.as_slice())
         else {
             return Ok(None);
         };
-        let fits = hs == head_dim
+        let heads = kv_heads * group;
+        let fits = q.is_contiguous()
+            && q_kv_heads == kv_heads
             && cache_rows == rows
             && cache_dim == head_dim
             && kv_heads > 0
-            && heads % kv_heads == 0
             && k_cache.is_contiguous()
             && v_cache.is_contiguous()
             && v_cache.size() == cache
@@ -122,10 +152,37 @@ impl Kernels {
         if !fits {
             return Ok(None);
         }
-        let Some(kernels) = self.attention_kernels(head_dim, heads / kv_heads) else { return Ok(None) };
-        let Some((phase1, combine, _)) = kernels.for_kind(q.kind()) else { return Ok(None) };
-        let chunk = chunk_len(rows, kv_heads, attend_len);
-        let chunks = (attend_len + chunk - 1) / chunk;
+        let Some(kernels) = self.attention_kernels(head_dim, group) else { return Ok(None) };
+        let Some(f) = kernels.for_kind(q.kind()) else { return Ok(None) };
+        let prefix = prefix.filter(|(k, v)| {
+            let shape = k.size();
+            SHARED_PREFIX.get()
+                && !PREFIX_FAILED.load(Ordering::Relaxed)
+                && shape.len() == 4
+                && shape[..2] == [1, kv_heads]
+                && shape[3] == head_dim
+                && shape[2] < attend_len
+                && v.size() == shape
+                && k.kind() == q.kind()
+                && v.kind() == q.kind()
+        });
+        let shared = match prefix {
+            Some((k, v)) => match prefix_partials(&f, q, k, v, scale, self.stream()?) {
+                Ok(partials) => Some(partials),
+                Err(why) => {
+                    // Rows hold copies of the prefix: reading them instead gives the same attention.
+                    if !PREFIX_FAILED.swap(true, Ordering::Relaxed) {
+                        eprintln!("note: shared-prefix attention unavailable ({why}); rows read their own copies");
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let skip = shared.as_ref().map_or(0, |s| s.len);
+        let own = attend_len - skip;
+        let chunk = chunk_len(rows, kv_heads, own);
+        let chunks = (own + chunk - 1) / chunk;
         let device = q.device();
         let scratch_o = Tensor::f_empty([rows * heads * chunks * head_dim], (Kind::Float, device))?;
         let scratch_ml = Tensor::f_empty([rows * heads * chunks * 2], (Kind::Float, device))?;
@@ -133,11 +190,14 @@ impl Kernels {
         let stream = self.stream()?;
         let (q_ptr, k_ptr, v_ptr, p_ptr) = (q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), positions.data_ptr());
         let (o_ptr, ml_ptr, out_ptr) = (scratch_o.data_ptr(), scratch_ml.data_ptr(), out.data_ptr());
+        let (prefix_o, prefix_ml) = match &shared {
+            Some(s) => (s.o.data_ptr(), s.ml.data_ptr()),
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
         let (kv_i, chunks_i, heads_i, scale_f) = (kv_heads as i32, chunks as i32, heads as i32, scale as f32);
-        let chunk_i = chunk as i32;
+        let (chunk_i, skip_i) = (chunk as i32, skip as i32);
         let mut args1 = [
             arg(&q_ptr),
-            arg(&q_stride),
             arg(&k_ptr),
             arg(&v_ptr),
             arg(&p_ptr),
@@ -147,17 +207,28 @@ impl Kernels {
             arg(&max_len),
             arg(&chunks_i),
             arg(&chunk_i),
+            arg(&skip_i),
             arg(&scale_f),
         ];
-        let mut args2 =
-            [arg(&o_ptr), arg(&ml_ptr), arg(&p_ptr), arg(&out_ptr), arg(&heads_i), arg(&chunks_i), arg(&chunk_i)];
+        let mut args2 = [
+            arg(&o_ptr),
+            arg(&ml_ptr),
+            arg(&p_ptr),
+            arg(&out_ptr),
+            arg(&heads_i),
+            arg(&chunks_i),
+            arg(&chunk_i),
+            arg(&skip_i),
+            arg(&prefix_o),
+            arg(&prefix_ml),
+        ];
         // SAFETY: arguments follow the kernels' parameter lists, shapes and strides were checked above, and the
         // scratch tensors live in the caching allocator (reused only by work queued later on this stream).
         unsafe {
-            phase1
+            f.phase1
                 .launch(stream, (chunks as u32, kv_heads as u32, rows as u32), BLOCK, 0, &mut args1)
                 .map_err(launch_error)?;
-            combine
+            f.combine
                 .launch(stream, (heads as u32, rows as u32, 1), head_dim as u32, 0, &mut args2)
                 .map_err(launch_error)?;
         }
@@ -167,7 +238,8 @@ impl Kernels {
     /// Rotates the new token's queries and keys and writes its keys and values into the caches at `positions`:
     /// `qkv` [rows, 1, (heads + 2 kv_heads) * head_dim] (the fused projection's output, rows may be strided), `cos`
     /// and `sin_signed` [max positions, head_dim] (the full rotary tables), caches as for `decode_attention`.
-    /// Returns the rotated queries [rows, 1, heads, head_dim], or `None` for shapes the kernel does not take.
+    /// Returns the rotated queries [kv_heads, rows, heads / kv_heads, head_dim] (the layout
+    /// [`Kernels::decode_attention`] takes), or `None` for shapes the kernel does not take.
     #[allow(clippy::too_many_arguments)]
     pub fn rope_kv_write(
         &self,
@@ -203,8 +275,8 @@ impl Kernels {
             return Ok(None);
         }
         let Some(kernels) = self.attention_kernels(head_dim, heads / kv_heads) else { return Ok(None) };
-        let Some((_, _, rope)) = kernels.for_kind(qkv.kind()) else { return Ok(None) };
-        let q = Tensor::f_empty([rows, 1, heads, head_dim], (qkv.kind(), qkv.device()))?;
+        let Some(f) = kernels.for_kind(qkv.kind()) else { return Ok(None) };
+        let q = Tensor::f_empty([kv_heads, rows, heads / kv_heads, head_dim], (qkv.kind(), qkv.device()))?;
         let ptrs = [qkv, cos, sin_signed, positions, &q, k_cache, v_cache].map(|t| t.data_ptr());
         let (heads_i, kv_i) = (heads as i32, kv_heads as i32);
         let mut args = [
@@ -223,9 +295,53 @@ impl Kernels {
         let grid = ((heads + 2 * kv_heads) as u32, rows as u32, 1);
         // SAFETY: arguments follow stasc_rope_kv_write_*; shapes, dtypes and contiguity were checked above. The
         // positions must lie inside the tables and caches, as for the eager path's index_put_.
-        unsafe { rope.launch(self.stream()?, grid, head_dim as u32, 0, &mut args) }.map_err(launch_error)?;
+        unsafe { f.rope.launch(self.stream()?, grid, head_dim as u32, 0, &mut args) }.map_err(launch_error)?;
         Ok(Some(q))
     }
+}
+
+/// The shared prefix's share of every row's attention, as one more chunk for the combine: the unnormalised output
+/// [kv_heads, rows * group, head_dim] (f32), and its max and sum [kv_heads, rows * group, 2].
+struct PrefixPartials {
+    o: Tensor,
+    ml: Tensor,
+    len: i64,
+}
+
+/// Attends every row's queries to the prefix K/V ([1, kv_heads, len, head_dim]) at once: the dot products as one
+/// batched product per K/V head (f32 results), the softmax numerators by stasc_prefix_softmax, and their product
+/// with the values (f32 results). The prefix is read once per step instead of once per row.
+fn prefix_partials(
+    f: &ForKind<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    stream: *mut std::ffi::c_void,
+) -> Result<PrefixPartials, tch::TchError> {
+    let (kv_heads, rows, group, head_dim) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
+    let len = k.size()[2];
+    let n = rows * group;
+    let grouped = q.f_view([kv_heads, n, head_dim])?;
+    let keys = k.f_view([kv_heads, len, head_dim])?;
+    let values = v.f_view([kv_heads, len, head_dim])?;
+    // bf16 operands with f32 results: the dot products keep the precision the per-row kernel gives them.
+    let product = |a: &Tensor, b: &Tensor| match a.kind() {
+        Kind::Float => a.f_bmm(b),
+        _ => a.f_bmm_dtype(b, Kind::Float),
+    };
+    let s = product(&grouped, &keys.f_transpose(1, 2)?)?;
+    let p = Tensor::f_empty([kv_heads, n, len], (q.kind(), q.device()))?;
+    let ml = Tensor::f_empty([kv_heads, n, 2], (Kind::Float, q.device()))?;
+    let (s_ptr, p_ptr, ml_ptr) = (s.data_ptr(), p.data_ptr(), ml.data_ptr());
+    let (len_i, scale_f) = (len as i32, scale as f32);
+    let mut args = [arg(&s_ptr), arg(&p_ptr), arg(&ml_ptr), arg(&len_i), arg(&scale_f)];
+    // SAFETY: s is a fresh contiguous [kv_heads * n, len] f32 tensor, p and ml are allocated to the kernel's
+    // layout, and all three live in the caching allocator on this stream.
+    unsafe { f.prefix_softmax.launch(stream, ((kv_heads * n) as u32, 1, 1), BLOCK, 0, &mut args) }
+        .map_err(launch_error)?;
+    let o = product(&p, &values)?;
+    Ok(PrefixPartials { o, ml, len })
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub enum Pass<'a> {
         cache: &'a mut KvCache,
         /// Number of leading cache positions any row may attend to.
         attend_len: i64,
+        /// A one-row cache whose positions 0..its max_len every row of `cache` holds a copy of (a prompt prefix
+        /// common to all rows): fused attention reads it once for all rows instead of the copies.
+        shared: Option<&'a KvCache>,
     },
 }
 
@@ -383,7 +386,7 @@ impl CausalLm {
                     .map_err(torch_err("prefill after a cached prefix"))?;
                 }
             }
-            Pass::Decode { cache, attend_len } => {
+            Pass::Decode { cache, attend_len, shared } => {
                 if t != 1 || b != cache.rows() || attend_len > cache.max_len() {
                     return Err(shape_error(format!(
                         "decode takes [{}, 1] tokens and attend_len <= {}, found {size:?} and {attend_len}",
@@ -402,6 +405,7 @@ impl CausalLm {
                         write_pos: &write_pos,
                         attend_len,
                         mask: &mask,
+                        prefix: shared.map(|s| s.layer_kv(i)),
                     };
                     let (after, mlp) = layer
                         .forward_pending(&x, pending.as_ref(), &self.rope, &rope_at, mode, fused(i))

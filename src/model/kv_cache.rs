@@ -90,6 +90,12 @@ impl KvCache {
         Ok(())
     }
 
+    /// One layer's K and V, read-only.
+    pub(crate) fn layer_kv(&self, i: usize) -> (&Tensor, &Tensor) {
+        let (k, v) = &self.layers[i];
+        (k, v)
+    }
+
     /// Mutable access to one layer's K and V.
     pub(crate) fn layer(&mut self, i: usize) -> LayerCache<'_> {
         let (k, v) = &mut self.layers[i];

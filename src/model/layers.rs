@@ -133,6 +133,9 @@ pub enum AttnMode<'a> {
         attend_len: i64,
         /// Which of them each row may see.
         mask: &'a Tensor,
+        /// K and V [1, kv_heads, len, head_dim] of positions 0..len that every row's cache also holds: fused
+        /// attention reads them once for all rows instead of each row's copy.
+        prefix: Option<(&'a Tensor, &'a Tensor)>,
     },
 }
 
@@ -178,7 +181,7 @@ impl Attention {
         let (b, t) = (x.size()[0], x.size()[1]);
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let scale = 1.0 / (d as f64).sqrt();
-        if let (Some(k), AttnMode::Decode { cache, write_pos, attend_len, .. }, Some((cos, sin))) =
+        if let (Some(k), AttnMode::Decode { cache, write_pos, attend_len, prefix, .. }, Some((cos, sin))) =
             (kernels, &mode, rope.tables())
         {
             let qkv = match (&self.qkv, fused_qkv) {
@@ -188,7 +191,9 @@ impl Attention {
             if let Some(qkv) = qkv {
                 let all = qkv.forward(x)?;
                 if let Some(q) = k.rope_kv_write(&all, cos, sin, write_pos, &*cache.k, &*cache.v, h)? {
-                    if let Some(out) = k.decode_attention(&q, &*cache.k, &*cache.v, write_pos, *attend_len, scale)? {
+                    if let Some(out) =
+                        k.decode_attention(&q, &*cache.k, &*cache.v, write_pos, *attend_len, scale, *prefix)?
+                    {
                         return self.o_proj.forward(&out);
                     }
                 }
@@ -218,7 +223,8 @@ impl Attention {
                     Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, scale, h != kvh)?;
                 out.f_transpose(1, 2)?.f_reshape([b, t, h * d])?
             }
-            AttnMode::Decode { cache, rows, write_pos, attend_len, mask } => {
+            // The rows' own copies of a shared prefix serve the libtorch ops.
+            AttnMode::Decode { cache, rows, write_pos, attend_len, mask, .. } => {
                 let indices = [Some(rows), None, Some(write_pos)];
                 let _ = cache.k.f_index_put_(&indices, &k.f_reshape([b, kvh, d])?, false)?;
                 let _ = cache.v.f_index_put_(&indices, &v.f_reshape([b, kvh, d])?, false)?;

@@ -9,11 +9,11 @@
 //! Memory (stasc_config `bounded_generation: false` turns it off): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
 //! `crate::generate::budget`) reserves a KV pool that every generate call's cache views, and allows up to
 //! [`GENERATION_ROWS`] sequences at once, and a call uses as few rows as its number of waves needs: a call of
-//! `chunk_prompts` prompts with K samples each then ends without a partly filled wave (with 256 rows, 128 prompts
+//! `chunk_prompts` prompts (train and test jobs together, whatever their sample counts) then ends without a partly
+//! filled wave (with 256 rows, 128 prompts
 //! x 5 took three full-width waves for 2.5 waves of work, and a half-size shard on each of two GPUs two waves for
 //! 1.25: the 1.49x of two GPUs).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -58,6 +58,27 @@ struct GenerationMode {
 /// Most sequences one GPU decodes at once when a KV pool is reserved (the budget may allow fewer). Calls use as few
 /// rows as their number of waves needs, so 640 samples run as two waves of 320, and a half-size shard as one.
 pub const GENERATION_ROWS: usize = 512;
+
+/// `STASC_GENERATE_STATS=1` prints one line per generate call (rows, steps, time, host waits, graph capture).
+const STATS_ENV: &str = "STASC_GENERATE_STATS";
+
+/// The line `STASC_GENERATE_STATS=1` prints for one generate call of `prompts` prompts and `samples` samples.
+fn call_summary(device: tch::Device, prompts: usize, samples: usize, s: &generate::GenerationStats) -> String {
+    format!(
+        "generate on {device:?}: {prompts} prompts, {samples} samples, {} rows, {} decode steps, {} tokens in {:.2} s ({:.0} \
+         tok/s; host blocked {:.2} s, {} CUDA graphs captured in {:.2} s); prefill {} tokens, shared prefix {}",
+        s.rows,
+        s.decode_steps,
+        s.generated_tokens,
+        s.elapsed_s,
+        s.tokens_per_s(),
+        s.host_wait_s,
+        s.cuda_graphs,
+        s.capture_s,
+        s.prefill_tokens,
+        s.shared_prefix_tokens
+    )
+}
 
 /// Memory the CUDA runtime holds besides tensors (context, cuBLAS workspaces, graph bookkeeping), as budgeted.
 const RUNTIME_BYTES: u64 = 1 << 30;
@@ -293,7 +314,7 @@ impl Backend for TchBackend {
         // Every prompt is tokenised once, here (every device loads the same tokenizer files).
         let prompt_ids: Vec<Vec<u32>> = {
             let loaded = models[0].lock().unwrap_or_else(|p| p.into_inner());
-            jobs.iter().map(|r| loaded.tokenizer.encode_chat(&r.messages, true)).collect::<Result<_, _>>()?
+            encode_prompts(&loaded.tokenizer, jobs)?
         };
         // Balance the shards by the token positions their samples fill (prompt + max_tokens each), the work of
         // decoding them; a sample count alone ignores how long prompts are.
@@ -367,6 +388,25 @@ impl PromptLimits {
     }
 }
 
+/// Every job's prompt, templated and tokenised, in job order, on all CPU cores: a paper-scale correction phase
+/// has 3,000 prompts of ~800 tokens, ~1.5 ms each on one core (seconds of the phase with the GPU idle).
+fn encode_prompts(tokenizer: &crate::model::Tokenizer, jobs: &[SamplingJob]) -> Result<Vec<Vec<u32>>, BackendError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len().div_ceil(16)).max(1);
+    let per_thread = jobs.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<Vec<u32>>, crate::model::ModelError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(per_thread)
+            .map(|part| s.spawn(move || part.iter().map(|r| tokenizer.encode_chat(&r.messages, true)).collect()))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a tokenising thread panicked")).collect()
+    });
+    let mut ids = Vec::with_capacity(jobs.len());
+    for part in parts {
+        ids.extend(part?);
+    }
+    Ok(ids)
+}
+
 /// Samples every job of one shard (`prompt_ids[i]`: job i's prompt, tokenised) on one loaded model, in job order;
 /// also returns its prefill counts.
 fn generate_shard(
@@ -391,20 +431,20 @@ fn generate_shard(
         options.shared_prefix_min_tokens = GenerateOptions::for_device(tch::Device::Cpu).shared_prefix_min_tokens;
     }
     let mut counts = PrefillCounts::default();
-    // The generator takes one `n` per call: group the jobs by their sample count.
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, r) in jobs.iter().enumerate() {
-        groups.entry(r.n).or_default().push(i);
-    }
+    // One call for every job, whatever its sample count: a chunk's 5-sample train and 1-sample test prompts fill
+    // one batch (a call per count left a call of a few test prompts decoding a nearly empty batch).
     let mut out: Vec<Vec<GeneratedSample>> = vec![Vec::new(); jobs.len()];
-    for (n, members) in groups {
-        let mut prompts = Vec::with_capacity(members.len());
-        for &i in &members {
-            prompts.push(PromptInput { id: prompt_id(&jobs[i].key), token_ids: prompt_ids[i].clone() });
-        }
+    if !jobs.is_empty() {
+        let members: Vec<usize> = (0..jobs.len()).collect();
+        let prompts = jobs
+            .iter()
+            .zip(prompt_ids)
+            .map(|(job, ids)| PromptInput { id: prompt_id(&job.key), token_ids: ids.clone() })
+            .collect();
         let request = generate::GenerationRequest {
             prompts,
-            n,
+            n: 1,
+            n_per_prompt: Some(jobs.iter().map(|j| j.n).collect()),
             sampling: rule,
             max_tokens: sampling.max_tokens,
             stop: StopRules {
@@ -421,6 +461,10 @@ fn generate_shard(
         })?;
         if let Some(note) = &generated.stats.cuda_graph_note {
             eprintln!("note: {:?}: {note}", loaded.model.device());
+        }
+        if crate::switch::env_flag(STATS_ENV, false) {
+            let samples = jobs.iter().map(|j| j.n).sum::<usize>();
+            eprintln!("{}", call_summary(loaded.model.device(), members.len(), samples, &generated.stats));
         }
         counts.run += generated.stats.prefill_tokens;
         counts.saved += generated.stats.prefill_tokens_reused;

@@ -57,6 +57,27 @@ fn a_sample_is_the_same_alone_or_in_any_batch() {
 }
 
 #[test]
+fn prompts_with_their_own_sample_counts_get_the_samples_of_separate_calls() {
+    let m = model("qwen2_untied");
+    let prompts: Vec<PromptInput> = (0..5).map(|i| prompt(200 + i, 4 + 3 * i as usize)).collect();
+    let counts = vec![3, 1, 1, 3, 2];
+    let mixed = GenerationRequest { n_per_prompt: Some(counts.clone()), ..sampled(prompts.clone(), 1, 11) };
+    // A batch of 3 rows: refills, and prompts of different counts sharing waves.
+    let small = GenerateOptions { max_batch: 3, sync_every: 2, ..GenerateOptions::default() };
+    let got = samples(&m, &mixed, &small);
+    assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), counts);
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = samples(&m, &sampled(vec![p.clone()], counts[i], 11), &GenerateOptions::default());
+        assert_eq!(alone[0], got[i], "prompt {i}: {} samples in a mixed call vs alone", counts[i]);
+    }
+    // Counts that do not match the prompts, or a zero count, are refused.
+    for bad in [vec![1, 2], vec![1, 1, 0, 1, 1]] {
+        let request = GenerationRequest { n_per_prompt: Some(bad), ..mixed.clone() };
+        assert!(matches!(generate_ids(&m, &request, &small), Err(GenerateError::InvalidRequest(_))));
+    }
+}
+
+#[test]
 fn batch_invariant_mode_keeps_every_shape_fixed_and_the_samples() {
     let m = model("qwen2_untied");
     let prompts: Vec<PromptInput> = (0..5).map(|i| prompt(200 + i, 3 + 5 * i as usize)).collect();

@@ -92,8 +92,9 @@ fn cached_prefill_and_decode_match_the_full_pass() {
             for step in 10..16 {
                 let token = ids.narrow(1, step, 1).index_select(0, &swapped);
                 let pos = Tensor::full([2, 1], step, (Kind::Int64, tch::Device::Cpu));
-                let hidden =
-                    model.forward(&token, &pos, Pass::Decode { cache: &mut cache, attend_len: step + 1 }).unwrap();
+                let hidden = model
+                    .forward(&token, &pos, Pass::Decode { cache: &mut cache, attend_len: step + 1, shared: None })
+                    .unwrap();
                 let logits = model.logits(&hidden).unwrap().index_select(0, &swapped);
                 let diff = max_abs_diff(&logits, &full.narrow(1, step, 1));
                 assert!(diff < 1e-4, "{name}: decode step {step}: {diff}");
