@@ -208,38 +208,60 @@ fn request(sampling: Sampling) -> GenerationRequest {
     }
 }
 
+type Samples = stasc::generate::Generated<stasc::generate::SampleOutput>;
+
+/// Checks on `model` that sampled tokens replayed from CUDA graphs equal eager steps' (options `base`, `path` on),
+/// then prints how many greedy tokens agree with `path` on and off (up to each sample's first difference) and
+/// requires all of them to in f32. Returns the graphs' run.
+fn graphs_match_eager_and_greedy_agrees(
+    model: &CausalLm,
+    dtype: &str,
+    request: impl Fn(Sampling) -> GenerationRequest,
+    base: &GenerateOptions,
+    (what, path): (&str, fn(bool)),
+) -> Samples {
+    let eager = GenerateOptions { cuda_graphs: false, ..base.clone() };
+    let sampled = request(Sampling::TopKThenTopP { temperature: 0.8, top_k: 40, top_p: 0.9 });
+    path(true);
+    let graphs = generate_ids(model, &sampled, base).unwrap();
+    assert!(graphs.stats.cuda_graphs >= 2, "{dtype}: {:?}", graphs.stats);
+    let steps = generate_ids(model, &sampled, &eager).unwrap();
+    let tokens = |g: &Samples| -> Vec<Vec<Vec<u32>>> {
+        g.prompts.iter().map(|p| p.samples.iter().map(|s| s.token_ids.clone()).collect()).collect()
+    };
+    assert_eq!(tokens(&graphs), tokens(&steps), "{dtype}: graphs vs eager steps, {what}");
+    let greedy = request(Sampling::Greedy);
+    let on = generate_ids(model, &greedy, base).unwrap();
+    path(false);
+    let off = generate_ids(model, &greedy, base).unwrap();
+    path(true);
+    let (mut same, mut total) = (0usize, 0usize);
+    for (a, b) in on.prompts.iter().zip(&off.prompts) {
+        for (x, y) in a.samples.iter().zip(&b.samples) {
+            same += x.token_ids.iter().zip(&y.token_ids).take_while(|(p, q)| p == q).count();
+            total += x.token_ids.len();
+        }
+    }
+    println!("GREEDY {dtype}: {what} agree on {same} of {total} tokens (up to each sample's first difference)");
+    if dtype == "f32" {
+        assert_eq!(same, total, "f32 greedy tokens differ: {what}");
+    }
+    graphs
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn fused_kernels_are_captured_by_cuda_graphs_and_keep_greedy_tokens() {
     for dtype in ["f32", "bf16"] {
         let model = small_model(dtype);
         let base = GenerateOptions { cuda_graph_bucket: 64, ..GenerateOptions::for_device(model.device()) };
-        let eager = GenerateOptions { cuda_graphs: false, ..base.clone() };
-        let sampled = request(Sampling::TopKThenTopP { temperature: 0.8, top_k: 40, top_p: 0.9 });
-        kernels::set_enabled(true);
-        let graphs = generate_ids(&model, &sampled, &base).unwrap();
-        assert!(graphs.stats.cuda_graphs >= 2, "{dtype}: {:?}", graphs.stats);
-        let steps = generate_ids(&model, &sampled, &eager).unwrap();
-        let samples = |g: &stasc::generate::Generated<stasc::generate::SampleOutput>| -> Vec<Vec<Vec<u32>>> {
-            g.prompts.iter().map(|p| p.samples.iter().map(|s| s.token_ids.clone()).collect()).collect()
-        };
-        assert_eq!(samples(&graphs), samples(&steps), "{dtype}: graphs vs eager steps with fused kernels");
-        let greedy = request(Sampling::Greedy);
-        let fused = generate_ids(&model, &greedy, &base).unwrap();
-        kernels::set_enabled(false);
-        let plain = generate_ids(&model, &greedy, &base).unwrap();
-        kernels::set_enabled(true);
-        let (mut same, mut total) = (0usize, 0usize);
-        for (a, b) in fused.prompts.iter().zip(&plain.prompts) {
-            for (x, y) in a.samples.iter().zip(&b.samples) {
-                same += x.token_ids.iter().zip(&y.token_ids).take_while(|(p, q)| p == q).count();
-                total += x.token_ids.len();
-            }
-        }
-        println!("GREEDY {dtype}: fused vs libtorch ops agree on {same} of {total} tokens (up to each sample's first difference)");
-        if dtype == "f32" {
-            assert_eq!(same, total, "f32 greedy tokens differ with fused kernels");
-        }
+        graphs_match_eager_and_greedy_agrees(
+            &model,
+            dtype,
+            request,
+            &base,
+            ("fused vs libtorch ops", kernels::set_enabled),
+        );
     }
 }
 
@@ -257,6 +279,7 @@ fn shared_prefix_attention_is_captured_by_cuda_graphs_and_keeps_greedy_tokens() 
         })
         .collect();
     let request = |sampling| GenerationRequest { prompts: prompts.clone(), max_tokens: 120, ..request(sampling) };
+    kernels::set_enabled(true);
     for dtype in ["f32", "bf16"] {
         let model = small_model(dtype);
         let base = GenerateOptions {
@@ -264,36 +287,9 @@ fn shared_prefix_attention_is_captured_by_cuda_graphs_and_keeps_greedy_tokens() 
             shared_prefix_min_tokens: Some(8),
             ..GenerateOptions::for_device(model.device())
         };
-        let eager = GenerateOptions { cuda_graphs: false, ..base.clone() };
-        let sampled = request(Sampling::TopKThenTopP { temperature: 0.8, top_k: 40, top_p: 0.9 });
-        kernels::set_enabled(true);
-        let graphs = generate_ids(&model, &sampled, &base).unwrap();
+        let what = ("shared prefix read once vs each row's copy", kernels::set_shared_prefix_attention as fn(bool));
+        let graphs = graphs_match_eager_and_greedy_agrees(&model, dtype, request, &base, what);
         assert_eq!(graphs.stats.shared_prefix_tokens, 150, "{dtype}: {:?}", graphs.stats);
-        assert!(graphs.stats.cuda_graphs >= 2, "{dtype}: {:?}", graphs.stats);
-        let steps = generate_ids(&model, &sampled, &eager).unwrap();
-        let samples = |g: &stasc::generate::Generated<stasc::generate::SampleOutput>| -> Vec<Vec<Vec<u32>>> {
-            g.prompts.iter().map(|p| p.samples.iter().map(|s| s.token_ids.clone()).collect()).collect()
-        };
-        assert_eq!(samples(&graphs), samples(&steps), "{dtype}: graphs vs eager steps with the shared prefix");
-        let greedy = request(Sampling::Greedy);
-        let once = generate_ids(&model, &greedy, &base).unwrap();
-        kernels::set_shared_prefix_attention(false);
-        let copies = generate_ids(&model, &greedy, &base).unwrap();
-        kernels::set_shared_prefix_attention(true);
-        let (mut same, mut total) = (0usize, 0usize);
-        for (a, b) in once.prompts.iter().zip(&copies.prompts) {
-            for (x, y) in a.samples.iter().zip(&b.samples) {
-                same += x.token_ids.iter().zip(&y.token_ids).take_while(|(p, q)| p == q).count();
-                total += x.token_ids.len();
-            }
-        }
-        println!(
-            "GREEDY {dtype}: shared prefix read once vs each row's copy agree on {same} of {total} tokens (up to \
-             each sample's first difference)"
-        );
-        if dtype == "f32" {
-            assert_eq!(same, total, "f32 greedy tokens differ with the shared prefix read once");
-        }
     }
 }
 
