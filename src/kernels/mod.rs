@@ -9,12 +9,13 @@
 //! - norm.cu: RMSNorm with the residual add, and SiLU-and-multiply;
 //! - adamw.cu: the optimiser's whole AdamW update in one pass over its flat buffers (training);
 //! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
-//!   different lengths (a prompt prefix common to all rows read once for all of them), and the rotary embedding
-//!   fused with the cache write.
+//!   different lengths (a prompt prefix common to all rows read once for all of them: prefix.rs), and the rotary
+//!   embedding fused with the cache write.
 
 mod adamw;
 mod attention;
 mod norm;
+mod prefix;
 mod sample;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
 
 pub use adamw::AdamWStep;
-pub use attention::set_shared_prefix_attention;
+pub use prefix::set_shared_prefix_attention;
 pub use sample::set_windowed_sampler;
 
 use crate::ffi::driver::{Context, Function};
