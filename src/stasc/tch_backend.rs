@@ -1,18 +1,17 @@
 //! The real [`Backend`]: sampling with `crate::generate` and fine-tuning with `crate::train` on libtorch, over the
-//! run's devices. Generation splits the jobs into contiguous shards balanced by sample count, one per device,
-//! runs them on one worker thread each and merges the results in job order (samples depend on the prompt key
-//! and sample index only, so where a job runs does not change what is drawn); training is data-parallel (see
-//! `crate::train::trainer`). One device is the same path with one shard and one worker. The last generation
-//! model stays loaded between phases that use it, and is dropped before training so a GPU holds one model at a
-//! time.
+//! run's devices. Generation splits the jobs into contiguous shards, one per device, balanced by the token
+//! positions their samples fill, runs them on one worker thread each and merges the results in job order (samples
+//! depend on the prompt key and sample index only, so where a job runs does not change what is drawn); training is
+//! data-parallel (see `crate::train::trainer`). One device is the same path with one shard and one worker. The last
+//! generation model stays loaded between phases that use it, and is dropped before training so a GPU holds one
+//! model at a time.
 //!
-//! Memory (stasc_config `bounded_generation: false` turns it off): on CUDA, once a model is loaded, the generation budget (`gpu_memory_utilization` x the card, see
-//! `crate::generate::budget`) reserves a KV pool that every generate call's cache views, and allows up to
-//! [`GENERATION_ROWS`] sequences at once, and a call uses as few rows as its number of waves needs: a call of
-//! `chunk_prompts` prompts (train and test jobs together, whatever their sample counts) then ends without a partly
-//! filled wave (with 256 rows, 128 prompts
-//! x 5 took three full-width waves for 2.5 waves of work, and a half-size shard on each of two GPUs two waves for
-//! 1.25: the 1.49x of two GPUs).
+//! Memory (stasc_config `bounded_generation: false` turns it off): on CUDA, once a model is loaded, the generation
+//! budget (`gpu_memory_utilization` x the card, see `crate::generate::budget`) reserves a KV pool that every
+//! generate call's cache views, and allows up to [`GENERATION_ROWS`] sequences at once. A shard's jobs (one chunk of
+//! `chunk_prompts` prompts, train and test together whatever their sample counts) are one generate call, which uses
+//! as few rows as its number of waves needs, so it ends without a partly filled wave (512 prompts x 5 samples: five
+//! waves of 512 rows).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -435,7 +434,6 @@ fn generate_shard(
     // one batch (a call per count left a call of a few test prompts decoding a nearly empty batch).
     let mut out: Vec<Vec<GeneratedSample>> = vec![Vec::new(); jobs.len()];
     if !jobs.is_empty() {
-        let members: Vec<usize> = (0..jobs.len()).collect();
         let prompts = jobs
             .iter()
             .zip(prompt_ids)
@@ -456,7 +454,7 @@ fn generate_shard(
             prompt_overflow: if limits.truncate { PromptOverflow::TruncateLeft } else { PromptOverflow::Error },
         };
         let generated = generate::generate(&loaded.model, &loaded.tokenizer, &request, &options).map_err(|e| {
-            let group: Vec<&SamplingJob> = members.iter().map(|&i| &jobs[i]).collect();
+            let group: Vec<&SamplingJob> = jobs.iter().collect();
             limits.explain(e, &group)
         })?;
         if let Some(note) = &generated.stats.cuda_graph_note {
@@ -464,11 +462,11 @@ fn generate_shard(
         }
         if crate::switch::env_flag(STATS_ENV, false) {
             let samples = jobs.iter().map(|j| j.n).sum::<usize>();
-            eprintln!("{}", call_summary(loaded.model.device(), members.len(), samples, &generated.stats));
+            eprintln!("{}", call_summary(loaded.model.device(), jobs.len(), samples, &generated.stats));
         }
         counts.run += generated.stats.prefill_tokens;
         counts.saved += generated.stats.prefill_tokens_reused;
-        for (&i, p) in members.iter().zip(generated.prompts) {
+        for (i, p) in generated.prompts.into_iter().enumerate() {
             if p.truncated_tokens > 0 {
                 eprintln!(
                     "note: prompt {}: dropped its first {} tokens to fit max_model_len (truncate_prompts)",
