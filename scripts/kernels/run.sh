@@ -2,14 +2,15 @@
 # The fused kernels on the GPU machine, in one device call (prepare with scripts/kernels/prepare.sh):
 # 1. the GPU tests: sort-free sampler kernel == sort path (bf16 and f32, 152k vocabulary), decode logits with the
 #    fused kernels vs libtorch ops (f32 and bf16 on a small random Qwen2), CUDA graphs capturing the kernels, greedy
-#    tokens with and without them, the fused AdamW update == the libtorch ops bit for bit, and the CUDA-graph test on
-#    the fixtures;
+#    tokens with and without them, gemv.cu's products against cuBLAS's (and captured by graphs), windows launched
+#    ahead giving the samples of windows read first, the fused AdamW update == the libtorch ops bit for bit, and the
+#    CUDA-graph test on the fixtures;
 # 2. `stasc bench generate` at batch 1, 64 and 256 (256 + 256 tokens, Qwen2.5-1.5B shape, random bf16 weights)
 #    with the fused kernels on and off (STASC_FUSED_KERNELS), then batch 1 greedy, without CUDA graphs and with
 #    fewer host syncs (where a batch-1 token's time goes);
 # 3. HF generate on the same shape (hf_baseline.py), in the same call;
 # 4. (`run.sh trace`) Kineto traces of batch 256 and batch 1 (bench generate --trace), summed per kernel and per
-#    kind of kernel by trace_summary.py: where a decode step's time goes.
+#    kind of kernel by trace_summary.py (--gaps: what surrounds each idle gap): where a decode step's time goes.
 set -o pipefail
 G="$(dirname "$0")"
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:$LD_LIBRARY_PATH
@@ -25,8 +26,8 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   # The test binary finds tests/fixtures under the directory it was built in (CARGO_MANIFEST_DIR).
   manifest=${STASC_BUILT_IN:-$(cat "$G/built_in" 2>/dev/null || echo /work/main)}
   if [ ! -e "$manifest" ]; then mkdir -p "$(dirname "$manifest")" && ln -s "$PWD" "$manifest"; fi
-  "$G/it" --ignored --test-threads=1 --nocapture sort_free_kernel fused_decode_gives fused_kernels_are_captured shared_prefix_attention fused_adamw packed_norm \
-    cuda_graphs_give_the_same 2>&1 | grep -E "SAMPLER|DECODE|GREEDY|NORM8|ADAMW|CUDA graphs|unavailable|^test |test result|panicked|assert"
+  "$G/it" --ignored --test-threads=1 --nocapture sort_free_kernel fused_decode_gives fused_kernels_are_captured shared_prefix_attention launching_windows_ahead gemv_kernel fused_adamw packed_norm \
+    cuda_graphs_give_the_same 2>&1 | grep -E "SAMPLER|DECODE|GREEDY|LAUNCH AHEAD|GEMV|NORM8|ADAMW|CUDA graphs|unavailable|^test |test result|panicked|assert"
 fi
 if [ "$what" = all ] || [ "$what" = generate ]; then
   echo "== stasc generate on the tiny fixtures, fused kernels on vs off (CUDA): greedy f32 and bf16, sampled f32"
@@ -61,6 +62,6 @@ if [ "$what" = all ] || [ "$what" = trace ]; then
   for bs in 256 1; do
     echo "== Kineto trace, batch $bs (fused kernels on, CUDA graphs)"
     bench --batch $bs --trace /tmp/trace_$bs.json | grep "tok/s"
-    $PY "$G/trace_summary.py" /tmp/trace_$bs.json --steps 256 --top 12
+    $PY "$G/trace_summary.py" /tmp/trace_$bs.json --steps 256 --top 12 --gaps
   done
 fi

@@ -6,6 +6,7 @@ it fed), both per decode step (N = the steps the traced run decoded), then the k
 K kernels by total time, each with its time per step and share of the busy time.
 """
 import argparse
+import bisect
 import collections
 import json
 import re
@@ -40,11 +41,54 @@ def busy_time(intervals):
     return total
 
 
+def short(name, n=48):
+    return name if len(name) <= n else name[: n - 3] + "..."
+
+
+def attribute_gaps(events, gpu):
+    """For gaps of 10 us or more: the GPU work just before and just after, and the host-side CUDA calls that ran
+    during the gap (what the GPU waited for), summed per size class."""
+    host = sorted(
+        (e["ts"], e["ts"] + e.get("dur", 0), e["name"])
+        for e in events
+        if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver")
+    )
+    starts = [h[0] for h in host]
+    longest = max((h[1] - h[0] for h in host), default=0)
+    work = sorted((e["ts"], e["ts"] + e.get("dur", 0), e["name"]) for e in gpu)
+    classes = [(10, 100), (100, 1000), (1000, float("inf"))]
+    pairs = {c: collections.Counter() for c in classes}
+    calls = {c: collections.Counter() for c in classes}
+    end, before = None, None
+    for start, stop, name in work:
+        if end is not None and start > end:
+            gap = start - end
+            for c in classes:
+                if c[0] <= gap < c[1]:
+                    pairs[c][(short(before), short(name))] += gap
+                    lo = bisect.bisect_left(starts, end - longest)
+                    for hs, he, hn in host[lo : bisect.bisect_left(starts, start)]:
+                        if he > end:
+                            calls[c][hn] += min(he, start) - max(hs, end)
+        if end is None or stop > end:
+            end, before = stop, name
+    for c in classes:
+        total = sum(pairs[c].values())
+        if not total:
+            continue
+        print(f"  gaps {c[0]}-{c[1]} us ({total / 1e3:.1f} ms): most idle time between")
+        for (b, n), t in pairs[c].most_common(5):
+            print(f"    {t / 1e3:7.1f} ms  {b}  ->  {n}")
+        print("    host calls during them: " + ", ".join(f"{n} {t / 1e3:.1f} ms" for n, t in calls[c].most_common(6)))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("trace")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--by-grid", action="store_true", help="count a kernel's launch grids apart (one per shape)")
+    p.add_argument("--gaps", action="store_true", help="say what lies on either side of every gap of 10 us or more")
     a = p.parse_args()
     events = json.load(open(a.trace))["traceEvents"]
     gpu = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
@@ -69,11 +113,15 @@ def main():
     for lo, hi in [(0, 10), (10, 100), (100, 1000), (1000, 10000), (10000, float("inf"))]:
         sel = [g for g in gaps if lo <= g < hi]
         print(f"  idle gaps {lo:>5}-{hi:<5} us: {len(sel):6d} gaps, {sum(sel) / 1e3:8.1f} ms")
+    if a.gaps:
+        attribute_gaps(events, gpu)
     by_kind, by_name, count = collections.Counter(), collections.Counter(), collections.Counter()
     for e in gpu:
         name = e["name"]
         by_kind[kind_of(name)] += e.get("dur", 0)
         short = name if len(name) <= 100 else name[:97] + "..."
+        if a.by_grid and "grid" in e.get("args", {}):
+            short = f"{short} grid={e['args']['grid']}"
         by_name[short] += e.get("dur", 0)
         count[short] += 1
     total = sum(by_kind.values())

@@ -143,8 +143,8 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let report = bench_generate(&model, &spec, &options)?;
     let gib = (1u64 << 30) as f64;
     eprintln!(
-        "{:?} on {:?} ({:?}), {} threads: weights {:.2} GiB, KV cache {:.2} GiB, {} decode steps, host blocked on \
-         the device {:.1}s of {:.1}s, {:?}",
+        "{:?} on {:?} ({:?}), {} threads: weights {:.2} GiB, KV cache {:.2} GiB, {} decode steps ({} windows \
+         launched ahead), host blocked on the device {:.1}s of {:.1}s, {:?}",
         model.config().architecture,
         model.device(),
         model.kind(),
@@ -152,6 +152,7 @@ fn run_generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         report.weight_bytes as f64 / gib,
         report.cache_bytes as f64 / gib,
         report.stats.decode_steps,
+        report.stats.windows_ahead,
         report.stats.host_wait_s,
         report.stats.elapsed_s,
         spec.sampling

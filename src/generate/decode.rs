@@ -10,6 +10,7 @@ use super::cuda_graph::{CaptureError, CaptureStream, CudaGraph, MempoolId};
 use super::request::GenerateOptions;
 use super::sampling::Sampling;
 use super::GenerateError;
+use crate::ffi::driver::Event;
 use crate::model::{CausalLm, KvCache, ModelError, Pass};
 
 pub(crate) fn torch(context: &'static str) -> impl FnOnce(tch::TchError) -> GenerateError {
@@ -56,14 +57,39 @@ impl DeviceState {
         })
     }
 
-    /// Starts a window: uploads its uniforms ([rows * steps], row-major) and resets the step index.
+    /// Starts a window: uploads its uniforms ([rows * steps], row-major) and resets the step index. On CUDA the
+    /// upload goes through pinned memory without blocking: the previous window may still be running.
     pub(crate) fn begin_window(&mut self, uniforms: Option<Vec<f32>>, steps: i64) -> Result<(), GenerateError> {
         if let (Some(buffer), Some(values)) = (&self.uniforms, uniforms) {
-            let host = Tensor::f_from_slice(&values).and_then(|t| t.f_view([self.rows, steps]));
-            host.and_then(|h| buffer.f_narrow(1, 0, steps)?.f_copy_(&h)).map_err(torch("uploading uniforms"))?;
+            let upload = || -> Result<(), tch::TchError> {
+                let mut host = Tensor::f_from_slice(&values)?.f_view([self.rows, steps])?;
+                let device = buffer.device();
+                if device.is_cuda() {
+                    // libtorch keeps the pinned block until the copy is done, so `host` may go at once. (`_pin_memory`
+                    // names the accelerator without pin_memory's deprecated device argument and its warning.)
+                    host = host.f_internal_pin_memory(device)?.f_to_device_(device, Kind::Float, true, false)?;
+                }
+                buffer.f_narrow(1, 0, steps)?.f_copy_(&host)?;
+                Ok(())
+            };
+            upload().map_err(torch("uploading uniforms"))?;
         }
         let _ = self.step.f_zero_().map_err(torch("decode bookkeeping"))?;
         Ok(())
+    }
+
+    /// Starts reading back the tokens of a window of `steps` steps ([rows, steps + 1], column 0 the first tokens
+    /// of fresh rows): on CUDA into pinned memory, queued after the window, without blocking.
+    pub(crate) fn start_read(&self, steps: i64) -> Result<TokenRead, GenerateError> {
+        let err = torch("reading tokens");
+        let tokens = self.history.f_narrow(1, 0, steps + 1).and_then(|h| h.f_reshape([-1])).map_err(err)?;
+        if let Device::Cuda(ordinal) = tokens.device() {
+            if let Some(read) = TokenRead::start_async(&tokens, ordinal) {
+                return Ok(read);
+            }
+        }
+        let host = tokens.f_to_device(Device::Cpu).map_err(torch("reading tokens"))?;
+        Ok(TokenRead { host, copied: None })
     }
 
     /// One decode step over every row, device-side only: forward at `attend_len` (reading `shared`, a prefix every
@@ -95,6 +121,36 @@ impl DeviceState {
             Ok(())
         })()
         .map_err(err)
+    }
+}
+
+/// A window's tokens on their way to the host.
+pub(crate) struct TokenRead {
+    host: Tensor,
+    /// Recorded after the copy on CUDA; `None` when the copy was synchronous.
+    copied: Option<Event>,
+}
+
+impl TokenRead {
+    /// A non-blocking copy (libtorch pins the host tensor of a non-blocking device-to-host copy) and its event;
+    /// `None` when the event cannot be made, so the caller copies synchronously.
+    fn start_async(tokens: &Tensor, ordinal: usize) -> Option<TokenRead> {
+        let event = Event::new(ordinal).ok()?;
+        let stream = crate::ffi::current_raw_stream(ordinal).ok().filter(|s| !s.is_null())?;
+        let host = tokens.f_to_device_(Device::Cpu, Kind::Int64, true, false).ok()?;
+        // SAFETY: the calling thread's current stream on the event's device, from libtorch.
+        unsafe { event.record(stream) }.ok()?;
+        Some(TokenRead { host, copied: Some(event) })
+    }
+
+    /// Waits for the copy and returns the tokens, row-major.
+    pub(crate) fn finish(self) -> Result<Vec<i64>, GenerateError> {
+        if let Some(event) = &self.copied {
+            event
+                .synchronize()
+                .map_err(|e| GenerateError::Model(ModelError::Device(format!("waiting for a window's tokens: {e}"))))?;
+        }
+        Vec::<i64>::try_from(&self.host).map_err(torch("reading tokens"))
     }
 }
 

@@ -3,14 +3,18 @@
 //! rows decode together. Sampling and token bookkeeping stay on the device; the host synchronises only every few
 //! steps (reading the tokens sampled since the last sync) to apply stop rules, collect finished samples and refill
 //! their rows. Rows finishing by EOS or stop string keep decoding until the next sync; their extra tokens are dropped.
+//! On CUDA, once no work waits for a row (a call's last wave, or every wave of a small call), the next window of
+//! steps is launched before the current one is read back, so the GPU never waits on the host's read-back and graph
+//! launch. With the fused kernels the samples are the same either way (the decode attention's arithmetic does not
+//! depend on which rows share a step).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use tch::Device;
 
-use super::decode::{Decoder, DeviceState};
-use super::prefill::{assign_rows, prefill, shared_prefix};
+use super::decode::{Decoder, DeviceState, TokenRead};
+use super::prefill::{assign_rows, prefill, shared_prefix, SharedPrefix};
 use super::progress::Progress;
 use super::request::{
     FinishReason, GenerateOptions, Generated, GenerationRequest, GenerationStats, PromptOutput, PromptOverflow,
@@ -40,7 +44,81 @@ pub(crate) struct Row {
     pub(crate) fresh: bool,
 }
 
-pub(crate) use super::decode::torch;
+/// `STASC_LAUNCH_AHEAD=0` reads every window back before the next is launched (the comparison for benchmarks).
+static LAUNCH_AHEAD: crate::switch::Switch = crate::switch::Switch::new("STASC_LAUNCH_AHEAD", true);
+
+/// Switches launching the next window of decode steps before the current one is read back (CUDA, when no work
+/// waits for a row) on or off for the whole process; the default comes from `STASC_LAUNCH_AHEAD`.
+pub fn set_launch_ahead(on: bool) {
+    LAUNCH_AHEAD.set(on);
+}
+
+/// A window of decode steps launched on the device, its tokens on their way to the host.
+struct Window {
+    /// The rows it decodes for (all rows decode; these are the ones whose tokens it reads).
+    rows: Vec<usize>,
+    steps: i64,
+    read: TokenRead,
+}
+
+/// What launching windows of decode steps needs, for the whole call.
+struct Windows<'a> {
+    model: &'a CausalLm,
+    request: &'a GenerationRequest,
+    options: &'a GenerateOptions,
+    state: &'a mut DeviceState,
+    decoder: &'a mut Decoder,
+    prefix: Option<&'a SharedPrefix>,
+    cache_len: i64,
+    limit: usize,
+    max_model_len: usize,
+    /// Steps per window at most (`sync_every`).
+    width: i64,
+}
+
+impl Windows<'_> {
+    /// Tokens row `r` may still decode (max_tokens, model length) after what was launched for it.
+    fn room(&self, busy: &[Option<Row>], r: usize) -> i64 {
+        let row = busy[r].as_ref().expect("busy row");
+        self.limit.min(self.max_model_len - row.prompt_len).saturating_sub(row.generated) as i64
+    }
+
+    /// Launches a window for `rows` (busy): as many steps as the window allows, stopping where one of them must
+    /// end, so no row runs past its end unseen; then starts reading its tokens back.
+    fn launch(
+        &mut self,
+        busy: &mut [Option<Row>],
+        rows: Vec<usize>,
+        stats: &mut GenerationStats,
+    ) -> Result<Window, GenerateError> {
+        let steps = rows.iter().map(|&r| self.room(busy, r)).min().unwrap_or(0).min(self.width);
+        self.state.begin_window(window_uniforms(self.request, busy, steps), steps)?;
+        for _ in 1..=steps {
+            let attend_len = if self.options.batch_invariant {
+                self.cache_len
+            } else {
+                rows.iter().map(|&r| busy[r].as_ref().map_or(0, |row| row.pos + 1)).max().unwrap_or(1)
+            };
+            let shared = self.prefix.map(|p| p.cache());
+            self.decoder.step(
+                self.model,
+                self.state,
+                &self.request.sampling,
+                attend_len.min(self.cache_len),
+                shared,
+            )?;
+            for &r in &rows {
+                if let Some(row) = busy[r].as_mut() {
+                    row.pos = (row.pos + 1).min(self.cache_len - 1);
+                    row.generated += 1;
+                }
+            }
+            stats.decode_steps += 1;
+        }
+        let read = self.state.start_read(steps)?;
+        Ok(Window { rows, steps, read })
+    }
+}
 
 /// Runs `request` on `model`. `stop_check` is required when the request has stop strings.
 pub(crate) fn run(
@@ -108,10 +186,24 @@ pub(crate) fn run(
     let mut pending: VecDeque<(usize, usize)> = (0..prompts.len()).map(|p| (p, 0)).collect();
     let progress = Progress::new(options.progress, total_samples as u64);
     let limit = request.max_tokens.min(max_model_len.saturating_sub(1)).max(1);
+    let launch_ahead = model.device().is_cuda() && LAUNCH_AHEAD.get();
+    let mut windows = Windows {
+        model,
+        request,
+        options,
+        state: &mut state,
+        decoder: &mut decoder,
+        prefix: prefix.as_ref(),
+        cache_len,
+        limit,
+        max_model_len,
+        width: window,
+    };
     loop {
         let started = assign_rows(&mut busy, &mut pending, request, &prompts, &outputs);
         if !started.is_empty() {
-            let count = prefill(model, &mut state, &started, &mut busy, &prompts, request, options, prefix.as_ref())?;
+            let count =
+                prefill(model, windows.state, &started, &mut busy, &prompts, request, options, prefix.as_ref())?;
             stats.prefill_tokens += count.run;
             stats.prefill_tokens_reused += count.reused;
         }
@@ -119,61 +211,46 @@ pub(crate) fn run(
         if active.is_empty() {
             break;
         }
-        // Decode until the next sync; stop early where a row must end (max_tokens or model length), so no row runs
-        // past its end unseen.
-        let steps = active
-            .iter()
-            .map(|&r| {
-                let row = busy[r].as_ref().expect("active row");
-                limit.min(max_model_len - row.prompt_len).saturating_sub(row.generated) as i64
-            })
-            .min()
-            .unwrap_or(0)
-            .min(window);
-        state.begin_window(window_uniforms(request, &busy, steps), steps)?;
-        for _ in 1..=steps {
-            let attend_len = if options.batch_invariant {
-                cache_len
+        let mut current = windows.launch(&mut busy, active, &mut stats)?;
+        loop {
+            // While no work waits for a row, the next window goes out before this one is read: the GPU does not
+            // idle through the host's read-back, bookkeeping and graph launch. Rows that finish in `current`
+            // decode one window more, their tokens dropped (as rows finishing mid-window already do); rows that
+            // end with `current` for certain (max_tokens, model length) are left out.
+            let next = if launch_ahead && pending.is_empty() {
+                let rows: Vec<usize> = (current.rows.iter().copied())
+                    .filter(|&r| busy[r].is_some() && windows.room(&busy, r) > 0)
+                    .collect();
+                if rows.is_empty() {
+                    None
+                } else {
+                    stats.windows_ahead += 1;
+                    Some(windows.launch(&mut busy, rows, &mut stats)?)
+                }
             } else {
-                active.iter().map(|&r| busy[r].as_ref().map_or(0, |row| row.pos + 1)).max().unwrap_or(1)
+                None
             };
-            decoder.step(
-                model,
-                &mut state,
-                &request.sampling,
-                attend_len.min(cache_len),
-                prefix.as_ref().map(|p| p.cache()),
-            )?;
-            for &r in &active {
-                if let Some(row) = busy[r].as_mut() {
-                    row.pos = (row.pos + 1).min(cache_len - 1);
-                    row.generated += 1;
+            let wait = Instant::now();
+            let history = current.read.finish()?;
+            stats.host_wait_s += wait.elapsed().as_secs_f64();
+            let width = (current.steps + 1) as usize;
+            for &r in &current.rows {
+                // Rows that finished in the window before (this one was launched ahead) are gone.
+                let Some(row) = busy[r].as_mut() else { continue };
+                let first = if row.fresh { 0 } else { 1 };
+                let new: Vec<u32> = history[r * width + first..(r + 1) * width].iter().map(|&t| t as u32).collect();
+                row.fresh = false;
+                if let Some(reason) = absorb(row, &new, request, max_model_len, stop_check)? {
+                    let row = busy[r].take().expect("active row");
+                    stats.generated_tokens += row.tokens.len();
+                    progress.sample_done(row.tokens.len());
+                    outputs[row.prompt].samples[row.sample] =
+                        Some(SampleOutput { token_ids: row.tokens, finish_reason: reason, seed: row.seed });
                 }
             }
-            stats.decode_steps += 1;
-        }
-        let wait = Instant::now();
-        let history = Vec::<i64>::try_from(
-            state
-                .history
-                .f_narrow(1, 0, steps + 1)
-                .and_then(|h| h.f_reshape([-1])?.f_to_device(Device::Cpu))
-                .map_err(torch("reading tokens"))?,
-        )
-        .map_err(torch("reading tokens"))?;
-        stats.host_wait_s += wait.elapsed().as_secs_f64();
-        let width = (steps + 1) as usize;
-        for &r in &active {
-            let row = busy[r].as_mut().expect("active row");
-            let first = if row.fresh { 0 } else { 1 };
-            let new: Vec<u32> = history[r * width + first..(r + 1) * width].iter().map(|&t| t as u32).collect();
-            row.fresh = false;
-            if let Some(reason) = absorb(row, &new, request, max_model_len, stop_check)? {
-                let row = busy[r].take().expect("active row");
-                stats.generated_tokens += row.tokens.len();
-                progress.sample_done(row.tokens.len());
-                outputs[row.prompt].samples[row.sample] =
-                    Some(SampleOutput { token_ids: row.tokens, finish_reason: reason, seed: row.seed });
+            match next {
+                Some(next) => current = next,
+                None => break,
             }
         }
     }

@@ -24,6 +24,7 @@ pub mod sampling;
 pub mod sort_free;
 pub mod window_sampler;
 
+pub use engine::set_launch_ahead;
 pub use request::{
     Completion, FinishReason, GenerateOptions, Generated, GenerationRequest, GenerationStats, PromptInput,
     PromptOutput, PromptOverflow, SampleOutput, StopRules,

@@ -152,6 +152,8 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     /// Batched decode steps run.
     pub decode_steps: usize,
+    /// Windows of decode steps launched before the previous window was read back (CUDA, no work waiting).
+    pub windows_ahead: usize,
     /// KV-cache rows decoded together (each decode step runs them all).
     pub rows: usize,
     /// Wall-clock seconds.

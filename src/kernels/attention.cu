@@ -5,7 +5,8 @@
 // for the GROUP query heads that share the K/V head, up to the row's own length (position + 1); the chunk's
 // unnormalised output, max and sum go to scratch. Chunks past a row's length do nothing, so a row costs what its
 // own length costs, whatever the batch's longest row, and its result depends on no other row. The launcher picks
-// short chunks for small batches, so that a batch of one still spreads over many blocks.
+// short chunks for small batches, so that a batch of one still spreads over many blocks (from the cache's size, not
+// the step's longest row: a row's chunk boundaries never depend on the other rows).
 // Phase 2 (stasc_decode_attention_combine_*): one block per (query head, row) merges the row's chunks.
 //
 // Shared prefix ("cascade" attention): when every row's first `skip` positions hold the same K/V (a prompt prefix

@@ -14,11 +14,11 @@ const BLOCK: u32 = 128;
 /// Phase-1 blocks that keep every SM of a large GPU busy (an H200 has 132): chunks shrink until there are this many.
 const TARGET_BLOCKS: i64 = 264;
 
-/// Positions per phase-1 block for `rows` x `kv_heads` rows of up to `attend_len` positions: the longest chunk
+/// Positions per phase-1 block for `rows` x `kv_heads` rows of caches of `positions` positions: the longest chunk
 /// (at most [`CHUNK`], at least 16) that still gives [`TARGET_BLOCKS`] blocks.
-pub fn chunk_len(rows: i64, kv_heads: i64, attend_len: i64) -> i64 {
+pub fn chunk_len(rows: i64, kv_heads: i64, positions: i64) -> i64 {
     let mut len = CHUNK;
-    while len > 16 && rows * kv_heads * ((attend_len + len - 1) / len) < TARGET_BLOCKS {
+    while len > 16 && rows * kv_heads * ((positions + len - 1) / len) < TARGET_BLOCKS {
         len /= 2;
     }
     len
@@ -146,7 +146,9 @@ impl Kernels {
         };
         let skip = shared.as_ref().map_or(0, |s| s.len);
         let own = attend_len - skip;
-        let chunk = chunk_len(rows, kv_heads, own);
+        // Chunks follow from the cache's size, not from this step's attended length: a row's sums are then the
+        // same whichever rows share its step (and whichever graph bucket runs it).
+        let chunk = chunk_len(rows, kv_heads, (max_len - skip).max(1));
         let chunks = (own + chunk - 1) / chunk;
         let device = q.device();
         let scratch_o = Tensor::f_empty([rows * heads * chunks * head_dim], (Kind::Float, device))?;

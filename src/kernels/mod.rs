@@ -8,12 +8,14 @@
 //!   sort path's tokens): per-value histograms for bf16 logits (window_sampler.cu), radix selection otherwise;
 //! - norm.cu: RMSNorm with the residual add, and SiLU-and-multiply;
 //! - adamw.cu: the optimiser's whole AdamW update in one pass over its flat buffers (training);
+//! - gemv.cu: matrix-vector products for decode steps of a few rows (bf16), where cuBLAS's GEMM tiles idle;
 //! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
 //!   different lengths (a prompt prefix common to all rows read once for all of them: prefix.rs), and the rotary
 //!   embedding fused with the cache write.
 
 mod adamw;
 mod attention;
+mod gemv;
 mod norm;
 mod prefix;
 mod sample;
@@ -24,6 +26,7 @@ use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
 
 pub use adamw::AdamWStep;
+pub use gemv::{set_gemv, GEMV_ROWS};
 pub use prefix::set_shared_prefix_attention;
 pub use sample::set_windowed_sampler;
 
@@ -41,6 +44,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("sampler.cu", concat!(include_str!("sampler.cu"), include_str!("window_sampler.cu"))),
     ("norm.cu", include_str!("norm.cu")),
     ("adamw.cu", include_str!("adamw.cu")),
+    ("gemv.cu", include_str!("gemv.cu")),
 ];
 
 /// The element types and bf16 rounding every source uses, put in front of each one when it is compiled.
@@ -78,6 +82,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("adamw.cu", &["stasc_adamw_bf16", "stasc_adamw_f32"]),
+    ("gemv.cu", &gemv::FUNCTIONS),
 ];
 
 /// Bits needed for the ids of a vocabulary of `vocab` tokens (the sampler's order key ends with them).

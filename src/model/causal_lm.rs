@@ -429,6 +429,13 @@ impl CausalLm {
 
     /// Projects hidden states [.., hidden] to logits [.., vocab] (model dtype).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, ModelError> {
+        // gemv.cu for a decode step of a few rows (inference only: the kernel has no backward).
+        let inference = !hidden.requires_grad() && !self.lm_head.requires_grad();
+        if let Some(k) = crate::kernels::for_tensor(hidden).filter(|_| inference) {
+            if let Some(logits) = k.gemv(hidden, &self.lm_head, None).map_err(torch_err("lm_head"))? {
+                return Ok(logits);
+            }
+        }
         hidden.f_linear::<Tensor>(&self.lm_head, None).map_err(torch_err("lm_head"))
     }
 

@@ -39,6 +39,19 @@ impl Linear {
             Some(adapter) => adapter.forward(self, x, base),
         }
     }
+
+    /// Like [`Linear::forward`], through gemv.cu when `kernels` are given and take the shape (a decode step of a
+    /// few rows, no adapter).
+    pub fn forward_kernels(&self, x: &Tensor, kernels: Option<&Kernels>) -> Result<Tensor, tch::TchError> {
+        // The kernel has no backward: only where no gradient flows.
+        let inference = !x.requires_grad() && !self.weight.requires_grad();
+        if let (Some(k), None, true) = (kernels, &self.adapter, inference) {
+            if let Some(y) = k.gemv(x, &self.weight, self.bias.as_ref())? {
+                return Ok(y);
+            }
+        }
+        self.forward(x)
+    }
 }
 
 /// Root-mean-square layer norm with a learned scale.
@@ -189,12 +202,12 @@ impl Attention {
                 _ => None,
             };
             if let Some(qkv) = qkv {
-                let all = qkv.forward(x)?;
+                let all = qkv.forward_kernels(x, Some(k))?;
                 if let Some(q) = k.rope_kv_write(&all, cos, sin, write_pos, &*cache.k, &*cache.v, h)? {
                     if let Some(out) =
                         k.decode_attention(&q, &*cache.k, &*cache.v, write_pos, *attend_len, scale, *prefix)?
                     {
-                        return self.o_proj.forward(&out);
+                        return self.o_proj.forward_kernels(&out, Some(k));
                     }
                 }
             }
@@ -295,7 +308,7 @@ impl Mlp {
         let hidden = match (&self.gate_up, fused_gate_up) {
             (GateUpProj::Separate { gate, up }, None) => gate.forward(x)?.f_silu()?.f_mul(&up.forward(x)?)?,
             (_, Some(gate_up)) | (GateUpProj::Fused(gate_up), None) => {
-                let both = gate_up.forward(x)?;
+                let both = gate_up.forward_kernels(x, kernels)?;
                 let n = self.intermediate_size;
                 match kernels.map(|k| k.silu_mul(&both, n)).transpose()?.flatten() {
                     Some(hidden) => hidden,
@@ -303,7 +316,7 @@ impl Mlp {
                 }
             }
         };
-        self.down_proj.forward(&hidden)
+        self.down_proj.forward_kernels(&hidden, kernels)
     }
 }
 

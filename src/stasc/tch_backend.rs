@@ -64,10 +64,12 @@ const STATS_ENV: &str = "STASC_GENERATE_STATS";
 /// The line `STASC_GENERATE_STATS=1` prints for one generate call of `prompts` prompts and `samples` samples.
 fn call_summary(device: tch::Device, prompts: usize, samples: usize, s: &generate::GenerationStats) -> String {
     format!(
-        "generate on {device:?}: {prompts} prompts, {samples} samples, {} rows, {} decode steps, {} tokens in {:.2} s ({:.0} \
-         tok/s; host blocked {:.2} s, {} CUDA graphs captured in {:.2} s); prefill {} tokens, shared prefix {}",
+        "generate on {device:?}: {prompts} prompts, {samples} samples, {} rows, {} decode steps ({} windows launched \
+         ahead), {} tokens in {:.2} s ({:.0} tok/s; host blocked {:.2} s, {} CUDA graphs captured in {:.2} s); prefill \
+         {} tokens, shared prefix {}",
         s.rows,
         s.decode_steps,
+        s.windows_ahead,
         s.generated_tokens,
         s.elapsed_s,
         s.tokens_per_s(),

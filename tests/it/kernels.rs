@@ -293,6 +293,97 @@ fn shared_prefix_attention_is_captured_by_cuda_graphs_and_keeps_greedy_tokens() 
     }
 }
 
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
+fn launching_windows_ahead_gives_the_samples_of_reading_each_first() {
+    // 18 samples on 8 rows (rows are refilled, then the tail runs without waiting work), ending at their own steps
+    // by EOS (2% of the vocabulary), max_tokens or one stop token seen in a window read ahead.
+    kernels::set_enabled(true);
+    let eos: Vec<u32> = (0..20).map(|i| 7 + 50 * i).collect();
+    for dtype in ["f32", "bf16"] {
+        let model = small_model(dtype);
+        for sampling in [Sampling::Greedy, Sampling::TopKThenTopP { temperature: 0.9, top_k: 50, top_p: 0.95 }] {
+            let request = GenerationRequest {
+                stop: StopRules { eos_token_ids: eos.clone(), ..StopRules::default() },
+                ..request(sampling)
+            };
+            let options =
+                GenerateOptions { max_batch: 8, cuda_graph_bucket: 64, ..GenerateOptions::for_device(model.device()) };
+            stasc::generate::set_launch_ahead(false);
+            let read_first = generate_ids(&model, &request, &options).unwrap();
+            stasc::generate::set_launch_ahead(true);
+            let ahead = generate_ids(&model, &request, &options).unwrap();
+            let samples = |g: &Samples| -> Vec<(Vec<u32>, String)> {
+                let all = g.prompts.iter().flat_map(|p| &p.samples);
+                all.map(|s| (s.token_ids.clone(), format!("{:?}", s.finish_reason))).collect()
+            };
+            let lens: Vec<usize> = samples(&ahead).iter().map(|(t, _)| t.len()).collect();
+            println!(
+                "LAUNCH AHEAD {dtype} {sampling:?}: {} windows ahead, {} decode steps (reading each first: {}); \
+                 sample lengths {lens:?}",
+                ahead.stats.windows_ahead, ahead.stats.decode_steps, read_first.stats.decode_steps
+            );
+            assert_eq!(read_first.stats.windows_ahead, 0);
+            assert!(ahead.stats.windows_ahead > 0, "{dtype}: {:?}", ahead.stats);
+            if sampling != Sampling::Greedy {
+                assert!(lens.iter().any(|&l| l < 150) && lens.contains(&150), "{lens:?}");
+            }
+            assert_eq!(samples(&ahead), samples(&read_first), "{dtype} {sampling:?}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
+fn gemv_kernels_are_captured_by_cuda_graphs() {
+    // 18 samples on 4 rows: every decode step's products run gemv.cu (bf16, at most 4 rows).
+    kernels::set_enabled(true);
+    let model = small_model("bf16");
+    let base = GenerateOptions { max_batch: 4, cuda_graph_bucket: 64, ..GenerateOptions::for_device(model.device()) };
+    let graphs =
+        graphs_match_eager_and_greedy_agrees(&model, "bf16", request, &base, ("gemv vs cuBLAS", kernels::set_gemv));
+    assert_eq!(graphs.stats.rows, 4);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
+fn gemv_kernel_gives_the_products_of_cublas_on_cuda() {
+    kernels::set_enabled(true);
+    let device = Device::Cuda(0);
+    let k = kernels::for_tensor(&Tensor::zeros([1], (Kind::BFloat16, device))).expect("fused kernels load");
+    tch::manual_seed(11);
+    // Qwen2.5-1.5B's q/k/v, o, gate/up, down and output projections, and shapes with partial warps and blocks.
+    let shapes = [(2048, 1536, true), (1536, 1536, false), (17920, 1536, false), (1536, 8960, false)];
+    let odd = [(151936, 1536, false), (4099, 40, true), (5, 8, true), (7, 4104, true)];
+    for (n, width, with_bias) in shapes.into_iter().chain(odd) {
+        let w = (Tensor::randn([n, width], (Kind::Float, device)) * 0.05).to_kind(Kind::BFloat16);
+        let b = with_bias.then(|| Tensor::randn([n], (Kind::Float, device)).to_kind(Kind::BFloat16));
+        for rows in 1..=kernels::GEMV_ROWS {
+            let x = Tensor::randn([rows, 1, width], (Kind::Float, device)).to_kind(Kind::BFloat16);
+            kernels::set_gemv(false);
+            assert!(k.gemv(&x, &w, b.as_ref()).unwrap().is_none(), "gemv off: cuBLAS");
+            kernels::set_gemv(true);
+            let fused = k.gemv(&x, &w, b.as_ref()).unwrap().expect("gemv takes the shape");
+            let float = |t: &Tensor| t.to_kind(Kind::Float);
+            let exact = float(&x).linear(&float(&w), b.as_ref().map(float).as_ref());
+            let cublas = x.linear(&w, b.as_ref());
+            let err = |t: &Tensor| (float(t) - &exact).abs().max().double_value(&[]);
+            let largest = exact.abs().max().double_value(&[]);
+            let (e_fused, e_cublas) = (err(&fused), err(&cublas));
+            if rows == 1 || rows == kernels::GEMV_ROWS {
+                println!(
+                    "GEMV rows {rows} n {n} k {width}: max |gemv - f32 product| {e_fused:.3e}, cuBLAS bf16 \
+                     {e_cublas:.3e} (values up to {largest:.2})"
+                );
+            }
+            assert_eq!(fused.size(), cublas.size());
+            // f32 sums rounded once to bf16: within half a bf16 step of the largest value (2^-8 of it), plus the
+            // f32 sums' own rounding.
+            assert!(e_fused <= largest / 256.0 * 1.01, "rows {rows} n {n} k {width}: {e_fused} (largest {largest})");
+        }
+    }
+}
+
 /// Runs `steps` AdamW steps (the first at lr 0, clipping to norm 1, weight decay 0.1) on copies of `init` with
 /// gradients `grads[step][tensor]`; returns the final parameters flattened into one f32 tensor, and the time of
 /// the optimiser calls.
