@@ -11,8 +11,11 @@ use crate::ffi::driver::{arg, Function};
 const CHUNK: i64 = 128;
 /// Threads per block of phase 1, as `BLOCK_THREADS`.
 const BLOCK: u32 = 128;
-/// Phase-1 blocks that keep every SM of a large GPU busy (an H200 has 132): chunks shrink until there are this many.
-const TARGET_BLOCKS: i64 = 264;
+/// Phase-1 blocks a small batch spreads over: chunks shrink until there are this many. More and shorter chunks do
+/// not pay at batch 1, where every block's serial steps set the pace and the combine loops over the chunks: on an
+/// H200 (132 SMs) a target of 64 ran a 1,024-token prompt at 521-533 tok/s against 494-506 with 264, and the same
+/// within noise at 256 tokens and at batches 4 to 256 (scripts/kernels/h200_b1_2026-12-01.txt, calls 7 and 8).
+const TARGET_BLOCKS: i64 = 64;
 
 /// Positions per phase-1 block for `rows` x `kv_heads` rows of caches of `positions` positions: the longest chunk
 /// (at most [`CHUNK`], at least 16) that still gives [`TARGET_BLOCKS`] blocks.
@@ -273,11 +276,11 @@ mod tests {
     fn small_batches_get_short_chunks_large_ones_full_chunks() {
         use super::chunk_len;
         assert_eq!(chunk_len(256, 2, 512), 128);
-        assert_eq!(chunk_len(64, 2, 512), 128);
-        assert_eq!(chunk_len(16, 2, 512), 32);
-        assert_eq!(chunk_len(32, 2, 512), 64);
+        assert_eq!(chunk_len(16, 2, 512), 128);
+        assert_eq!(chunk_len(4, 2, 512), 64);
+        assert_eq!(chunk_len(1, 2, 1280), 32);
         assert_eq!(chunk_len(1, 2, 384), 16);
-        assert_eq!(chunk_len(1, 2, 5000), 32);
+        assert_eq!(chunk_len(1, 2, 5000), 128);
         assert_eq!(chunk_len(1, 1, 1), 16);
     }
 }
