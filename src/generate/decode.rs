@@ -83,10 +83,8 @@ impl DeviceState {
     pub(crate) fn start_read(&self, steps: i64) -> Result<TokenRead, GenerateError> {
         let err = torch("reading tokens");
         let tokens = self.history.f_narrow(1, 0, steps + 1).and_then(|h| h.f_reshape([-1])).map_err(err)?;
-        if let Device::Cuda(ordinal) = tokens.device() {
-            if let Some(read) = TokenRead::start_async(&tokens, ordinal) {
-                return Ok(read);
-            }
+        if let Some((host, event)) = crate::model::device::start_host_copy(&tokens, Kind::Int64) {
+            return Ok(TokenRead { host, copied: Some(event) });
         }
         let host = tokens.f_to_device(Device::Cpu).map_err(torch("reading tokens"))?;
         Ok(TokenRead { host, copied: None })
@@ -132,17 +130,6 @@ pub(crate) struct TokenRead {
 }
 
 impl TokenRead {
-    /// A non-blocking copy (libtorch pins the host tensor of a non-blocking device-to-host copy) and its event;
-    /// `None` when the event cannot be made, so the caller copies synchronously.
-    fn start_async(tokens: &Tensor, ordinal: usize) -> Option<TokenRead> {
-        let event = Event::new(ordinal).ok()?;
-        let stream = crate::ffi::current_raw_stream(ordinal).ok().filter(|s| !s.is_null())?;
-        let host = tokens.f_to_device_(Device::Cpu, Kind::Int64, true, false).ok()?;
-        // SAFETY: the calling thread's current stream on the event's device, from libtorch.
-        unsafe { event.record(stream) }.ok()?;
-        Some(TokenRead { host, copied: Some(event) })
-    }
-
     /// Waits for the copy and returns the tokens, row-major.
     pub(crate) fn finish(self) -> Result<Vec<i64>, GenerateError> {
         if let Some(event) = &self.copied {

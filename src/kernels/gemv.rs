@@ -21,28 +21,21 @@ pub fn set_gemv(on: bool) {
     SWITCH.set(on);
 }
 
-/// The kernels by (rows - 1, variant): one feature a warp, two features a warp, one feature for four warps.
-const NAMES: [[&str; 3]; 4] = [
-    ["stasc_gemv1x1s1_bf16", "stasc_gemv1x2s1_bf16", "stasc_gemv1x1s4_bf16"],
-    ["stasc_gemv2x1s1_bf16", "stasc_gemv2x2s1_bf16", "stasc_gemv2x1s4_bf16"],
-    ["stasc_gemv3x1s1_bf16", "stasc_gemv3x2s1_bf16", "stasc_gemv3x1s4_bf16"],
-    ["stasc_gemv4x1s1_bf16", "stasc_gemv4x2s1_bf16", "stasc_gemv4x1s4_bf16"],
-];
-
-/// The kernel names gemv.cu defines.
+/// The kernel names gemv.cu defines: for each variant (one feature a warp, two features a warp, one feature for
+/// four warps) the kernels for 1 to [`GEMV_ROWS`] rows.
 pub const FUNCTIONS: [&str; 12] = [
-    NAMES[0][0],
-    NAMES[1][0],
-    NAMES[2][0],
-    NAMES[3][0],
-    NAMES[0][1],
-    NAMES[1][1],
-    NAMES[2][1],
-    NAMES[3][1],
-    NAMES[0][2],
-    NAMES[1][2],
-    NAMES[2][2],
-    NAMES[3][2],
+    "stasc_gemv1x1s1_bf16",
+    "stasc_gemv2x1s1_bf16",
+    "stasc_gemv3x1s1_bf16",
+    "stasc_gemv4x1s1_bf16",
+    "stasc_gemv1x2s1_bf16",
+    "stasc_gemv2x2s1_bf16",
+    "stasc_gemv3x2s1_bf16",
+    "stasc_gemv4x2s1_bf16",
+    "stasc_gemv1x1s4_bf16",
+    "stasc_gemv2x1s4_bf16",
+    "stasc_gemv3x1s4_bf16",
+    "stasc_gemv4x1s4_bf16",
 ];
 
 impl Kernels {
@@ -77,7 +70,7 @@ impl Kernels {
             (false, true) => (1, 2 * WARPS),
             (false, false) => (0, WARPS),
         };
-        let function = self.function(NAMES[rows as usize - 1][variant])?;
+        let function = self.function(FUNCTIONS[variant * GEMV_ROWS as usize + rows as usize - 1])?;
         let null = std::ptr::null_mut::<std::ffi::c_void>();
         let (x_ptr, w_ptr, y_ptr) = (x.data_ptr(), weight.data_ptr(), y.data_ptr());
         let b_ptr = bias.map_or(null, |b| b.data_ptr());

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::error::ModelError;
 
@@ -245,6 +245,20 @@ pub fn cuda_memory_info(device: Device) -> Option<(u64, u64)> {
 pub fn libtorch_has_cuda() -> bool {
     // SAFETY: only opens (or finds already open) a library that libtorch itself links.
     unsafe { libloading::Library::new("libtorch_cuda.so").is_ok() }
+}
+
+/// Starts copying CUDA tensor `t` (as `kind`) to the host without blocking: libtorch pins the host tensor of a
+/// non-blocking device-to-host copy, and the returned event, recorded after the copy on the calling thread's current
+/// stream, says when it is done. `None` when the tensor is not on CUDA or the event cannot be made (the caller
+/// copies synchronously).
+pub fn start_host_copy(t: &Tensor, kind: Kind) -> Option<(Tensor, crate::ffi::driver::Event)> {
+    let Device::Cuda(ordinal) = t.device() else { return None };
+    let event = crate::ffi::driver::Event::new(ordinal).ok()?;
+    let stream = crate::ffi::current_raw_stream(ordinal).ok().filter(|s| !s.is_null())?;
+    let host = t.f_to_device_(Device::Cpu, kind, true, false).ok()?;
+    // SAFETY: the calling thread's current stream on the event's device, from libtorch.
+    unsafe { event.record(stream) }.ok()?;
+    Some((host, event))
 }
 
 #[cfg(test)]

@@ -24,24 +24,11 @@ impl Readback {
         let loss = loss.f_to_kind(Kind::Float).map_err(err())?;
         let norm = norm.f_to_kind(Kind::Float).map_err(err())?;
         let both = Tensor::f_stack(&[loss, norm], 0).map_err(err())?;
-        if let Device::Cuda(ordinal) = both.device() {
-            if let Some(read) = Self::start_async(&both, ordinal) {
-                return Ok(read);
-            }
+        if let Some((host, event)) = crate::model::device::start_host_copy(&both, Kind::Float) {
+            return Ok(Readback { host, copied: Some(event) });
         }
         let host = both.f_to_device(Device::Cpu).map_err(err())?;
         Ok(Readback { host, copied: None })
-    }
-
-    /// A non-blocking copy (libtorch pins the host tensor of a non-blocking device-to-host copy) and its event;
-    /// `None` when the event cannot be made, so the caller copies synchronously.
-    fn start_async(both: &Tensor, ordinal: usize) -> Option<Readback> {
-        let event = Event::new(ordinal).ok()?;
-        let stream = crate::ffi::current_raw_stream(ordinal).ok().filter(|s| !s.is_null())?;
-        let host = both.f_to_device_(Device::Cpu, Kind::Float, true, false).ok()?;
-        // SAFETY: the calling thread's current stream on the event's device, from libtorch.
-        unsafe { event.record(stream) }.ok()?;
-        Some(Readback { host, copied: Some(event) })
     }
 
     /// Waits for the copy (long done when read a step later) and returns (loss, norm).
