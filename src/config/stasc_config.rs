@@ -174,7 +174,8 @@ pub struct StascConfig {
     pub output_dir: PathBuf,
     /// Keep every iteration's checkpoint instead of only those the next iteration needs. Default false.
     pub keep_checkpoints: bool,
-    /// Prompts per saved generation chunk, and per generate call: a killed run loses at most one chunk of samples.
+    /// Prompts per saved generation chunk, and per device in a generate call (a call takes one chunk per device): a
+    /// killed run loses at most one call's chunks of samples.
     /// Default 512: a call of 512 prompts x 5 samples decodes 512 rows at once, where 128 x 5 ran waves of 320;
     /// paper-scale sampling on one H200 went from 40.1k to 49.8k tok/s (corrections) and 45.2k to 59.7k (initial
     /// answers), scripts/kernels/h200_cascade_2026-12-01.txt. A chunk is then ~30 s of GPU work at most.

@@ -102,6 +102,13 @@ pub trait Backend {
     /// Frees whatever the backend holds (models on the GPU) before a phase that needs the memory.
     fn release(&mut self) {}
 
+    /// How many of a phase's chunks one [`Backend::generate`] call should take at once: a backend that splits a
+    /// call over several devices wants one chunk's worth of work per device, so that each runs the full-size
+    /// batches one device runs. Chunks stay the unit of saving and resuming whatever this says.
+    fn chunks_per_call(&self) -> usize {
+        1
+    }
+
     /// The prefill counts of the generate calls since the last call of this method (zero when not counted).
     fn take_prefill_counts(&mut self) -> PrefillCounts {
         PrefillCounts::default()

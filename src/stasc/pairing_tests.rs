@@ -131,7 +131,7 @@ impl Scorer for HalfScorer {
 
 fn run_half(spec: &RunSpec, dir: &Path) -> Vec<IterationMetrics> {
     let calls = Rc::new(RefCell::new(Vec::new()));
-    let mut backend = FakeBackend { calls, fail_at: None, correct_one_in: 3 };
+    let mut backend = FakeBackend { calls, fail_at: None, correct_one_in: 3, chunks_per_call: 1 };
     let fp = serde_json::to_value(spec).unwrap();
     run_stasc(spec, &splits(6, 4), &mut backend, &FakePrompts, &HalfScorer, dir, &fp, &RunOptions::default()).unwrap()
 }
@@ -238,7 +238,7 @@ fn reference_cleaning_changes_what_is_scored_and_reused() {
     let mut s = all_pairs(CorrectionFilter::Improving, 0);
     s.answer_cleaning = AnswerCleaning::Reference;
     let calls = Rc::new(RefCell::new(Vec::new()));
-    let mut backend = ChattyBackend(FakeBackend { calls, fail_at: None, correct_one_in: 3 });
+    let mut backend = ChattyBackend(FakeBackend { calls, fail_at: None, correct_one_in: 3, chunks_per_call: 1 });
     let fp = serde_json::to_value(&s).unwrap();
     run_stasc(&s, &splits(6, 4), &mut backend, &FakePrompts, &FakeScorer, dir.path(), &fp, &RunOptions::default())
         .unwrap();

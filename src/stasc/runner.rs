@@ -496,6 +496,8 @@ impl<'a> Loop<'a> {
     }
 
     /// Generates `jobs` chunk by chunk; a chunk saved by an earlier (killed) attempt is loaded, not sampled again.
+    /// Unsaved chunks go to the backend [`Backend::chunks_per_call`] at a time (one per device), and each is saved
+    /// on its own: the chunk boundaries, hence what a resumed run finds, do not depend on the device count.
     fn generate_chunked<M, R, F>(
         &mut self,
         n: usize,
@@ -511,16 +513,21 @@ impl<'a> Loop<'a> {
         F: FnMut(M, Vec<GeneratedSample>) -> Result<Vec<R>, StascError>,
     {
         let store = ChunkStore::new(&self.iter_dir(n), store_name);
-        let mut out = Vec::new();
         let samples = jobs.iter().map(|(r, _)| r.n as u64).sum();
         let progress = crate::progress::Phase::begin(Some(n), phase, Some(samples), "samples", self.verbose);
-        for (index, chunk) in jobs.chunks(self.spec.chunk_prompts.max(1)).enumerate() {
-            if let Some(saved) = store.load::<R>(index)? {
+        let chunks: Vec<&[(SamplingJob, M)]> = jobs.chunks(self.spec.chunk_prompts.max(1)).collect();
+        let mut done: Vec<Option<Vec<R>>> = Vec::with_capacity(chunks.len());
+        for (index, chunk) in chunks.iter().enumerate() {
+            let saved = store.load::<R>(index)?;
+            if saved.is_some() {
                 progress.advance(chunk.iter().map(|(r, _)| r.n as u64).sum(), 0);
-                out.extend(saved);
-                continue;
             }
-            let batch: Vec<SamplingJob> = chunk.iter().map(|(r, _)| r.clone()).collect();
+            done.push(saved);
+        }
+        let pending: Vec<usize> = (0..chunks.len()).filter(|&i| done[i].is_none()).collect();
+        for group in pending.chunks(self.backend.chunks_per_call().max(1)) {
+            let batch: Vec<SamplingJob> =
+                group.iter().flat_map(|&i| chunks[i].iter().map(|(r, _)| r.clone())).collect();
             let samples = self
                 .backend
                 .generate(model, &batch, &self.spec.sampling)
@@ -534,23 +541,26 @@ impl<'a> Loop<'a> {
                     expected: batch.len(),
                 });
             }
-            let mut records = Vec::new();
-            for ((req, meta), s) in chunk.iter().zip(samples) {
-                if s.len() != req.n {
-                    return Err(StascError::SampleCount {
-                        iteration: n,
-                        phase,
-                        key: req.key.clone(),
-                        got: s.len(),
-                        expected: req.n,
-                    });
+            let mut samples = samples.into_iter();
+            for &index in group {
+                let mut records = Vec::new();
+                for ((req, meta), s) in chunks[index].iter().zip(samples.by_ref()) {
+                    if s.len() != req.n {
+                        return Err(StascError::SampleCount {
+                            iteration: n,
+                            phase,
+                            key: req.key.clone(),
+                            got: s.len(),
+                            expected: req.n,
+                        });
+                    }
+                    records.extend(to_records(*meta, s)?);
                 }
-                records.extend(to_records(*meta, s)?);
+                store.save(index, &records)?;
+                done[index] = Some(records);
             }
-            store.save(index, &records)?;
-            out.extend(records);
         }
-        Ok(out)
+        Ok(done.into_iter().flatten().flatten().collect())
     }
 
     fn filter_pairs(

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::prompt::ChatMessage;
 
-use super::backend::{Backend, BackendError, GeneratedSample, SamplingJob, TrainSummary};
+use super::backend::{Backend, BackendError, GeneratedSample, PrefillCounts, SamplingJob, TrainSummary};
 use super::rundir::write_json;
 use super::spec::SamplingSpec;
 
@@ -150,6 +150,10 @@ impl<'a> SharedSampling<'a> {
 }
 
 impl Backend for SharedSampling<'_> {
+    fn chunks_per_call(&self) -> usize {
+        self.inner.chunks_per_call()
+    }
+
     fn generate(
         &mut self,
         model: &Path,
@@ -214,6 +218,11 @@ impl Backend for SharedSampling<'_> {
 
     fn release(&mut self) {
         self.inner.release()
+    }
+
+    /// The inner backend's counts: batches read from the store prefilled nothing.
+    fn take_prefill_counts(&mut self) -> PrefillCounts {
+        self.inner.take_prefill_counts()
     }
 }
 

@@ -26,7 +26,7 @@ fn spec(model: &Path, init: Initialization, filter: CorrectionFilter, ft: FineTu
 /// Runs `spec` in `run_dir`, sharing through `shared` when given; returns the backend's generation keys.
 fn run(spec: &RunSpec, run_dir: &Path, shared: Option<&Path>) -> Vec<String> {
     let calls = Rc::new(RefCell::new(Vec::new()));
-    let mut fake = FakeBackend { calls: calls.clone(), fail_at: None, correct_one_in: 3 };
+    let mut fake = FakeBackend { calls: calls.clone(), fail_at: None, correct_one_in: 3, chunks_per_call: 1 };
     let fp = serde_json::to_value(spec).unwrap();
     let (train, test) = (6, 4);
     let options = RunOptions::default();

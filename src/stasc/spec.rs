@@ -52,7 +52,8 @@ pub struct RunSpec {
     pub sample_train_at_last_iteration: bool,
     /// Keep every iteration's checkpoint instead of only what later iterations need.
     pub keep_checkpoints: bool,
-    /// Prompts per generation chunk; each finished chunk is saved, so a killed run loses at most one chunk.
+    /// Prompts per generation chunk; each finished chunk is saved, so a killed run loses at most one generate
+    /// call's chunks ([`super::Backend::chunks_per_call`]).
     pub chunk_prompts: usize,
 }
 

@@ -24,6 +24,8 @@ pub(super) struct FakeBackend {
     pub(super) calls: Rc<RefCell<Vec<Call>>>,
     pub(super) fail_at: Option<usize>,
     pub(super) correct_one_in: u64,
+    /// What [`Backend::chunks_per_call`] says (the number of devices of a real backend).
+    pub(super) chunks_per_call: usize,
 }
 
 fn model_name(p: &Path) -> String {
@@ -81,6 +83,10 @@ impl Backend for FakeBackend {
         std::fs::write(out.join("config.json"), "{}")?;
         std::fs::write(out.join("model.safetensors"), format!("T{n}({b})"))?;
         Ok(TrainSummary { losses: vec![1.0, 0.5], tokens_per_s: 10.0 })
+    }
+
+    fn chunks_per_call(&self) -> usize {
+        self.chunks_per_call
     }
 }
 
@@ -145,8 +151,18 @@ pub(super) fn run(
     dir: &Path,
     fail_at: Option<usize>,
 ) -> (Result<Vec<IterationMetrics>, StascError>, Vec<Call>) {
+    run_on(spec, dir, fail_at, 1)
+}
+
+/// [`run`] on a backend that takes `chunks_per_call` chunks a call (as one with that many devices does).
+pub(super) fn run_on(
+    spec: &RunSpec,
+    dir: &Path,
+    fail_at: Option<usize>,
+    chunks_per_call: usize,
+) -> (Result<Vec<IterationMetrics>, StascError>, Vec<Call>) {
     let calls = Rc::new(RefCell::new(Vec::new()));
-    let mut backend = FakeBackend { calls: calls.clone(), fail_at, correct_one_in: 3 };
+    let mut backend = FakeBackend { calls: calls.clone(), fail_at, correct_one_in: 3, chunks_per_call };
     let fp = serde_json::to_value(spec).unwrap();
     let r = run_stasc(spec, &splits(6, 4), &mut backend, &FakePrompts, &FakeScorer, dir, &fp, &RunOptions::default());
     let c = calls.borrow().clone();
@@ -288,7 +304,7 @@ fn empty_filtered_set_means_no_training() {
     let s = spec(Initialization::Evolving, CorrectionFilter::Improving, FineTuning::Evolving, 2);
     let calls = Rc::new(RefCell::new(Vec::new()));
     // Nothing is ever correct, so nothing improves.
-    let mut backend = FakeBackend { calls: calls.clone(), fail_at: None, correct_one_in: u64::MAX };
+    let mut backend = FakeBackend { calls: calls.clone(), fail_at: None, correct_one_in: u64::MAX, chunks_per_call: 1 };
     let fp = serde_json::to_value(&s).unwrap();
     let m =
         run_stasc(&s, &splits(3, 2), &mut backend, &FakePrompts, &FakeScorer, dir.path(), &fp, &RunOptions::default())
@@ -329,6 +345,75 @@ fn a_failed_run_resumes_without_sampling_anything_twice() {
     }
 }
 
+/// The generate calls' keys, call by call.
+fn generate_calls(calls: &[Call]) -> Vec<Vec<String>> {
+    calls.iter().filter_map(|c| if let Call::Generate { keys, .. } = c { Some(keys.clone()) } else { None }).collect()
+}
+
+#[test]
+fn several_chunks_a_call_sample_and_save_what_one_chunk_a_call_does() {
+    let s = spec(Initialization::Evolving, CorrectionFilter::NonDecreasing, FineTuning::Evolving, 1);
+    let files = |dir: &Path| -> Vec<String> {
+        let names = ["initial.jsonl", "corrections.jsonl", "train_pairs.jsonl"];
+        (0..=1)
+            .flat_map(|n| names.map(|f| std::fs::read_to_string(dir.join(format!("iter_{n}/{f}"))).unwrap()))
+            .collect()
+    };
+    let reference = tempfile::tempdir().unwrap();
+    let one = run_ok(&s, reference.path());
+    let one_calls = generate_calls(&one.calls);
+    for per_call in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, calls) = run_on(&s, dir.path(), None, per_call);
+        r.unwrap();
+        assert_eq!(files(dir.path()), files(reference.path()), "{per_call} chunks a call");
+        // Each call is `per_call` consecutive one-chunk calls of the same phase, joined.
+        let mut expected = Vec::new();
+        let phase_of = |keys: &[String]| keys[0].split('/').take(2).collect::<Vec<_>>().join("/");
+        let mut group: Vec<Vec<String>> = Vec::new();
+        for keys in &one_calls {
+            if group.len() == per_call || group.first().is_some_and(|g| phase_of(g) != phase_of(keys)) {
+                expected.push(group.concat());
+                group.clear();
+            }
+            group.push(keys.clone());
+        }
+        expected.push(group.concat());
+        assert_eq!(generate_calls(&calls), expected, "{per_call} chunks a call");
+        assert!(expected.len() < one_calls.len());
+    }
+}
+
+#[test]
+fn a_run_killed_with_one_device_count_resumes_with_another() {
+    let s = spec(Initialization::Evolving, CorrectionFilter::NonDecreasing, FineTuning::Evolving, 1);
+    let reference = tempfile::tempdir().unwrap();
+    run_ok(&s, reference.path());
+    for (before, after) in [(2, 1), (1, 3), (3, 2)] {
+        let (_, all) = run_on(&s, tempfile::tempdir().unwrap().path(), None, before);
+        for fail_at in 1..all.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let (r, first) = run_on(&s, dir.path(), Some(fail_at), before);
+            assert!(r.unwrap_err().to_string().contains("simulated crash"));
+            let (r, second) = run_on(&s, dir.path(), None, after);
+            r.unwrap();
+            let mut keys: Vec<String> = generate_models(&first, "iter").into_iter().map(|(_, k)| k).collect();
+            keys.extend(generate_models(&second, "iter").into_iter().map(|(_, k)| k));
+            let total = keys.len();
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys.len(), total, "{before} then {after} chunks a call, crash at {fail_at}: sampled twice");
+            for n in 0..=1 {
+                for f in ["initial.jsonl", "corrections.jsonl", "train_pairs.jsonl"] {
+                    let a = std::fs::read_to_string(reference.path().join(format!("iter_{n}/{f}"))).unwrap();
+                    let b = std::fs::read_to_string(dir.path().join(format!("iter_{n}/{f}"))).unwrap();
+                    assert_eq!(a, b, "{before} then {after} chunks a call, crash at {fail_at}: iter_{n}/{f}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn a_changed_config_is_refused_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,7 +425,7 @@ fn a_changed_config_is_refused_unless_forced() {
     let err = r.unwrap_err().to_string();
     assert!(err.contains("sampling.temperature (0.6 -> 0.7)") && err.contains("--force"), "{err}");
     let calls = Rc::new(RefCell::new(Vec::new()));
-    let mut backend = FakeBackend { calls, fail_at: None, correct_one_in: 3 };
+    let mut backend = FakeBackend { calls, fail_at: None, correct_one_in: 3, chunks_per_call: 1 };
     let fp = serde_json::to_value(&changed).unwrap();
     let opts = RunOptions { force: true, ..Default::default() };
     run_stasc(&changed, &splits(6, 4), &mut backend, &FakePrompts, &FakeScorer, dir.path(), &fp, &opts).unwrap();
@@ -481,7 +566,8 @@ impl Backend for Preparing {
 fn sampling_phases_load_their_model_first_and_time_loading_as_its_own_phase() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec(Initialization::Evolving, CorrectionFilter::NonDecreasing, FineTuning::Evolving, 1);
-    let inner = FakeBackend { calls: Rc::new(RefCell::new(Vec::new())), fail_at: None, correct_one_in: 3 };
+    let inner =
+        FakeBackend { calls: Rc::new(RefCell::new(Vec::new())), fail_at: None, correct_one_in: 3, chunks_per_call: 1 };
     let mut backend = Preparing { inner, log: Vec::new() };
     let fp = serde_json::to_value(&s).unwrap();
     let metrics =
