@@ -236,8 +236,26 @@ unsafe impl Send for Context {}
 unsafe impl Sync for Context {}
 
 impl Context {
-    /// The primary context of CUDA device `ordinal` and its compute capability as `major * 10 + minor`.
+    /// The primary context of CUDA device `ordinal` and its compute capability as `major * 10 + minor`. Retained
+    /// once per device for the process (the first successful call); later calls return it without retaining it
+    /// again, so callers that make an event per generate call or training step do not pile up references.
     pub fn primary(ordinal: usize) -> Result<(Context, u32), FfiError> {
+        const MAX_DEVICES: usize = 64;
+        static RETAINED: [std::sync::OnceLock<(usize, u32)>; MAX_DEVICES] =
+            [const { std::sync::OnceLock::new() }; MAX_DEVICES];
+        let Some(slot) = RETAINED.get(ordinal) else { return Self::retain(ordinal) };
+        if let Some(&(ctx, arch)) = slot.get() {
+            return Ok((Context { ctx: ctx as CuContext }, arch));
+        }
+        let (context, arch) = Self::retain(ordinal)?;
+        // Two threads may both retain on first use; the loser's extra reference is harmless (never released, as
+        // before) and it returns the context the slot holds.
+        let &(ctx, arch) = slot.get_or_init(|| (context.ctx as usize, arch));
+        Ok((Context { ctx: ctx as CuContext }, arch))
+    }
+
+    /// Retains device `ordinal`'s primary context and reads its compute capability.
+    fn retain(ordinal: usize) -> Result<(Context, u32), FfiError> {
         let api = api()?;
         let (mut dev, mut major, mut minor, mut ctx) = (0, 0, 0, std::ptr::null_mut());
         // SAFETY: plain driver calls with out-pointers to locals.

@@ -6,6 +6,7 @@ use tch::{Kind, Tensor};
 
 use super::{launch_error, Kernels};
 use crate::ffi::driver::{arg, Function};
+use crate::switch::Switch;
 
 /// Most cache positions per block of phase 1, as `CHUNK` in attention.cu.
 const CHUNK: i64 = 128;
@@ -27,7 +28,7 @@ pub fn chunk_len(rows: i64, kv_heads: i64, positions: i64) -> i64 {
     len
 }
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "stasc_decode_attention_bf16",
     "stasc_decode_attention_combine_bf16",
     "stasc_rope_kv_write_bf16",
@@ -36,31 +37,50 @@ const NAMES: [&str; 8] = [
     "stasc_decode_attention_combine_f32",
     "stasc_rope_kv_write_f32",
     "stasc_prefix_softmax_f32",
+    "stasc_decode_attention_mma_bf16",
 ];
 
 /// The kernels of one dtype.
 struct ForKind<'a> {
     phase1: &'a Function,
+    /// Phase 1 on tensor cores (attention_mma.cu), where [`mma_applies`].
+    mma: Option<&'a Function>,
     combine: &'a Function,
     rope: &'a Function,
     prefix_softmax: &'a Function,
+}
+
+static MMA: Switch = Switch::new("STASC_MMA_ATTENTION", true);
+
+/// Switches phase 1 of bf16 decode attention on tensor cores (attention_mma.cu) on or off for the whole process
+/// (off: the CUDA-core kernel); the default comes from `STASC_MMA_ATTENTION` (on unless `0`).
+pub fn set_mma_attention(on: bool) {
+    MMA.set(on);
+}
+
+/// Whether attention_mma.cu takes a shape on a device: mma.sync needs sm_80, the kernel heads of a multiple of 64
+/// dimensions and groups of at most 8 queries.
+pub fn mma_applies(arch: u32, head_dim: i64, group: i64) -> bool {
+    arch >= 80 && head_dim % 64 == 0 && group <= 8
 }
 
 /// attention.cu compiled for one (head_dim, group).
 #[derive(Debug, Clone)]
 pub struct AttentionKernels {
     functions: Vec<Function>,
+    /// Whether [`mma_applies`] to this shape on this device.
+    mma: bool,
 }
 
 impl AttentionKernels {
     /// The kernels for `kind`.
     fn for_kind(&self, kind: Kind) -> Option<ForKind<'_>> {
-        let f = match kind {
-            Kind::BFloat16 => &self.functions[..4],
-            Kind::Float => &self.functions[4..],
+        let (f, mma) = match kind {
+            Kind::BFloat16 => (&self.functions[..4], self.mma.then(|| &self.functions[8])),
+            Kind::Float => (&self.functions[4..8], None),
             _ => return None,
         };
-        Some(ForKind { phase1: &f[0], combine: &f[1], rope: &f[2], prefix_softmax: &f[3] })
+        Some(ForKind { phase1: &f[0], mma, combine: &f[1], rope: &f[2], prefix_softmax: &f[3] })
     }
 }
 
@@ -91,7 +111,9 @@ impl Kernels {
                 let loaded = super::compile("attention.cu", super::ATTENTION_SOURCE, self.arch, &defines(head_dim, group))
                     .and_then(|cubin| self.context.load(&cubin, &NAMES));
                 match loaded {
-                    Ok(functions) => Some(AttentionKernels { functions }),
+                    Ok(functions) => {
+                        Some(AttentionKernels { functions, mma: mma_applies(self.arch, head_dim, group) })
+                    }
                     Err(why) => {
                         eprintln!("fused decode attention unavailable for head_dim {head_dim}, group {group} ({why}); using libtorch ops");
                         None
@@ -195,7 +217,9 @@ impl Kernels {
         // SAFETY: arguments follow the kernels' parameter lists, shapes and strides were checked above, and the
         // scratch tensors live in the caching allocator (reused only by work queued later on this stream).
         unsafe {
-            f.phase1
+            f.mma
+                .filter(|_| MMA.get())
+                .unwrap_or(f.phase1)
                 .launch(stream, (chunks as u32, kv_heads as u32, rows as u32), BLOCK, 0, &mut args1)
                 .map_err(launch_error)?;
             f.combine

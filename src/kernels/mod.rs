@@ -26,6 +26,7 @@ use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
 
 pub use adamw::AdamWStep;
+pub use attention::set_mma_attention;
 pub use gemv::{set_gemv, GEMV_ROWS};
 pub use prefix::set_shared_prefix_attention;
 pub use sample::set_windowed_sampler;
@@ -51,7 +52,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 pub const DTYPE_HEADER: &str = include_str!("dtype.cuh");
 
 /// The source compiled once per model shape (`-DHEAD_DIM`, `-DGROUP`).
-pub const ATTENTION_SOURCE: &str = include_str!("attention.cu");
+pub const ATTENTION_SOURCE: &str = concat!(include_str!("attention.cu"), include_str!("attention_mma.cu"));
 
 /// The kernels each source defines.
 const FUNCTIONS: &[(&str, &[&str])] = &[

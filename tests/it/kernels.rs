@@ -300,6 +300,9 @@ fn launching_windows_ahead_gives_the_samples_of_reading_each_first() {
     // by EOS (2% of the vocabulary), max_tokens or one stop token seen in a window read ahead.
     kernels::set_enabled(true);
     let eos: Vec<u32> = (0..20).map(|i| 7 + 50 * i).collect();
+    // Sampled lengths of every run: some must end by max_tokens (150) and some by EOS (which of the runs draws
+    // them depends on the kernels' rounding).
+    let mut sampled_lens = Vec::new();
     for dtype in ["f32", "bf16"] {
         let model = small_model(dtype);
         for sampling in [Sampling::Greedy, Sampling::TopKThenTopP { temperature: 0.9, top_k: 50, top_p: 0.95 }] {
@@ -326,11 +329,12 @@ fn launching_windows_ahead_gives_the_samples_of_reading_each_first() {
             assert_eq!(read_first.stats.windows_ahead, 0);
             assert!(ahead.stats.windows_ahead > 0, "{dtype}: {:?}", ahead.stats);
             if sampling != Sampling::Greedy {
-                assert!(lens.iter().any(|&l| l < 150) && lens.contains(&150), "{lens:?}");
+                sampled_lens.extend(lens);
             }
             assert_eq!(samples(&ahead), samples(&read_first), "{dtype} {sampling:?}");
         }
     }
+    assert!(sampled_lens.iter().any(|&l| l < 150) && sampled_lens.contains(&150), "{sampled_lens:?}");
 }
 
 #[test]
@@ -343,6 +347,69 @@ fn gemv_kernels_are_captured_by_cuda_graphs() {
     let graphs =
         graphs_match_eager_and_greedy_agrees(&model, "bf16", request, &base, ("gemv vs cuBLAS", kernels::set_gemv));
     assert_eq!(graphs.stats.rows, 4);
+}
+
+/// Decode attention in f32 from the kernel's bf16 inputs: `q` [kv_heads, rows, group, d], caches
+/// [rows, kv_heads, max_len, d], row r attending to positions 0..=positions[r]; [rows, 1, heads * d].
+fn attention_f32(q: &Tensor, k: &Tensor, v: &Tensor, positions: &[i64], scale: f64) -> Tensor {
+    let f = |t: Tensor| t.to_kind(Kind::Float);
+    let rows: Vec<Tensor> = positions
+        .iter()
+        .enumerate()
+        .map(|(r, &p)| {
+            let (kr, vr) = (f(k.get(r as i64).narrow(1, 0, p + 1)), f(v.get(r as i64).narrow(1, 0, p + 1)));
+            let qr = f(q.select(1, r as i64));
+            let w = (qr.matmul(&kr.transpose(1, 2)) * scale).softmax(-1, Kind::Float);
+            w.matmul(&vr).reshape([1, 1, -1])
+        })
+        .collect();
+    Tensor::cat(&rows, 0)
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
+fn tensor_core_decode_attention_gives_the_f32_attention_on_cuda() {
+    kernels::set_enabled(true);
+    let device = Device::Cuda(0);
+    let k = kernels::for_tensor(&Tensor::zeros([1], (Kind::BFloat16, device))).expect("fused kernels load");
+    tch::manual_seed(5);
+    // Qwen2.5-1.5B (128 x 6, 2 K/V heads), SmolLM2 (64 x 3) and a full group of 8; one long row (short chunks,
+    // idle warps) and rows whose lengths cross the 16-position tiles, the warps' 32 and the chunks' 128.
+    let lens: Vec<i64> = vec![1, 2, 16, 17, 31, 32, 33, 100, 127, 128, 129, 200, 255, 256, 257, 500, 700, 1000];
+    for (head_dim, group, kv_heads) in [(128, 6, 2), (64, 3, 3), (128, 8, 1)] {
+        for positions in [vec![700i64], lens.iter().map(|l| l - 1).collect()] {
+            let rows = positions.len() as i64;
+            let max_len = 1024;
+            let bf16 =
+                |shape: &[i64], sd: f64| (Tensor::randn(shape, (Kind::Float, device)) * sd).to_kind(Kind::BFloat16);
+            let q = bf16(&[kv_heads, rows, group, head_dim], 3.0);
+            let (kc, vc) =
+                (bf16(&[rows, kv_heads, max_len, head_dim], 1.0), bf16(&[rows, kv_heads, max_len, head_dim], 1.0));
+            let pos = Tensor::from_slice(&positions).to_device(device);
+            let attend = positions.iter().max().unwrap() + 1;
+            let scale = 1.0 / (head_dim as f64).sqrt();
+            let run = |mma: bool| {
+                kernels::set_mma_attention(mma);
+                let out =
+                    k.decode_attention(&q, &kc, &vc, &pos, attend, scale, None).unwrap().expect("takes the shape");
+                kernels::set_mma_attention(true);
+                out.to_kind(Kind::Float)
+            };
+            let (tensor_cores, cuda_cores) = (run(true), run(false));
+            let exact = attention_f32(&q, &kc, &vc, &positions, scale);
+            let err = |t: &Tensor| (t - &exact).abs().max().double_value(&[]);
+            let (e_mma, e_core) = (err(&tensor_cores), err(&cuda_cores));
+            let (largest, largest_v) = (exact.abs().max().double_value(&[]), vc.abs().max().double_value(&[]));
+            println!(
+                "MMA ATTENTION d {head_dim} group {group} rows {rows}: max |tensor cores - f32| {e_mma:.3e}, CUDA \
+                 cores {e_core:.3e} (outputs up to {largest:.2})"
+            );
+            // Weights rounded to bf16 (each within 2^-9 of itself) move the normalised weights by at most 2^-8 in
+            // all, so an output by at most 2^-8 of the largest value; its own rounding adds half a bf16 step.
+            let bound = (largest_v / 256.0 + largest / 512.0) * 1.05;
+            assert!(e_mma <= bound, "d {head_dim} group {group} rows {rows}: {e_mma} > {bound}");
+        }
+    }
 }
 
 #[test]
