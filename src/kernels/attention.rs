@@ -58,10 +58,10 @@ pub fn set_mma_attention(on: bool) {
     MMA.set(on);
 }
 
-/// Whether attention_mma.cu takes a shape on a device: mma.sync needs sm_80, the kernel heads of a multiple of 64
-/// dimensions and groups of at most 8 queries.
+/// Whether attention_mma.cu takes a shape on a device: mma.sync needs sm_80, the kernel heads of 64 or 128
+/// dimensions (a block's values in 48 KB of shared memory) and groups of at most 8 queries.
 pub fn mma_applies(arch: u32, head_dim: i64, group: i64) -> bool {
-    arch >= 80 && head_dim % 64 == 0 && group <= 8
+    arch >= 80 && matches!(head_dim, 64 | 128) && group <= 8
 }
 
 /// attention.cu compiled for one (head_dim, group).
