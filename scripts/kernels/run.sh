@@ -3,8 +3,8 @@
 # 1. the GPU tests: sort-free sampler kernel == sort path (bf16 and f32, 152k vocabulary), decode logits with the
 #    fused kernels vs libtorch ops (f32 and bf16 on a small random Qwen2), CUDA graphs capturing the kernels, greedy
 #    tokens with and without them, gemv.cu's products against cuBLAS's (and captured by graphs), windows launched
-#    ahead giving the samples of windows read first, tensor-core decode attention against f32, the fused AdamW update == the libtorch ops bit for bit, and the
-#    CUDA-graph test on the fixtures;
+#    ahead giving the samples of windows read first, tensor-core decode attention against f32 attention, the fused
+#    AdamW update == the libtorch ops bit for bit, and the CUDA-graph test on the fixtures;
 # 2. `stasc bench generate` at batch 1, 64 and 256 (256 + 256 tokens, Qwen2.5-1.5B shape, random bf16 weights)
 #    with the fused kernels on and off (STASC_FUSED_KERNELS), then batch 1 greedy, without CUDA graphs and with
 #    fewer host syncs (where a batch-1 token's time goes);
