@@ -349,6 +349,12 @@ fn gemv_kernels_are_captured_by_cuda_graphs() {
     assert_eq!(graphs.stats.rows, 4);
 }
 
+/// The fused kernels of cuda:0, switched on.
+fn cuda_kernels() -> &'static kernels::Kernels {
+    kernels::set_enabled(true);
+    kernels::for_tensor(&Tensor::zeros([1], (Kind::BFloat16, Device::Cuda(0)))).expect("fused kernels load")
+}
+
 /// Decode attention in f32 from the kernel's bf16 inputs: `q` [kv_heads, rows, group, d], caches
 /// [rows, kv_heads, max_len, d], row r attending to positions 0..=positions[r]; [rows, 1, heads * d].
 fn attention_f32(q: &Tensor, k: &Tensor, v: &Tensor, positions: &[i64], scale: f64) -> Tensor {
@@ -369,9 +375,7 @@ fn attention_f32(q: &Tensor, k: &Tensor, v: &Tensor, positions: &[i64], scale: f
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn tensor_core_decode_attention_gives_the_f32_attention_on_cuda() {
-    kernels::set_enabled(true);
-    let device = Device::Cuda(0);
-    let k = kernels::for_tensor(&Tensor::zeros([1], (Kind::BFloat16, device))).expect("fused kernels load");
+    let (k, device) = (cuda_kernels(), Device::Cuda(0));
     tch::manual_seed(5);
     // Qwen2.5-1.5B (128 x 6, 2 K/V heads), SmolLM2 (64 x 3) and a full group of 8; one long row (short chunks,
     // idle warps) and rows whose lengths cross the 16-position tiles, the warps' 32 and the chunks' 128.
@@ -415,9 +419,7 @@ fn tensor_core_decode_attention_gives_the_f32_attention_on_cuda() {
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn gemv_kernel_gives_the_products_of_cublas_on_cuda() {
-    kernels::set_enabled(true);
-    let device = Device::Cuda(0);
-    let k = kernels::for_tensor(&Tensor::zeros([1], (Kind::BFloat16, device))).expect("fused kernels load");
+    let (k, device) = (cuda_kernels(), Device::Cuda(0));
     tch::manual_seed(11);
     // Qwen2.5-1.5B's q/k/v, o, gate/up, down and output projections, and shapes with partial warps and blocks.
     let shapes = [(2048, 1536, true), (1536, 1536, false), (17920, 1536, false), (1536, 8960, false)];
