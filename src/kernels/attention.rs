@@ -1,6 +1,6 @@
 //! Launching attention.cu's kernels (compiled per head size and group on first use): split-K decode attention
-//! over the cache (with a prefix shared by every row attended to once for all of them), and the rotary embedding
-//! fused with the cache write.
+//! over the cache (with a prefix shared by every row attended to once for all of them; phase 1 in bf16 on tensor
+//! cores from attention_mma.cu where the shape allows), and the rotary embedding fused with the cache write.
 
 use tch::{Kind, Tensor};
 
@@ -60,7 +60,7 @@ pub fn set_mma_attention(on: bool) {
 
 /// Whether attention_mma.cu takes a shape on a device: mma.sync needs sm_80, the kernel heads of 64 or 128
 /// dimensions (a block's values in 48 KB of shared memory) and groups of at most 8 queries.
-pub fn mma_applies(arch: u32, head_dim: i64, group: i64) -> bool {
+fn mma_applies(arch: u32, head_dim: i64, group: i64) -> bool {
     arch >= 80 && matches!(head_dim, 64 | 128) && group <= 8
 }
 
