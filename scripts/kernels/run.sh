@@ -3,7 +3,8 @@
 # 1. the GPU tests: sort-free sampler kernel == sort path (bf16 and f32, 152k vocabulary), decode logits with the
 #    fused kernels vs libtorch ops (f32 and bf16 on a small random Qwen2), CUDA graphs capturing the kernels, greedy
 #    tokens with and without them, gemv.cu's products against cuBLAS's (and captured by graphs), windows launched
-#    ahead giving the samples of windows read first, tensor-core decode attention against f32 attention, the fused
+#    ahead giving the samples of windows read first, tensor-core decode attention against f32 attention, prefill
+#    after a cached prefix with flash attention against the explicit mask, the fused
 #    AdamW update == the libtorch ops bit for bit, and the CUDA-graph test on the fixtures;
 # 2. `stasc bench generate` at batch 1, 64 and 256 (256 + 256 tokens, Qwen2.5-1.5B shape, random bf16 weights)
 #    with the fused kernels on and off (STASC_FUSED_KERNELS), then batch 1 greedy, without CUDA graphs and with
@@ -26,8 +27,8 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   # The test binary finds tests/fixtures under the directory it was built in (CARGO_MANIFEST_DIR).
   manifest=${STASC_BUILT_IN:-$(cat "$G/built_in" 2>/dev/null || echo /work/main)}
   if [ ! -e "$manifest" ]; then mkdir -p "$(dirname "$manifest")" && ln -s "$PWD" "$manifest"; fi
-  "$G/it" --ignored --test-threads=1 --nocapture sort_free_kernel fused_decode_gives fused_kernels_are_captured shared_prefix_attention launching_windows_ahead gemv_kernel tensor_core_decode_attention fused_adamw packed_norm \
-    cuda_graphs_give_the_same 2>&1 | grep -E "SAMPLER|DECODE|GREEDY|LAUNCH AHEAD|GEMV|MMA ATTENTION|NORM8|ADAMW|CUDA graphs|unavailable|^test |test result|panicked|assert"
+  "$G/it" --ignored --test-threads=1 --nocapture sort_free_kernel fused_decode_gives fused_kernels_are_captured shared_prefix_attention launching_windows_ahead gemv_kernel tensor_core_decode_attention flash_attention_prefills fused_adamw packed_norm \
+    cuda_graphs_give_the_same 2>&1 | grep -E "SAMPLER|DECODE|GREEDY|LAUNCH AHEAD|GEMV|MMA ATTENTION|EXTEND|NORM8|ADAMW|CUDA graphs|unavailable|^test |test result|panicked|assert"
 fi
 if [ "$what" = all ] || [ "$what" = generate ]; then
   echo "== stasc generate on the tiny fixtures, fused kernels on vs off (CUDA): greedy f32 and bf16, sampled f32"

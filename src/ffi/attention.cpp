@@ -1,12 +1,20 @@
-// Variable-length flash attention for packed training passes: libtorch's aten::_flash_attention_forward with
-// cumulative sequence lengths, which tch does not expose. Called through the dispatcher, so autograd records its
-// backward (FlashAttentionBackward0) like any other op. Tensors cross the boundary as tch's handles (at::Tensor*).
+// libtorch's aten::_flash_attention_forward, which tch does not expose: with cumulative sequence lengths for packed
+// training passes (called through the dispatcher, so autograd records its backward, FlashAttentionBackward0), and
+// over padded batches for prefill after cached positions. Tensors cross the boundary as tch's handles
+// (at::Tensor*).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_flash_attention_forward.h>
 
 #include <cstdint>
 #include <cstring>
 #include <exception>
+
+static void copy_error(const char* what, char* err, size_t err_len) {
+  if (err_len > 0) {
+    std::strncpy(err, what, err_len - 1);
+    err[err_len - 1] = '\0';
+  }
+}
 
 // Causal attention of q [N, heads, d] over k, v [N, kv_heads, d] within each segment that cu_seqlens (int32,
 // [segments + 1], starting at 0) marks out; writes a new handle to the output [N, heads, d] to *out. On failure
@@ -20,10 +28,25 @@ extern "C" int stasc_flash_attention_varlen(const at::Tensor* q, const at::Tenso
     *out = new at::Tensor(std::move(std::get<0>(result)));
     return 0;
   } catch (const std::exception& e) {
-    if (err_len > 0) {
-      std::strncpy(err, e.what(), err_len - 1);
-      err[err_len - 1] = '\0';
-    }
+    copy_error(e.what(), err, err_len);
+    return 1;
+  } catch (...) {
+    return 1;
+  }
+}
+
+// Causal attention of q [B, M, heads, d] over k, v [B, N, kv_heads, d] (N >= M; strided, the last dimension
+// contiguous), the causal mask aligned to the bottom right as flash attention aligns it: query i sees keys
+// 0..=N - M + i. Writes a new handle to the output [B, M, heads, d] to *out. Errors as above.
+extern "C" int stasc_flash_attention_causal(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v,
+                                            double scale, at::Tensor** out, char* err, size_t err_len) {
+  try {
+    auto result = at::_flash_attention_forward(*q, *k, *v, std::nullopt, std::nullopt, q->size(1), k->size(1), 0.0,
+                                               /*is_causal=*/true, /*return_debug_mask=*/false, scale);
+    *out = new at::Tensor(std::move(std::get<0>(result)));
+    return 0;
+  } catch (const std::exception& e) {
+    copy_error(e.what(), err, err_len);
     return 1;
   } catch (...) {
     return 1;

@@ -69,6 +69,15 @@ mod sys {
             err: *mut std::ffi::c_char,
             err_len: usize,
         ) -> i32;
+        pub fn stasc_flash_attention_causal(
+            q: *const c_void,
+            k: *const c_void,
+            v: *const c_void,
+            scale: f64,
+            out: *mut *mut c_void,
+            err: *mut std::ffi::c_char,
+            err_len: usize,
+        ) -> i32;
         pub fn stasc_stream_from_pool(device: i32, out: *mut StascStream) -> i32;
         pub fn stasc_stream_current(device: i32, out: *mut StascStream) -> i32;
         pub fn stasc_stream_set_current(stream: *const StascStream) -> i32;
@@ -177,15 +186,56 @@ pub fn flash_attention_varlen(
             err.as_mut_ptr(),
             err.len(),
         );
-        if code != 0 || out.is_null() {
-            // The buffer is NUL-terminated (zeroed, and the shim terminates what it copies).
-            let why = std::ffi::CStr::from_ptr(err.as_ptr()).to_string_lossy();
-            let first = why.lines().next().unwrap_or("threw").to_string();
-            return Err(FfiError::Shim(format!("_flash_attention_forward: {first}")));
-        }
-        // `out` is a new at::Tensor* that nothing else owns.
-        Ok(tch::Tensor::from_ptr(out.cast()))
+        shim_output(code, out, &err)
     })
+}
+
+/// Causal attention of `q` [B, M, heads, d] over `k`, `v` [B, N, kv_heads, d] with N >= M (strided, the last
+/// dimension contiguous), the mask aligned to the bottom right: query i sees keys 0..=N - M + i. libtorch's
+/// `_flash_attention_forward` (CUDA, bf16/f16). Returns [B, M, heads, d].
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn flash_attention_causal(
+    q: &tch::Tensor,
+    k: &tch::Tensor,
+    v: &tch::Tensor,
+    scale: f64,
+) -> Result<tch::Tensor, FfiError> {
+    shim!({
+        let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
+        let mut err = [0 as std::ffi::c_char; 512];
+        let handle = |t: &tch::Tensor| t.as_ptr() as *const std::ffi::c_void;
+        // As in `flash_attention_varlen`: live handles in, a new owned handle out on success.
+        let code = sys::stasc_flash_attention_causal(
+            handle(q),
+            handle(k),
+            handle(v),
+            scale,
+            &mut out,
+            err.as_mut_ptr(),
+            err.len(),
+        );
+        shim_output(code, out, &err)
+    })
+}
+
+/// The tensor a shim call wrote to `out`, or the first line of the message it wrote to `err`.
+///
+/// # Safety
+/// `out`, when not null, must be a new at::Tensor* that nothing else owns; `err` must be NUL-terminated.
+#[cfg(stasc_cuda_shim)]
+unsafe fn shim_output(
+    code: i32,
+    out: *mut std::ffi::c_void,
+    err: &[std::ffi::c_char],
+) -> Result<tch::Tensor, FfiError> {
+    if code != 0 || out.is_null() {
+        // SAFETY: the buffer is NUL-terminated (zeroed, and the shim terminates what it copies).
+        let why = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
+        let first = why.lines().next().unwrap_or("threw").to_string();
+        return Err(FfiError::Shim(format!("_flash_attention_forward: {first}")));
+    }
+    // SAFETY: the caller's promise: a new handle that the returned Tensor then owns.
+    Ok(unsafe { tch::Tensor::from_ptr(out.cast()) })
 }
 
 /// Starts libtorch's Kineto profiler (CPU ops and every CUDA kernel of the process) until [`profiler_stop`].

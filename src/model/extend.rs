@@ -4,9 +4,58 @@
 //! projections, MLP) rather than adding a mode to `layers.rs`, whose attention is tuned for decode; the q/k/v
 //! projection below mirrors `Attention::forward_kernels`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tch::{Kind, Tensor};
 
+use crate::switch::Switch;
+
 use super::layers::{DecoderLayer, FusedProjections, LayerCache, QkvProj, RopeAt, RotaryEmbedding};
+
+/// `STASC_EXTEND_FLASH=0` keeps the masked attention on CUDA too (to compare the paths).
+static FLASH: Switch = Switch::new("STASC_EXTEND_FLASH", true);
+
+/// Set when flash attention failed here (then the masked attention runs).
+static FLASH_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Switches flash attention for prefill after cached positions (CUDA, bf16/f16) on or off for the whole process
+/// (off: scaled-dot-product attention with an explicit mask).
+pub fn set_extend_flash(on: bool) {
+    FLASH.set(on);
+}
+
+/// Attention of `q` [B, T, h, d] over `keys`, `values` [B, kvh, start + T, d] by flash attention, whose causal
+/// mask, aligned to the bottom right, is the extend mask (query i at position start + i sees 0..=start + i), as
+/// [B, T, h, d]; `None` where it does not apply (the CPU, f32, no shim, a head size it lacks, switched off) or
+/// failed (said once).
+///
+/// Why: the masked path hands scaled-dot-product attention a [G x T, start + T] mask, which it expands to every
+/// row and K/V head in memory: ~585 MB a layer for 136 prompts of 240 tokens after a 560-token prefix, and
+/// elementwise kernels writing it took 0.5 ms of every decode step's share in a correction call's trace (H200).
+fn flash(q: &Tensor, keys: &Tensor, values: &Tensor, scale: f64) -> Result<Option<Tensor>, tch::TchError> {
+    let d = q.size()[3];
+    let applies = crate::ffi::HAS_SHIM
+        && q.device().is_cuda()
+        && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
+        && d % 8 == 0
+        && d <= 256
+        && FLASH.get()
+        && !FLASH_FAILED.load(Ordering::Relaxed);
+    if !applies {
+        return Ok(None);
+    }
+    // Flash attention takes [B, sequence, heads, d] with any strides but the last.
+    let (k, v) = (keys.f_transpose(1, 2)?, values.f_transpose(1, 2)?);
+    match crate::ffi::flash_attention_causal(q, &k, &v, scale) {
+        Ok(out) => Ok(Some(out)),
+        Err(why) => {
+            if !FLASH_FAILED.swap(true, Ordering::Relaxed) {
+                eprintln!("note: flash attention for prefill after a cached prefix unavailable ({why}); using a mask");
+            }
+            Ok(None)
+        }
+    }
+}
 
 /// [groups x T, start + T] bool: query i of each of `groups` query heads sharing a K/V head (at position start + i)
 /// sees cache positions 0..=start + i.
@@ -45,17 +94,23 @@ pub(crate) fn layer_forward(
             (qk.f_narrow(2, 0, h)?, qk.f_narrow(2, h, kvh)?, all.f_narrow(2, h + kvh, kvh)?)
         }
     };
-    let (q, k, v) = (q.f_transpose(1, 2)?, k.f_transpose(1, 2)?, v.f_transpose(1, 2)?);
+    let (queries, k, v) = (q.f_transpose(1, 2)?, k.f_transpose(1, 2)?, v.f_transpose(1, 2)?);
     let _ = cache.k.f_narrow(2, start, t)?.f_index_copy_(0, rows, &k)?;
     let _ = cache.v.f_narrow(2, start, t)?.f_index_copy_(0, rows, &v)?;
     let keys = cache.k.f_narrow(2, 0, start + t)?.f_index_select(0, rows)?;
     let values = cache.v.f_narrow(2, 0, start + t)?.f_index_select(0, rows)?;
     let scale = 1.0 / (d as f64).sqrt();
-    // The G query heads of one K/V head act as G x T query rows against that head (as in decode): GQA without
-    // repeating K/V, and a masked kernel that need not support GQA itself.
-    let grouped = q.f_reshape([b, kvh, (h / kvh) * t, d])?;
-    let out = Tensor::f_scaled_dot_product_attention(&grouped, &keys, &values, Some(mask), 0.0, false, scale, false)?;
-    let out = out.f_reshape([b, h, t, d])?.f_transpose(1, 2)?.f_reshape([b, t, h * d])?;
+    let out = match flash(&q, &keys, &values, scale)? {
+        Some(out) => out.f_reshape([b, t, h * d])?,
+        None => {
+            // The G query heads of one K/V head act as G x T query rows against that head (as in decode): GQA
+            // without repeating K/V, and a masked kernel that need not support GQA itself.
+            let grouped = queries.f_reshape([b, kvh, (h / kvh) * t, d])?;
+            let out =
+                Tensor::f_scaled_dot_product_attention(&grouped, &keys, &values, Some(mask), 0.0, false, scale, false)?;
+            out.f_reshape([b, h, t, d])?.f_transpose(1, 2)?.f_reshape([b, t, h * d])?
+        }
+    };
     let out = attn.o_proj.forward(&out)?;
     let x = x.f_add(&out)?;
     let mlp =

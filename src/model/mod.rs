@@ -13,6 +13,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 mod extend;
+pub use extend::set_extend_flash;
 pub mod files;
 pub mod generation_config;
 pub mod gguf;

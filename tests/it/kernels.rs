@@ -104,6 +104,57 @@ fn sort_free_kernel_picks_the_sort_paths_tokens_on_cuda() {
     );
 }
 
+/// Logits of every real position of rows of lengths `lens` prefilled after a `shared`-token prefix that each row
+/// holds a copy of (Pass::Extend, right-padded to the longest row), [real positions, vocab] f32.
+fn extend_logits(model: &CausalLm, lens: &[i64], shared: i64) -> Tensor {
+    let device = model.device();
+    let (rows, t) = (lens.len() as i64, *lens.iter().max().unwrap());
+    let mut prefix = KvCache::new(model.config(), 1, shared, model.kind(), device).unwrap();
+    let ids = Tensor::arange(shared, (Kind::Int64, device)).remainder(997).view([1, shared]);
+    let positions = Tensor::arange(shared, (Kind::Int64, device)).view([1, shared]);
+    let zero = Tensor::zeros([1], (Kind::Int64, device));
+    let _ = model.forward(&ids, &positions, Pass::Prefill { cache: &mut prefix, rows: &zero }).unwrap();
+    let mut cache = model.new_cache(rows, 512).unwrap();
+    let all = Tensor::arange(rows, (Kind::Int64, device));
+    cache.copy_prefix(&prefix, &all, shared).unwrap();
+    let tokens: Vec<i64> = (0..rows * t).map(|i| ((i % t + shared) * 7 + i / t) % 997).collect();
+    let ids = Tensor::from_slice(&tokens).to_device(device).view([rows, t]);
+    let positions = Tensor::arange_start(shared, shared + t, (Kind::Int64, device)).expand([rows, t], false);
+    let pass = Pass::Extend { cache: &mut cache, rows: &all, start: shared };
+    let hidden = model.forward(&ids, &positions, pass).unwrap();
+    let logits = model.logits(&hidden.view([rows * t, -1])).unwrap().to_kind(Kind::Float).view([rows, t, -1]);
+    let real: Vec<Tensor> = lens.iter().enumerate().map(|(r, &l)| logits.get(r as i64).narrow(0, 0, l)).collect();
+    Tensor::cat(&real, 0)
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
+fn flash_attention_prefills_after_a_cached_prefix_like_the_masked_attention_on_cuda() {
+    // Rows of 1 to 200 tokens after prefixes of 129 and 300 positions, right-padded; flash attention's causal mask
+    // (aligned to the bottom right) against scaled-dot-product attention with the explicit extend mask.
+    let model = small_model("bf16");
+    for (shared, lens) in [(129, vec![1i64, 37, 200, 64]), (300, vec![150, 3, 90])] {
+        stasc::model::set_extend_flash(true);
+        let flash = extend_logits(&model, &lens, shared);
+        stasc::model::set_extend_flash(false);
+        let masked = extend_logits(&model, &lens, shared);
+        stasc::model::set_extend_flash(true);
+        let diff = (&flash - &masked).abs().max().double_value(&[]);
+        let scale = masked.abs().max().double_value(&[]);
+        let same = flash.argmax(-1, false).eq_tensor(&masked.argmax(-1, false)).to_kind(Kind::Float).mean(Kind::Float);
+        println!(
+            "EXTEND bf16, prefix {shared}, rows {lens:?}: flash vs masked attention max |diff| {diff:.3e} (logits up \
+             to {scale:.2}), same argmax at {:.1}% of {} positions",
+            same.double_value(&[]) * 100.0,
+            flash.size()[0]
+        );
+        // As for the fused decode in bf16: two attention kernels' roundings carried through the layers.
+        assert!(diff <= 0.1 * scale.max(1.0), "prefix {shared}: max |diff| {diff} (logits up to {scale})");
+        // A mask aligned to the top left would hide each row's own tokens: nearly every argmax would move.
+        assert!(same.double_value(&[]) >= 0.9, "prefix {shared}: argmax agreement {same:?}");
+    }
+}
+
 /// Logits of `steps` teacher-forced decode steps after prefilling rows of different lengths (every row's first
 /// tokens are the same). With `shared` > 0 the decode steps are also handed those first positions as a one-row
 /// prefix cache, which the fused attention reads instead of the rows' copies.
