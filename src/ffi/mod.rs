@@ -170,23 +170,10 @@ pub fn flash_attention_varlen(
     scale: f64,
 ) -> Result<tch::Tensor, FfiError> {
     shim!({
-        let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
-        let mut err = [0 as std::ffi::c_char; 512];
-        let handle = |t: &tch::Tensor| t.as_ptr() as *const std::ffi::c_void;
-        // The handles are live tch tensors (at::Tensor*); the shim writes a new handle to `out` on success, which
-        // the returned Tensor then owns, and a NUL-terminated message into `err` on failure.
-        let code = sys::stasc_flash_attention_varlen(
-            handle(q),
-            handle(k),
-            handle(v),
-            handle(cu_seqlens),
-            max_len,
-            scale,
-            &mut out,
-            err.as_mut_ptr(),
-            err.len(),
-        );
-        shim_output(code, out, &err)
+        tensor_call(|out, err, len| {
+            let h = handle;
+            sys::stasc_flash_attention_varlen(h(q), h(k), h(v), h(cu_seqlens), max_len, scale, out, err, len)
+        })
     })
 }
 
@@ -201,21 +188,32 @@ pub fn flash_attention_causal(
     scale: f64,
 ) -> Result<tch::Tensor, FfiError> {
     shim!({
-        let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
-        let mut err = [0 as std::ffi::c_char; 512];
-        let handle = |t: &tch::Tensor| t.as_ptr() as *const std::ffi::c_void;
-        // As in `flash_attention_varlen`: live handles in, a new owned handle out on success.
-        let code = sys::stasc_flash_attention_causal(
-            handle(q),
-            handle(k),
-            handle(v),
-            scale,
-            &mut out,
-            err.as_mut_ptr(),
-            err.len(),
-        );
-        shim_output(code, out, &err)
+        tensor_call(|out, err, len| {
+            sys::stasc_flash_attention_causal(handle(q), handle(k), handle(v), scale, out, err, len)
+        })
     })
+}
+
+/// A tch tensor as the shim takes it: its at::Tensor*.
+#[cfg(stasc_cuda_shim)]
+fn handle(t: &tch::Tensor) -> *const std::ffi::c_void {
+    t.as_ptr() as *const std::ffi::c_void
+}
+
+/// Runs a shim call that writes a new tensor handle to its `out` argument on success and a NUL-terminated message
+/// into its `err` buffer (of the given length) on failure; returns the tensor, which then owns the handle.
+///
+/// # Safety
+/// `call` must pass live handles only and follow that contract.
+#[cfg(stasc_cuda_shim)]
+unsafe fn tensor_call(
+    call: impl FnOnce(*mut *mut std::ffi::c_void, *mut std::ffi::c_char, usize) -> i32,
+) -> Result<tch::Tensor, FfiError> {
+    let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
+    let mut err = [0 as std::ffi::c_char; 512];
+    let code = call(&mut out, err.as_mut_ptr(), err.len());
+    // SAFETY: as promised by the caller.
+    unsafe { shim_output(code, out, &err) }
 }
 
 /// The tensor a shim call wrote to `out`, or the first line of the message it wrote to `err`.
