@@ -371,20 +371,15 @@ impl CausalLm {
                 let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
                 let mask = super::extend::extend_mask(start, t, groups, input_ids.device())
                     .map_err(torch_err("extend mask"))?;
+                let mut pending = None;
                 for (i, layer) in self.layers.iter().enumerate() {
-                    x = super::extend::layer_forward(
-                        layer,
-                        &x,
-                        &self.rope,
-                        &rope_at,
-                        cache.layer(i),
-                        rows,
-                        start,
-                        &mask,
-                        fused(i),
-                    )
-                    .map_err(torch_err("prefill after a cached prefix"))?;
+                    let mode = AttnMode::Extend { cache: cache.layer(i), rows, start, mask: &mask };
+                    let (after, mlp) = layer
+                        .forward_pending(&x, pending.as_ref(), &self.rope, &rope_at, mode, fused(i))
+                        .map_err(torch_err("prefill after a cached prefix"))?;
+                    (x, pending) = (after, Some(mlp));
                 }
+                return self.final_norm_with(&x, pending.as_ref());
             }
             Pass::Decode { cache, attend_len, shared } => {
                 if t != 1 || b != cache.rows() || attend_len > cache.max_len() {

@@ -1,8 +1,7 @@
-//! Prefill that continues cached sequences: the decoder layer run over tokens at positions `start..start + T` of
-//! cache rows whose positions `0..start` already hold K/V (a shared prompt prefix copied in). Each layer writes its
-//! new K/V after the cached ones and attends causally over both. It uses the layers' public parts (norms,
-//! projections, MLP) rather than adding a mode to `layers.rs`, whose attention is tuned for decode; the q/k/v
-//! projection below mirrors `Attention::forward_kernels`.
+//! Prefill that continues cached sequences: tokens at positions `start..start + T` of cache rows whose positions
+//! `0..start` already hold K/V (a shared prompt prefix copied in). The decoder layers run it as
+//! `AttnMode::Extend` (the fused norm and SiLU kernels of the other inference passes included); this module is
+//! its attention: each layer writes its new K/V after the cached ones and attends causally over both.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,7 +9,7 @@ use tch::{Kind, Tensor};
 
 use crate::switch::Switch;
 
-use super::layers::{DecoderLayer, FusedProjections, LayerCache, QkvProj, RopeAt, RotaryEmbedding};
+use super::layers::LayerCache;
 
 /// `STASC_EXTEND_FLASH=0` keeps the masked attention on CUDA too (to compare the paths).
 static FLASH: Switch = Switch::new("STASC_EXTEND_FLASH", true);
@@ -65,55 +64,32 @@ pub(crate) fn extend_mask(start: i64, t: i64, groups: i64, device: tch::Device) 
     keys.f_le_tensor(&queries)?.f_repeat([groups, 1])
 }
 
-/// Runs one decoder layer on `x` ([B, T, hidden]) continuing cache rows `rows` ([B] int64) from `start`.
+/// The attention of an Extend pass: `q` [B, T, h, d], `k`, `v` [B, T, kvh, d] (rotated) at positions
+/// start..start + T of cache rows `rows`, whose K/V are written there first; causal attention over the rows'
+/// positions 0..start + T. Returns [B, T, h * d].
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn layer_forward(
-    layer: &DecoderLayer,
-    x: &Tensor,
-    rope: &RotaryEmbedding,
-    rope_at: &RopeAt,
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
     cache: LayerCache<'_>,
     rows: &Tensor,
     start: i64,
     mask: &Tensor,
-    fused: Option<&FusedProjections>,
+    scale: f64,
 ) -> Result<Tensor, tch::TchError> {
-    let attn = &layer.self_attn;
-    let normed = layer.input_layernorm.forward(x)?;
-    let (b, t) = (x.size()[0], x.size()[1]);
-    let (h, kvh, d) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);
-    let (q, k, v) = match (&attn.qkv, fused.and_then(|f| f.qkv.as_ref())) {
-        (QkvProj::Separate { q, k, v }, None) => (
-            rope.apply(&q.forward(&normed)?.f_view([b, t, h, d])?, rope_at)?,
-            rope.apply(&k.forward(&normed)?.f_view([b, t, kvh, d])?, rope_at)?,
-            v.forward(&normed)?.f_view([b, t, kvh, d])?,
-        ),
-        (_, Some(qkv)) | (QkvProj::Fused(qkv), None) => {
-            let all = qkv.forward(&normed)?.f_view([b, t, h + 2 * kvh, d])?;
-            let qk = rope.apply(&all.f_narrow(2, 0, h + kvh)?, rope_at)?;
-            (qk.f_narrow(2, 0, h)?, qk.f_narrow(2, h, kvh)?, all.f_narrow(2, h + kvh, kvh)?)
-        }
-    };
-    let (queries, k, v) = (q.f_transpose(1, 2)?, k.f_transpose(1, 2)?, v.f_transpose(1, 2)?);
-    let _ = cache.k.f_narrow(2, start, t)?.f_index_copy_(0, rows, &k)?;
-    let _ = cache.v.f_narrow(2, start, t)?.f_index_copy_(0, rows, &v)?;
+    let (b, t, h, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
+    let kvh = k.size()[2];
+    let _ = cache.k.f_narrow(2, start, t)?.f_index_copy_(0, rows, &k.f_transpose(1, 2)?)?;
+    let _ = cache.v.f_narrow(2, start, t)?.f_index_copy_(0, rows, &v.f_transpose(1, 2)?)?;
     let keys = cache.k.f_narrow(2, 0, start + t)?.f_index_select(0, rows)?;
     let values = cache.v.f_narrow(2, 0, start + t)?.f_index_select(0, rows)?;
-    let scale = 1.0 / (d as f64).sqrt();
-    let out = match flash(&q, &keys, &values, scale)? {
-        Some(out) => out.f_reshape([b, t, h * d])?,
-        None => {
-            // The G query heads of one K/V head act as G x T query rows against that head (as in decode): GQA
-            // without repeating K/V, and a masked kernel that need not support GQA itself.
-            let grouped = queries.f_reshape([b, kvh, (h / kvh) * t, d])?;
-            let out =
-                Tensor::f_scaled_dot_product_attention(&grouped, &keys, &values, Some(mask), 0.0, false, scale, false)?;
-            out.f_reshape([b, h, t, d])?.f_transpose(1, 2)?.f_reshape([b, t, h * d])?
-        }
-    };
-    let out = attn.o_proj.forward(&out)?;
-    let x = x.f_add(&out)?;
-    let mlp =
-        layer.mlp.forward_with(&layer.post_attention_layernorm.forward(&x)?, fused.and_then(|f| f.gate_up.as_ref()))?;
-    x.f_add(&mlp)
+    if let Some(out) = flash(q, &keys, &values, scale)? {
+        return out.f_reshape([b, t, h * d]);
+    }
+    // The G query heads of one K/V head act as G x T query rows against that head (as in decode): GQA without
+    // repeating K/V, and a masked kernel that need not support GQA itself.
+    let grouped = q.f_transpose(1, 2)?.f_reshape([b, kvh, (h / kvh) * t, d])?;
+    let out = Tensor::f_scaled_dot_product_attention(&grouped, &keys, &values, Some(mask), 0.0, false, scale, false)?;
+    out.f_reshape([b, h, t, d])?.f_transpose(1, 2)?.f_reshape([b, t, h * d])
 }

@@ -133,6 +133,19 @@ pub enum AttnMode<'a> {
         /// [B] cache row of each input row.
         rows: &'a Tensor,
     },
+    /// Prefill continuing cache rows whose positions 0..start already hold K/V (a shared prompt prefix copied in):
+    /// the input's K/V written at positions start..start + T of rows `rows`, causal attention over both
+    /// (crate::model::extend).
+    Extend {
+        /// This layer's cache.
+        cache: LayerCache<'a>,
+        /// [B] cache row of each input row.
+        rows: &'a Tensor,
+        /// The first position of the input.
+        start: i64,
+        /// [groups x T, start + T] bool, the masked path's mask (`extend::extend_mask`).
+        mask: &'a Tensor,
+    },
     /// One token per cache row: K/V written at `write_pos`, attention over the first `attend_len` cache positions
     /// where `mask` ([rows, 1, 1, attend_len] bool) is true.
     Decode {
@@ -235,6 +248,9 @@ impl Attention {
                 let out =
                     Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, scale, h != kvh)?;
                 out.f_transpose(1, 2)?.f_reshape([b, t, h * d])?
+            }
+            AttnMode::Extend { cache, rows, start, mask } => {
+                super::extend::attention(&q, &k, &v, cache, rows, start, mask, scale)?
             }
             // The rows' own copies of a shared prefix serve the libtorch ops.
             AttnMode::Decode { cache, rows, write_pos, attend_len, mask, .. } => {
