@@ -1,6 +1,7 @@
 //! Foreign interfaces, each behind a safe Rust function: the C++ shim that build.rs compiles against libtorch's
 //! headers (cuda_device.cpp: the caching allocator, current streams and devices, per-device seeds; cuda_graph.cpp:
-//! CUDA graphs and pool streams; profiler.cpp: libtorch's Kineto profiler), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
+//! CUDA graphs and pool streams; profiler.cpp: libtorch's Kineto profiler; attention.cpp: flash attention;
+//! linear.cpp: a linear layer whose backward adds the weight's gradient within its product), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
 //! Without the shim (build.rs warns when it cannot build it) every shim function reports that it is unavailable.
 
 pub mod driver;
@@ -74,6 +75,14 @@ mod sys {
             k: *const c_void,
             v: *const c_void,
             scale: f64,
+            out: *mut *mut c_void,
+            err: *mut std::ffi::c_char,
+            err_len: usize,
+        ) -> i32;
+        pub fn stasc_linear_grad_into(
+            x: *const c_void,
+            weight: *const c_void,
+            bias: *const c_void,
             out: *mut *mut c_void,
             err: *mut std::ffi::c_char,
             err_len: usize,
@@ -170,7 +179,7 @@ pub fn flash_attention_varlen(
     scale: f64,
 ) -> Result<tch::Tensor, FfiError> {
     shim!({
-        tensor_call(|out, err, len| {
+        tensor_call("_flash_attention_forward", |out, err, len| {
             let h = handle;
             sys::stasc_flash_attention_varlen(h(q), h(k), h(v), h(cu_seqlens), max_len, scale, out, err, len)
         })
@@ -188,8 +197,27 @@ pub fn flash_attention_causal(
     scale: f64,
 ) -> Result<tch::Tensor, FfiError> {
     shim!({
-        tensor_call(|out, err, len| {
+        tensor_call("_flash_attention_forward", |out, err, len| {
             sys::stasc_flash_attention_causal(handle(q), handle(k), handle(v), scale, out, err, len)
+        })
+    })
+}
+
+/// `x W^T + b` (x [.., in], `weight` [out, in], `bias` [out]) recorded for autograd so that backward adds the
+/// weight's gradient into the weight's gradient tensor within the product (addmm_, beta 1) and hands autograd none
+/// for it, instead of a new tensor that AccumulateGrad then adds in a pass of its own; the first gradient a weight
+/// gets becomes its gradient tensor, as with AccumulateGrad. The input's and the bias's gradients flow as usual.
+/// Any device; differs from `x.linear(W, b)`'s accumulated gradient by one rounding (the sum is rounded once).
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn linear_grad_into(
+    x: &tch::Tensor,
+    weight: &tch::Tensor,
+    bias: Option<&tch::Tensor>,
+) -> Result<tch::Tensor, FfiError> {
+    shim!({
+        tensor_call("linear", |out, err, len| {
+            let b = bias.map_or(std::ptr::null(), handle);
+            sys::stasc_linear_grad_into(handle(x), handle(weight), b, out, err, len)
         })
     })
 }
@@ -207,13 +235,14 @@ fn handle(t: &tch::Tensor) -> *const std::ffi::c_void {
 /// `call` must pass live handles only and follow that contract.
 #[cfg(stasc_cuda_shim)]
 unsafe fn tensor_call(
+    what: &str,
     call: impl FnOnce(*mut *mut std::ffi::c_void, *mut std::ffi::c_char, usize) -> i32,
 ) -> Result<tch::Tensor, FfiError> {
     let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
     let mut err = [0 as std::ffi::c_char; 512];
     let code = call(&mut out, err.as_mut_ptr(), err.len());
     // SAFETY: as promised by the caller.
-    unsafe { shim_output(code, out, &err) }
+    unsafe { shim_output(what, code, out, &err) }
 }
 
 /// The tensor a shim call wrote to `out`, or the first line of the message it wrote to `err`.
@@ -222,6 +251,7 @@ unsafe fn tensor_call(
 /// `out`, when not null, must be a new at::Tensor* that nothing else owns; `err` must be NUL-terminated.
 #[cfg(stasc_cuda_shim)]
 unsafe fn shim_output(
+    what: &str,
     code: i32,
     out: *mut std::ffi::c_void,
     err: &[std::ffi::c_char],
@@ -230,7 +260,7 @@ unsafe fn shim_output(
         // SAFETY: the buffer is NUL-terminated (zeroed, and the shim terminates what it copies).
         let why = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
         let first = why.lines().next().unwrap_or("threw").to_string();
-        return Err(FfiError::Shim(format!("_flash_attention_forward: {first}")));
+        return Err(FfiError::Shim(format!("{what}: {first}")));
     }
     // SAFETY: the caller's promise: a new handle that the returned Tensor then owns.
     Ok(unsafe { tch::Tensor::from_ptr(out.cast()) })

@@ -431,7 +431,7 @@ impl CausalLm {
                 return Ok(logits);
             }
         }
-        hidden.f_linear::<Tensor>(&self.lm_head, None).map_err(torch_err("lm_head"))
+        super::layers::linear(hidden, &self.lm_head, None).map_err(torch_err("lm_head"))
     }
 
     /// Logits [B, T, vocab] of a full causal pass over `input_ids` [B, T] at positions 0..T (training, scoring).
