@@ -9,6 +9,7 @@
 //! - norm.cu: RMSNorm with the residual add, and SiLU-and-multiply;
 //! - adamw.cu: the optimiser's whole AdamW update in one pass over its flat buffers (training);
 //! - gemv.cu: matrix-vector products for decode steps of a few rows (bf16), where cuBLAS's GEMM tiles idle;
+//! - rotary.cu: the rotary embedding of training passes, forward and backward (an autograd op: rotary.rs);
 //! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
 //!   different lengths (a prompt prefix common to all rows read once for all of them: prefix.rs), and the rotary
 //!   embedding fused with the cache write.
@@ -18,6 +19,7 @@ mod attention;
 mod gemv;
 mod norm;
 mod prefix;
+mod rotary;
 mod sample;
 
 use std::collections::HashMap;
@@ -29,6 +31,7 @@ pub use adamw::AdamWStep;
 pub use attention::set_mma_attention;
 pub use gemv::{set_gemv, GEMV_ROWS};
 pub use prefix::set_shared_prefix_attention;
+pub use rotary::{rotary_autograd, rotary_launches};
 pub use sample::set_windowed_sampler;
 
 use crate::ffi::driver::{Context, Function};
@@ -46,6 +49,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("norm.cu", include_str!("norm.cu")),
     ("adamw.cu", include_str!("adamw.cu")),
     ("gemv.cu", include_str!("gemv.cu")),
+    ("rotary.cu", include_str!("rotary.cu")),
 ];
 
 /// The element types and bf16 rounding every source uses, put in front of each one when it is compiled.
@@ -84,6 +88,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
     ),
     ("adamw.cu", &["stasc_adamw_bf16", "stasc_adamw_f32"]),
     ("gemv.cu", &gemv::FUNCTIONS),
+    ("rotary.cu", &["stasc_rotary_bf16", "stasc_rotary_f32"]),
 ];
 
 /// Bits needed for the ids of a vocabulary of `vocab` tokens (the sampler's order key ends with them).
