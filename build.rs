@@ -2,7 +2,7 @@
 //! `tch::Cuda::is_available()` is silently false. Sets an rpath to libtorch (its real directory in the cache, then
 //! the .libtorch link) so the binary and the test binaries run without LD_LIBRARY_PATH, wherever the binary is copied
 //! or installed, and tells the binary where that libtorch is (NVRTC is looked up beside it). Compiles the C++ shim,
-//! src/ffi/cuda_device.cpp, cuda_graph.cpp, profiler.cpp, attention.cpp, linear.cpp and rotary.cpp (what tch does not expose: see LOST_WITHOUT_SHIM), when libtorch has
+//! src/ffi/cuda_device.cpp, cuda_graph.cpp, profiler.cpp, attention.cpp, linear.cpp and train_ops.cpp (what tch does not expose: see LOST_WITHOUT_SHIM), when libtorch has
 //! CUDA and the CUDA headers (torch's nvidia wheels + nvidia-cuda-crt) are present.
 
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 const LOST_WITHOUT_SHIM: &str = "the current CUDA stream (NCCL all-reduces and the fused kernels run on it), \
      per-device seeding, setting the current device, emptyCache (GPU memory stays cached between phases), the \
      memory fraction (gpu_memory_utilization), pool streams and CUDA graphs (decode runs eagerly), the fused \
-     CUDA kernels, variable-length flash attention in packed training passes, weight gradients added within their products, the training passes' rotary kernel, and Kineto traces (bench generate \
+     CUDA kernels, variable-length flash attention in packed training passes, weight gradients added within their products, the training passes' rotary and SiLU kernels, and Kineto traces (bench generate \
      --trace)";
 
 fn main() {
@@ -21,7 +21,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi/profiler.cpp");
     println!("cargo:rerun-if-changed=src/ffi/attention.cpp");
     println!("cargo:rerun-if-changed=src/ffi/linear.cpp");
-    println!("cargo:rerun-if-changed=src/ffi/rotary.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/train_ops.cpp");
     println!("cargo::rustc-check-cfg=cfg(stasc_cuda_shim)");
     // torch-sys (links = "tch") exports the directory it linked against.
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
@@ -55,7 +55,7 @@ fn main() {
         .file("src/ffi/profiler.cpp")
         .file("src/ffi/attention.cpp")
         .file("src/ffi/linear.cpp")
-        .file("src/ffi/rotary.cpp")
+        .file("src/ffi/train_ops.cpp")
         .include(torch.join("include"))
         .include(torch.join("include/torch/csrc/api/include"))
         .include(&cuda_include)

@@ -27,8 +27,8 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   # The test binary finds tests/fixtures under the directory it was built in (CARGO_MANIFEST_DIR).
   manifest=${STASC_BUILT_IN:-$(cat "$G/built_in" 2>/dev/null || echo /work/main)}
   if [ ! -e "$manifest" ]; then mkdir -p "$(dirname "$manifest")" && ln -s "$PWD" "$manifest"; fi
-  "$G/it" --ignored --test-threads=1 --nocapture sort_free_kernel fused_decode_gives fused_kernels_are_captured shared_prefix_attention launching_windows_ahead gemv_kernel tensor_core_decode_attention flash_attention_prefills fused_adamw packed_norm \
-    cuda_graphs_give_the_same 2>&1 | grep -E "SAMPLER|DECODE|GREEDY|LAUNCH AHEAD|GEMV|MMA ATTENTION|EXTEND|NORM8|ADAMW|CUDA graphs|unavailable|^test |test result|panicked|assert"
+  "$G/it" --ignored --test-threads=1 --nocapture sort_free_kernel fused_decode_gives fused_kernels_are_captured shared_prefix_attention launching_windows_ahead gemv_kernel tensor_core_decode_attention flash_attention_prefills fused_adamw packed_norm training_op_kernels \
+    cuda_graphs_give_the_same 2>&1 | grep -E "SAMPLER|DECODE|GREEDY|LAUNCH AHEAD|GEMV|MMA ATTENTION|EXTEND|NORM8|ADAMW|TRAIN OPS|CUDA graphs|unavailable|^test |test result|panicked|assert"
 fi
 if [ "$what" = all ] || [ "$what" = generate ]; then
   echo "== stasc generate on the tiny fixtures, fused kernels on vs off (CUDA): greedy f32 and bf16, sampled f32"

@@ -38,8 +38,8 @@ $PY $G/make_model.py /tmp/qwen15b 2>&1 | grep -v Warn | tail -1
 cp $G/tokenizer/tokenizer.json $G/tokenizer/tokenizer_config.json /tmp/qwen15b/
 if [ -x $G/it ] && part 0; then
   echo "== 0. GPU tests: fused AdamW vs libtorch ops; variable-length flash attention vs the padded layout"
-  for t in fused_adamw varlen_flash graphed_training fused_weight_gradients rotary_kernel_trains; do
-    $G/it --ignored --test-threads=1 --nocapture $t 2>&1 | grep -E "ADAMW|VARLEN|GRAPHS|WGRAD|ROTARY|^test |test result|panicked|assert"
+  for t in fused_adamw varlen_flash graphed_training fused_weight_gradients training_op_kernels; do
+    $G/it --ignored --test-threads=1 --nocapture $t 2>&1 | grep -E "ADAMW|VARLEN|GRAPHS|WGRAD|TRAIN OPS|^test |test result|panicked|assert"
   done
 fi
 if part 1; then

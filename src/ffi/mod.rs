@@ -1,8 +1,8 @@
 //! Foreign interfaces, each behind a safe Rust function: the C++ shim that build.rs compiles against libtorch's
 //! headers (cuda_device.cpp: the caching allocator, current streams and devices, per-device seeds; cuda_graph.cpp:
 //! CUDA graphs and pool streams; profiler.cpp: libtorch's Kineto profiler; attention.cpp: flash attention;
-//! linear.cpp: a linear layer whose backward adds the weight's gradient within its product; rotary.cpp: the
-//! training passes' rotary embedding as an autograd op calling back into crate::kernels), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
+//! linear.cpp: a linear layer whose backward adds the weight's gradient within its product; train_ops.cpp: the
+//! training passes' rotary embedding and SiLU-and-multiply as autograd ops calling back into crate::kernels), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
 //! Without the shim (build.rs warns when it cannot build it) every shim function reports that it is unavailable.
 
 pub mod driver;
@@ -88,11 +88,18 @@ mod sys {
             err: *mut std::ffi::c_char,
             err_len: usize,
         ) -> i32;
-        pub fn stasc_set_rotary_callback(f: super::RotaryCallback);
+        pub fn stasc_set_train_op_callback(f: super::TrainOpCallback);
         pub fn stasc_rotary(
             x: *const c_void,
             cos: *const c_void,
             sin: *const c_void,
+            out: *mut *mut c_void,
+            err: *mut std::ffi::c_char,
+            err_len: usize,
+        ) -> i32;
+        pub fn stasc_silu_mul(
+            a: *const c_void,
+            b: *const c_void,
             out: *mut *mut c_void,
             err: *mut std::ffi::c_char,
             err_len: usize,
@@ -232,33 +239,35 @@ pub fn linear_grad_into(
     })
 }
 
-/// What rotary.cpp calls to launch the rotary kernel: borrows `x`, `cos`, `sin` (at::Tensor*), rotates `x` (or
-/// rotates it back when the flag is 1) and writes a new at::Tensor* that the shim then owns; 0 on success.
-pub type RotaryCallback = extern "C" fn(
-    *mut std::ffi::c_void,
-    *mut std::ffi::c_void,
-    *mut std::ffi::c_void,
-    i32,
-    *mut *mut std::ffi::c_void,
-) -> i32;
+/// What train_ops.cpp calls to launch a training op's kernel: the op's number, its input handles (at::Tensor*,
+/// borrowed) and their count, and slots for the new handles of its outputs (which the shim then owns) and their
+/// count; 0 on success.
+pub type TrainOpCallback =
+    extern "C" fn(i32, *const *mut std::ffi::c_void, i32, *mut *mut std::ffi::c_void, i32) -> i32;
 
-/// Registers the function that launches the rotary kernel for [`rotary`] (crate::kernels does, once).
+/// Registers the function that launches the kernels of [`rotary`] and [`silu_mul`] (crate::kernels does, once).
 #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
-pub fn set_rotary_callback(f: RotaryCallback) {
+pub fn set_train_op_callback(f: TrainOpCallback) {
     #[cfg(stasc_cuda_shim)]
     // SAFETY: stores a function pointer.
     unsafe {
-        sys::stasc_set_rotary_callback(f)
+        sys::stasc_set_train_op_callback(f)
     };
 }
 
 /// `x` [.., heads, d] rotated by `cos`, `sin` ([tokens, d]) as one autograd op, forward and backward through the
-/// registered callback ([`set_rotary_callback`]).
+/// registered callback ([`set_train_op_callback`]).
 #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
 pub fn rotary(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor) -> Result<tch::Tensor, FfiError> {
     shim!({
         tensor_call("rotary", |out, err, len| sys::stasc_rotary(handle(x), handle(cos), handle(sin), out, err, len))
     })
+}
+
+/// `silu(a) * b` as one autograd op, forward and backward through the registered callback.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn silu_mul(a: &tch::Tensor, b: &tch::Tensor) -> Result<tch::Tensor, FfiError> {
+    shim!({ tensor_call("silu_mul", |out, err, len| sys::stasc_silu_mul(handle(a), handle(b), out, err, len)) })
 }
 
 /// A tch tensor as the shim takes it: its at::Tensor*.

@@ -9,7 +9,8 @@
 //! - norm.cu: RMSNorm with the residual add, and SiLU-and-multiply;
 //! - adamw.cu: the optimiser's whole AdamW update in one pass over its flat buffers (training);
 //! - gemv.cu: matrix-vector products for decode steps of a few rows (bf16), where cuBLAS's GEMM tiles idle;
-//! - rotary.cu: the rotary embedding of training passes, forward and backward (an autograd op: rotary.rs);
+//! - train_ops.cu: the rotary embedding and SiLU-and-multiply of training passes, forward and backward (autograd
+//!   ops: train_ops.rs);
 //! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
 //!   different lengths (a prompt prefix common to all rows read once for all of them: prefix.rs), and the rotary
 //!   embedding fused with the cache write.
@@ -19,8 +20,8 @@ mod attention;
 mod gemv;
 mod norm;
 mod prefix;
-mod rotary;
 mod sample;
+mod train_ops;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -31,8 +32,8 @@ pub use adamw::AdamWStep;
 pub use attention::set_mma_attention;
 pub use gemv::{set_gemv, GEMV_ROWS};
 pub use prefix::set_shared_prefix_attention;
-pub use rotary::{rotary_autograd, rotary_launches};
 pub use sample::set_windowed_sampler;
+pub use train_ops::{rotary_autograd, silu_mul_autograd, train_op_launches};
 
 use crate::ffi::driver::{Context, Function};
 use crate::ffi::{nvrtc, FfiError};
@@ -49,7 +50,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("norm.cu", include_str!("norm.cu")),
     ("adamw.cu", include_str!("adamw.cu")),
     ("gemv.cu", include_str!("gemv.cu")),
-    ("rotary.cu", include_str!("rotary.cu")),
+    ("train_ops.cu", include_str!("train_ops.cu")),
 ];
 
 /// The element types and bf16 rounding every source uses, put in front of each one when it is compiled.
@@ -88,7 +89,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
     ),
     ("adamw.cu", &["stasc_adamw_bf16", "stasc_adamw_f32"]),
     ("gemv.cu", &gemv::FUNCTIONS),
-    ("rotary.cu", &["stasc_rotary_bf16", "stasc_rotary_f32"]),
+    ("train_ops.cu", &train_ops::FUNCTIONS),
 ];
 
 /// Bits needed for the ids of a vocabulary of `vocab` tokens (the sampler's order key ends with them).

@@ -342,7 +342,15 @@ impl Mlp {
         kernels: Option<&Kernels>,
     ) -> Result<Tensor, tch::TchError> {
         let hidden = match (&self.gate_up, fused_gate_up) {
-            (GateUpProj::Separate { gate, up }, None) => gate.forward(x)?.f_silu()?.f_mul(&up.forward(x)?)?,
+            (GateUpProj::Separate { gate, up }, None) => {
+                let (a, b) = (gate.forward(x)?, up.forward(x)?);
+                // Training passes on CUDA: one kernel each way (crate::kernels' autograd op).
+                let fused = if a.requires_grad() { crate::kernels::silu_mul_autograd(&a, &b)? } else { None };
+                match fused {
+                    Some(hidden) => hidden,
+                    None => a.f_silu()?.f_mul(&b)?,
+                }
+            }
             (_, Some(gate_up)) | (GateUpProj::Fused(gate_up), None) => {
                 let both = gate_up.forward_kernels(x, kernels)?;
                 let n = self.intermediate_size;

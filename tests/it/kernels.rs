@@ -625,3 +625,68 @@ fn packed_norm_and_silu_kernels_match_the_scalar_ones_on_cuda() {
         assert!(max_diff(a, b) <= scale / 64.0 && differ < 0.01);
     }
 }
+
+/// The largest difference between two tensors in units of one bf16 step at the larger's magnitude (2^-8 of it).
+fn bf16_steps(a: &Tensor, b: &Tensor) -> f64 {
+    let scale = b.abs().max().double_value(&[]).max(1e-30) / 256.0;
+    (a.to_kind(Kind::Float) - b.to_kind(Kind::Float)).abs().max().double_value(&[]) / scale
+}
+
+/// The training passes' autograd ops (train_ops.cu) against libtorch's ops on the same bf16 and f32 inputs:
+/// SiLU-and-multiply computes and rounds as libtorch's silu, mul and their backward kernels do, so its output and
+/// both gradients are theirs to the bit; the rotary embedding's forward rounds as mul and addcmul store (the same
+/// bits), and its backward rounds once where libtorch's rounds three times: no further from the gradient computed in
+/// f32 than libtorch's, and within a bf16 step of the largest value.
+#[test]
+#[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
+fn training_op_kernels_give_libtorch_ops_values_and_gradients_on_cuda() {
+    let dev = Device::Cuda(0);
+    tch::manual_seed(5);
+    for kind in [Kind::BFloat16, Kind::Float] {
+        // SiLU-and-multiply over [tokens, width] with an odd count (the scalar kernel) and a multiple of 8.
+        for (tokens, width) in [(37, 88), (13, 7)] {
+            let leaf =
+                || (Tensor::randn([tokens, width], (Kind::Float, dev)) * 3.0).to_kind(kind).set_requires_grad(true);
+            let (a, b) = (leaf(), leaf());
+            let (a2, b2) = (a.detach().copy().set_requires_grad(true), b.detach().copy().set_requires_grad(true));
+            let g = Tensor::randn([tokens, width], (Kind::Float, dev)).to_kind(kind);
+            let fused = kernels::silu_mul_autograd(&a, &b).unwrap().expect("the kernel applies");
+            let ops = a2.silu() * &b2;
+            (&fused * &g).sum(Kind::Float).backward();
+            (&ops * &g).sum(Kind::Float).backward();
+            let diffs =
+                [bf16_steps(&fused, &ops), bf16_steps(&a.grad(), &a2.grad()), bf16_steps(&b.grad(), &b2.grad())];
+            println!("TRAIN OPS silu_mul {kind:?} {tokens}x{width}: output, da, db differ by {diffs:?} bf16 steps");
+            // bf16: the same bits; f32: within f32 rounding (a thousandth of a bf16 step).
+            let bound = if kind == Kind::BFloat16 { 0.0 } else { 1e-3 };
+            assert!(diffs.iter().all(|d| *d <= bound), "silu_mul {kind:?}");
+        }
+        // The rotary embedding of [1, tokens, heads, d] by random tables (sin sign-folded).
+        let (tokens, heads, d) = (45, 6, 128);
+        let x = Tensor::randn([1, tokens, heads, d], (Kind::Float, dev)).to_kind(kind).set_requires_grad(true);
+        let x2 = x.detach().copy().set_requires_grad(true);
+        let cos = Tensor::randn([tokens, d], (Kind::Float, dev)).to_kind(kind);
+        let sin = Tensor::randn([tokens, d], (Kind::Float, dev)).to_kind(kind);
+        let g = Tensor::randn([1, tokens, heads, d], (Kind::Float, dev)).to_kind(kind);
+        let fused = kernels::rotary_autograd(&x, &cos, &sin).unwrap().expect("the kernel applies");
+        let rotate = |x: &Tensor, c: &Tensor, s: &Tensor| {
+            (x * c.view([1, tokens, 1, d])).addcmul(&x.roll([d / 2], [-1]), &s.view([1, tokens, 1, d]))
+        };
+        let ops = rotate(&x2, &cos, &sin);
+        (&fused * &g).sum(Kind::Float).backward();
+        (&ops * &g).sum(Kind::Float).backward();
+        // The gradient in f32 from the same inputs.
+        let f = |t: &Tensor| t.detach().to_kind(Kind::Float);
+        let x3 = f(&x).set_requires_grad(true);
+        (rotate(&x3, &f(&cos), &f(&sin)) * f(&g)).sum(Kind::Float).backward();
+        let forward = bf16_steps(&fused, &ops);
+        let (backward, backward_ops) = (bf16_steps(&x.grad(), &x3.grad()), bf16_steps(&x2.grad(), &x3.grad()));
+        println!(
+            "TRAIN OPS rotary {kind:?}: output differs from libtorch's by {forward:.3} bf16 steps; gradient off f32 by \
+             {backward:.3} (libtorch's ops {backward_ops:.3})"
+        );
+        // One rounding is at most half a step of an element's own magnitude: a step of the largest value.
+        let bound = if kind == Kind::BFloat16 { 0.0 } else { 1e-3 };
+        assert!(forward <= bound && backward <= 1.0 && backward <= backward_ops + 1e-3, "rotary {kind:?}");
+    }
+}

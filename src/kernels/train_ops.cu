@@ -1,0 +1,145 @@
+// Kernels of the training passes' autograd ops (kernels/train_ops.rs, src/ffi/train_ops.cpp).
+//
+// The rotary embedding (model/rope.rs's rotate-half layout), forward and backward, a thread
+// taking the pair (i, i + h) of one token's head, h = d / 2, sin the sign-folded table (first half negated):
+//   forward:  out_i = x_i cos_i + x_{i+h} sin_i,   out_{i+h} = x_{i+h} cos_{i+h} + x_i sin_{i+h}
+//   backward: gx_i  = g_i cos_i + g_{i+h} sin_{i+h}, gx_{i+h} = g_{i+h} cos_{i+h} + g_i sin_i
+// (the backward is the transpose of the forward's rotation). libtorch's ops take three kernels forward (roll, mul,
+// addcmul, broadcasting the tables over heads without vector loads) and five backward. The forward rounds as those
+// ops store: the product x_i cos_i to the dtype, then the multiply-add; the backward rounds once.
+template <typename T>
+__device__ void rotary(const T* x, const T* cos, const T* sin, T* out, long tokens, int heads, int d, int backward) {
+  const T* tag = (const T*)0;
+  const int h = d / 2;
+  const long pairs = tokens * heads * h;
+  const long stride = (long)gridDim.x * blockDim.x;
+  for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < pairs; k += stride) {
+    const long row = k / h;
+    const int i = (int)(k - row * h);
+    const long token = row / heads;
+    const T* xr = x + row * d;
+    const T* c = cos + token * d;
+    const T* s = sin + token * d;
+    const float a = to_f32(xr[i]), b = to_f32(xr[i + h]);
+    const float ci = to_f32(c[i]), ch = to_f32(c[i + h]), si = to_f32(s[i]), sh = to_f32(s[i + h]);
+    float lo, hi;
+    if (backward) {
+      lo = fmaf(b, sh, __fmul_rn(a, ci));
+      hi = fmaf(a, si, __fmul_rn(b, ch));
+    } else {
+      lo = fmaf(b, si, round_to(__fmul_rn(a, ci), tag));
+      hi = fmaf(a, sh, round_to(__fmul_rn(b, ch), tag));
+    }
+    out[row * d + i] = from_f32(lo, tag);
+    out[row * d + i + h] = from_f32(hi, tag);
+  }
+}
+
+extern "C" __global__ void stasc_rotary_bf16(const stasc_bf16* x, const stasc_bf16* cos, const stasc_bf16* sin,
+                                             stasc_bf16* out, long tokens, int heads, int d, int backward) {
+  rotary(x, cos, sin, out, tokens, heads, d, backward);
+}
+
+extern "C" __global__ void stasc_rotary_f32(const float* x, const float* cos, const float* sin, float* out,
+                                            long tokens, int heads, int d, int backward) {
+  rotary(x, cos, sin, out, tokens, heads, d, backward);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SiLU-and-multiply of training passes, h = silu(a) * b over separate gate and up outputs, forward and backward,
+// rounding where libtorch's silu, mul and their backward kernels store (and computing as they do), so the op's
+// values are theirs; where libtorch runs two kernels forward and three backward and keeps silu(a) for backward,
+// the op runs one each way and recomputes it:
+//   forward:  s = silu(a) rounded; h = s * b
+//   backward: da = (g * b rounded) * sigmoid(a) * (1 + a * (1 - sigmoid(a))); db = g * s
+
+__device__ __forceinline__ float silu_of(float a) { return __fdiv_rn(a, 1.0f + expf(-a)); }
+
+template <typename T>
+__device__ __forceinline__ void silu_mul_fwd1(const T* a, const T* b, T* h, long k) {
+  const T* tag = (const T*)0;
+  const float s = round_to(silu_of(to_f32(a[k])), tag);
+  h[k] = from_f32(s * to_f32(b[k]), tag);
+}
+
+template <typename T>
+__device__ __forceinline__ void silu_mul_bwd1(const T* g, const T* a, const T* b, T* da, T* db, long k) {
+  const T* tag = (const T*)0;
+  const float x = to_f32(a[k]), dy = to_f32(g[k]);
+  const float s = round_to(silu_of(x), tag);
+  const float gs = round_to(dy * to_f32(b[k]), tag);
+  const float sigmoid = __fdiv_rn(1.0f, 1.0f + expf(-x));
+  da[k] = from_f32(gs * sigmoid * (1.0f + x * (1.0f - sigmoid)), tag);
+  db[k] = from_f32(dy * s, tag);
+}
+
+// Grid-stride over n elements; eight a thread at a time when `packed` (bf16, n and every pointer 16-byte aligned):
+// the loads and stores of one pack then fall in whole 16-byte sectors.
+template <typename T>
+__device__ void silu_mul_train(const T* a, const T* b, T* h, long n) {
+  const long stride = (long)gridDim.x * blockDim.x;
+  for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) silu_mul_fwd1(a, b, h, k);
+}
+
+template <typename T>
+__device__ void silu_mul_train_backward(const T* g, const T* a, const T* b, T* da, T* db, long n) {
+  const long stride = (long)gridDim.x * blockDim.x;
+  for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) silu_mul_bwd1(g, a, b, da, db, k);
+}
+
+// Eight elements a thread through 16-byte loads (n a multiple of 8, pointers 16-byte aligned).
+__device__ void silu_mul_train8(const stasc_bf16* a, const stasc_bf16* b, stasc_bf16* h, long n) {
+  const long stride = (long)gridDim.x * blockDim.x;
+  for (long p = (long)blockIdx.x * blockDim.x + threadIdx.x; p < n / 8; p += stride) {
+    uint4 av = ((const uint4*)a)[p], bv = ((const uint4*)b)[p], hv;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) silu_mul_fwd1((const stasc_bf16*)&av, (const stasc_bf16*)&bv, (stasc_bf16*)&hv, j);
+    ((uint4*)h)[p] = hv;
+  }
+}
+
+__device__ void silu_mul_train_backward8(const stasc_bf16* g, const stasc_bf16* a, const stasc_bf16* b,
+                                         stasc_bf16* da, stasc_bf16* db, long n) {
+  const long stride = (long)gridDim.x * blockDim.x;
+  for (long p = (long)blockIdx.x * blockDim.x + threadIdx.x; p < n / 8; p += stride) {
+    uint4 gv = ((const uint4*)g)[p], av = ((const uint4*)a)[p], bv = ((const uint4*)b)[p], dav, dbv;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      silu_mul_bwd1((const stasc_bf16*)&gv, (const stasc_bf16*)&av, (const stasc_bf16*)&bv, (stasc_bf16*)&dav,
+                    (stasc_bf16*)&dbv, j);
+    }
+    ((uint4*)da)[p] = dav;
+    ((uint4*)db)[p] = dbv;
+  }
+}
+
+extern "C" __global__ void stasc_silu_mul_train_bf16(const stasc_bf16* a, const stasc_bf16* b, stasc_bf16* h,
+                                                     long n) {
+  silu_mul_train(a, b, h, n);
+}
+
+extern "C" __global__ void stasc_silu_mul_train8_bf16(const stasc_bf16* a, const stasc_bf16* b, stasc_bf16* h,
+                                                      long n) {
+  silu_mul_train8(a, b, h, n);
+}
+
+extern "C" __global__ void stasc_silu_mul_train_f32(const float* a, const float* b, float* h, long n) {
+  silu_mul_train(a, b, h, n);
+}
+
+extern "C" __global__ void stasc_silu_mul_train_backward_bf16(const stasc_bf16* g, const stasc_bf16* a,
+                                                              const stasc_bf16* b, stasc_bf16* da, stasc_bf16* db,
+                                                              long n) {
+  silu_mul_train_backward(g, a, b, da, db, n);
+}
+
+extern "C" __global__ void stasc_silu_mul_train_backward8_bf16(const stasc_bf16* g, const stasc_bf16* a,
+                                                               const stasc_bf16* b, stasc_bf16* da, stasc_bf16* db,
+                                                               long n) {
+  silu_mul_train_backward8(g, a, b, da, db, n);
+}
+
+extern "C" __global__ void stasc_silu_mul_train_backward_f32(const float* g, const float* a, const float* b,
+                                                             float* da, float* db, long n) {
+  silu_mul_train_backward(g, a, b, da, db, n);
+}

@@ -1,0 +1,258 @@
+//! Autograd ops of training passes whose forward and backward are each one kernel (train_ops.cu): the rotary
+//! embedding (one kernel each way where libtorch's ops take three and five) and SiLU-and-multiply over the gate and
+//! up outputs (one each way for two and three, recomputing silu(gate) in backward instead of keeping it). The ops
+//! themselves are the C++ shim's (src/ffi/train_ops.cpp, torch::autograd::Function), which calls back into
+//! [`launch_callback`] to launch the kernels on libtorch's current stream.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
+
+use tch::{Kind, Tensor};
+
+use super::{aligned16, launch_error, Kernels};
+use crate::ffi::driver::arg;
+
+/// The kernels train_ops.cu defines.
+pub(super) const FUNCTIONS: [&str; 8] = [
+    "stasc_rotary_bf16",
+    "stasc_rotary_f32",
+    "stasc_silu_mul_train_bf16",
+    "stasc_silu_mul_train8_bf16",
+    "stasc_silu_mul_train_f32",
+    "stasc_silu_mul_train_backward_bf16",
+    "stasc_silu_mul_train_backward8_bf16",
+    "stasc_silu_mul_train_backward_f32",
+];
+
+/// Threads per block.
+const BLOCK: u32 = 256;
+/// Blocks of the grid-stride loops at most.
+const MAX_BLOCKS: i64 = 8192;
+
+/// The kernels the callback runs, numbered as `StascTrainOp` in src/ffi/train_ops.cpp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// x, cos, sin -> rotated x.
+    Rotary = 0,
+    /// gradient, cos, sin -> the gradient rotated back.
+    RotaryBack = 1,
+    /// a, b -> silu(a) * b.
+    SiluMul = 2,
+    /// gradient, a, b -> the gradients of a and b.
+    SiluMulBack = 3,
+}
+
+impl Op {
+    /// The op numbered `n`.
+    fn numbered(n: i32) -> Option<Op> {
+        [Op::Rotary, Op::RotaryBack, Op::SiluMul, Op::SiluMulBack].into_iter().find(|op| *op as i32 == n)
+    }
+}
+
+fn blocks(work: i64) -> u32 {
+    (work + i64::from(BLOCK) - 1).div_euclid(i64::from(BLOCK)).clamp(1, MAX_BLOCKS) as u32
+}
+
+impl Kernels {
+    /// `x` [.., heads, d] rotated by the tables `cos`, `sin` ([tokens, d], sin sign-folded as model/rope.rs keeps
+    /// it; tokens = the product of x's leading dimensions), or with `backward` by the transposed rotation (a
+    /// gradient's way back). `None` when the tensors are not contiguous, of one supported dtype, or of fitting
+    /// shapes.
+    pub fn rotary(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        backward: bool,
+    ) -> Result<Option<Tensor>, tch::TchError> {
+        let name = match x.kind() {
+            Kind::BFloat16 => "stasc_rotary_bf16",
+            Kind::Float => "stasc_rotary_f32",
+            _ => return Ok(None),
+        };
+        if !rotary_fits(x, cos, sin) {
+            return Ok(None);
+        }
+        let shape = x.size();
+        let (heads, d) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+        let tokens = shape[..shape.len() - 2].iter().product::<i64>();
+        let out = Tensor::f_empty(shape.as_slice(), (x.kind(), x.device()))?;
+        let pairs = tokens * heads * (d / 2);
+        if pairs == 0 {
+            return Ok(Some(out));
+        }
+        let function = self.function(name)?;
+        let ptrs = [x.data_ptr(), cos.data_ptr(), sin.data_ptr(), out.data_ptr()];
+        let (heads, d, backward) = (heads as i32, d as i32, i32::from(backward));
+        let mut args = [
+            arg(&ptrs[0]),
+            arg(&ptrs[1]),
+            arg(&ptrs[2]),
+            arg(&ptrs[3]),
+            arg(&tokens),
+            arg(&heads),
+            arg(&d),
+            arg(&backward),
+        ];
+        // SAFETY: arguments follow stasc_rotary_*; the four tensors are contiguous with the checked shapes and dtype.
+        unsafe { function.launch(self.stream()?, (blocks(pairs), 1, 1), BLOCK, 0, &mut args) }.map_err(launch_error)?;
+        Ok(Some(out))
+    }
+
+    /// `silu(a) * b` (training: a and b the gate and up outputs, contiguous, of one shape and dtype); `None` when
+    /// they are not.
+    pub fn silu_mul_train(&self, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+        let Some(name) = silu_name(a, &[b], "stasc_silu_mul_train") else { return Ok(None) };
+        let h = Tensor::f_empty(a.size().as_slice(), (a.kind(), a.device()))?;
+        let packed = name.ends_with("8_bf16") && aligned16(h.data_ptr());
+        let name = if packed { name } else { name.replace("8_bf16", "_bf16") };
+        let n = a.numel() as i64;
+        if n > 0 {
+            let function = self.function(&name)?;
+            let ptrs = [a.data_ptr(), b.data_ptr(), h.data_ptr()];
+            let mut args = [arg(&ptrs[0]), arg(&ptrs[1]), arg(&ptrs[2]), arg(&n)];
+            let work = if packed { n / 8 } else { n };
+            // SAFETY: arguments follow stasc_silu_mul_train*; the tensors are contiguous with n elements each (a
+            // multiple of 8, 16-byte aligned, for the packed kernel).
+            unsafe { function.launch(self.stream()?, (blocks(work), 1, 1), BLOCK, 0, &mut args) }
+                .map_err(launch_error)?;
+        }
+        Ok(Some(h))
+    }
+
+    /// The gradients of `a` and `b` in `silu(a) * b` given the output's gradient `g`; `None` as
+    /// [`Kernels::silu_mul_train`].
+    pub fn silu_mul_train_backward(
+        &self,
+        g: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor)>, tch::TchError> {
+        let Some(name) = silu_name(a, &[b, g], "stasc_silu_mul_train_backward") else { return Ok(None) };
+        let (da, db) = (Tensor::f_empty_like(a)?, Tensor::f_empty_like(a)?);
+        let packed = name.ends_with("8_bf16") && aligned16(da.data_ptr()) && aligned16(db.data_ptr());
+        let name = if packed { name } else { name.replace("8_bf16", "_bf16") };
+        let n = a.numel() as i64;
+        if n > 0 {
+            let function = self.function(&name)?;
+            let ptrs = [g.data_ptr(), a.data_ptr(), b.data_ptr(), da.data_ptr(), db.data_ptr()];
+            let mut args = [arg(&ptrs[0]), arg(&ptrs[1]), arg(&ptrs[2]), arg(&ptrs[3]), arg(&ptrs[4]), arg(&n)];
+            let work = if packed { n / 8 } else { n };
+            // SAFETY: as in silu_mul_train, for the five tensors of stasc_silu_mul_train_backward*.
+            unsafe { function.launch(self.stream()?, (blocks(work), 1, 1), BLOCK, 0, &mut args) }
+                .map_err(launch_error)?;
+        }
+        Ok(Some((da, db)))
+    }
+}
+
+/// Whether `x` [.., heads, d] (d even) and the tables [tokens, d] are contiguous tensors of x's dtype and device.
+fn rotary_fits(x: &Tensor, cos: &Tensor, sin: &Tensor) -> bool {
+    let shape = x.size();
+    if shape.len() < 2 || shape[shape.len() - 1] % 2 != 0 || !x.is_contiguous() {
+        return false;
+    }
+    let table = [shape[..shape.len() - 2].iter().product::<i64>(), shape[shape.len() - 1]];
+    let fits = |t: &Tensor| t.kind() == x.kind() && t.device() == x.device() && t.is_contiguous() && t.size() == table;
+    fits(cos) && fits(sin)
+}
+
+/// The SiLU kernel's name for `a` and `others` (contiguous, a's shape, dtype and device): the packed bf16 kernel's
+/// (`8_bf16`) when every input is 16-byte aligned and the count a multiple of 8, else the scalar one's; `None` when
+/// they do not fit.
+fn silu_name(a: &Tensor, others: &[&Tensor], stem: &str) -> Option<String> {
+    let fits =
+        |t: &Tensor| t.kind() == a.kind() && t.device() == a.device() && t.is_contiguous() && t.size() == a.size();
+    if !a.is_contiguous() || !others.iter().all(|t| fits(t)) {
+        return None;
+    }
+    match a.kind() {
+        Kind::BFloat16 => {
+            let packed =
+                a.numel() % 8 == 0 && std::iter::once(a).chain(others.iter().copied()).all(|t| aligned16(t.data_ptr()));
+            Some(format!("{stem}{}", if packed { "8_bf16" } else { "_bf16" }))
+        }
+        Kind::Float => Some(format!("{stem}_f32")),
+        _ => None,
+    }
+}
+
+/// Kernel launches through the ops so far, forward and backward (tests check the ops ran).
+static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times the training ops launched a kernel in this process, forward and backward.
+pub fn train_op_launches() -> u64 {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
+fn register() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| crate::ffi::set_train_op_callback(launch_callback));
+}
+
+fn torch_error(e: crate::ffi::FfiError) -> tch::TchError {
+    tch::TchError::Torch(e.to_string())
+}
+
+/// `x` [.., heads, d] rotated by `cos`, `sin` ([tokens, d]) through the kernel, recorded for autograd (its backward
+/// is the kernel's transposed rotation); `None` where the kernels do not apply (CPU, no shim, switched off, shapes),
+/// and the caller uses libtorch ops.
+pub fn rotary_autograd(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+    // The kernel's own checks, made here so that the op never fails on a shape the kernel refuses.
+    if super::for_tensor(x).is_none() || !rotary_fits(x, cos, sin) {
+        return Ok(None);
+    }
+    register();
+    crate::ffi::rotary(x, cos, sin).map(Some).map_err(torch_error)
+}
+
+/// `silu(a) * b` through the kernel, recorded for autograd (its backward one kernel too); `None` where the kernels
+/// do not apply, and the caller uses libtorch ops.
+pub fn silu_mul_autograd(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+    if super::for_tensor(a).is_none() || silu_name(a, &[b], "").is_none() {
+        return Ok(None);
+    }
+    register();
+    crate::ffi::silu_mul(a, b).map(Some).map_err(torch_error)
+}
+
+/// What src/ffi/train_ops.cpp calls to run kernel `op` on `n_in` borrowed input handles, writing `n_out` new
+/// handles (which the shim then owns); 0 on success. Never unwinds into C++.
+extern "C" fn launch_callback(
+    op: i32,
+    inputs: *const *mut std::ffi::c_void,
+    n_in: i32,
+    outputs: *mut *mut std::ffi::c_void,
+    n_out: i32,
+) -> i32 {
+    let run = || -> Option<Vec<Tensor>> {
+        // SAFETY: the shim passes n_in live at::Tensor handles that it keeps owning: ManuallyDrop never frees them.
+        let handles = unsafe { std::slice::from_raw_parts(inputs, usize::try_from(n_in).ok()?) };
+        let ins: Vec<_> =
+            handles.iter().map(|p| std::mem::ManuallyDrop::new(unsafe { Tensor::from_ptr(p.cast()) })).collect();
+        let kernels = super::for_tensor(ins.first()?)?;
+        let outs = match (Op::numbered(op)?, ins.as_slice()) {
+            (Op::Rotary, [x, cos, sin]) => vec![kernels.rotary(x, cos, sin, false).ok()??],
+            (Op::RotaryBack, [g, cos, sin]) => vec![kernels.rotary(g, cos, sin, true).ok()??],
+            (Op::SiluMul, [a, b]) => vec![kernels.silu_mul_train(a, b).ok()??],
+            (Op::SiluMulBack, [g, a, b]) => {
+                let (da, db) = kernels.silu_mul_train_backward(g, a, b).ok()??;
+                vec![da, db]
+            }
+            _ => return None,
+        };
+        Some(outs)
+    };
+    match std::panic::catch_unwind(run) {
+        Ok(Some(outs)) if outs.len() == usize::try_from(n_out).unwrap_or(0) => {
+            LAUNCHES.fetch_add(1, Ordering::Relaxed);
+            for (k, mut t) in outs.into_iter().enumerate() {
+                // SAFETY: the shim passes n_out slots; it takes each handle over (and deletes it).
+                unsafe { *outputs.add(k) = t.as_mut_ptr().cast() };
+                std::mem::forget(t);
+            }
+            0
+        }
+        _ => 1,
+    }
+}
