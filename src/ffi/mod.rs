@@ -2,7 +2,8 @@
 //! headers (cuda_device.cpp: the caching allocator, current streams and devices, per-device seeds; cuda_graph.cpp:
 //! CUDA graphs and pool streams; profiler.cpp: libtorch's Kineto profiler; attention.cpp: flash attention;
 //! linear.cpp: a linear layer whose backward adds the weight's gradient within its product; train_ops.cpp: the
-//! training passes' rotary embedding and SiLU-and-multiply as autograd ops calling back into crate::kernels), the CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
+//! training passes' rotary embedding and SiLU-and-multiply as autograd ops calling back into crate::kernels), the
+//! CUDA driver API (driver.rs) and NVRTC (nvrtc.rs), both opened with dlopen.
 //! Without the shim (build.rs warns when it cannot build it) every shim function reports that it is unavailable.
 
 pub mod driver;

@@ -13,8 +13,9 @@ use super::{aligned16, launch_error, Kernels};
 use crate::ffi::driver::arg;
 
 /// The kernels train_ops.cu defines.
-pub(super) const FUNCTIONS: [&str; 8] = [
+pub(super) const FUNCTIONS: [&str; 9] = [
     "stasc_rotary_bf16",
+    "stasc_rotary8_bf16",
     "stasc_rotary_f32",
     "stasc_silu_mul_train_bf16",
     "stasc_silu_mul_train8_bf16",
@@ -81,8 +82,11 @@ impl Kernels {
         if pairs == 0 {
             return Ok(Some(out));
         }
-        let function = self.function(name)?;
+        // Eight pairs a thread where each half of a row is whole 16-byte packs.
         let ptrs = [x.data_ptr(), cos.data_ptr(), sin.data_ptr(), out.data_ptr()];
+        let packed = name == "stasc_rotary_bf16" && (d / 2) % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
+        let (name, work) = if packed { ("stasc_rotary8_bf16", pairs / 8) } else { (name, pairs) };
+        let function = self.function(name)?;
         let (heads, d, backward) = (heads as i32, d as i32, i32::from(backward));
         let mut args = [
             arg(&ptrs[0]),
@@ -94,8 +98,9 @@ impl Kernels {
             arg(&d),
             arg(&backward),
         ];
-        // SAFETY: arguments follow stasc_rotary_*; the four tensors are contiguous with the checked shapes and dtype.
-        unsafe { function.launch(self.stream()?, (blocks(pairs), 1, 1), BLOCK, 0, &mut args) }.map_err(launch_error)?;
+        // SAFETY: arguments follow stasc_rotary*; the four tensors are contiguous with the checked shapes and dtype
+        // (16-byte aligned with whole packs for the packed kernel).
+        unsafe { function.launch(self.stream()?, (blocks(work), 1, 1), BLOCK, 0, &mut args) }.map_err(launch_error)?;
         Ok(Some(out))
     }
 
