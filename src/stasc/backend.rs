@@ -2,6 +2,7 @@
 //! real engine (tch) and the scripted fake used by the tests both implement it, so the loop's bookkeeping is tested
 //! without a model.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::prompt::ChatMessage;
@@ -77,6 +78,8 @@ pub struct TrainSummary {
     pub losses: Vec<f64>,
     /// Trained tokens per second.
     pub tokens_per_s: f64,
+    /// Wall seconds of the fine-tuning's stages (tokenize, load, steps, save), where the backend knows them.
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 /// A model engine as the STaSC loop sees it. Models are checkpoint directories, so every phase is resumable.

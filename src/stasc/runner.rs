@@ -91,6 +91,10 @@ pub struct TrainRecord {
     pub seconds: f64,
     /// Why no training happened, when it did not.
     pub reason: Option<String>,
+    /// Wall seconds of the fine-tuning's stages: tokenize, load, steps, save (absent in records written before
+    /// stasc kept them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 /// Runs (or resumes) the loop in `run_dir` and returns the metrics of every iteration.
@@ -610,6 +614,7 @@ impl<'a> Loop<'a> {
                 tokens_per_s: 0.0,
                 seconds: 0.0,
                 reason: Some("no pair passed the filter".into()),
+                stage_seconds: BTreeMap::new(),
             });
         }
         let out = iteration_model_dir(self.run_dir, n);
@@ -631,6 +636,13 @@ impl<'a> Loop<'a> {
         let seconds = t.elapsed().as_secs_f64();
         fs::rename(&tmp, &out).map_err(|e| StascError::io(&out, e))?;
         self.backend.release();
+        if !summary.stage_seconds.is_empty() {
+            let stages: Vec<String> = ["tokenize", "load", "steps", "save"]
+                .iter()
+                .filter_map(|k| summary.stage_seconds.get(*k).map(|v| format!("{k} {v:.1} s")))
+                .collect();
+            self.log(format!("iteration {n}: fine-tuned in {seconds:.1} s ({})", stages.join(", ")));
+        }
         Ok(TrainRecord {
             trained: true,
             base,
@@ -640,6 +652,7 @@ impl<'a> Loop<'a> {
             tokens_per_s: summary.tokens_per_s,
             seconds,
             reason: None,
+            stage_seconds: summary.stage_seconds,
         })
     }
 

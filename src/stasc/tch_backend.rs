@@ -355,7 +355,8 @@ impl Backend for TchBackend {
         // The trainer's model, gradients and optimiser state are gone now: give their memory back.
         crate::model::device::release_cuda_cache();
         let report = report?;
-        Ok(TrainSummary { losses: report.losses(), tokens_per_s: report.tokens_per_s })
+        let stage_seconds = report.stage_seconds.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        Ok(TrainSummary { losses: report.losses(), tokens_per_s: report.tokens_per_s, stage_seconds })
     }
 
     fn release(&mut self) {

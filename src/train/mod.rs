@@ -85,6 +85,9 @@ pub struct TrainReport {
     pub trainable_params: i64,
     /// The checkpoint directory written.
     pub out_dir: PathBuf,
+    /// Wall seconds of the run's stages, in order: `tokenize` (templating and encoding every example), `load`
+    /// (the weights onto the first device), `steps` (the optimiser steps) and `save` (the checkpoint).
+    pub stage_seconds: Vec<(&'static str, f64)>,
 }
 
 impl TrainReport {
@@ -131,8 +134,10 @@ pub fn fine_tune(
         None => Topology::single(opts.device.resolve()?),
     };
     let group = Group::new(&topology.devices, transport_for(&topology.devices))?;
+    let start = std::time::Instant::now();
     let tokenizer = load_tokenizer(base_dir)?;
     let (data, stats) = tokenize::tokenize_all(&tokenizer, examples, cfg.data.block_size, cfg.data.truncation)?;
+    let tokenize_seconds = start.elapsed().as_secs_f64();
     let mut hp = Hyperparameters::from_training_args(&cfg.training, opts.group_by_length);
     hp.data_parallel_ranks = topology.data_parallel_ranks;
     let pad_id = tokenizer.pad_token_id().or(tokenizer.eos_token_ids().first().copied()).unwrap_or(0) as i64;
@@ -147,7 +152,9 @@ pub fn fine_tune(
     let callback: trainer::StepCallback<'_> = std::sync::Mutex::new(&mut on_step);
     // Replicas are built one at a time: adapter initialisation draws from the global generator.
     let init = std::sync::Mutex::new(());
-    let summaries = run_workers(&group, |w| -> Result<LoopSummary, TrainError> {
+    // Each worker's summary with the seconds it spent loading its replica and saving the checkpoint.
+    let summaries = run_workers(&group, |w| -> Result<(LoopSummary, f64, f64), TrainError> {
+        let loading = std::time::Instant::now();
         let load = LoadOptions {
             device: ModelDevice::from(topology.devices[w]),
             dtype: dtype_spec(cfg.model.torch_dtype),
@@ -168,17 +175,26 @@ pub fn fine_tune(
             let bytes = checkpoint_bytes(&model, lora.as_ref(), opts.merge_lora);
             checkpoint::ensure_free_space(&partial, bytes, "the checkpoint written after training")?;
         }
+        let load_seconds = loading.elapsed().as_secs_f64();
         let worker = trainer::Worker { group: &group, index: w, topology: &topology };
         let summary = trainer::train_replica(&mut model, lora.as_ref(), &data, pad_id, &hp, &worker, Some(&callback))?;
+        let saving = std::time::Instant::now();
         if w == 0 {
             write_checkpoint(base_dir, &partial, &model, lora.as_ref(), opts.merge_lora)?;
         }
-        Ok(summary)
+        Ok((summary, load_seconds, saving.elapsed().as_secs_f64()))
     })?;
     bar.finish_and_clear();
+    let finishing = std::time::Instant::now();
     checkpoint::finish(&partial, out_dir)?;
-    let padded_tokens: usize = summaries.iter().map(|s| s.padded_tokens).sum();
-    let summary = summaries.into_iter().next().expect("one worker at least");
+    let padded_tokens: usize = summaries.iter().map(|(s, _, _)| s.padded_tokens).sum();
+    let (summary, load_seconds, save_seconds) = summaries.into_iter().next().expect("one worker at least");
+    let stage_seconds = vec![
+        ("tokenize", tokenize_seconds),
+        ("load", load_seconds),
+        ("steps", summary.seconds),
+        ("save", save_seconds + finishing.elapsed().as_secs_f64()),
+    ];
     Ok(TrainReport {
         tokens_per_s: summary.tokens_per_s(),
         padding_overhead: padded_tokens as f64 / summary.tokens.max(1) as f64,
@@ -186,6 +202,7 @@ pub fn fine_tune(
         data: stats,
         trainable_params: summary.trainable_params,
         out_dir: out_dir.to_path_buf(),
+        stage_seconds,
     })
 }
 

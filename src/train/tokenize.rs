@@ -137,6 +137,34 @@ pub fn apply_block_size(
     Some(example)
 }
 
+/// Every conversation tokenised ([`tokenize_chat`]), in order, on all CPU cores: a paper-scale iteration trains on
+/// up to 12,500 pairs, each rendered and encoded twice (whole, and its prompt) at ~1 ms an encoding on one core,
+/// seconds of the fine-tuning phase with the GPU idle. The first failing conversation's error is returned.
+fn tokenize_chats(tokenizer: &Tokenizer, chats: &[Vec<ChatMessage>]) -> Result<Vec<TokenizedExample>, TrainError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chats.len().div_ceil(16)).max(1);
+    let per_thread = chats.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<TokenizedExample>, TrainError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chats
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(k, part)| {
+                s.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(j, chat)| tokenize_chat(tokenizer, chat, k * per_thread + j))
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a tokenising thread panicked")).collect()
+    });
+    let mut examples = Vec::with_capacity(chats.len());
+    for part in parts {
+        examples.extend(part?);
+    }
+    Ok(examples)
+}
+
 /// Tokenises every conversation and applies the block size; errors name the example.
 pub fn tokenize_all(
     tokenizer: &Tokenizer,
@@ -146,8 +174,7 @@ pub fn tokenize_all(
 ) -> Result<(Vec<TokenizedExample>, TokenizeStats), TrainError> {
     let mut stats = TokenizeStats::default();
     let mut kept = Vec::with_capacity(chats.len());
-    for (i, chat) in chats.iter().enumerate() {
-        let example = tokenize_chat(tokenizer, chat, i)?;
+    for example in tokenize_chats(tokenizer, chats)? {
         kept.extend(apply_block_size(example, block_size, policy, &mut stats));
     }
     if kept.is_empty() {

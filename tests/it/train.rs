@@ -221,6 +221,26 @@ fn labels_cover_the_last_assistant_message_and_its_end_token() {
     assert!(err.starts_with("example 3: the last message must be the assistant's"), "{err}");
 }
 
+/// Tokenising a fine-tuning run's examples on all cores keeps their order and counts, and an unusable
+/// conversation among hundreds is named by its own index (not its thread's part).
+#[test]
+fn examples_tokenised_in_parallel_keep_their_order_and_name_a_bad_one() {
+    use stasc::config::Truncation;
+    use stasc::train::tokenize::tokenize_all;
+    let tok = tiny_tokenizer();
+    let chats: Vec<Vec<ChatMessage>> =
+        (0..300).map(|i| chat(&format!("What is {i} times {}?", i % 7), &"so ".repeat(1 + i % 5))).collect();
+    let (all, stats) = tokenize_all(&tok, &chats, 4096, Truncation::Drop).unwrap();
+    let one_by_one: Vec<_> = chats.iter().enumerate().map(|(i, c)| tokenize_chat(&tok, c, i).unwrap()).collect();
+    assert_eq!(all, one_by_one);
+    assert_eq!((stats.given, stats.kept), (300, 300));
+    let mut broken = chats.clone();
+    broken[217].pop();
+    broken[250].pop();
+    let err = tokenize_all(&tok, &broken, 4096, Truncation::Drop).unwrap_err().to_string();
+    assert!(err.starts_with("example 217: the last message must be the assistant's"), "{err}");
+}
+
 fn write_ft_config(dir: &Path, extra: &str) -> FineTuneConfig {
     let path = dir.join("fine_tune.yaml");
     let text = format!(
@@ -248,6 +268,9 @@ fn loss_falls_and_the_checkpoint_reloads_with_equal_logits() {
     let report = fine_tune(&tiny_chat_model(), &toy_chats(), &cfg, &quiet(), &out).unwrap();
     // 6 examples, 2 micro-batches of 2 per step -> 2 steps per epoch (the second takes the last micro-batch).
     assert_eq!(report.steps.len(), 12);
+    let stages: Vec<&str> = report.stage_seconds.iter().map(|(k, _)| *k).collect();
+    assert_eq!(stages, ["tokenize", "load", "steps", "save"]);
+    assert!(report.stage_seconds.iter().all(|(_, s)| *s >= 0.0) && report.stage_seconds[2].1 > 0.0);
     let losses = report.losses();
     assert!(losses[11] < 0.7 * losses[0], "{losses:?}");
     assert_eq!(report.data.kept, 6);
