@@ -173,8 +173,8 @@ fn silu_name(a: &Tensor, others: &[&Tensor], stem: &str) -> Option<String> {
     }
     match a.kind() {
         Kind::BFloat16 => {
-            let packed =
-                a.numel() % 8 == 0 && std::iter::once(a).chain(others.iter().copied()).all(|t| aligned16(t.data_ptr()));
+            let packed = a.numel().is_multiple_of(8)
+                && std::iter::once(a).chain(others.iter().copied()).all(|t| aligned16(t.data_ptr()));
             Some(format!("{stem}{}", if packed { "8_bf16" } else { "_bf16" }))
         }
         Kind::Float => Some(format!("{stem}_f32")),

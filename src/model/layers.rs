@@ -497,7 +497,9 @@ mod tests {
     /// its flat buffer in place (what crate::train::optim binds), also when the input wants no gradient.
     #[test]
     fn weight_gradients_added_within_the_product_equal_autograds_and_land_in_the_bound_view() {
-        assert!(crate::ffi::HAS_SHIM, "built without the C++ shim (scripts/setup.sh installs the CUDA headers)");
+        if !crate::ffi::HAS_SHIM {
+            panic!("built without the C++ shim (scripts/setup.sh installs the CUDA headers)");
+        }
         tch::manual_seed(0);
         for (with_bias, input_grad) in [(true, true), (false, true), (true, false)] {
             let (x, w, b) = (leaf(&[2, 3, 5]), leaf(&[4, 5]), leaf(&[4]));
