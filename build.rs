@@ -22,6 +22,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi/attention.cpp");
     println!("cargo:rerun-if-changed=src/ffi/linear.cpp");
     println!("cargo:rerun-if-changed=src/ffi/train_ops.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/shim.h");
     println!("cargo::rustc-check-cfg=cfg(stasc_cuda_shim)");
     // torch-sys (links = "tch") exports the directory it linked against.
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };

@@ -3,7 +3,7 @@
 //! Data flow, and the allowed direction of use (a module may use only modules listed after it):
 //! `cli` -> `sweep` -> `stasc` -> `train` / `generate` -> `dist` -> `model` -> `kernels` -> `ffi` -> `reward` / `prompt` -> `data` -> `config`.
 //! `report` reads results from run directories and never computes them. `stats` (confidence intervals) is plain
-//! arithmetic that any module may use; so are `atomic_file` (temporary file + rename), `rundir_lock` (who works in a run directory) and `progress` (the one
+//! arithmetic that any module may use; so are `atomic_file` (temporary file + rename), `parallel` (a slice mapped on all cores, in order), `rundir_lock` (who works in a run directory) and `progress` (the one
 //! progress display of every long phase). `track` (experiment trackers) observes `stasc` runs from `cli` and uploads
 //! what `report` writes.
 
@@ -16,6 +16,7 @@ pub mod ffi;
 pub mod generate;
 pub mod kernels;
 pub mod model;
+pub mod parallel;
 pub mod progress;
 pub mod prompt;
 pub mod report;

@@ -6,15 +6,8 @@
 #include <ATen/ops/_flash_attention_forward.h>
 
 #include <cstdint>
-#include <cstring>
-#include <exception>
 
-static void copy_error(const char* what, char* err, size_t err_len) {
-  if (err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = '\0';
-  }
-}
+#include "shim.h"
 
 // Causal attention of q [N, heads, d] over k, v [N, kv_heads, d] within each segment that cu_seqlens (int32,
 // [segments + 1], starting at 0) marks out; writes a new handle to the output [N, heads, d] to *out. On failure
@@ -22,17 +15,12 @@ static void copy_error(const char* what, char* err, size_t err_len) {
 extern "C" int stasc_flash_attention_varlen(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v,
                                             const at::Tensor* cu_seqlens, int64_t max_len, double scale,
                                             at::Tensor** out, char* err, size_t err_len) {
-  try {
-    auto result = at::_flash_attention_forward(*q, *k, *v, *cu_seqlens, *cu_seqlens, max_len, max_len, 0.0,
-                                               /*is_causal=*/true, /*return_debug_mask=*/false, scale);
-    *out = new at::Tensor(std::move(std::get<0>(result)));
-    return 0;
-  } catch (const std::exception& e) {
-    copy_error(e.what(), err, err_len);
-    return 1;
-  } catch (...) {
-    return 1;
-  }
+  return stasc_shim::tensor_or_error(
+      [&] {
+        return std::get<0>(at::_flash_attention_forward(*q, *k, *v, *cu_seqlens, *cu_seqlens, max_len, max_len, 0.0,
+                                                        /*is_causal=*/true, /*return_debug_mask=*/false, scale));
+      },
+      out, err, err_len);
 }
 
 // Causal attention of q [B, M, heads, d] over k, v [B, N, kv_heads, d] (N >= M; strided, the last dimension
@@ -40,15 +28,11 @@ extern "C" int stasc_flash_attention_varlen(const at::Tensor* q, const at::Tenso
 // 0..=N - M + i. Writes a new handle to the output [B, M, heads, d] to *out. Errors as above.
 extern "C" int stasc_flash_attention_causal(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v,
                                             double scale, at::Tensor** out, char* err, size_t err_len) {
-  try {
-    auto result = at::_flash_attention_forward(*q, *k, *v, std::nullopt, std::nullopt, q->size(1), k->size(1), 0.0,
-                                               /*is_causal=*/true, /*return_debug_mask=*/false, scale);
-    *out = new at::Tensor(std::move(std::get<0>(result)));
-    return 0;
-  } catch (const std::exception& e) {
-    copy_error(e.what(), err, err_len);
-    return 1;
-  } catch (...) {
-    return 1;
-  }
+  return stasc_shim::tensor_or_error(
+      [&] {
+        return std::get<0>(at::_flash_attention_forward(*q, *k, *v, std::nullopt, std::nullopt, q->size(1),
+                                                        k->size(1), 0.0, /*is_causal=*/true,
+                                                        /*return_debug_mask=*/false, scale));
+      },
+      out, err, err_len);
 }

@@ -11,8 +11,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdint>
-#include <cstring>
-#include <exception>
+
+#include "shim.h"
 
 namespace {
 
@@ -56,13 +56,6 @@ struct LinearGradInto : public torch::autograd::Function<LinearGradInto> {
   }
 };
 
-void copy_error(const char* what, char* err, size_t err_len) {
-  if (err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = '\0';
-  }
-}
-
 }  // namespace
 
 // x [.., in] times weight [out, in] transposed, plus bias [out] (bias may be null), recorded for autograd by
@@ -70,14 +63,7 @@ void copy_error(const char* what, char* err, size_t err_len) {
 // exception's message into err (err_len bytes, NUL-terminated).
 extern "C" int stasc_linear_grad_into(const at::Tensor* x, const at::Tensor* weight, const at::Tensor* bias,
                                       at::Tensor** out, char* err, size_t err_len) {
-  try {
-    at::Tensor y = LinearGradInto::apply(*x, *weight, bias ? std::optional<at::Tensor>(*bias) : std::nullopt);
-    *out = new at::Tensor(std::move(y));
-    return 0;
-  } catch (const std::exception& e) {
-    copy_error(e.what(), err, err_len);
-    return 1;
-  } catch (...) {
-    return 1;
-  }
+  return stasc_shim::tensor_or_error(
+      [&] { return LinearGradInto::apply(*x, *weight, bias ? std::optional<at::Tensor>(*bias) : std::nullopt); },
+      out, err, err_len);
 }

@@ -8,10 +8,10 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <atomic>
-#include <cstring>
-#include <exception>
 #include <stdexcept>
 #include <vector>
+
+#include "shim.h"
 
 // Runs kernel `op` (StascTrainOp below) on the n_in inputs, writing n_out new handles to out; 0 on success.
 typedef int (*StascTrainLaunch)(int op, at::Tensor** in, int n_in, at::Tensor** out, int n_out);
@@ -76,26 +76,6 @@ struct SiluMul : public torch::autograd::Function<SiluMul> {
   }
 };
 
-void copy_error(const char* what, char* err, size_t err_len) {
-  if (err_len > 0) {
-    std::strncpy(err, what, err_len - 1);
-    err[err_len - 1] = '\0';
-  }
-}
-
-template <typename F>
-int guarded(F body, at::Tensor** out, char* err, size_t err_len) {
-  try {
-    *out = new at::Tensor(body());
-    return 0;
-  } catch (const std::exception& e) {
-    copy_error(e.what(), err, err_len);
-    return 1;
-  } catch (...) {
-    return 1;
-  }
-}
-
 }  // namespace
 
 extern "C" void stasc_set_train_op_callback(StascTrainLaunch f) { launch.store(f); }
@@ -104,9 +84,9 @@ extern "C" void stasc_set_train_op_callback(StascTrainLaunch f) { launch.store(f
 // the exception's message into err (err_len bytes, NUL-terminated).
 extern "C" int stasc_rotary(const at::Tensor* x, const at::Tensor* cos, const at::Tensor* sin, at::Tensor** out,
                             char* err, size_t err_len) {
-  return guarded([&] { return Rotary::apply(*x, *cos, *sin); }, out, err, err_len);
+  return stasc_shim::tensor_or_error([&] { return Rotary::apply(*x, *cos, *sin); }, out, err, err_len);
 }
 
 extern "C" int stasc_silu_mul(const at::Tensor* a, const at::Tensor* b, at::Tensor** out, char* err, size_t err_len) {
-  return guarded([&] { return SiluMul::apply(*a, *b); }, out, err, err_len);
+  return stasc_shim::tensor_or_error([&] { return SiluMul::apply(*a, *b); }, out, err, err_len);
 }

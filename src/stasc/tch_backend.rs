@@ -400,20 +400,7 @@ impl PromptLimits {
 /// Every job's prompt, templated and tokenised, in job order, on all CPU cores: a paper-scale correction phase
 /// has 3,000 prompts of ~800 tokens, ~1.5 ms each on one core (seconds of the phase with the GPU idle).
 fn encode_prompts(tokenizer: &crate::model::Tokenizer, jobs: &[SamplingJob]) -> Result<Vec<Vec<u32>>, BackendError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len().div_ceil(16)).max(1);
-    let per_thread = jobs.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<Vec<u32>>, crate::model::ModelError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .chunks(per_thread)
-            .map(|part| s.spawn(move || part.iter().map(|r| tokenizer.encode_chat(&r.messages, true)).collect()))
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a tokenising thread panicked")).collect()
-    });
-    let mut ids = Vec::with_capacity(jobs.len());
-    for part in parts {
-        ids.extend(part?);
-    }
-    Ok(ids)
+    Ok(crate::parallel::map_in_order(jobs, 16, |_, job| tokenizer.encode_chat(&job.messages, true))?)
 }
 
 /// Samples every job of one shard (`prompt_ids[i]`: job i's prompt, tokenised) on one loaded model, in job order;

@@ -141,28 +141,7 @@ pub fn apply_block_size(
 /// up to 12,500 pairs, each rendered and encoded twice (whole, and its prompt) at ~1 ms an encoding on one core,
 /// seconds of the fine-tuning phase with the GPU idle. The first failing conversation's error is returned.
 fn tokenize_chats(tokenizer: &Tokenizer, chats: &[Vec<ChatMessage>]) -> Result<Vec<TokenizedExample>, TrainError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chats.len().div_ceil(16)).max(1);
-    let per_thread = chats.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<TokenizedExample>, TrainError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chats
-            .chunks(per_thread)
-            .enumerate()
-            .map(|(k, part)| {
-                s.spawn(move || {
-                    part.iter()
-                        .enumerate()
-                        .map(|(j, chat)| tokenize_chat(tokenizer, chat, k * per_thread + j))
-                        .collect()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a tokenising thread panicked")).collect()
-    });
-    let mut examples = Vec::with_capacity(chats.len());
-    for part in parts {
-        examples.extend(part?);
-    }
-    Ok(examples)
+    crate::parallel::map_in_order(chats, 16, |i, chat| tokenize_chat(tokenizer, chat, i))
 }
 
 /// Tokenises every conversation and applies the block size; errors name the example.
