@@ -112,8 +112,8 @@ __device__ __forceinline__ void silu_mul_bwd1(const T* g, const T* a, const T* b
   db[k] = from_f32(dy * s, tag);
 }
 
-// Grid-stride over n elements; eight a thread at a time when `packed` (bf16, n and every pointer 16-byte aligned):
-// the loads and stores of one pack then fall in whole 16-byte sectors.
+// Grid-stride over n elements, one a thread at a time (any count or alignment; f32, and bf16 that the packed
+// kernels below do not take).
 template <typename T>
 __device__ void silu_mul_train(const T* a, const T* b, T* h, long n) {
   const long stride = (long)gridDim.x * blockDim.x;
