@@ -107,21 +107,11 @@ impl Kernels {
     /// `silu(a) * b` (training: a and b the gate and up outputs, contiguous, of one shape and dtype); `None` when
     /// they are not.
     pub fn silu_mul_train(&self, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
-        let Some(name) = silu_name(a, &[b], "stasc_silu_mul_train") else { return Ok(None) };
-        let h = Tensor::f_empty(a.size().as_slice(), (a.kind(), a.device()))?;
-        let packed = name.ends_with("8_bf16") && aligned16(h.data_ptr());
-        let name = if packed { name } else { name.replace("8_bf16", "_bf16") };
-        let n = a.numel() as i64;
-        if n > 0 {
-            let function = self.function(&name)?;
-            let ptrs = [a.data_ptr(), b.data_ptr(), h.data_ptr()];
-            let mut args = [arg(&ptrs[0]), arg(&ptrs[1]), arg(&ptrs[2]), arg(&n)];
-            let work = if packed { n / 8 } else { n };
-            // SAFETY: arguments follow stasc_silu_mul_train*; the tensors are contiguous with n elements each (a
-            // multiple of 8, 16-byte aligned, for the packed kernel).
-            unsafe { function.launch(self.stream()?, (blocks(work), 1, 1), BLOCK, 0, &mut args) }
-                .map_err(launch_error)?;
+        if !silu_fits(a, &[b]) {
+            return Ok(None);
         }
+        let h = Tensor::f_empty_like(a)?;
+        self.elementwise("stasc_silu_mul_train", &[a, b, &h])?;
         Ok(Some(h))
     }
 
@@ -133,21 +123,42 @@ impl Kernels {
         a: &Tensor,
         b: &Tensor,
     ) -> Result<Option<(Tensor, Tensor)>, tch::TchError> {
-        let Some(name) = silu_name(a, &[b, g], "stasc_silu_mul_train_backward") else { return Ok(None) };
-        let (da, db) = (Tensor::f_empty_like(a)?, Tensor::f_empty_like(a)?);
-        let packed = name.ends_with("8_bf16") && aligned16(da.data_ptr()) && aligned16(db.data_ptr());
-        let name = if packed { name } else { name.replace("8_bf16", "_bf16") };
-        let n = a.numel() as i64;
-        if n > 0 {
-            let function = self.function(&name)?;
-            let ptrs = [g.data_ptr(), a.data_ptr(), b.data_ptr(), da.data_ptr(), db.data_ptr()];
-            let mut args = [arg(&ptrs[0]), arg(&ptrs[1]), arg(&ptrs[2]), arg(&ptrs[3]), arg(&ptrs[4]), arg(&n)];
-            let work = if packed { n / 8 } else { n };
-            // SAFETY: as in silu_mul_train, for the five tensors of stasc_silu_mul_train_backward*.
-            unsafe { function.launch(self.stream()?, (blocks(work), 1, 1), BLOCK, 0, &mut args) }
-                .map_err(launch_error)?;
+        if !silu_fits(a, &[b, g]) {
+            return Ok(None);
         }
+        let (da, db) = (Tensor::f_empty_like(a)?, Tensor::f_empty_like(a)?);
+        self.elementwise("stasc_silu_mul_train_backward", &[g, a, b, &da, &db])?;
         Ok(Some((da, db)))
+    }
+
+    /// Launches the elementwise kernel `stem` over `tensors` (inputs then outputs, contiguous, of one shape and
+    /// dtype; arguments: their pointers, then the element count): the bf16 kernel that takes eight elements a
+    /// thread (`stem` + `8_bf16`) where the count is a multiple of 8 and every tensor 16-byte aligned.
+    fn elementwise(&self, stem: &str, tensors: &[&Tensor]) -> Result<(), tch::TchError> {
+        let n = tensors[0].numel() as i64;
+        if n == 0 {
+            return Ok(());
+        }
+        let ptrs: Vec<_> = tensors.iter().map(|t| t.data_ptr()).collect();
+        let bf16 = tensors[0].kind() == Kind::BFloat16;
+        let packed = bf16 && n % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
+        let name = format!(
+            "{stem}{}",
+            if packed {
+                "8_bf16"
+            } else if bf16 {
+                "_bf16"
+            } else {
+                "_f32"
+            }
+        );
+        let function = self.function(&name)?;
+        let mut args: Vec<_> = ptrs.iter().map(arg).collect();
+        args.push(arg(&n));
+        let work = if packed { n / 8 } else { n };
+        // SAFETY: arguments follow the stem's kernels (train_ops.cu); the tensors are contiguous with n elements
+        // each, of the kernel's dtype (a multiple of 8, 16-byte aligned, for the packed kernel).
+        unsafe { function.launch(self.stream()?, (blocks(work), 1, 1), BLOCK, 0, &mut args) }.map_err(launch_error)
     }
 }
 
@@ -162,24 +173,11 @@ fn rotary_fits(x: &Tensor, cos: &Tensor, sin: &Tensor) -> bool {
     fits(cos) && fits(sin)
 }
 
-/// The SiLU kernel's name for `a` and `others` (contiguous, a's shape, dtype and device): the packed bf16 kernel's
-/// (`8_bf16`) when every input is 16-byte aligned and the count a multiple of 8, else the scalar one's; `None` when
-/// they do not fit.
-fn silu_name(a: &Tensor, others: &[&Tensor], stem: &str) -> Option<String> {
+/// Whether `a` and `others` are contiguous bf16 or f32 tensors of one shape, dtype and device.
+fn silu_fits(a: &Tensor, others: &[&Tensor]) -> bool {
     let fits =
         |t: &Tensor| t.kind() == a.kind() && t.device() == a.device() && t.is_contiguous() && t.size() == a.size();
-    if !a.is_contiguous() || !others.iter().all(|t| fits(t)) {
-        return None;
-    }
-    match a.kind() {
-        Kind::BFloat16 => {
-            let packed = a.numel().is_multiple_of(8)
-                && std::iter::once(a).chain(others.iter().copied()).all(|t| aligned16(t.data_ptr()));
-            Some(format!("{stem}{}", if packed { "8_bf16" } else { "_bf16" }))
-        }
-        Kind::Float => Some(format!("{stem}_f32")),
-        _ => None,
-    }
+    matches!(a.kind(), Kind::BFloat16 | Kind::Float) && a.is_contiguous() && others.iter().all(|t| fits(t))
 }
 
 /// Kernel launches through the ops so far, forward and backward (tests check the ops ran).
@@ -214,7 +212,7 @@ pub fn rotary_autograd(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<
 /// `silu(a) * b` through the kernel, recorded for autograd (its backward one kernel too); `None` where the kernels
 /// do not apply, and the caller uses libtorch ops.
 pub fn silu_mul_autograd(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
-    if super::for_tensor(a).is_none() || silu_name(a, &[b], "").is_none() {
+    if super::for_tensor(a).is_none() || !silu_fits(a, &[b]) {
         return Ok(None);
     }
     register();

@@ -368,9 +368,8 @@ impl CausalLm {
                         cache.max_len()
                     )));
                 }
-                let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
-                let mask = super::extend::extend_mask(start, t, groups, input_ids.device())
-                    .map_err(torch_err("extend mask"))?;
+                // Built by the first layer that needs it: none does where flash attention runs.
+                let mask = std::cell::OnceCell::new();
                 let mut pending = None;
                 for (i, layer) in self.layers.iter().enumerate() {
                     let mode = AttnMode::Extend { cache: cache.layer(i), rows, start, mask: &mask };

@@ -58,7 +58,7 @@ fn flash(q: &Tensor, keys: &Tensor, values: &Tensor, scale: f64) -> Result<Optio
 
 /// [groups x T, start + T] bool: query i of each of `groups` query heads sharing a K/V head (at position start + i)
 /// sees cache positions 0..=start + i.
-pub(crate) fn extend_mask(start: i64, t: i64, groups: i64, device: tch::Device) -> Result<Tensor, tch::TchError> {
+fn extend_mask(start: i64, t: i64, groups: i64, device: tch::Device) -> Result<Tensor, tch::TchError> {
     let keys = Tensor::f_arange(start + t, (Kind::Int64, device))?.f_view([1, start + t])?;
     let queries = Tensor::f_arange_start(start, start + t, (Kind::Int64, device))?.f_view([t, 1])?;
     keys.f_le_tensor(&queries)?.f_repeat([groups, 1])
@@ -66,7 +66,8 @@ pub(crate) fn extend_mask(start: i64, t: i64, groups: i64, device: tch::Device) 
 
 /// The attention of an Extend pass: `q` [B, T, h, d], `k`, `v` [B, T, kvh, d] (rotated) at positions
 /// start..start + T of cache rows `rows`, whose K/V are written there first; causal attention over the rows'
-/// positions 0..start + T. Returns [B, T, h * d].
+/// positions 0..start + T. The masked path makes `mask` the first time a pass's layers need it. Returns
+/// [B, T, h * d].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     q: &Tensor,
@@ -75,7 +76,7 @@ pub(crate) fn attention(
     cache: LayerCache<'_>,
     rows: &Tensor,
     start: i64,
-    mask: &Tensor,
+    mask: &std::cell::OnceCell<Tensor>,
     scale: f64,
 ) -> Result<Tensor, tch::TchError> {
     let (b, t, h, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
@@ -87,6 +88,13 @@ pub(crate) fn attention(
     if let Some(out) = flash(q, &keys, &values, scale)? {
         return out.f_reshape([b, t, h * d]);
     }
+    let mask = match mask.get() {
+        Some(mask) => mask,
+        None => {
+            let made = extend_mask(start, t, h / kvh, q.device())?;
+            mask.get_or_init(|| made)
+        }
+    };
     // The G query heads of one K/V head act as G x T query rows against that head (as in decode): GQA without
     // repeating K/V, and a masked kernel that need not support GQA itself.
     let grouped = q.f_transpose(1, 2)?.f_reshape([b, kvh, (h / kvh) * t, d])?;

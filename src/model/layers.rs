@@ -163,8 +163,9 @@ pub enum AttnMode<'a> {
         rows: &'a Tensor,
         /// The first position of the input.
         start: i64,
-        /// [groups x T, start + T] bool, the masked path's mask (`extend::extend_mask`).
-        mask: &'a Tensor,
+        /// The masked path's [groups x T, start + T] bool mask, made by the first layer that needs it and shared by
+        /// the pass's layers (`extend::attention`).
+        mask: &'a std::cell::OnceCell<Tensor>,
     },
     /// One token per cache row: K/V written at `write_pos`, attention over the first `attend_len` cache positions
     /// where `mask` ([rows, 1, 1, attend_len] bool) is true.

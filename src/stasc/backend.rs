@@ -2,10 +2,10 @@
 //! real engine (tch) and the scripted fake used by the tests both implement it, so the loop's bookkeeping is tested
 //! without a model.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::prompt::ChatMessage;
+use crate::train::StageSeconds;
 
 use super::spec::SamplingSpec;
 
@@ -78,8 +78,8 @@ pub struct TrainSummary {
     pub losses: Vec<f64>,
     /// Trained tokens per second.
     pub tokens_per_s: f64,
-    /// Wall seconds of the fine-tuning's stages (tokenize, load, steps, save), where the backend knows them.
-    pub stage_seconds: BTreeMap<String, f64>,
+    /// Wall seconds of the fine-tuning's stages, where the backend knows them.
+    pub stage_seconds: Option<StageSeconds>,
 }
 
 /// A model engine as the STaSC loop sees it. Models are checkpoint directories, so every phase is resumable.

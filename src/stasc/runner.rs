@@ -91,10 +91,10 @@ pub struct TrainRecord {
     pub seconds: f64,
     /// Why no training happened, when it did not.
     pub reason: Option<String>,
-    /// Wall seconds of the fine-tuning's stages: tokenize, load, steps, save (absent in records written before
+    /// Wall seconds of the fine-tuning's stages (absent when nothing was trained, and in records written before
     /// stasc kept them).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub stage_seconds: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_seconds: Option<crate::train::StageSeconds>,
 }
 
 /// Runs (or resumes) the loop in `run_dir` and returns the metrics of every iteration.
@@ -614,7 +614,7 @@ impl<'a> Loop<'a> {
                 tokens_per_s: 0.0,
                 seconds: 0.0,
                 reason: Some("no pair passed the filter".into()),
-                stage_seconds: BTreeMap::new(),
+                stage_seconds: None,
             });
         }
         let out = iteration_model_dir(self.run_dir, n);
@@ -636,12 +636,8 @@ impl<'a> Loop<'a> {
         let seconds = t.elapsed().as_secs_f64();
         fs::rename(&tmp, &out).map_err(|e| StascError::io(&out, e))?;
         self.backend.release();
-        if !summary.stage_seconds.is_empty() {
-            let stages: Vec<String> = ["tokenize", "load", "steps", "save"]
-                .iter()
-                .filter_map(|k| summary.stage_seconds.get(*k).map(|v| format!("{k} {v:.1} s")))
-                .collect();
-            self.log(format!("iteration {n}: fine-tuned in {seconds:.1} s ({})", stages.join(", ")));
+        if let Some(stages) = summary.stage_seconds {
+            self.log(format!("iteration {n}: fine-tuned in {seconds:.1} s ({stages})"));
         }
         Ok(TrainRecord {
             trained: true,

@@ -355,7 +355,7 @@ impl Backend for TchBackend {
         // The trainer's model, gradients and optimiser state are gone now: give their memory back.
         crate::model::device::release_cuda_cache();
         let report = report?;
-        let stage_seconds = report.stage_seconds.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let stage_seconds = Some(report.stage_seconds);
         Ok(TrainSummary { losses: report.losses(), tokens_per_s: report.tokens_per_s, stage_seconds })
     }
 

@@ -82,7 +82,7 @@ impl Backend for FakeBackend {
         // The files a model is loaded (and identified) from, distinct per model.
         std::fs::write(out.join("config.json"), "{}")?;
         std::fs::write(out.join("model.safetensors"), format!("T{n}({b})"))?;
-        Ok(TrainSummary { losses: vec![1.0, 0.5], tokens_per_s: 10.0, stage_seconds: Default::default() })
+        Ok(TrainSummary { losses: vec![1.0, 0.5], tokens_per_s: 10.0, stage_seconds: None })
     }
 
     fn chunks_per_call(&self) -> usize {

@@ -130,7 +130,7 @@ mod tests {
             tokens_per_s: 1.0,
             seconds: 1.0,
             reason: None,
-            stage_seconds: Default::default(),
+            stage_seconds: None,
         };
         let steps = step_metrics(&record, 5);
         assert_eq!(steps.iter().map(|s| s.step).collect::<Vec<_>>(), vec![5, 6]);

@@ -85,9 +85,28 @@ pub struct TrainReport {
     pub trainable_params: i64,
     /// The checkpoint directory written.
     pub out_dir: PathBuf,
-    /// Wall seconds of the run's stages, in order: `tokenize` (templating and encoding every example), `load`
-    /// (the weights onto the first device), `steps` (the optimiser steps) and `save` (the checkpoint).
-    pub stage_seconds: Vec<(&'static str, f64)>,
+    /// Wall seconds of the run's stages.
+    pub stage_seconds: StageSeconds,
+}
+
+/// Wall seconds of a fine-tuning run's stages, in order (a run's `iter_<n>/train.json` keeps them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StageSeconds {
+    /// Templating and encoding every example.
+    pub tokenize: f64,
+    /// The weights onto the first device.
+    pub load: f64,
+    /// The optimiser steps.
+    pub steps: f64,
+    /// Writing the checkpoint.
+    pub save: f64,
+}
+
+impl std::fmt::Display for StageSeconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let StageSeconds { tokenize, load, steps, save } = self;
+        write!(f, "tokenize {tokenize:.1} s, load {load:.1} s, steps {steps:.1} s, save {save:.1} s")
+    }
 }
 
 impl TrainReport {
@@ -189,12 +208,12 @@ pub fn fine_tune(
     checkpoint::finish(&partial, out_dir)?;
     let padded_tokens: usize = summaries.iter().map(|(s, _, _)| s.padded_tokens).sum();
     let (summary, load_seconds, save_seconds) = summaries.into_iter().next().expect("one worker at least");
-    let stage_seconds = vec![
-        ("tokenize", tokenize_seconds),
-        ("load", load_seconds),
-        ("steps", summary.seconds),
-        ("save", save_seconds + finishing.elapsed().as_secs_f64()),
-    ];
+    let stage_seconds = StageSeconds {
+        tokenize: tokenize_seconds,
+        load: load_seconds,
+        steps: summary.seconds,
+        save: save_seconds + finishing.elapsed().as_secs_f64(),
+    };
     Ok(TrainReport {
         tokens_per_s: summary.tokens_per_s(),
         padding_overhead: padded_tokens as f64 / summary.tokens.max(1) as f64,

@@ -117,7 +117,7 @@ impl Backend for Scripted<'_> {
     fn train(&mut self, base: &Path, examples: &[Vec<ChatMessage>], out: &Path) -> Result<TrainSummary, BackendError> {
         self.0.lock().unwrap().trained.push((base.to_path_buf(), examples.to_vec()));
         fs::create_dir_all(out)?;
-        Ok(TrainSummary { losses: vec![0.5], tokens_per_s: 1.0, stage_seconds: Default::default() })
+        Ok(TrainSummary { losses: vec![0.5], tokens_per_s: 1.0, stage_seconds: None })
     }
 }
 
@@ -330,7 +330,7 @@ impl Backend for Coin {
         out: &Path,
     ) -> Result<TrainSummary, BackendError> {
         fs::create_dir_all(out)?;
-        Ok(TrainSummary { losses: vec![0.5], tokens_per_s: 1.0, stage_seconds: Default::default() })
+        Ok(TrainSummary { losses: vec![0.5], tokens_per_s: 1.0, stage_seconds: None })
     }
 }
 

@@ -137,6 +137,10 @@ fn cpu_run_writes_the_layout_and_resumes_after_kill_9() {
     // These easy questions give correct->correct pairs for this seed, so the kill-in-training case below runs.
     assert!(trained && m0["filtered_pairs"].as_u64().unwrap() > 0, "{m0}");
     assert_eq!(full.join("iter_0/model/model.safetensors").exists(), trained);
+    let record: serde_json::Value = serde_json::from_str(&read(&full.join("iter_0/train.json"))).unwrap();
+    for stage in ["tokenize", "load", "steps", "save"] {
+        assert!(record["stage_seconds"][stage].as_f64().is_some_and(|s| s >= 0.0), "train.json: {record}");
+    }
 
     // Killed while generating initial answers: after the second saved chunk.
     let gen = tmp.path().join("killed_in_generation");

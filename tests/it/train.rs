@@ -268,9 +268,8 @@ fn loss_falls_and_the_checkpoint_reloads_with_equal_logits() {
     let report = fine_tune(&tiny_chat_model(), &toy_chats(), &cfg, &quiet(), &out).unwrap();
     // 6 examples, 2 micro-batches of 2 per step -> 2 steps per epoch (the second takes the last micro-batch).
     assert_eq!(report.steps.len(), 12);
-    let stages: Vec<&str> = report.stage_seconds.iter().map(|(k, _)| *k).collect();
-    assert_eq!(stages, ["tokenize", "load", "steps", "save"]);
-    assert!(report.stage_seconds.iter().all(|(_, s)| *s >= 0.0) && report.stage_seconds[2].1 > 0.0);
+    let stages = report.stage_seconds;
+    assert!(stages.tokenize >= 0.0 && stages.load > 0.0 && stages.steps > 0.0 && stages.save > 0.0, "{stages}");
     let losses = report.losses();
     assert!(losses[11] < 0.7 * losses[0], "{losses:?}");
     assert_eq!(report.data.kept, 6);
