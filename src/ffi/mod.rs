@@ -81,10 +81,12 @@ mod sys {
             err: *mut std::ffi::c_char,
             err_len: usize,
         ) -> i32;
-        pub fn stasc_linear_grad_into(
+        pub fn stasc_linears_grad_into(
             x: *const c_void,
-            weight: *const c_void,
-            bias: *const c_void,
+            weights: *const *const c_void,
+            n: i32,
+            biases: *const *const c_void,
+            n_biases: i32,
             out: *mut *mut c_void,
             err: *mut std::ffi::c_char,
             err_len: usize,
@@ -94,6 +96,7 @@ mod sys {
             x: *const c_void,
             cos: *const c_void,
             sin: *const c_void,
+            rot_heads: i64,
             out: *mut *mut c_void,
             err: *mut std::ffi::c_char,
             err_len: usize,
@@ -101,6 +104,12 @@ mod sys {
         pub fn stasc_silu_mul(
             a: *const c_void,
             b: *const c_void,
+            out: *mut *mut c_void,
+            err: *mut std::ffi::c_char,
+            err_len: usize,
+        ) -> i32;
+        pub fn stasc_silu_mul_rows(
+            both: *const c_void,
             out: *mut *mut c_void,
             err: *mut std::ffi::c_char,
             err_len: usize,
@@ -224,18 +233,41 @@ pub fn flash_attention_causal(
 /// `x W^T + b` (x [.., in], `weight` [out, in], `bias` [out]) recorded for autograd so that backward adds the
 /// weight's gradient into the weight's gradient tensor within the product (addmm_, beta 1) and hands autograd none
 /// for it, instead of a new tensor that AccumulateGrad then adds in a pass of its own; the first gradient a weight
-/// gets becomes its gradient tensor, as with AccumulateGrad. The input's and the bias's gradients flow as usual.
-/// Any device; differs from `x.linear(W, b)`'s accumulated gradient by one rounding (the sum is rounded once).
-#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+/// gets becomes its gradient tensor, as with AccumulateGrad. The bias's gradient is added into its gradient tensor
+/// likewise; the input's flows as usual. Any device; differs from `x.linear(W, b)`'s accumulated gradient by one
+/// rounding (the sum is rounded once).
 pub fn linear_grad_into(
     x: &tch::Tensor,
     weight: &tch::Tensor,
     bias: Option<&tch::Tensor>,
 ) -> Result<tch::Tensor, FfiError> {
+    linears_grad_into(x, &[weight], bias.as_slice())
+}
+
+/// [`linear_grad_into`] for several layers sharing the input `x`: their outputs concatenated on the last dimension
+/// ([.., sum of out_i]), from one matrix product of the weights' rows stacked (and one each way in backward).
+/// `biases` are one per weight or none. Where the weights (and their gradient tensors) lie back to back in one
+/// buffer, as the trainer's flat buffers hold them, the stacked matrix is an alias; otherwise a copy.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn linears_grad_into(
+    x: &tch::Tensor,
+    weights: &[&tch::Tensor],
+    biases: &[&tch::Tensor],
+) -> Result<tch::Tensor, FfiError> {
     shim!({
+        let w: Vec<_> = weights.iter().map(|t| handle(t)).collect();
+        let b: Vec<_> = biases.iter().map(|t| handle(t)).collect();
         tensor_call("linear", |out, err, len| {
-            let b = bias.map_or(std::ptr::null(), handle);
-            sys::stasc_linear_grad_into(handle(x), handle(weight), b, out, err, len)
+            sys::stasc_linears_grad_into(
+                handle(x),
+                w.as_ptr(),
+                w.len() as i32,
+                b.as_ptr(),
+                b.len() as i32,
+                out,
+                err,
+                len,
+            )
         })
     })
 }
@@ -256,12 +288,14 @@ pub fn set_train_op_callback(f: TrainOpCallback) {
     };
 }
 
-/// `x` [.., heads, d] rotated by `cos`, `sin` ([tokens, d]) as one autograd op, forward and backward through the
-/// registered callback ([`set_train_op_callback`]).
+/// `x` [.., heads, d], its first `rot_heads` heads rotated by `cos`, `sin` ([tokens, d]) and the others copied, as
+/// one autograd op, forward and backward through the registered callback ([`set_train_op_callback`]).
 #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
-pub fn rotary(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor) -> Result<tch::Tensor, FfiError> {
+pub fn rotary(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor, rot_heads: i64) -> Result<tch::Tensor, FfiError> {
     shim!({
-        tensor_call("rotary", |out, err, len| sys::stasc_rotary(handle(x), handle(cos), handle(sin), out, err, len))
+        tensor_call("rotary", |out, err, len| {
+            sys::stasc_rotary(handle(x), handle(cos), handle(sin), rot_heads, out, err, len)
+        })
     })
 }
 
@@ -269,6 +303,13 @@ pub fn rotary(x: &tch::Tensor, cos: &tch::Tensor, sin: &tch::Tensor) -> Result<t
 #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
 pub fn silu_mul(a: &tch::Tensor, b: &tch::Tensor) -> Result<tch::Tensor, FfiError> {
     shim!({ tensor_call("silu_mul", |out, err, len| sys::stasc_silu_mul(handle(a), handle(b), out, err, len)) })
+}
+
+/// `silu(gate) * up` of a fused gate/up output `both` [.., 2 width] (gate first) as one autograd op, forward and
+/// backward through the registered callback.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn silu_mul_rows(both: &tch::Tensor) -> Result<tch::Tensor, FfiError> {
+    shim!({ tensor_call("silu_mul", |out, err, len| sys::stasc_silu_mul_rows(handle(both), out, err, len)) })
 }
 
 /// A tch tensor as the shim takes it: its at::Tensor*.

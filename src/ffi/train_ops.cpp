@@ -2,9 +2,12 @@
 // (train_ops.cu): torch::autograd::Function, which tch does not expose, with both directions calling back into
 // Rust (kernels::train_ops::launch_callback, registered once) to launch the kernel on libtorch's current stream, so
 // CUDA graphs of a training pass record them too. Tensors cross the boundary as tch's handles (at::Tensor*).
-//   rotary:   x [.., heads, d] rotated by the tables cos, sin [tokens, d]; backward rotates the gradient back.
-//   silu_mul: silu(a) * b for the gate and up outputs a, b; backward gives both gradients from g, a and b.
+//   rotary:        x [.., heads, d], its first rot_heads heads rotated by the tables cos, sin [tokens, d] (the
+//                  others copied); backward rotates the gradient back.
+//   silu_mul:      silu(a) * b for the gate and up outputs a, b; backward gives both gradients from g, a and b.
+//   silu_mul_rows: the same over a fused gate/up output [.., 2 width] (gate, then up); backward gives its gradient.
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <atomic>
@@ -19,7 +22,7 @@ typedef int (*StascTrainLaunch)(int op, at::Tensor** in, int n_in, at::Tensor** 
 namespace {
 
 // What the callback runs; the numbers are kernels::train_ops::Op's.
-enum StascTrainOp { kRotary = 0, kRotaryBack = 1, kSiluMul = 2, kSiluMulBack = 3 };
+enum StascTrainOp { kRotary = 0, kRotaryBack = 1, kSiluMul = 2, kSiluMulBack = 3, kSiluMulRows = 4, kSiluMulRowsBack = 5 };
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -50,16 +53,20 @@ std::vector<at::Tensor> run(StascTrainOp op, std::vector<at::Tensor> in, int n_o
   return results;
 }
 
+// The number of rotated heads reaches the callback as a 0-dim int64 tensor (the callback takes tensors only).
 struct Rotary : public torch::autograd::Function<Rotary> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            int64_t rot_heads) {
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
-    return run(kRotary, {x, cos, sin}, 1)[0];
+    ctx->saved_data["rot_heads"] = rot_heads;
+    return run(kRotary, {x, cos, sin, at::scalar_tensor(rot_heads, at::kLong)}, 1)[0];
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor cos = ctx->saved_data["cos"].toTensor(), sin = ctx->saved_data["sin"].toTensor();
-    return {run(kRotaryBack, {grads[0], cos, sin}, 1)[0], at::Tensor(), at::Tensor()};
+    const at::Tensor rot_heads = at::scalar_tensor(ctx->saved_data["rot_heads"].toInt(), at::kLong);
+    return {run(kRotaryBack, {grads[0], cos, sin, rot_heads}, 1)[0], at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -76,17 +83,32 @@ struct SiluMul : public torch::autograd::Function<SiluMul> {
   }
 };
 
+struct SiluMulRows : public torch::autograd::Function<SiluMulRows> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& both) {
+    ctx->save_for_backward({both});
+    return run(kSiluMulRows, {both}, 1)[0];
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {run(kSiluMulRowsBack, {grads[0], ctx->get_saved_variables()[0]}, 1)[0]};
+  }
+};
+
 }  // namespace
 
 extern "C" void stasc_set_train_op_callback(StascTrainLaunch f) { launch.store(f); }
 
 // The ops, recorded for autograd; each writes a new handle to the result to *out. On failure returns 1 and copies
 // the exception's message into err (err_len bytes, NUL-terminated).
-extern "C" int stasc_rotary(const at::Tensor* x, const at::Tensor* cos, const at::Tensor* sin, at::Tensor** out,
-                            char* err, size_t err_len) {
-  return stasc_shim::tensor_or_error([&] { return Rotary::apply(*x, *cos, *sin); }, out, err, err_len);
+extern "C" int stasc_rotary(const at::Tensor* x, const at::Tensor* cos, const at::Tensor* sin, int64_t rot_heads,
+                            at::Tensor** out, char* err, size_t err_len) {
+  return stasc_shim::tensor_or_error([&] { return Rotary::apply(*x, *cos, *sin, rot_heads); }, out, err, err_len);
 }
 
 extern "C" int stasc_silu_mul(const at::Tensor* a, const at::Tensor* b, at::Tensor** out, char* err, size_t err_len) {
   return stasc_shim::tensor_or_error([&] { return SiluMul::apply(*a, *b); }, out, err, err_len);
+}
+
+extern "C" int stasc_silu_mul_rows(const at::Tensor* both, at::Tensor** out, char* err, size_t err_len) {
+  return stasc_shim::tensor_or_error([&] { return SiluMulRows::apply(*both); }, out, err, err_len);
 }

@@ -33,7 +33,7 @@ pub use attention::set_mma_attention;
 pub use gemv::{set_gemv, GEMV_ROWS};
 pub use prefix::set_shared_prefix_attention;
 pub use sample::set_windowed_sampler;
-pub use train_ops::{rotary_autograd, silu_mul_autograd, train_op_launches};
+pub use train_ops::{rotary_autograd, silu_mul_autograd, silu_mul_rows_autograd, train_op_launches};
 
 use crate::ffi::driver::{Context, Function};
 use crate::ffi::{nvrtc, FfiError};

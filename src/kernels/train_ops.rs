@@ -1,6 +1,7 @@
 //! Autograd ops of training passes whose forward and backward are each one kernel (train_ops.cu): the rotary
-//! embedding (one kernel each way where libtorch's ops take three and five) and SiLU-and-multiply over the gate and
-//! up outputs (one each way for two and three, recomputing silu(gate) in backward instead of keeping it). The ops
+//! embedding (one kernel each way where libtorch's ops take three and five; of a fused q/k/v output's queries and
+//! keys at once) and SiLU-and-multiply over the gate and up outputs, separate or one fused output (one each way for
+//! two and three, recomputing silu(gate) in backward instead of keeping it). The ops
 //! themselves are the C++ shim's (src/ffi/train_ops.cpp, torch::autograd::Function), which calls back into
 //! [`launch_callback`] to launch the kernels on libtorch's current stream.
 
@@ -41,12 +42,18 @@ enum Op {
     SiluMul = 2,
     /// gradient, a, b -> the gradients of a and b.
     SiluMulBack = 3,
+    /// fused gate/up output -> silu(gate) * up.
+    SiluMulRows = 4,
+    /// gradient, fused gate/up output -> its gradient.
+    SiluMulRowsBack = 5,
 }
 
 impl Op {
     /// The op numbered `n`.
     fn numbered(n: i32) -> Option<Op> {
-        [Op::Rotary, Op::RotaryBack, Op::SiluMul, Op::SiluMulBack].into_iter().find(|op| *op as i32 == n)
+        [Op::Rotary, Op::RotaryBack, Op::SiluMul, Op::SiluMulBack, Op::SiluMulRows, Op::SiluMulRowsBack]
+            .into_iter()
+            .find(|op| *op as i32 == n)
     }
 }
 
@@ -55,15 +62,16 @@ fn blocks(work: i64) -> u32 {
 }
 
 impl Kernels {
-    /// `x` [.., heads, d] rotated by the tables `cos`, `sin` ([tokens, d], sin sign-folded as model/rope.rs keeps
-    /// it; tokens = the product of x's leading dimensions), or with `backward` by the transposed rotation (a
-    /// gradient's way back). `None` when the tensors are not contiguous, of one supported dtype, or of fitting
-    /// shapes.
+    /// `x` [.., heads, d], its first `rot_heads` heads rotated by the tables `cos`, `sin` ([tokens, d], sin
+    /// sign-folded as model/rope.rs keeps it; tokens = the product of x's leading dimensions), or with `backward` by
+    /// the transposed rotation (a gradient's way back), the other heads copied. `None` when the tensors are not
+    /// contiguous, of one supported dtype, or of fitting shapes.
     pub fn rotary(
         &self,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
+        rot_heads: i64,
         backward: bool,
     ) -> Result<Option<Tensor>, tch::TchError> {
         let name = match x.kind() {
@@ -87,7 +95,7 @@ impl Kernels {
         let packed = name == "stasc_rotary_bf16" && (d / 2) % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
         let (name, work) = if packed { ("stasc_rotary8_bf16", pairs / 8) } else { (name, pairs) };
         let function = self.function(name)?;
-        let (heads, d, backward) = (heads as i32, d as i32, i32::from(backward));
+        let (heads, d, backward, rot_heads) = (heads as i32, d as i32, i32::from(backward), rot_heads as i32);
         let mut args = [
             arg(&ptrs[0]),
             arg(&ptrs[1]),
@@ -97,6 +105,7 @@ impl Kernels {
             arg(&heads),
             arg(&d),
             arg(&backward),
+            arg(&rot_heads),
         ];
         // SAFETY: arguments follow stasc_rotary*; the four tensors are contiguous with the checked shapes and dtype
         // (16-byte aligned with whole packs for the packed kernel).
@@ -111,7 +120,8 @@ impl Kernels {
             return Ok(None);
         }
         let h = Tensor::f_empty_like(a)?;
-        self.elementwise("stasc_silu_mul_train", &[a, b, &h])?;
+        let n = a.numel() as i64;
+        self.silu_launch("stasc_silu_mul_train", &[a.data_ptr(), b.data_ptr(), h.data_ptr()], n, n, n, a.kind())?;
         Ok(Some(h))
     }
 
@@ -127,21 +137,66 @@ impl Kernels {
             return Ok(None);
         }
         let (da, db) = (Tensor::f_empty_like(a)?, Tensor::f_empty_like(a)?);
-        self.elementwise("stasc_silu_mul_train_backward", &[g, a, b, &da, &db])?;
+        let ptrs = [g.data_ptr(), a.data_ptr(), b.data_ptr(), da.data_ptr(), db.data_ptr()];
+        let n = a.numel() as i64;
+        self.silu_launch("stasc_silu_mul_train_backward", &ptrs, n, n, n, a.kind())?;
         Ok(Some((da, db)))
     }
 
-    /// Launches the elementwise kernel `stem` over `tensors` (inputs then outputs, contiguous, of one shape and
-    /// dtype; arguments: their pointers, then the element count): the bf16 kernel that takes eight elements a
-    /// thread (`stem` + `8_bf16`) where the count is a multiple of 8 and every tensor 16-byte aligned.
-    fn elementwise(&self, stem: &str, tensors: &[&Tensor]) -> Result<(), tch::TchError> {
-        let n = tensors[0].numel() as i64;
+    /// `silu(gate) * up` of a fused gate/up output `both` [.., 2 width] (contiguous, gate first) as [.., width];
+    /// `None` when it is not of a supported dtype or shape.
+    pub fn silu_mul_rows_train(&self, both: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+        let Some(width) = rows_width(both) else { return Ok(None) };
+        let mut shape = both.size();
+        *shape.last_mut().expect("rows_width checked the rank") = width;
+        let h = Tensor::f_empty(shape.as_slice(), (both.kind(), both.device()))?;
+        let (a, n) = (both.data_ptr(), h.numel() as i64);
+        let b = half_way(a, width, both.kind());
+        self.silu_launch("stasc_silu_mul_train", &[a, b, h.data_ptr()], n, width, 2 * width, both.kind())?;
+        Ok(Some(h))
+    }
+
+    /// The gradient of the fused output `both` in [`Kernels::silu_mul_rows_train`] given the result's gradient `g`
+    /// ([.., width], contiguous); `None` as there.
+    pub fn silu_mul_rows_train_backward(&self, g: &Tensor, both: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+        let Some(width) = rows_width(both) else { return Ok(None) };
+        let fits = g.kind() == both.kind() && g.device() == both.device() && g.is_contiguous();
+        if !fits || g.numel() * 2 != both.numel() {
+            return Ok(None);
+        }
+        let d = Tensor::f_empty_like(both)?;
+        let (a, da) = (both.data_ptr(), d.data_ptr());
+        let (b, db) = (half_way(a, width, both.kind()), half_way(da, width, both.kind()));
+        let n = g.numel() as i64;
+        self.silu_launch(
+            "stasc_silu_mul_train_backward",
+            &[g.data_ptr(), a, b, da, db],
+            n,
+            width,
+            2 * width,
+            both.kind(),
+        )?;
+        Ok(Some(d))
+    }
+
+    /// Launches the SiLU kernel `stem` (train_ops.cu) on `ptrs` (inputs then outputs; the result and `g` are n
+    /// contiguous elements, the gate/up operands rows of `width` elements `stride` apart) in `kind`: the bf16
+    /// kernel that takes eight elements a thread (`stem` + `8_bf16`) where rows are whole 16-byte packs and every
+    /// pointer 16-byte aligned.
+    fn silu_launch(
+        &self,
+        stem: &str,
+        ptrs: &[*mut std::ffi::c_void],
+        n: i64,
+        width: i64,
+        stride: i64,
+        kind: Kind,
+    ) -> Result<(), tch::TchError> {
         if n == 0 {
             return Ok(());
         }
-        let ptrs: Vec<_> = tensors.iter().map(|t| t.data_ptr()).collect();
-        let bf16 = tensors[0].kind() == Kind::BFloat16;
-        let packed = bf16 && n % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
+        let bf16 = kind == Kind::BFloat16;
+        let packed = bf16 && width % 8 == 0 && stride % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
         let name = format!(
             "{stem}{}",
             if packed {
@@ -154,12 +209,26 @@ impl Kernels {
         );
         let function = self.function(&name)?;
         let mut args: Vec<_> = ptrs.iter().map(arg).collect();
-        args.push(arg(&n));
+        args.extend([arg(&n), arg(&width), arg(&stride)]);
         let work = if packed { n / 8 } else { n };
-        // SAFETY: arguments follow the stem's kernels (train_ops.cu); the tensors are contiguous with n elements
-        // each, of the kernel's dtype (a multiple of 8, 16-byte aligned, for the packed kernel).
+        // SAFETY: arguments follow the stem's kernels (train_ops.cu); every pointer addresses the elements the
+        // kernel reads or writes for n, width and stride, of the kernel's dtype (whole aligned packs for the packed
+        // kernel).
         unsafe { function.launch(self.stream()?, (blocks(work), 1, 1), BLOCK, 0, &mut args) }.map_err(launch_error)
     }
+}
+
+/// The width of each half of a fused gate/up output the SiLU kernels take (contiguous bf16 or f32, last dimension
+/// even), or `None`.
+fn rows_width(both: &Tensor) -> Option<i64> {
+    let last = *both.size().last()?;
+    let fits = matches!(both.kind(), Kind::BFloat16 | Kind::Float) && both.is_contiguous() && last % 2 == 0;
+    fits.then_some(last / 2)
+}
+
+/// `ptr` advanced by `elements` of `kind`.
+fn half_way(ptr: *mut std::ffi::c_void, elements: i64, kind: Kind) -> *mut std::ffi::c_void {
+    ptr.wrapping_byte_add(elements as usize * kind.elt_size_in_bytes())
 }
 
 /// Whether `x` [.., heads, d] (d even) and the tables [tokens, d] are contiguous tensors of x's dtype and device.
@@ -197,16 +266,21 @@ fn torch_error(e: crate::ffi::FfiError) -> tch::TchError {
     tch::TchError::Torch(e.to_string())
 }
 
-/// `x` [.., heads, d] rotated by `cos`, `sin` ([tokens, d]) through the kernel, recorded for autograd (its backward
-/// is the kernel's transposed rotation); `None` where the kernels do not apply (CPU, no shim, switched off, shapes),
-/// and the caller uses libtorch ops.
-pub fn rotary_autograd(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+/// `x` [.., heads, d], its first `rot_heads` heads rotated by `cos`, `sin` ([tokens, d]) through the kernel and the
+/// others copied, recorded for autograd (its backward is the kernel's transposed rotation); `None` where the
+/// kernels do not apply (CPU, no shim, switched off, shapes), and the caller uses libtorch ops.
+pub fn rotary_autograd(
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    rot_heads: i64,
+) -> Result<Option<Tensor>, tch::TchError> {
     // The kernel's own checks, made here so that the op never fails on a shape the kernel refuses.
     if super::for_tensor(x).is_none() || !rotary_fits(x, cos, sin) {
         return Ok(None);
     }
     register();
-    crate::ffi::rotary(x, cos, sin).map(Some).map_err(torch_error)
+    crate::ffi::rotary(x, cos, sin, rot_heads).map(Some).map_err(torch_error)
 }
 
 /// `silu(a) * b` through the kernel, recorded for autograd (its backward one kernel too); `None` where the kernels
@@ -217,6 +291,16 @@ pub fn silu_mul_autograd(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>, tch::
     }
     register();
     crate::ffi::silu_mul(a, b).map(Some).map_err(torch_error)
+}
+
+/// `silu(gate) * up` of a fused gate/up output `both` [.., 2 width] through the kernel, recorded for autograd (its
+/// backward one kernel too, writing the fused output's gradient); `None` where the kernels do not apply.
+pub fn silu_mul_rows_autograd(both: &Tensor) -> Result<Option<Tensor>, tch::TchError> {
+    if super::for_tensor(both).is_none() || rows_width(both).is_none() {
+        return Ok(None);
+    }
+    register();
+    crate::ffi::silu_mul_rows(both).map(Some).map_err(torch_error)
 }
 
 /// What src/ffi/train_ops.cpp calls to run kernel `op` on `n_in` borrowed input handles, writing `n_out` new
@@ -235,13 +319,19 @@ extern "C" fn launch_callback(
             handles.iter().map(|p| std::mem::ManuallyDrop::new(unsafe { Tensor::from_ptr(p.cast()) })).collect();
         let kernels = super::for_tensor(ins.first()?)?;
         let outs = match (Op::numbered(op)?, ins.as_slice()) {
-            (Op::Rotary, [x, cos, sin]) => vec![kernels.rotary(x, cos, sin, false).ok()??],
-            (Op::RotaryBack, [g, cos, sin]) => vec![kernels.rotary(g, cos, sin, true).ok()??],
+            (Op::Rotary, [x, cos, sin, rot]) => {
+                vec![kernels.rotary(x, cos, sin, rot.int64_value(&[]), false).ok()??]
+            }
+            (Op::RotaryBack, [g, cos, sin, rot]) => {
+                vec![kernels.rotary(g, cos, sin, rot.int64_value(&[]), true).ok()??]
+            }
             (Op::SiluMul, [a, b]) => vec![kernels.silu_mul_train(a, b).ok()??],
             (Op::SiluMulBack, [g, a, b]) => {
                 let (da, db) = kernels.silu_mul_train_backward(g, a, b).ok()??;
                 vec![da, db]
             }
+            (Op::SiluMulRows, [both]) => vec![kernels.silu_mul_rows_train(both).ok()??],
+            (Op::SiluMulRowsBack, [g, both]) => vec![kernels.silu_mul_rows_train_backward(g, both).ok()??],
             _ => return None,
         };
         Some(outs)

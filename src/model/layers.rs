@@ -50,6 +50,36 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     x.f_linear(weight, bias)
 }
 
+/// Whether training passes run layers that share their input (q/k/v, gate/up) as one matrix product each way
+/// ([`linear_rows`]); `STASC_FUSED_PROJECTIONS=0` runs them one by one.
+static FUSED_PROJECTIONS: Switch = Switch::new("STASC_FUSED_PROJECTIONS", true);
+
+/// Sets `STASC_FUSED_PROJECTIONS` for the whole process (parity tests compare both paths).
+pub fn set_fused_projections(on: bool) {
+    FUSED_PROJECTIONS.set(on);
+}
+
+/// In a training pass (every weight wants a gradient), the outputs of `parts` on their shared input `x`
+/// concatenated on the last dimension, from one matrix product of their stacked weights each way
+/// ([`crate::ffi::linears_grad_into`]: the trainer's flat buffers hold a layer's q, k, v and its gate, up back to
+/// back, so the stack is an alias and the weights' gradients are added within the products); one product where
+/// the parts take one each, and no adds of the input's gradients. `None` where it does not apply (inference, an
+/// adapter, biases on some parts only, no shim, switched off with `STASC_FUSED_PROJECTIONS=0` or
+/// `STASC_FUSED_WGRAD=0`), and the caller runs the layers one by one.
+pub fn linear_rows(x: &Tensor, parts: &[&Linear]) -> Result<Option<Tensor>, tch::TchError> {
+    let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
+    let applies = crate::ffi::HAS_SHIM
+        && FUSED_WGRAD.get()
+        && FUSED_PROJECTIONS.get()
+        && parts.iter().all(|l| l.adapter.is_none() && l.weight.requires_grad())
+        && (biases.is_empty() || biases.len() == parts.len());
+    if !applies {
+        return Ok(None);
+    }
+    let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+    crate::ffi::linears_grad_into(x, &weights, &biases).map(Some).map_err(|e| tch::TchError::Torch(e.to_string()))
+}
+
 impl Linear {
     /// Applies the layer to the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
@@ -342,8 +372,21 @@ impl Mlp {
         fused_gate_up: Option<&Linear>,
         kernels: Option<&Kernels>,
     ) -> Result<Tensor, tch::TchError> {
-        let hidden = match (&self.gate_up, fused_gate_up) {
-            (GateUpProj::Separate { gate, up }, None) => {
+        // Training: one product for both projections, then one SiLU kernel each way on CUDA.
+        let stacked = match (&self.gate_up, fused_gate_up) {
+            (GateUpProj::Separate { gate, up }, None) => linear_rows(x, &[gate, up])?,
+            _ => None,
+        };
+        let hidden = match (&self.gate_up, fused_gate_up, stacked) {
+            (_, _, Some(both)) => match crate::kernels::silu_mul_rows_autograd(&both)? {
+                Some(hidden) => hidden,
+                None => {
+                    let n = self.intermediate_size;
+                    let halves = both.f_split_with_sizes([n, n].as_slice(), -1)?;
+                    halves[0].f_silu()?.f_mul(&halves[1])?
+                }
+            },
+            (GateUpProj::Separate { gate, up }, None, None) => {
                 let (a, b) = (gate.forward(x)?, up.forward(x)?);
                 // Training passes on CUDA: one kernel each way (crate::kernels' autograd op).
                 let fused = if a.requires_grad() { crate::kernels::silu_mul_autograd(&a, &b)? } else { None };
@@ -352,12 +395,16 @@ impl Mlp {
                     None => a.f_silu()?.f_mul(&b)?,
                 }
             }
-            (_, Some(gate_up)) | (GateUpProj::Fused(gate_up), None) => {
+            (_, Some(gate_up), None) | (GateUpProj::Fused(gate_up), None, None) => {
                 let both = gate_up.forward_kernels(x, kernels)?;
                 let n = self.intermediate_size;
-                match kernels.map(|k| k.silu_mul(&both, n)).transpose()?.flatten() {
+                let trained = if both.requires_grad() { crate::kernels::silu_mul_rows_autograd(&both)? } else { None };
+                match trained {
                     Some(hidden) => hidden,
-                    None => both.f_narrow(-1, 0, n)?.f_silu()?.f_mul(&both.f_narrow(-1, n, n)?)?,
+                    None => match kernels.map(|k| k.silu_mul(&both, n)).transpose()?.flatten() {
+                        Some(hidden) => hidden,
+                        None => both.f_narrow(-1, 0, n)?.f_silu()?.f_mul(&both.f_narrow(-1, n, n)?)?,
+                    },
                 }
             }
         };
@@ -491,6 +538,92 @@ mod tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).abs().max().double_value(&[])
+    }
+
+    /// Layers sharing an input as one product ([`super::linear_rows`]), with weights and biases back to back in flat
+    /// buffers (as the trainer places them: the stacked matrix is an alias) and apart (a copy): over two
+    /// accumulating backward passes, outputs and every gradient equal separate libtorch linears' within f32
+    /// reassociation, and once the gradients are the trainer's views of a flat buffer, they are added there in
+    /// place.
+    #[test]
+    fn stacked_layers_give_separate_linears_outputs_and_gradients_in_their_bound_views() {
+        if !crate::ffi::HAS_SHIM {
+            panic!("built without the C++ shim (scripts/setup.sh installs the CUDA headers)");
+        }
+        tch::manual_seed(1);
+        let rows = [4i64, 2, 2];
+        for back_to_back in [true, false] {
+            let (weight_flat, bias_flat) = (
+                Tensor::randn([8 * 5 + 3], (Kind::Float, Device::Cpu)),
+                Tensor::randn([8 + 1], (Kind::Float, Device::Cpu)),
+            );
+            let (mut wo, mut bo) = (1i64, 1i64);
+            let layers: Vec<super::Linear> = rows
+                .iter()
+                .map(|&r| {
+                    let (w, b) = if back_to_back {
+                        let w = weight_flat.narrow(0, wo, r * 5).view([r, 5]);
+                        let b = bias_flat.narrow(0, bo, r);
+                        (wo, bo) = (wo + r * 5, bo + r);
+                        (w, b)
+                    } else {
+                        (
+                            Tensor::randn([r, 5], (Kind::Float, Device::Cpu)),
+                            Tensor::randn([r], (Kind::Float, Device::Cpu)),
+                        )
+                    };
+                    // A trained parameter whose data is `t` (a view of the flat buffer, as AdamW places it).
+                    let param = |t: &Tensor| {
+                        let mut p = Tensor::zeros(t.size(), (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                        p.set_data(t);
+                        p
+                    };
+                    super::Linear { weight: param(&w), bias: Some(param(&b)), adapter: None }
+                })
+                .collect();
+            let reference: Vec<(Tensor, Tensor)> =
+                layers.iter().map(|l| (copy_of(&l.weight), copy_of(l.bias.as_ref().unwrap()))).collect();
+            let x = leaf(&[2, 3, 5]);
+            let xr = copy_of(&x);
+            let grad_flat = Tensor::zeros([8 * 5 + 3], (Kind::Float, Device::Cpu));
+            for pass in 0..2 {
+                let upstream = Tensor::randn([2, 3, 8], (Kind::Float, Device::Cpu));
+                let parts: Vec<&super::Linear> = layers.iter().collect();
+                let y = super::linear_rows(&x, &parts).unwrap().expect("applies to trained weights");
+                let outs: Vec<Tensor> = reference.iter().map(|(w, b)| xr.linear(w, Some(b))).collect();
+                let yr = Tensor::cat(&outs, -1);
+                assert!(max_diff(&y, &yr) < 1e-5, "back to back {back_to_back}: output");
+                (&y * &upstream).sum(Kind::Float).backward();
+                (&yr * &upstream).sum(Kind::Float).backward();
+                if pass == 0 && back_to_back {
+                    // Bind the weights' gradients to views of a flat buffer, back to back, as AdamW does.
+                    let mut at = 1;
+                    for l in &layers {
+                        let n = l.weight.numel() as i64;
+                        let view = grad_flat.narrow(0, at, n).view(l.weight.size().as_slice());
+                        view.detach().copy_(&l.weight.grad());
+                        l.weight.grad().set_data(&view);
+                        at += n;
+                    }
+                }
+            }
+            let context = format!("back to back {back_to_back}");
+            assert!(max_diff(&x.grad(), &xr.grad()) < 1e-5, "{context}: input gradient");
+            for (l, (w, b)) in layers.iter().zip(&reference) {
+                assert!(max_diff(&l.weight.grad(), &w.grad()) < 1e-5, "{context}: weight gradient");
+                assert!(max_diff(&l.bias.as_ref().unwrap().grad(), &b.grad()) < 1e-5, "{context}: bias gradient");
+            }
+            if back_to_back {
+                assert_eq!(
+                    layers[0].weight.grad().data_ptr(),
+                    grad_flat.narrow(0, 1, 1).data_ptr(),
+                    "the view was replaced"
+                );
+                assert_eq!(grad_flat.narrow(0, 0, 1).abs().sum(Kind::Float).double_value(&[]), 0.0, "{context}");
+                let last = grad_flat.narrow(0, 1 + 8 * 5, 2);
+                assert_eq!(last.abs().sum(Kind::Float).double_value(&[]), 0.0, "{context}: written past the stack");
+            }
+        }
     }
 
     /// The weight's gradient added within the backward product: the input's, weight's and bias's gradients are

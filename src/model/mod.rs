@@ -14,7 +14,7 @@ pub mod device;
 pub mod error;
 mod extend;
 pub use extend::set_extend_flash;
-pub use layers::set_fused_wgrad;
+pub use layers::{set_fused_projections, set_fused_wgrad};
 pub mod files;
 pub mod generation_config;
 pub mod gguf;

@@ -66,12 +66,9 @@ impl RotaryEmbedding {
     /// Rotates `x` ([B, T, heads, head_dim]). In training passes on CUDA (x wants a gradient, the whole head
     /// rotates) through crate::kernels' rotary op: one kernel each way instead of libtorch's three and five.
     pub fn apply(&self, x: &Tensor, at: &RopeAt) -> Result<Tensor, tch::TchError> {
-        if x.requires_grad() && self.rotary_dim == self.head_dim && x.device().is_cuda() {
-            let d = self.head_dim;
-            let (cos, sin) = (at.cos.f_view([-1, d])?, at.sin_signed.f_view([-1, d])?);
-            if let Some(rotated) = crate::kernels::rotary_autograd(x, &cos, &sin)? {
-                return Ok(rotated);
-            }
+        let heads = x.size().iter().rev().nth(1).copied().unwrap_or(0);
+        if let Some(rotated) = self.apply_leading(x, heads, at)? {
+            return Ok(rotated);
         }
         let rotate = |x: &Tensor| -> Result<Tensor, tch::TchError> {
             let rolled = x.f_roll([self.rotary_dim / 2].as_slice(), [-1].as_slice())?;
@@ -84,6 +81,19 @@ impl RotaryEmbedding {
             let pass = x.f_narrow(-1, self.rotary_dim, self.head_dim - self.rotary_dim)?;
             Tensor::f_cat(&[&rotated, &pass], -1)
         }
+    }
+
+    /// In a training pass on CUDA, `x` [.., heads, d] with its first `rot_heads` heads rotated and the others
+    /// copied, as one autograd op with a kernel each way (a fused q/k/v output's queries and keys at once); `None`
+    /// where that op does not apply (no gradient, the CPU, partial rotary, shapes), and the caller rotates with
+    /// [`RotaryEmbedding::apply`].
+    pub fn apply_leading(&self, x: &Tensor, rot_heads: i64, at: &RopeAt) -> Result<Option<Tensor>, tch::TchError> {
+        if !(x.requires_grad() && self.rotary_dim == self.head_dim && x.device().is_cuda()) {
+            return Ok(None);
+        }
+        let d = self.head_dim;
+        let (cos, sin) = (at.cos.f_view([-1, d])?, at.sin_signed.f_view([-1, d])?);
+        crate::kernels::rotary_autograd(x, &cos, &sin, rot_heads)
     }
 }
 

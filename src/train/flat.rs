@@ -4,7 +4,9 @@
 //!
 //! Tensors that get weight decay come first (the update decays a prefix), and within each group tensors are in
 //! decoder-layer order, so each layer's decayed tensors are one contiguous range: the layer's bucket, summed as
-//! soon as backward has gone below the layer. Everything else (embeddings, LM head, final norm, every undecayed
+//! soon as backward has gone below the layer. Within a layer, the q, k and v projections come first, in that order,
+//! so that their weights (and biases) lie back to back, as do gate and up in name order: training passes run each
+//! group as one matrix product over an alias of the buffer (crate::model::layers::linear_rows). Everything else (embeddings, LM head, final norm, every undecayed
 //! tensor) is the last bucket. A sharded layout pads every bucket to a multiple of `workers x ALIGN` elements, so
 //! each worker's part of a bucket (the k-th of `workers` equal parts) starts 16-byte aligned for the fused update
 //! and the collectives split it evenly; the padding stays zero (zero gradient, zero weight: AdamW keeps it zero).
@@ -22,6 +24,12 @@ fn round_up(n: i64, align: i64) -> i64 {
 pub fn decoder_layer(name: &str) -> Option<usize> {
     let (_, after) = name.split_once(".layers.").or_else(|| name.strip_prefix("layers.").map(|r| ("", r)))?;
     after.split('.').next()?.parse().ok()
+}
+
+/// Where a tensor goes within its decoder layer's group: q, k and v projections (weights, or biases) first and in
+/// that order, everything else after them.
+fn projection_order(name: &str) -> u8 {
+    ["q_proj.", "k_proj.", "v_proj."].iter().position(|p| name.contains(p)).map_or(3, |k| k as u8)
 }
 
 /// A contiguous range of the flat gradient buffer that data-parallel workers sum as one collective.
@@ -82,8 +90,11 @@ impl FlatLayout {
     pub fn new(tensors: &[(String, i64, bool)], workers: usize) -> FlatLayout {
         let align = if workers > 1 { workers as i64 * ALIGN } else { 1 };
         let mut ordered: Vec<&(String, i64, bool)> = tensors.iter().collect();
-        // Stable: decayed first, then by layer (tensors outside the layers last), the caller's order within.
-        ordered.sort_by_key(|(name, _, decayed)| (!decayed, decoder_layer(name).unwrap_or(usize::MAX)));
+        // Stable: decayed first, then by layer (tensors outside the layers last), q/k/v first within a layer, the
+        // caller's order otherwise.
+        ordered.sort_by_key(|(name, _, decayed)| {
+            (!decayed, decoder_layer(name).unwrap_or(usize::MAX), projection_order(name))
+        });
         let bucket_layer = |t: &(String, i64, bool)| if t.2 { decoder_layer(&t.0) } else { None };
         let (mut places, mut buckets) = (Vec::with_capacity(ordered.len()), Vec::new());
         let (mut offset, mut decay_numel, mut bucket_start) = (0i64, 0i64, 0i64);
@@ -149,6 +160,54 @@ mod tests {
         }
         t.push(("model.norm.weight".to_string(), 2, false));
         t
+    }
+
+    /// A Qwen2 layer's tensors in name order (what the trainer passes): q, k, v then the rest in name order, so
+    /// that q/k/v and gate/up are each back to back.
+    #[test]
+    fn a_layers_q_k_v_and_gate_up_lie_back_to_back() {
+        let names = [
+            "input_layernorm.weight",
+            "mlp.down_proj.weight",
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+            "post_attention_layernorm.weight",
+            "self_attn.k_proj.bias",
+            "self_attn.k_proj.weight",
+            "self_attn.o_proj.weight",
+            "self_attn.q_proj.bias",
+            "self_attn.q_proj.weight",
+            "self_attn.v_proj.bias",
+            "self_attn.v_proj.weight",
+        ];
+        let tensors: Vec<(String, i64, bool)> = names
+            .iter()
+            .map(|n| (format!("model.layers.0.{n}"), 4, !n.contains("norm") && !n.contains("bias")))
+            .collect();
+        let layout = FlatLayout::new(&tensors, 2);
+        let order: Vec<&str> = layout.places.iter().map(|p| p.name.strip_prefix("model.layers.0.").unwrap()).collect();
+        assert_eq!(
+            order,
+            [
+                "self_attn.q_proj.weight",
+                "self_attn.k_proj.weight",
+                "self_attn.v_proj.weight",
+                "mlp.down_proj.weight",
+                "mlp.gate_proj.weight",
+                "mlp.up_proj.weight",
+                "self_attn.o_proj.weight",
+                "self_attn.q_proj.bias",
+                "self_attn.k_proj.bias",
+                "self_attn.v_proj.bias",
+                "input_layernorm.weight",
+                "post_attention_layernorm.weight",
+            ]
+        );
+        // Back to back: each starts where the one before ends, padding only after the layer's decayed tensors.
+        for pair in [[0, 1], [1, 2], [4, 5], [7, 8], [8, 9]] {
+            let (a, b) = (&layout.places[pair[0]], &layout.places[pair[1]]);
+            assert_eq!(a.offset + a.numel, b.offset, "{} then {}", a.name, b.name);
+        }
     }
 
     #[test]

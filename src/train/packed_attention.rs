@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tch::{Device, Kind, Tensor};
 
 use super::packed::Segments;
-use crate::model::layers::{Attention, DecoderLayer, QkvProj, RopeAt, RotaryEmbedding};
+use crate::model::layers::{linear_rows, Attention, DecoderLayer, QkvProj, RopeAt, RotaryEmbedding};
 use crate::switch::Switch;
 
 /// One decoder layer on a packed [1, N, hidden] input: the layer's own computation with block-diagonal attention.
@@ -46,13 +46,32 @@ fn attention(
 ) -> Result<Tensor, tch::TchError> {
     let n = x.size()[1];
     let (h, kvh, d) = (a.num_heads, a.num_kv_heads, a.head_dim);
-    let (q, k, v) = match &a.qkv {
-        QkvProj::Separate { q, k, v } => (
+    let stacked = match &a.qkv {
+        QkvProj::Separate { q, k, v } => linear_rows(x, &[q, k, v])?,
+        QkvProj::Fused(_) => None,
+    };
+    let (q, k, v) = match (&a.qkv, stacked) {
+        // One product for the three projections; the queries and keys rotated by one kernel each way on CUDA.
+        (_, Some(all)) => {
+            let all = all.f_view([1, n, h + 2 * kvh, d])?;
+            let split = |t: &Tensor| t.f_split_with_sizes([h, kvh, kvh].as_slice(), 2);
+            match rope.apply_leading(&all, h + kvh, rope_at)? {
+                Some(rotated) => {
+                    let [q, k, v]: [Tensor; 3] = split(&rotated)?.try_into().expect("three sizes, three parts");
+                    (q, k, v)
+                }
+                None => {
+                    let [q, k, v]: [Tensor; 3] = split(&all)?.try_into().expect("three sizes, three parts");
+                    (rope.apply(&q, rope_at)?, rope.apply(&k, rope_at)?, v)
+                }
+            }
+        }
+        (QkvProj::Separate { q, k, v }, None) => (
             rope.apply(&q.forward(x)?.f_view([1, n, h, d])?, rope_at)?,
             rope.apply(&k.forward(x)?.f_view([1, n, kvh, d])?, rope_at)?,
             v.forward(x)?.f_view([1, n, kvh, d])?,
         ),
-        QkvProj::Fused(qkv) => {
+        (QkvProj::Fused(qkv), None) => {
             let all = qkv.forward(x)?.f_view([1, n, h + 2 * kvh, d])?;
             let qk = rope.apply(&all.f_narrow(2, 0, h + kvh)?, rope_at)?;
             (qk.f_narrow(2, 0, h)?, qk.f_narrow(2, h, kvh)?, all.f_narrow(2, h + kvh, kvh)?)
@@ -126,10 +145,16 @@ fn varlen_attention(
     if !varlen_attention_applies(q.device(), q.kind(), d) || VARLEN_FAILED.load(Ordering::Relaxed) {
         return Ok(None);
     }
-    // Flash attention wants the head dimension contiguous; the q/k/v here are fresh tensors, so this rarely copies.
+    // Flash attention wants the head dimension contiguous and takes any token and head strides (the q/k/v of a
+    // fused projection are views of its output).
     let packed = |t: &Tensor| -> Result<Tensor, tch::TchError> {
         let s = t.size();
-        t.f_reshape([s[1], s[2], s[3]])?.f_contiguous()
+        let t = t.f_reshape([s[1], s[2], s[3]])?;
+        if t.stride().last() == Some(&1) {
+            Ok(t)
+        } else {
+            t.f_contiguous()
+        }
     };
     let (q, k, v) = (packed(q)?, packed(k)?, packed(v)?);
     match crate::ffi::flash_attention_varlen(&q, &k, &v, &segments.cu_seqlens, segments.longest, scale) {

@@ -636,7 +636,9 @@ fn bf16_steps(a: &Tensor, b: &Tensor) -> f64 {
 /// SiLU-and-multiply computes and rounds as libtorch's silu, mul and their backward kernels do, so its output and
 /// both gradients are theirs to the bit; the rotary embedding's forward rounds as mul and addcmul store (the same
 /// bits), and its backward rounds once where libtorch's rounds three times: no further from the gradient computed in
-/// f32 than libtorch's, and within a bf16 step of the largest value.
+/// f32 than libtorch's, and within a bf16 step of the largest value. Rotating the first heads only gives those
+/// heads' values and gradients and copies the rest; SiLU-and-multiply of a fused gate/up output gives the separate
+/// op's values and gradients.
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn training_op_kernels_give_libtorch_ops_values_and_gradients_on_cuda() {
@@ -669,7 +671,7 @@ fn training_op_kernels_give_libtorch_ops_values_and_gradients_on_cuda() {
             let cos = Tensor::randn([tokens, d], (Kind::Float, dev)).to_kind(kind);
             let sin = Tensor::randn([tokens, d], (Kind::Float, dev)).to_kind(kind);
             let g = Tensor::randn([1, tokens, heads, d], (Kind::Float, dev)).to_kind(kind);
-            let fused = kernels::rotary_autograd(&x, &cos, &sin).unwrap().expect("the kernel applies");
+            let fused = kernels::rotary_autograd(&x, &cos, &sin, heads).unwrap().expect("the kernel applies");
             let rotate = |x: &Tensor, c: &Tensor, s: &Tensor| {
                 (x * c.view([1, tokens, 1, d])).addcmul(&x.roll([d / 2], [-1]), &s.view([1, tokens, 1, d]))
             };
@@ -689,6 +691,34 @@ fn training_op_kernels_give_libtorch_ops_values_and_gradients_on_cuda() {
             // One rounding is at most half a step of an element's own magnitude: a step of the largest value.
             let bound = if kind == Kind::BFloat16 { 0.0 } else { 1e-3 };
             assert!(forward <= bound && backward <= 1.0 && backward <= backward_ops + 1e-3, "rotary {kind:?} d {d}");
+            // The first heads only (a fused q/k/v output's queries and keys): those as rotated above, the rest
+            // copied, both ways.
+            let rot = heads - 1;
+            let y = x.detach().copy().set_requires_grad(true);
+            let partial = kernels::rotary_autograd(&y, &cos, &sin, rot).unwrap().expect("the kernel applies");
+            (&partial * &g).sum(Kind::Float).backward();
+            let (first, last) = (|t: &Tensor| t.narrow(2, 0, rot), |t: &Tensor| t.narrow(2, rot, 1));
+            let same = |a: &Tensor, b: &Tensor| a.to_kind(Kind::Float).equal(&b.to_kind(Kind::Float));
+            assert!(
+                same(&first(&partial), &first(&fused)) && same(&last(&partial), &last(&x)),
+                "rotary heads {kind:?}"
+            );
+            assert!(same(&first(&y.grad()), &first(&x.grad())) && same(&last(&y.grad()), &last(&g)), "rotary heads");
+        }
+        // SiLU-and-multiply of a fused gate/up output [tokens, 2 width]: the separate op's values and gradients.
+        for (tokens, width) in [(37, 88), (13, 7)] {
+            let both = (Tensor::randn([tokens, 2 * width], (Kind::Float, dev)) * 3.0).to_kind(kind);
+            let both = both.set_requires_grad(true);
+            let halves = both.detach().split_with_sizes([width, width], 1);
+            let (a, b) = (halves[0].copy().set_requires_grad(true), halves[1].copy().set_requires_grad(true));
+            let g = Tensor::randn([tokens, width], (Kind::Float, dev)).to_kind(kind);
+            let rows = kernels::silu_mul_rows_autograd(&both).unwrap().expect("the kernel applies");
+            let separate = kernels::silu_mul_autograd(&a, &b).unwrap().expect("the kernel applies");
+            (&rows * &g).sum(Kind::Float).backward();
+            (&separate * &g).sum(Kind::Float).backward();
+            let grads = Tensor::cat(&[a.grad(), b.grad()], 1);
+            println!("TRAIN OPS silu_mul_rows {kind:?} {tokens}x{width}: output and gradient as the separate op's");
+            assert!(rows.equal(&separate) && both.grad().equal(&grads), "silu_mul_rows {kind:?} {tokens}x{width}");
         }
     }
 }
