@@ -114,6 +114,13 @@ mod sys {
             err: *mut std::ffi::c_char,
             err_len: usize,
         ) -> i32;
+        pub fn stasc_cross_entropy_rows(
+            logits: *const c_void,
+            targets: *const c_void,
+            out: *mut *mut c_void,
+            err: *mut std::ffi::c_char,
+            err_len: usize,
+        ) -> i32;
         pub fn stasc_stream_from_pool(device: i32, out: *mut StascStream) -> i32;
         pub fn stasc_stream_current(device: i32, out: *mut StascStream) -> i32;
         pub fn stasc_stream_set_current(stream: *const StascStream) -> i32;
@@ -310,6 +317,17 @@ pub fn silu_mul(a: &tch::Tensor, b: &tch::Tensor) -> Result<tch::Tensor, FfiErro
 #[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
 pub fn silu_mul_rows(both: &tch::Tensor) -> Result<tch::Tensor, FfiError> {
     shim!({ tensor_call("silu_mul", |out, err, len| sys::stasc_silu_mul_rows(handle(both), out, err, len)) })
+}
+
+/// Each row's cross-entropy ([rows] f32) of `logits` [rows, vocab] against `targets` ([rows] int64) as one autograd
+/// op, forward and backward through the registered callback.
+#[cfg_attr(not(stasc_cuda_shim), allow(unused_variables))]
+pub fn cross_entropy_rows(logits: &tch::Tensor, targets: &tch::Tensor) -> Result<tch::Tensor, FfiError> {
+    shim!({
+        tensor_call("cross_entropy", |out, err, len| {
+            sys::stasc_cross_entropy_rows(handle(logits), handle(targets), out, err, len)
+        })
+    })
 }
 
 /// A tch tensor as the shim takes it: its at::Tensor*.

@@ -6,6 +6,8 @@
 //                  others copied); backward rotates the gradient back.
 //   silu_mul:      silu(a) * b for the gate and up outputs a, b; backward gives both gradients from g, a and b.
 //   silu_mul_rows: the same over a fused gate/up output [.., 2 width] (gate, then up); backward gives its gradient.
+//   cross_entropy: each row's cross-entropy (f32) of logits [rows, vocab] against int64 targets; backward gives
+//                  the logits' gradient from the rows' and the forward's log-sum-exp.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -22,7 +24,16 @@ typedef int (*StascTrainLaunch)(int op, at::Tensor** in, int n_in, at::Tensor** 
 namespace {
 
 // What the callback runs; the numbers are kernels::train_ops::Op's.
-enum StascTrainOp { kRotary = 0, kRotaryBack = 1, kSiluMul = 2, kSiluMulBack = 3, kSiluMulRows = 4, kSiluMulRowsBack = 5 };
+enum StascTrainOp {
+  kRotary = 0,
+  kRotaryBack = 1,
+  kSiluMul = 2,
+  kSiluMulBack = 3,
+  kSiluMulRows = 4,
+  kSiluMulRowsBack = 5,
+  kCrossEntropy = 6,
+  kCrossEntropyBack = 7
+};
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -94,6 +105,22 @@ struct SiluMulRows : public torch::autograd::Function<SiluMulRows> {
   }
 };
 
+// The log-sum-exp the forward computes is kept for backward (it is neither an input nor an output).
+struct CrossEntropyRows : public torch::autograd::Function<CrossEntropyRows> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets) {
+    std::vector<at::Tensor> out = run(kCrossEntropy, {logits, targets}, 2);
+    ctx->save_for_backward({logits, targets});
+    ctx->saved_data["lse"] = out[1];
+    return out[0];
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor lse = ctx->saved_data["lse"].toTensor();
+    return {run(kCrossEntropyBack, {grads[0], saved[0], saved[1], lse}, 1)[0], at::Tensor()};
+  }
+};
+
 }  // namespace
 
 extern "C" void stasc_set_train_op_callback(StascTrainLaunch f) { launch.store(f); }
@@ -111,4 +138,9 @@ extern "C" int stasc_silu_mul(const at::Tensor* a, const at::Tensor* b, at::Tens
 
 extern "C" int stasc_silu_mul_rows(const at::Tensor* both, at::Tensor** out, char* err, size_t err_len) {
   return stasc_shim::tensor_or_error([&] { return SiluMulRows::apply(*both); }, out, err, err_len);
+}
+
+extern "C" int stasc_cross_entropy_rows(const at::Tensor* logits, const at::Tensor* targets, at::Tensor** out,
+                                        char* err, size_t err_len) {
+  return stasc_shim::tensor_or_error([&] { return CrossEntropyRows::apply(*logits, *targets); }, out, err, err_len);
 }

@@ -11,6 +11,7 @@
 //! - gemv.cu: matrix-vector products for decode steps of a few rows (bf16), where cuBLAS's GEMM tiles idle;
 //! - train_ops.cu: the rotary embedding and SiLU-and-multiply of training passes, forward and backward (autograd
 //!   ops: train_ops.rs);
+//! - loss.cu: the LM head's cross-entropy in training passes, forward and backward (an autograd op: loss.rs);
 //! - attention.cu (compiled per head size and group): split-K decode attention over the cache for rows of
 //!   different lengths (a prompt prefix common to all rows read once for all of them: prefix.rs), and the rotary
 //!   embedding fused with the cache write.
@@ -18,6 +19,7 @@
 mod adamw;
 mod attention;
 mod gemv;
+mod loss;
 mod norm;
 mod prefix;
 mod sample;
@@ -31,6 +33,7 @@ use tch::{Device, Kind, Tensor};
 pub use adamw::AdamWStep;
 pub use attention::set_mma_attention;
 pub use gemv::{set_gemv, GEMV_ROWS};
+pub use loss::cross_entropy_autograd;
 pub use prefix::set_shared_prefix_attention;
 pub use sample::set_windowed_sampler;
 pub use train_ops::{rotary_autograd, silu_mul_autograd, silu_mul_rows_autograd, train_op_launches};
@@ -51,6 +54,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("adamw.cu", include_str!("adamw.cu")),
     ("gemv.cu", include_str!("gemv.cu")),
     ("train_ops.cu", include_str!("train_ops.cu")),
+    ("loss.cu", include_str!("loss.cu")),
 ];
 
 /// The element types and bf16 rounding every source uses, put in front of each one when it is compiled.
@@ -90,6 +94,7 @@ const FUNCTIONS: &[(&str, &[&str])] = &[
     ("adamw.cu", &["stasc_adamw_bf16", "stasc_adamw_f32"]),
     ("gemv.cu", &gemv::FUNCTIONS),
     ("train_ops.cu", &train_ops::FUNCTIONS),
+    ("loss.cu", &loss::FUNCTIONS),
 ];
 
 /// Bits needed for the ids of a vocabulary of `vocab` tokens (the sampler's order key ends with them).

@@ -1,7 +1,8 @@
 //! Autograd ops of training passes whose forward and backward are each one kernel (train_ops.cu): the rotary
 //! embedding (one kernel each way where libtorch's ops take three and five; of a fused q/k/v output's queries and
 //! keys at once) and SiLU-and-multiply over the gate and up outputs, separate or one fused output (one each way for
-//! two and three, recomputing silu(gate) in backward instead of keeping it). The ops
+//! two and three, recomputing silu(gate) in backward instead of keeping it); the LM head's loss (super::loss) goes
+//! through the same callback. The ops
 //! themselves are the C++ shim's (src/ffi/train_ops.cpp, torch::autograd::Function), which calls back into
 //! [`launch_callback`] to launch the kernels on libtorch's current stream.
 
@@ -46,14 +47,27 @@ enum Op {
     SiluMulRows = 4,
     /// gradient, fused gate/up output -> its gradient.
     SiluMulRowsBack = 5,
+    /// logits, targets -> per-row loss, per-row log-sum-exp.
+    CrossEntropy = 6,
+    /// gradient of the per-row loss, logits, targets, log-sum-exp -> the logits' gradient.
+    CrossEntropyBack = 7,
 }
 
 impl Op {
     /// The op numbered `n`.
     fn numbered(n: i32) -> Option<Op> {
-        [Op::Rotary, Op::RotaryBack, Op::SiluMul, Op::SiluMulBack, Op::SiluMulRows, Op::SiluMulRowsBack]
-            .into_iter()
-            .find(|op| *op as i32 == n)
+        [
+            Op::Rotary,
+            Op::RotaryBack,
+            Op::SiluMul,
+            Op::SiluMulBack,
+            Op::SiluMulRows,
+            Op::SiluMulRowsBack,
+            Op::CrossEntropy,
+            Op::CrossEntropyBack,
+        ]
+        .into_iter()
+        .find(|op| *op as i32 == n)
     }
 }
 
@@ -257,12 +271,12 @@ pub fn train_op_launches() -> u64 {
     LAUNCHES.load(Ordering::Relaxed)
 }
 
-fn register() {
+pub(super) fn register() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| crate::ffi::set_train_op_callback(launch_callback));
 }
 
-fn torch_error(e: crate::ffi::FfiError) -> tch::TchError {
+pub(super) fn torch_error(e: crate::ffi::FfiError) -> tch::TchError {
     tch::TchError::Torch(e.to_string())
 }
 
@@ -332,6 +346,13 @@ extern "C" fn launch_callback(
             }
             (Op::SiluMulRows, [both]) => vec![kernels.silu_mul_rows_train(both).ok()??],
             (Op::SiluMulRowsBack, [g, both]) => vec![kernels.silu_mul_rows_train_backward(g, both).ok()??],
+            (Op::CrossEntropy, [logits, targets]) => {
+                let (loss, lse) = kernels.cross_entropy(logits, targets).ok()??;
+                vec![loss, lse]
+            }
+            (Op::CrossEntropyBack, [g, logits, targets, lse]) => {
+                vec![kernels.cross_entropy_backward(g, logits, targets, lse).ok()??]
+            }
             _ => return None,
         };
         Some(outs)

@@ -27,10 +27,11 @@ pub const COPIED_FILES: &[&str] = &[
     "tokenizer.model",
 ];
 
+/// A tensor's contiguous host copy, written as it lies (no copy into a byte vector).
 struct HostTensor {
     dtype: Dtype,
     shape: Vec<usize>,
-    bytes: Vec<u8>,
+    tensor: Tensor,
 }
 
 impl View for &HostTensor {
@@ -41,10 +42,16 @@ impl View for &HostTensor {
         &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
+        let len = self.data_len();
+        if len == 0 {
+            return std::borrow::Cow::Borrowed(&[]);
+        }
+        // SAFETY: `tensor` is a contiguous CPU tensor of `len` bytes that lives as long as `self`, and nothing
+        // writes to it while it is borrowed.
+        std::borrow::Cow::Borrowed(unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const u8, len) })
     }
     fn data_len(&self) -> usize {
-        self.bytes.len()
+        self.tensor.numel() * self.tensor.kind().elt_size_in_bytes()
     }
 }
 
@@ -57,12 +64,9 @@ fn to_host(name: &str, t: &Tensor) -> Result<HostTensor, TrainError> {
         Kind::Int64 => Dtype::I64,
         other => return Err(TrainError::Invalid(format!("cannot save tensor {name} of kind {other:?}"))),
     };
-    let cpu = tch::no_grad(|| t.f_detach().and_then(|x| x.f_to_device(Device::Cpu)).and_then(|x| x.f_contiguous()))
+    let tensor = tch::no_grad(|| t.f_detach().and_then(|x| x.f_to_device(Device::Cpu)).and_then(|x| x.f_contiguous()))
         .map_err(TrainError::torch(format!("copying {name} to the host")))?;
-    let numel = cpu.numel();
-    let mut bytes = vec![0u8; numel * cpu.kind().elt_size_in_bytes()];
-    cpu.f_copy_data_u8(&mut bytes, numel).map_err(TrainError::torch(format!("reading {name}")))?;
-    Ok(HostTensor { dtype, shape: cpu.size().iter().map(|&d| d as usize).collect(), bytes })
+    Ok(HostTensor { dtype, shape: tensor.size().iter().map(|&d| d as usize).collect(), tensor })
 }
 
 /// Writes `tensors` to a safetensors file (via a temporary name in the same directory).
@@ -221,14 +225,19 @@ mod tests {
         let path = dir.path().join("m.safetensors");
         let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]);
         let b = Tensor::from_slice(&[0.5f32]).to_kind(Kind::BFloat16);
-        write_safetensors(&path, &[("a".into(), a.shallow_clone()), ("b".into(), b)]).unwrap();
+        // A transposed view is written as its contiguous copy; an empty tensor as no bytes.
+        let (c, e) = (a.tr(), Tensor::zeros([0, 3], (Kind::Float, Device::Cpu)));
+        let tensors =
+            [("a".into(), a.shallow_clone()), ("b".into(), b), ("c".into(), c.shallow_clone()), ("e".into(), e)];
+        write_safetensors(&path, &tensors).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         assert_eq!(meta.metadata().as_ref().unwrap().get("format").map(String::as_str), Some("pt"));
         let loaded = Tensor::read_safetensors(&path).unwrap();
         let got: HashMap<_, _> = loaded.into_iter().collect();
-        assert!(got["a"].equal(&a));
+        assert!(got["a"].equal(&a) && got["c"].equal(&c));
         assert_eq!(got["b"].kind(), Kind::BFloat16);
+        assert_eq!(got["e"].size(), [0, 3]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
     }
 

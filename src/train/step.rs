@@ -133,14 +133,24 @@ fn head_and_backward(
     while start < n {
         let len = chunk.min(n - start);
         let x = head_in.f_narrow(0, start, len).map_err(err("chunk"))?;
-        let logits = model.logits(&x)?.f_to_kind(Kind::Float).map_err(err("logits"))?;
+        let logits = model.logits(&x)?;
         let targets = batch.targets.f_narrow(0, start, len).map_err(err("targets"))?;
-        let loss = match &batch.target_weights {
-            None => logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, -100, 0.0),
-            Some(w) => logits
-                .f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::None, -100, 0.0)
-                .and_then(|l| l.f_mul(&w.f_narrow(0, start, len)?))
-                .and_then(|l| l.f_sum(Kind::Float)),
+        let weights =
+            batch.target_weights.as_ref().map(|w| w.f_narrow(0, start, len)).transpose().map_err(err("loss"))?;
+        // On CUDA one kernel each way from the logits as they are (crate::kernels' op); otherwise libtorch's loss
+        // on the logits upcast to f32. Both compute in f32 and round the gradient to the logits' dtype.
+        let loss = match crate::kernels::cross_entropy_autograd(&logits, &targets).map_err(err("loss"))? {
+            Some(rows) => match &weights {
+                None => rows.f_sum(Kind::Float),
+                Some(w) => rows.f_mul(w).and_then(|l| l.f_sum(Kind::Float)),
+            },
+            None => logits.f_to_kind(Kind::Float).and_then(|logits| match &weights {
+                None => logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, -100, 0.0),
+                Some(w) => logits
+                    .f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::None, -100, 0.0)
+                    .and_then(|l| l.f_mul(w))
+                    .and_then(|l| l.f_sum(Kind::Float)),
+            }),
         }
         .map_err(err("loss"))?;
         loss.f_div_scalar(denominator).and_then(|l| l.f_backward()).map_err(err("backward"))?;

@@ -638,7 +638,8 @@ fn bf16_steps(a: &Tensor, b: &Tensor) -> f64 {
 /// bits), and its backward rounds once where libtorch's rounds three times: no further from the gradient computed in
 /// f32 than libtorch's, and within a bf16 step of the largest value. Rotating the first heads only gives those
 /// heads' values and gradients and copies the rest; SiLU-and-multiply of a fused gate/up output gives the separate
-/// op's values and gradients.
+/// op's values and gradients; the LM head's cross-entropy gives libtorch's f32 loss of the upcast logits within f32
+/// rounding and its gradient within a rounding of the logits' dtype.
 #[test]
 #[ignore = "needs a CUDA GPU: run by scripts/kernels/run.sh"]
 fn training_op_kernels_give_libtorch_ops_values_and_gradients_on_cuda() {
@@ -719,6 +720,44 @@ fn training_op_kernels_give_libtorch_ops_values_and_gradients_on_cuda() {
             let grads = Tensor::cat(&[a.grad(), b.grad()], 1);
             println!("TRAIN OPS silu_mul_rows {kind:?} {tokens}x{width}: output and gradient as the separate op's");
             assert!(rows.equal(&separate) && both.grad().equal(&grads), "silu_mul_rows {kind:?} {tokens}x{width}");
+        }
+        // The LM head's loss: each row's cross-entropy against libtorch's on the logits upcast to f32 (a
+        // vocabulary of whole 16-byte packs, Qwen2.5's, and an odd one), one row ignored (-100).
+        for (rows, vocab) in [(37i64, 1000i64), (5, 151_936), (3, 13)] {
+            let logits = (Tensor::randn([rows, vocab], (Kind::Float, dev)) * 4.0).to_kind(kind).set_requires_grad(true);
+            let reference = logits.detach().copy().set_requires_grad(true);
+            let mut ids: Vec<i64> = (0..rows).map(|r| (r * 7919 + 11) % vocab).collect();
+            ids[1] = -100;
+            let targets = Tensor::from_slice(&ids).to(dev);
+            let g = Tensor::randn([rows], (Kind::Float, dev));
+            let fused = kernels::cross_entropy_autograd(&logits, &targets).unwrap().expect("the kernel applies");
+            let ops = reference.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+                &targets,
+                None,
+                tch::Reduction::None,
+                -100,
+                0.0,
+            );
+            (&fused * &g).sum(Kind::Float).backward();
+            (&ops * &g).sum(Kind::Float).backward();
+            let loss_diff = (&fused - &ops).abs().max().double_value(&[]);
+            let scale = ops.abs().max().double_value(&[]).max(1.0);
+            let (grad, grad_ops) = (logits.grad(), reference.grad());
+            let steps = bf16_steps(&grad, &grad_ops);
+            let differ = grad.to_kind(Kind::Float).ne_tensor(&grad_ops.to_kind(Kind::Float));
+            let differ = differ.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+            println!(
+                "TRAIN OPS cross_entropy {kind:?} {rows}x{vocab}: loss off libtorch's by {loss_diff:.2e} (losses up \
+                 to {scale:.1}); gradient by {steps:.3} bf16 steps of its largest, {:.4}% of elements differ",
+                differ * 100.0
+            );
+            let ignored = grad.get(1).abs().max().double_value(&[]) + fused.get(1).abs().double_value(&[]);
+            let bound = if kind == Kind::BFloat16 { 1.0 } else { 1e-3 };
+            assert!(loss_diff <= 2e-5 * scale && ignored == 0.0, "cross_entropy {kind:?} {rows}x{vocab}: loss");
+            // In bf16 the two f32 gradients round to the same value but for rare ties; in f32 they differ in the
+            // last bits of many elements (another summation order), far below the bound.
+            let rare = kind != Kind::BFloat16 || differ < 0.01;
+            assert!(steps <= bound && rare, "cross_entropy {kind:?} {rows}x{vocab}: gradient");
         }
     }
 }
