@@ -2,7 +2,8 @@
 //! RMSNorm, GQA attention through libtorch's scaled_dot_product_attention (full causal, cached prefill, cached
 //! decode), the SiLU-gated MLP and the decoder layer; the rotary embedding lives in rope.rs (re-exported here).
 //! Projections are either separate (q/k/v, gate/up) or fused (Phi3's qkv_proj, gate_up_proj); separate ones can be
-//! fused into inference-only copies for generation. Inference passes (prefill, decode) on CUDA use the fused
+//! fused into inference-only copies for generation, and training passes run them as one product over their stacked
+//! weights ([`linear_rows`]). Inference passes (prefill, decode) on CUDA use the fused
 //! kernels of crate::kernels where they apply (norm with residual add, SiLU-and-multiply, and for decode the rotary
 //! embedding with the cache write and split-K attention), and libtorch ops otherwise.
 
