@@ -6,7 +6,7 @@
 use tch::{Kind, Tensor};
 
 use super::train_ops::{register, torch_error};
-use super::{aligned16, launch_error, Kernels};
+use super::{aligned16, launch_error, variant, Kernels};
 use crate::ffi::driver::arg;
 
 /// The kernels loss.cu defines.
@@ -71,16 +71,8 @@ impl Kernels {
         vocab: i64,
         kind: Kind,
     ) -> Result<(), tch::TchError> {
-        let bf16 = kind == Kind::BFloat16;
-        let packed = bf16 && vocab % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
-        let suffix = if packed {
-            "8_bf16"
-        } else if bf16 {
-            "_bf16"
-        } else {
-            "_f32"
-        };
-        let function = self.function(&format!("{stem}{suffix}"))?;
+        let packed = kind == Kind::BFloat16 && vocab % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
+        let function = self.function(&variant(stem, kind, packed))?;
         let mut args: Vec<_> = ptrs.iter().map(arg).collect();
         args.push(arg(&vocab));
         // SAFETY: arguments follow the stem's kernels (loss.cu): logits [rows, vocab] contiguous of the

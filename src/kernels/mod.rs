@@ -146,6 +146,17 @@ fn aligned16(p: *mut std::ffi::c_void) -> bool {
     (p as usize).is_multiple_of(16)
 }
 
+/// The name of kernel `stem`'s variant for `kind`: `stem` + `8_bf16` (eight bf16 elements a thread through 16-byte
+/// accesses) where `packed`, else `_bf16` or `_f32`.
+fn variant(stem: &str, kind: Kind, packed: bool) -> String {
+    let suffix = match (kind == Kind::BFloat16, packed) {
+        (true, true) => "8_bf16",
+        (true, false) => "_bf16",
+        (false, _) => "_f32",
+    };
+    format!("{stem}{suffix}")
+}
+
 fn launch_error(error: FfiError) -> tch::TchError {
     tch::TchError::Kind(format!("fused CUDA kernel: {error}"))
 }
@@ -215,6 +226,34 @@ mod tests {
             }
         }
         assert!(!attention::supported(80, 2) && !attention::supported(128, 16));
+    }
+
+    /// Every kernel a source is loaded for is in its compiled code (the cubin's symbol table names it), and every
+    /// variant the training ops' launchers name ([`variant`]) is one of them: a misspelt name would only fail on a
+    /// GPU.
+    #[test]
+    fn loaded_kernels_are_compiled_and_launchers_name_loaded_ones() {
+        let compiled = compile_all(90).unwrap();
+        for (file, names) in FUNCTIONS {
+            let cubin = &compiled.iter().find(|(f, _)| f == file).expect("a loaded file is a source").1;
+            for name in *names {
+                let defined =
+                    cubin.windows(name.len() + 1).any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0);
+                assert!(defined, "{name} is not in the compiled {file}");
+            }
+        }
+        let loaded = |name: &str| FUNCTIONS.iter().any(|(_, names)| names.contains(&name));
+        let stems = [
+            "stasc_silu_mul_train",
+            "stasc_silu_mul_train_backward",
+            "stasc_cross_entropy",
+            "stasc_cross_entropy_backward",
+        ];
+        for stem in stems {
+            for (kind, packed) in [(Kind::BFloat16, true), (Kind::BFloat16, false), (Kind::Float, false)] {
+                assert!(loaded(&variant(stem, kind, packed)), "{}", variant(stem, kind, packed));
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Once;
 
 use tch::{Kind, Tensor};
 
-use super::{aligned16, launch_error, Kernels};
+use super::{aligned16, launch_error, variant, Kernels};
 use crate::ffi::driver::arg;
 
 /// The kernels train_ops.cu defines.
@@ -88,12 +88,7 @@ impl Kernels {
         rot_heads: i64,
         backward: bool,
     ) -> Result<Option<Tensor>, tch::TchError> {
-        let name = match x.kind() {
-            Kind::BFloat16 => "stasc_rotary_bf16",
-            Kind::Float => "stasc_rotary_f32",
-            _ => return Ok(None),
-        };
-        if !rotary_fits(x, cos, sin) {
+        if !matches!(x.kind(), Kind::BFloat16 | Kind::Float) || !rotary_fits(x, cos, sin) {
             return Ok(None);
         }
         let shape = x.size();
@@ -106,9 +101,9 @@ impl Kernels {
         }
         // Eight pairs a thread where each half of a row is whole 16-byte packs.
         let ptrs = [x.data_ptr(), cos.data_ptr(), sin.data_ptr(), out.data_ptr()];
-        let packed = name == "stasc_rotary_bf16" && (d / 2) % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
-        let (name, work) = if packed { ("stasc_rotary8_bf16", pairs / 8) } else { (name, pairs) };
-        let function = self.function(name)?;
+        let packed = x.kind() == Kind::BFloat16 && (d / 2) % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
+        let work = if packed { pairs / 8 } else { pairs };
+        let function = self.function(&variant("stasc_rotary", x.kind(), packed))?;
         let (heads, d, backward, rot_heads) = (heads as i32, d as i32, i32::from(backward), rot_heads as i32);
         let mut args = [
             arg(&ptrs[0]),
@@ -209,19 +204,8 @@ impl Kernels {
         if n == 0 {
             return Ok(());
         }
-        let bf16 = kind == Kind::BFloat16;
-        let packed = bf16 && width % 8 == 0 && stride % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
-        let name = format!(
-            "{stem}{}",
-            if packed {
-                "8_bf16"
-            } else if bf16 {
-                "_bf16"
-            } else {
-                "_f32"
-            }
-        );
-        let function = self.function(&name)?;
+        let packed = kind == Kind::BFloat16 && width % 8 == 0 && stride % 8 == 0 && ptrs.iter().all(|p| aligned16(*p));
+        let function = self.function(&variant(stem, kind, packed))?;
         let mut args: Vec<_> = ptrs.iter().map(arg).collect();
         args.extend([arg(&n), arg(&width), arg(&stride)]);
         let work = if packed { n / 8 } else { n };
