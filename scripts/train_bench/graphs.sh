@@ -5,8 +5,11 @@
 #    overlapped and sharded sums, which ends with graphed passes on two GPUs against eager ones;
 # 2. a paper-scale `stasc run` iteration (QUESTIONS train questions as run.sh part 1 makes them, K 5/5, 256 new
 #    tokens, the Qwen2.5-1.5B shape with random weights, the reference's fine_tune.yaml, num_processes 2) sampled
-#    once; its fine-tuning phase then runs four times (the iteration's training outputs removed in between, so the
-#    run resumes at fine-tuning): one GPU and two, with graphs (the default) and with STASC_TRAIN_GRAPHS=0.
+#    once; its fine-tuning phase then runs again and again (the iteration's training outputs removed in between, so
+#    the run resumes at fine-tuning): one GPU and two, with graphs (the default) and with STASC_TRAIN_GRAPHS=0, and
+#    on two GPUs with the sums overlapped (training.overlap_grad_sums: true) recorded into the graphs
+#    (STASC_GRAPHED_SUMS=1) and eagerly;
+# 3. `stasc bench train-parallel --realistic` on two GPUs, the same four ways of summing, against one GPU.
 set -u
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -22,6 +25,8 @@ if [ -x $G/it ]; then
     | grep -E "GRAPHS|^test |test result|panicked|assert"
   timeout 200 $G/it --ignored --test-threads=1 --nocapture on_two_gpus_overlapped 2>&1 \
     | grep -E "OVERLAP graphs|^test |test result|panicked|assert"
+  timeout 200 $G/it --ignored --test-threads=1 --nocapture on_two_gpus_sums_recorded_in_graphs 2>&1 \
+    | grep -E "GRAPHED SUMS|^test |test result|panicked|assert"
 fi
 wait
 cp $G/tokenizer/tokenizer.json $G/tokenizer/tokenizer_config.json /tmp/qwen15b/
@@ -38,9 +43,11 @@ print('  $1: fine-tuning', round(t['seconds'], 1), 's,', round(t['tokens_per_s']
       {k: round(v, 1) for k, v in m.get('phase_seconds', {}).items()})" 2>&1 || tail -5 /tmp/graphs_run.log
 }
 reset() { rm -rf $R/iter_0/train.json $R/iter_0/metrics.json $R/iter_0/model* $R/iter_1 $R/DONE; }
+sed -e "s#^training:#training:\n  overlap_grad_sums: true#" $G/ft.yaml > /tmp/ft_overlap.yaml
+FT=$G/ft.yaml
 run() {
   local s=$(date +%s)
-  env "$@" timeout 250 $G/stasc run --config /tmp/graphs.yaml --ft_config $G/ft.yaml \
+  env "$@" timeout 250 $G/stasc run --config /tmp/graphs.yaml --ft_config $FT \
     --accelerate_config_path /tmp/graphs_acc.yaml --out $R > /tmp/graphs_run.log 2>&1
   echo "rc=$? $(( $(date +%s) - s )) s"
 }
@@ -49,3 +56,14 @@ run CUDA_VISIBLE_DEVICES=0; show "1 GPU, graphs (whole iteration)"
 reset; run CUDA_VISIBLE_DEVICES=0 STASC_TRAIN_GRAPHS=0; show "1 GPU, STASC_TRAIN_GRAPHS=0"
 reset; run X=1; show "2 GPUs, graphs"
 reset; run STASC_TRAIN_GRAPHS=0; show "2 GPUs, STASC_TRAIN_GRAPHS=0"
+FT=/tmp/ft_overlap.yaml
+reset; run STASC_GRAPHED_SUMS=1; show "2 GPUs, sums overlapped, recorded in the graphs"
+reset; run STASC_GRAPHED_SUMS=0; show "2 GPUs, sums overlapped, eager passes"
+FT=$G/ft.yaml
+echo "== 3. bench train-parallel --realistic, reference settings"
+B="$G/stasc bench train-parallel --config-json $G/qwen2.5-1.5b-config.json --realistic --no-baseline --warmup 40 --steps 40"
+timeout 120 $B --devices cuda:0 --ranks 2 --no-shard 2>&1 | grep -E "tok/s" | tail -2
+timeout 120 $B --devices cuda:0,cuda:1 2>&1 | grep -E "tok/s" | tail -2
+timeout 120 $B --devices cuda:0,cuda:1 --overlap 2>&1 | grep -E "tok/s" | tail -2
+STASC_GRAPHED_SUMS=1 timeout 120 $B --devices cuda:0,cuda:1 --overlap 2>&1 | grep -E "tok/s|graph" | tail -3
+STASC_GRAPHED_SUMS=1 timeout 120 $B --devices cuda:0,cuda:1 --overlap --no-shard 2>&1 | grep -E "tok/s|graph" | tail -3

@@ -142,7 +142,11 @@ pub fn run_train_parallel(a: TrainParallelArgs) -> anyhow::Result<ExitCode> {
         hp.gradient_accumulation_steps,
         hp.per_device_train_batch_size * hp.gradient_accumulation_steps * ranks,
         names.join(","),
-        if hp.overlap_grad_sums { "overlapped with backward" } else { "after backward" },
+        match (hp.overlap_grad_sums, hp.sums_in_graphs) {
+            (true, true) => "overlapped with backward, recorded in the passes' CUDA graphs (STASC_GRAPHED_SUMS=1)",
+            (true, false) => "overlapped with backward",
+            (false, _) => "after backward",
+        },
         if hp.shard_optimizer_state { "sharded" } else { "whole on every device" }
     );
     let line = |label: &str, t: &crate::train::bench::Throughput| {

@@ -70,6 +70,7 @@ pub enum Command {
 /// Parses the process arguments and runs the chosen subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
     crate::dist::guard::apply_to_process();
+    crate::dist::nccl::default_settings();
     crate::model::device::default_allocator_config();
     crate::model::device::default_attention_backends();
     let cli = Cli::parse();

@@ -32,6 +32,8 @@ struct State {
     failed_worker: Option<usize>,
     /// Host reduction: each worker's contribution, in worker order.
     slots: Vec<Option<Tensor>>,
+    /// Each worker's values in [`Group::exchange`].
+    exchanged: Vec<Vec<u64>>,
 }
 
 /// A fixed set of workers (threads), one per device, that meet in collectives.
@@ -98,6 +100,7 @@ impl Group {
                 aborted: None,
                 failed_worker: None,
                 slots: (0..devices.len()).map(|_| None).collect(),
+                exchanged: vec![Vec::new(); devices.len()],
             }),
             wake: Condvar::new(),
             nccl,
@@ -225,6 +228,47 @@ impl Group {
         self.collective(worker, |c| c.broadcast(worker, t, root), || self.host_reduce(worker, t, Some(root)))
     }
 
+    /// Sums `t` over the workers in place, as [`Group::all_reduce_sum`], while the calling thread's current stream
+    /// is being recorded into a CUDA graph: NCCL only, and without the host barrier, since the recording runs
+    /// nothing (the barrier belongs to the runs, and a graph's replays run only when every worker replays, see
+    /// [`Group::all_agree`]).
+    pub fn all_reduce_sum_in_graph(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
+        self.in_graph(|c| c.all_reduce_sum(worker, t))
+    }
+
+    /// [`Group::reduce_scatter_sum`] while a CUDA graph is recorded, as [`Group::all_reduce_sum_in_graph`].
+    pub fn reduce_scatter_sum_in_graph(&self, worker: usize, t: &Tensor) -> Result<(), DistError> {
+        self.check_parts(t)?;
+        self.in_graph(|c| c.reduce_scatter_sum(worker, t))
+    }
+
+    fn in_graph(&self, nccl: impl FnOnce(&Communicators) -> Result<(), DistError>) -> Result<(), DistError> {
+        match (&self.nccl, self.workers) {
+            (_, 1) => Ok(()),
+            (Some(comms), _) => nccl(comms),
+            (None, _) => Err(DistError::Nccl("collectives recorded in a CUDA graph need NCCL".into())),
+        }
+    }
+
+    /// Every worker's `values`, in worker order, to every worker: a host collective for small facts every worker
+    /// must know alike before deciding something together.
+    pub fn exchange(&self, worker: usize, values: &[u64]) -> Result<Vec<Vec<u64>>, DistError> {
+        if self.workers == 1 {
+            return Ok(vec![values.to_vec()]);
+        }
+        self.lock().exchanged[worker] = values.to_vec();
+        self.barrier(worker)?;
+        let all = self.lock().exchanged.clone();
+        // Everyone has read every worker's values before any is replaced.
+        self.barrier(worker)?;
+        Ok(all)
+    }
+
+    /// Whether `yes` holds for every worker (each says its own; all get the same answer).
+    pub fn all_agree(&self, worker: usize, yes: bool) -> Result<bool, DistError> {
+        Ok(self.exchange(worker, &[yes as u64])?.iter().all(|v| v == &[1]))
+    }
+
     /// One collective: nothing for a single worker, else the barrier, then `nccl` or `host` by transport.
     fn collective(
         &self,
@@ -337,6 +381,44 @@ fn parse_timeout(value: Option<&str>) -> Result<Duration, DistError> {
 mod tests {
     use super::*;
     use tch::Kind;
+
+    #[test]
+    fn workers_agree_only_when_every_one_says_yes_round_after_round() {
+        let group = Group::new(&[Device::Cpu; 3], Transport::Host).unwrap();
+        // Round r: worker w says yes unless r == w; round 3 everyone says yes. Rounds follow each other at once,
+        // so a vote cast for the next round must not change the answer another worker reads for this one.
+        let answers: Vec<Vec<bool>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|w| {
+                    let group = &group;
+                    s.spawn(move || (0..4).map(|r| group.all_agree(w, r != w).unwrap()).collect::<Vec<bool>>())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for a in answers {
+            assert_eq!(a, vec![false, false, false, true]);
+        }
+        // Each worker gets every worker's values, in worker order, whatever their lengths.
+        let seen: Vec<Vec<Vec<u64>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|w| {
+                    let group = &group;
+                    s.spawn(move || group.exchange(w, &vec![w as u64 * 10; w + 1]).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for all in seen {
+            assert_eq!(all, vec![vec![0], vec![10, 10], vec![20, 20, 20]]);
+        }
+        let single = Group::new(&[Device::Cpu], Transport::Host).unwrap();
+        assert!(single.all_agree(0, true).unwrap() && !single.all_agree(0, false).unwrap());
+        // Collectives recorded in a graph need NCCL; a host group says so instead of summing on the host.
+        let t = Tensor::from_slice(&[1.0f32, 2.0]);
+        let err = group.all_reduce_sum_in_graph(0, &t).unwrap_err().to_string();
+        assert!(err.contains("need NCCL"), "{err}");
+    }
 
     #[test]
     fn host_all_reduce_sums_in_worker_order_and_broadcast_copies_the_root() {

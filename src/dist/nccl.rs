@@ -27,6 +27,22 @@ type GetErrorString = unsafe extern "C" fn(c_int) -> *const c_char;
 /// `ncclSum`.
 const NCCL_SUM: c_int = 0;
 
+/// NCCL settings stasc relies on, applied where the environment leaves them unset ([`default_settings`]):
+/// `NCCL_GRAPH_REGISTER=0`, because a worker may replay a collective recorded in a CUDA graph while another runs
+/// the same collective eagerly (crate::train::graphed), and NCCL's rule is that a collective's buffers are
+/// registered on every rank or on none; graph registration would register only the recording worker's.
+pub const DEFAULT_SETTINGS: [(&str, &str); 1] = [("NCCL_GRAPH_REGISTER", "0")];
+
+/// Sets [`DEFAULT_SETTINGS`] that the process's environment leaves unset. Call it first thing in `main`, while the
+/// process has one thread (NCCL reads them when a communicator is created).
+pub fn default_settings() {
+    for (name, value) in DEFAULT_SETTINGS {
+        if std::env::var_os(name).is_none() {
+            std::env::set_var(name, value);
+        }
+    }
+}
+
 struct Api {
     _lib: Library,
     get_version: GetVersion,

@@ -174,6 +174,7 @@ pub fn fixed_shape_hyperparameters(batch: usize, steps: usize, gradient_checkpoi
         packing: true,
         max_tokens_per_pass: 8192,
         overlap_grad_sums: false,
+        sums_in_graphs: super::graphed::sums_in_graphs(),
         shard_optimizer_state: true,
     }
 }

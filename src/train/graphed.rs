@@ -17,8 +17,18 @@
 //! Gradients: a graph records autograd's in-place accumulation into each parameter's `.grad`, so recording waits
 //! until every gradient is a view of the optimiser's flat buffer (bound after the first step); the graph then
 //! accumulates into those same addresses forever. Only passes whose attention runs as variable-length flash attention
-//! are recorded (its maximum length is the bucket's token count, a bound for every pass of the bucket). LoRA,
-//! gradient checkpointing and overlapped sums keep eager passes.
+//! are recorded (its maximum length is the bucket's token count, a bound for every pass of the bucket). LoRA and
+//! gradient checkpointing keep eager passes.
+//!
+//! Overlapped gradient sums (`training.overlap_grad_sums` between CUDA devices) keep eager passes unless
+//! [`sums_in_graphs`] (`STASC_GRAPHED_SUMS=1`; off by default until measured on two GPUs): then a worker's last pass
+//! of a step can be recorded with its bucketed NCCL sums in the graph (the `summing` module), the side stream forking
+//! from the capture stream at every bucket and joining it at the end, so the sums overlap the replayed backward.
+//! NCCL treats capturing a collective, and launching a graph that holds one, as collective acts: every worker
+//! captures it or none, and the graphs replayed together must come from one capture. So the workers decide
+//! together: before each step's last pass they exchange their passes' shapes ([`crate::dist::Group::exchange`]); the
+//! step's joint shape keys the recorded passes, all record it together (each after running its pass for real, the
+//! warm-up, so no recording waits on a collective) and all replay it together, or all run the pass eagerly.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -33,6 +43,10 @@ use super::step::{forward_backward, PassOptions};
 use crate::generate::cuda_graph::{CaptureError, CaptureStream, CudaGraph, MempoolId};
 use crate::model::CausalLm;
 
+mod summing;
+
+pub use summing::{plan_summing, SummingPlan};
+
 /// How packed passes run on CUDA ([`set_mode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphMode {
@@ -46,6 +60,9 @@ pub enum GraphMode {
 
 /// 0: as `STASC_TRAIN_GRAPHS` says (graphs unless it is 0); otherwise 1 + the [`GraphMode`] set for the process.
 static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Graph replays of passes whose gradient sums are in the graph (a subset of [`replays`]).
+static SUMMING_REPLAYS: AtomicU64 = AtomicU64::new(0);
 
 /// Graph replays of training passes in this process (tests check that graphs ran).
 static REPLAYS: AtomicU64 = AtomicU64::new(0);
@@ -67,6 +84,18 @@ pub fn mode() -> GraphMode {
         _ if crate::switch::env_flag("STASC_TRAIN_GRAPHS", true) => GraphMode::Graphs,
         _ => GraphMode::Off,
     }
+}
+
+/// Whether overlapped gradient sums between CUDA devices are to be recorded into the graphs of the passes they
+/// overlap (`STASC_GRAPHED_SUMS=1`; off by default: not yet measured on two GPUs). Read where the loop's settings
+/// are built ([`crate::train::Hyperparameters::sums_in_graphs`]), once for all workers.
+pub fn sums_in_graphs() -> bool {
+    crate::switch::env_flag("STASC_GRAPHED_SUMS", false)
+}
+
+/// How many replayed passes had their gradient sums in the graph so far in this process.
+pub fn summing_replays() -> u64 {
+    SUMMING_REPLAYS.load(Ordering::Relaxed)
 }
 
 /// How many training passes replayed a CUDA graph so far in this process.
@@ -108,6 +137,10 @@ pub struct GraphedPasses {
     /// Passes seen per shape not yet recorded: a shape is recorded the second time it comes, so a shape that
     /// comes once (a short run, a rare length) never pays for a recording.
     seen: HashMap<PassShape, u32>,
+    /// Last passes with their gradient sums in the graph, by the step's joint shape (every worker's, see `summing`).
+    summing: HashMap<Vec<u64>, Recorded>,
+    /// Steps seen per joint shape, as `seen`.
+    summing_seen: HashMap<Vec<u64>, u32>,
     off: bool,
     /// Whether a pass already ran on the capture stream (the first recording's warm-up).
     warmed: bool,
@@ -131,8 +164,9 @@ impl GraphedPasses {
                     .map_err(|e| eprintln!("note: training passes run without CUDA graphs ({e})"))
                     .ok()?;
                 let off = mode == GraphMode::ShapesOnly;
-                let (recorded, seen) = (HashMap::new(), HashMap::new());
-                Some(GraphedPasses { stream, pool: None, recorded, seen, off, warmed: false })
+                let (recorded, seen, summing, summing_seen) =
+                    (HashMap::new(), HashMap::new(), HashMap::new(), HashMap::new());
+                Some(GraphedPasses { stream, pool: None, recorded, seen, summing, summing_seen, off, warmed: false })
             }
             _ => None,
         }
@@ -154,14 +188,11 @@ impl GraphedPasses {
             return Ok(Err(batch));
         }
         if let Some(r) = self.recorded.get_mut(&shape) {
-            copy_inputs(&r.inputs, &batch)?;
-            r.graph.replay().map_err(|e| TrainError::Invalid(format!("replaying a training pass: {e}")))?;
-            REPLAYS.fetch_add(1, Ordering::Relaxed);
-            return Ok(Ok(r.loss.shallow_clone()));
+            return replay(r, &batch).map(Ok);
         }
         let seen = self.seen.entry(shape).or_insert(0);
         *seen += 1;
-        if *seen < 2 || self.recorded.len() >= MAX_GRAPHS || !gradients_bound() {
+        if *seen < 2 || self.graphs() >= MAX_GRAPHS || !gradients_bound() {
             return Ok(Err(batch));
         }
         // The first recording runs the pass for real on the capture stream (the warm-up: lazy initialisation on a
@@ -231,6 +262,21 @@ impl GraphedPasses {
             }
         }
     }
+}
+
+impl GraphedPasses {
+    /// How many passes this worker has recorded, of both kinds.
+    fn graphs(&self) -> usize {
+        self.recorded.len() + self.summing.len()
+    }
+}
+
+/// Copies `batch` into the recorded pass `r`'s inputs and replays it; returns its loss.
+fn replay(r: &mut Recorded, batch: &MicroBatch) -> Result<Tensor, TrainError> {
+    copy_inputs(&r.inputs, batch)?;
+    r.graph.replay().map_err(|e| TrainError::Invalid(format!("replaying a training pass: {e}")))?;
+    REPLAYS.fetch_add(1, Ordering::Relaxed);
+    Ok(r.loss.shallow_clone())
 }
 
 /// Copies a pass's inputs into a recorded pass's input tensors (same shapes: same [`PassShape`]).

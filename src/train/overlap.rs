@@ -17,6 +17,12 @@
 //! gather every part of the parameters ([`GradReducer::gather`], again on the side stream, so gathering one
 //! bucket overlaps the update of the next). Each worker keeps and updates 1/workers of the moments, and a sum
 //! moves half the bytes of an all-reduce.
+//!
+//! A worker's last pass of a step can also be recorded as a CUDA graph with its sums in it
+//! ([`super::graphed::GraphedPasses::run_summing`]): the side stream then joins the capture at each bucket's fork, and
+//! [`GradReducer::set_in_graph`] makes the sums skip the host barrier while recording, because recording runs
+//! nothing. "The compute stream" is always the calling thread's current stream at the time of the call (the
+//! capture stream while recording), never one remembered from before.
 
 use tch::Device;
 
@@ -29,7 +35,7 @@ use crate::ffi::StascStream;
 
 /// Side stream and ordering event of a worker whose sums go through NCCL.
 struct Streams {
-    compute: StascStream,
+    ordinal: usize,
     comm: StascStream,
     event: Event,
 }
@@ -44,6 +50,8 @@ pub struct GradReducer<'a> {
     /// Reduce-scatter (sharded optimiser state) instead of all-reduce.
     sharded: bool,
     streams: Option<Streams>,
+    /// The sums are being recorded into a CUDA graph (no host barrier).
+    in_graph: bool,
 }
 
 impl std::fmt::Debug for GradReducer<'_> {
@@ -63,7 +71,7 @@ impl<'a> GradReducer<'a> {
             (Transport::Nccl, Device::Cuda(ordinal)) => {
                 let made = (|| {
                     Ok::<_, crate::ffi::FfiError>(Streams {
-                        compute: StascStream::current(ordinal)?,
+                        ordinal,
                         comm: StascStream::from_pool(ordinal)?,
                         event: Event::new(ordinal)?,
                     })
@@ -73,7 +81,24 @@ impl<'a> GradReducer<'a> {
             }
             _ => None,
         };
-        GradReducer { group, worker, buckets: opt.gradient_buckets(), summed: 0, sharded: opt.is_sharded(), streams }
+        let buckets = opt.gradient_buckets();
+        GradReducer { group, worker, buckets, summed: 0, sharded: opt.is_sharded(), streams, in_graph: false }
+    }
+
+    /// Whether this worker's sums can be recorded into a CUDA graph: they go through NCCL on a side stream.
+    pub fn records_in_graphs(&self) -> bool {
+        self.streams.is_some()
+    }
+
+    /// Marks the sums queued from now on as recorded into a CUDA graph (true) or run (false).
+    pub fn set_in_graph(&mut self, in_graph: bool) {
+        self.in_graph = in_graph;
+    }
+
+    /// Forgets the buckets summed so far this step (after a recording that failed half-way).
+    pub fn reset(&mut self) {
+        self.summed = 0;
+        self.in_graph = false;
     }
 
     /// Backward has finished decoder layer `Some(i)` (or everything: `None`): sums its bucket and every earlier one
@@ -98,12 +123,11 @@ impl<'a> GradReducer<'a> {
         let grads = tch::no_grad(|| opt.bucket_gradients(bucket))?;
         let (group, worker) = (self.group, self.worker);
         self.on_side_stream(|| {
-            tch::no_grad(|| {
-                if self.sharded {
-                    group.reduce_scatter_sum(worker, &grads)
-                } else {
-                    group.all_reduce_sum(worker, &grads)
-                }
+            tch::no_grad(|| match (self.sharded, self.in_graph) {
+                (true, false) => group.reduce_scatter_sum(worker, &grads),
+                (true, true) => group.reduce_scatter_sum_in_graph(worker, &grads),
+                (false, false) => group.all_reduce_sum(worker, &grads),
+                (false, true) => group.all_reduce_sum_in_graph(worker, &grads),
             })
         })
     }
@@ -127,19 +151,21 @@ impl<'a> GradReducer<'a> {
         collective: impl FnOnce() -> Result<(), crate::dist::DistError>,
     ) -> Result<(), TrainError> {
         let Some(s) = &self.streams else { return collective().map_err(TrainError::from) };
+        let compute = StascStream::current(s.ordinal).map_err(ffi)?;
         // SAFETY: both streams are libtorch streams of this worker's device, alive for the process.
-        unsafe { s.event.order(s.compute.raw().map_err(ffi)?, s.comm.raw().map_err(ffi)?) }.map_err(ffi)?;
+        unsafe { s.event.order(compute.raw().map_err(ffi)?, s.comm.raw().map_err(ffi)?) }.map_err(ffi)?;
         s.comm.make_current().map_err(ffi)?;
         let done = collective();
-        s.compute.make_current().map_err(ffi)?;
+        compute.make_current().map_err(ffi)?;
         done.map_err(TrainError::from)
     }
 
     /// Makes the compute stream wait for the work queued so far on the side stream.
     fn side_stream_done(&self) -> Result<(), TrainError> {
         if let Some(s) = &self.streams {
+            let compute = StascStream::current(s.ordinal).map_err(ffi)?;
             // SAFETY: as in `on_side_stream`.
-            unsafe { s.event.order(s.comm.raw().map_err(ffi)?, s.compute.raw().map_err(ffi)?) }.map_err(ffi)?;
+            unsafe { s.event.order(s.comm.raw().map_err(ffi)?, compute.raw().map_err(ffi)?) }.map_err(ffi)?;
         }
         Ok(())
     }

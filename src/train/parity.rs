@@ -189,6 +189,7 @@ pub fn run_case_with(
         packing: true,
         max_tokens_per_pass: 8192,
         overlap_grad_sums: false,
+        sums_in_graphs: super::graphed::sums_in_graphs(),
         shard_optimizer_state: true,
     };
     let model_dir = dir.join("model");

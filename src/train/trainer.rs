@@ -30,7 +30,7 @@ use tch::{Kind, Tensor};
 
 use super::batching::{epoch_batches, MicroBatch, CUDA_PAD_MULTIPLE};
 use super::error::TrainError;
-use super::graphed::GraphedPasses;
+use super::graphed::{plan_summing, GraphedPasses, SummingPlan};
 use super::log::StepRecord;
 use super::lora::LoraAdapters;
 use super::optim::{AdamW, AdamWConfig, Shard};
@@ -98,6 +98,9 @@ pub struct Hyperparameters {
     /// Data-parallel workers sum each layer's gradients while backward goes on ([`super::overlap`]; false: one sum
     /// of every gradient after backward). The sums are the same to the last bit either way.
     pub overlap_grad_sums: bool,
+    /// With `overlap_grad_sums` between CUDA devices, the sums are recorded into the CUDA graphs of the passes they
+    /// overlap ([`super::graphed`]). Built from `STASC_GRAPHED_SUMS` ([`super::graphed::sums_in_graphs`]).
+    pub sums_in_graphs: bool,
     /// Data-parallel workers each keep and update 1/workers of the optimiser state (ZeRO stage 1, see
     /// [`super::overlap`]); the update is the same, the clipping norm is summed over the workers' parts.
     pub shard_optimizer_state: bool,
@@ -131,6 +134,7 @@ impl Hyperparameters {
             packing: t.packing,
             max_tokens_per_pass: t.max_tokens_per_pass,
             overlap_grad_sums: t.overlap_grad_sums,
+            sums_in_graphs: super::graphed::sums_in_graphs(),
             shard_optimizer_state: t.shard_optimizer_state,
         }
     }
@@ -293,9 +297,11 @@ pub fn train_replica(
         None
     };
     let mut profile = Profile::from_env(device, worker.index == 0);
-    // CUDA graphs of packed passes (graphed.rs), where every pass of a step is a plain packed full-model pass.
-    let mut graphs = (hp.packing && lora.is_none() && !hp.gradient_checkpointing && !hp.overlap_grad_sums)
-        .then(|| GraphedPasses::new(model))
+    // CUDA graphs of packed passes (graphed.rs), where every pass of a step is a plain packed full-model pass;
+    // with overlapped sums only when the sums go into the graphs too.
+    let sums_in_graphs = hp.overlap_grad_sums && hp.sums_in_graphs;
+    let mut graphs = (hp.packing && lora.is_none() && !hp.gradient_checkpointing)
+        .then(|| (!hp.overlap_grad_sums || sums_in_graphs).then(|| GraphedPasses::new(model)).flatten())
         .flatten();
     let torch = |what: &'static str| TrainError::torch(what);
     // The last queued step, whose loss and norm are read back once the next step is queued (see readback.rs).
@@ -350,6 +356,17 @@ pub fn train_replica(
                     .collect::<Result<Vec<_>, TrainError>>()?
             };
             let pass_count = passes.len();
+            // How the workers run their last passes with the sums in the graphs, decided by every worker every step
+            // (also one without a pass), the same everywhere (see graphed.rs).
+            let summing_step = sums_in_graphs && reducer.is_some();
+            let plan = if summing_step {
+                let shape = passes.last().and_then(|p| p.2);
+                let ready = reducer.as_ref().is_some_and(GradReducer::records_in_graphs) && opt.gradients_bound();
+                plan_summing(graphs.as_mut(), shape, ready, group, worker.index)?
+            } else {
+                SummingPlan::eager()
+            };
+            let mut sums_done = false;
             for (p, (batch, denominator, shape)) in passes.into_iter().enumerate() {
                 // The step's gradients are complete layer by layer only during its last pass.
                 let overlapped = reducer.as_mut().filter(|_| hp.overlap_grad_sums && p + 1 == pass_count);
@@ -363,6 +380,10 @@ pub fn train_replica(
                 };
                 summary.padded_tokens += batch.padded_tokens;
                 let loss = match (overlapped, graphs.as_mut(), shape) {
+                    (Some(r), Some(g), Some(_)) if summing_step => {
+                        sums_done = true;
+                        g.run_summing(model, batch, &plan, &opts, r, &mut opt)?
+                    }
                     (Some(r), _, _) => {
                         let opt = &mut opt;
                         forward_backward(model, &batch, denominator, &opts, Some(&mut |layer| r.ready(opt, layer)))?
@@ -380,6 +401,8 @@ pub fn train_replica(
             profile.mark(0);
             tch::no_grad(|| -> Result<(), TrainError> {
                 match reducer.as_mut() {
+                    // A summing pass with its graph ended its own sums.
+                    Some(_) if sums_done => {}
                     Some(r) => r.finish(&mut opt)?,
                     None => group.all_reduce_sum(worker.index, opt.gradient_buffer()?)?,
                 }

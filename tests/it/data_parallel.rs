@@ -408,21 +408,29 @@ fn gradient_sums_overlapped_with_backward_give_the_whole_buffer_sum_bit_for_bit(
         ("qwen2_tied", false, false, 8192, false),
         ("qwen2_untied", true, false, 8192, true),
     ];
+    let key = |s: &LoopSummary| s.steps.iter().map(|r| (r.loss, r.grad_norm, r.lr)).collect::<Vec<_>>();
     for (model, packing, checkpointing, budget, lora) in cases {
         let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_models").join(model);
-        let hp = |overlap: bool| Hyperparameters {
+        let hp = |overlap: bool, in_graphs: bool| Hyperparameters {
             packing,
             gradient_checkpointing: checkpointing,
             max_tokens_per_pass: budget,
             overlap_grad_sums: overlap,
+            sums_in_graphs: in_graphs,
             max_steps: Some(3),
             ..hyper(2, 2, true, 3)
         };
         let case = format!("{model} packing={packing} checkpointing={checkpointing} budget={budget} lora={lora}");
-        let overlapped = two_workers(&model_dir, &hp(true), &examples, lora);
-        let at_the_end = two_workers(&model_dir, &hp(false), &examples, lora);
+        let overlapped = two_workers(&model_dir, &hp(true, false), &examples, lora);
+        let at_the_end = two_workers(&model_dir, &hp(false, false), &examples, lora);
+        // Asked to record sums into graphs, CPU workers (no graphs, host sums) still agree before every step's last
+        // pass, every worker the same number of times, and run it eagerly: the same run to the bit.
+        let voted = two_workers(&model_dir, &hp(true, true), &examples, lora);
+        assert_eq!(key(&voted.0), key(&overlapped.0), "{case}");
+        for ((name, x), (_, y)) in voted.1.iter().zip(&overlapped.1) {
+            assert!(x.equal(y), "{case}: {name} differs with sums_in_graphs");
+        }
         assert_eq!(overlapped.0.steps.len(), 3, "{case}");
-        let key = |s: &LoopSummary| s.steps.iter().map(|r| (r.loss, r.grad_norm, r.lr)).collect::<Vec<_>>();
         assert_eq!(key(&overlapped.0), key(&at_the_end.0), "{case}");
         assert_eq!(overlapped.1.len(), at_the_end.1.len(), "{case}");
         for ((name, x), (_, y)) in overlapped.1.iter().zip(&at_the_end.1) {
@@ -552,4 +560,59 @@ fn on_two_gpus_overlapped_and_sharded_sums_give_the_whole_sum_update() {
     // Step 1 records each worker's pass, step 2 replays (its last step may leave one worker without examples).
     assert!(replayed >= 1, "{replayed} graph replays");
     assert!(diff <= 2.0 * spread, "graphed passes on two GPUs differ by {diff} (run-to-run {spread})");
+}
+
+#[test]
+#[ignore = "needs two CUDA GPUs: run by scripts/train_bench/graphs.sh"]
+fn on_two_gpus_sums_recorded_in_graphs_give_the_eager_overlapped_update() {
+    use stasc::train::graphed::{set_mode, summing_replays, GraphMode};
+    assert!(tch::Cuda::device_count() >= 2, "needs two CUDA GPUs");
+    stasc::dist::nccl::default_settings();
+    let devices = [Device::Cuda(0), Device::Cuda(1)];
+    // 24 examples, 6 steps of 4 (2 per worker): every worker's pass falls in one shape bucket, seen in step 0,
+    // recorded after its warm-up in step 1 and replayed with its sums from step 2 on.
+    let shapes: Vec<(usize, usize)> = (0..24).map(|i| (8 + (i * 7) % 13, 1 + (i * 5) % 6)).collect();
+    let examples = token_examples(&shapes);
+    let model_dir = tiny_chat_model();
+    let load = LoadOptions { device: "cuda:0".parse().unwrap(), dtype: "bf16".parse().unwrap(), max_model_len: None };
+    for (shard, max_grad_norm) in [(false, 0.0), (true, 1.0)] {
+        let hp = Hyperparameters {
+            overlap_grad_sums: true,
+            sums_in_graphs: true,
+            shard_optimizer_state: shard,
+            max_grad_norm,
+            max_steps: Some(6),
+            ..hyper(2, 2, true, 6)
+        };
+        let run = |mode: GraphMode| {
+            set_mode(mode);
+            two_workers_on(devices, &load, &model_dir, &hp, &examples, false)
+        };
+        // The same padded passes with their sums run eagerly, twice (the GPU's run-to-run spread), then graphed.
+        let eager = run(GraphMode::ShapesOnly);
+        let eager_again = run(GraphMode::ShapesOnly);
+        let before = summing_replays();
+        let graphed = run(GraphMode::Graphs);
+        let replayed = summing_replays() - before;
+        let max_diff = |a: &TrainedRun, b: &TrainedRun| {
+            a.1.iter().zip(&b.1).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
+        };
+        let (diff, spread) = (max_diff(&graphed, &eager), max_diff(&eager_again, &eager));
+        let losses = |r: &TrainedRun| r.0.steps.iter().map(|s| s.loss).collect::<Vec<_>>();
+        eprintln!(
+            "GRAPHED SUMS shard={shard} max_grad_norm={max_grad_norm}: {replayed} replays with sums; weights differ by \
+             {diff:e} from eager (run-to-run {spread:e}); losses {:?} vs {:?}",
+            losses(&graphed),
+            losses(&eager)
+        );
+        assert_eq!(graphed.0.steps.len(), 6);
+        // Steps 2-5 replay on both workers.
+        assert!(replayed >= 8, "{replayed} replays with sums in the graph");
+        assert!(diff <= 2.0 * spread, "sums in graphs differ by {diff} (run-to-run {spread})");
+        for ((g, e), a) in graphed.0.steps.iter().zip(&eager.0.steps).zip(&eager_again.0.steps) {
+            let tolerance = 2.0 * (a.loss - e.loss).abs() + 1e-6 * e.loss.abs();
+            assert!((g.loss - e.loss).abs() <= tolerance, "step {}: loss {} vs {}", g.step, g.loss, e.loss);
+        }
+    }
+    set_mode(GraphMode::Off);
 }
