@@ -6,18 +6,21 @@
 # 2. a paper-scale `stasc run` iteration (QUESTIONS train questions as run.sh part 1 makes them, K 5/5, 256 new
 #    tokens, the Qwen2.5-1.5B shape with random weights, the reference's fine_tune.yaml, num_processes 2) sampled
 #    once; its fine-tuning phase then runs again and again (the iteration's training outputs removed in between, so
-#    the run resumes at fine-tuning): one GPU and two, with graphs (the default) and with STASC_TRAIN_GRAPHS=0, and
-#    on two GPUs with the sums overlapped (training.overlap_grad_sums: true) recorded into the graphs
-#    (STASC_GRAPHED_SUMS=1) and eagerly;
+#    the run resumes at fine-tuning): one GPU and two with graphs (the default), on two GPUs with the sums overlapped
+#    (training.overlap_grad_sums: true) recorded into the graphs (STASC_GRAPHED_SUMS=1) and eagerly, and with
+#    ALL_ROWS=1 also one GPU and two with STASC_TRAIN_GRAPHS=0;
 # 3. `stasc bench train-parallel --realistic` on two GPUs, the same four ways of summing, against one GPU.
+# PARTS picks the parts (default "1 2 3"); a device call lasts at most 10 minutes, so run "1 2" and "3" apart.
 set -u
+PARTS=" ${PARTS:-1 2 3} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 PY=/opt/torch/.venv/bin/python
 G=.gpu_train
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY $G/make_model.py /tmp/qwen15b 2>&1 | grep -v Warn | tail -1 &
-if [ -x $G/it ]; then
+if part 2; then $PY $G/make_model.py /tmp/qwen15b 2>&1 | grep -v Warn | tail -1 & fi
+if part 1 && [ -x $G/it ]; then
   echo "== 1. GPU tests"
   # The test binary finds tests/fixtures under the checkout it was built in.
   [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
@@ -29,6 +32,7 @@ if [ -x $G/it ]; then
     | grep -E "GRAPHED SUMS|^test |test result|panicked|assert"
 fi
 wait
+if part 2; then
 cp $G/tokenizer/tokenizer.json $G/tokenizer/tokenizer_config.json /tmp/qwen15b/
 sed -e "s#^model_path:.*#model_path: /tmp/qwen15b#" -e "s#^data_path:.*#data_path: $G/data#" \
     -e "s#^num_star_iterations:.*#num_star_iterations: 1\nsample_train_at_last_iteration: false\nonly_better_correction: false\nfilter: non_decreasing#" \
@@ -53,13 +57,17 @@ run() {
 }
 echo "== 2. paper-scale stasc run, ${QUESTIONS:-the prepared} train questions: the fine-tuning phase"
 run CUDA_VISIBLE_DEVICES=0; show "1 GPU, graphs (whole iteration)"
-reset; run CUDA_VISIBLE_DEVICES=0 STASC_TRAIN_GRAPHS=0; show "1 GPU, STASC_TRAIN_GRAPHS=0"
 reset; run X=1; show "2 GPUs, graphs"
-reset; run STASC_TRAIN_GRAPHS=0; show "2 GPUs, STASC_TRAIN_GRAPHS=0"
 FT=/tmp/ft_overlap.yaml
 reset; run STASC_GRAPHED_SUMS=1; show "2 GPUs, sums overlapped, recorded in the graphs"
 reset; run STASC_GRAPHED_SUMS=0; show "2 GPUs, sums overlapped, eager passes"
 FT=$G/ft.yaml
+if [ -n "${ALL_ROWS:-}" ]; then
+  reset; run CUDA_VISIBLE_DEVICES=0 STASC_TRAIN_GRAPHS=0; show "1 GPU, STASC_TRAIN_GRAPHS=0"
+  reset; run STASC_TRAIN_GRAPHS=0; show "2 GPUs, STASC_TRAIN_GRAPHS=0"
+fi
+fi
+part 3 || exit 0
 echo "== 3. bench train-parallel --realistic, reference settings"
 B="$G/stasc bench train-parallel --config-json $G/qwen2.5-1.5b-config.json --realistic --no-baseline --warmup 40 --steps 40"
 timeout 120 $B --devices cuda:0 --ranks 2 --no-shard 2>&1 | grep -E "tok/s" | tail -2

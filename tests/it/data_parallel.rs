@@ -394,6 +394,11 @@ fn two_workers_on(
 
 type TrainedRun = (LoopSummary, Vec<(String, Tensor)>);
 
+/// The largest difference between two runs' trained weights (same names in the same order).
+fn max_weight_diff(a: &TrainedRun, b: &TrainedRun) -> f64 {
+    a.1.iter().zip(&b.1).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
+}
+
 #[test]
 fn gradient_sums_overlapped_with_backward_give_the_whole_buffer_sum_bit_for_bit() {
     // 11 examples of varied length: with 1 x 2 accumulation x 2 ranks the third step has 3 micro-batches, so rank 1
@@ -507,18 +512,15 @@ fn on_two_gpus_overlapped_and_sharded_sums_give_the_whole_sum_update() {
             max_steps: Some(3),
             ..hyper(2, 2, true, 3)
         };
-        let max_diff = |a: &TrainedRun, b: &TrainedRun| {
-            a.1.iter().zip(&b.1).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
-        };
         for max_grad_norm in [0.0, 1.0] {
             let base = two_workers_on(devices, &load, &model_dir, &hp(false, false, max_grad_norm), &examples, false);
             let again = two_workers_on(devices, &load, &model_dir, &hp(false, false, max_grad_norm), &examples, false);
             // Whether the GPU repeats a run bit for bit; if not, runs can only be compared within its spread.
-            let spread = max_diff(&base, &again);
+            let spread = max_weight_diff(&base, &again);
             for (overlap, shard) in [(true, false), (false, true), (true, true)] {
                 let run =
                     two_workers_on(devices, &load, &model_dir, &hp(overlap, shard, max_grad_norm), &examples, false);
-                let diff = max_diff(&run, &base);
+                let diff = max_weight_diff(&run, &base);
                 let norms: Vec<(f64, f64)> =
                     run.0.steps.iter().zip(&base.0.steps).map(|(r, b)| (r.grad_norm, b.grad_norm)).collect();
                 eprintln!(
@@ -550,10 +552,7 @@ fn on_two_gpus_overlapped_and_sharded_sums_give_the_whole_sum_update() {
     let graphed = run(GraphMode::Graphs);
     let replayed = replays() - before;
     set_mode(GraphMode::Off);
-    let max_diff = |a: &TrainedRun, b: &TrainedRun| {
-        a.1.iter().zip(&b.1).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
-    };
-    let (diff, spread) = (max_diff(&graphed, &eager), max_diff(&eager_again, &eager));
+    let (diff, spread) = (max_weight_diff(&graphed, &eager), max_weight_diff(&eager_again, &eager));
     eprintln!(
         "OVERLAP graphs on two GPUs: {replayed} replays; weights differ by {diff:e} from eager (run-to-run {spread:e})"
     );
@@ -594,10 +593,7 @@ fn on_two_gpus_sums_recorded_in_graphs_give_the_eager_overlapped_update() {
         let before = summing_replays();
         let graphed = run(GraphMode::Graphs);
         let replayed = summing_replays() - before;
-        let max_diff = |a: &TrainedRun, b: &TrainedRun| {
-            a.1.iter().zip(&b.1).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
-        };
-        let (diff, spread) = (max_diff(&graphed, &eager), max_diff(&eager_again, &eager));
+        let (diff, spread) = (max_weight_diff(&graphed, &eager), max_weight_diff(&eager_again, &eager));
         let losses = |r: &TrainedRun| r.0.steps.iter().map(|s| s.loss).collect::<Vec<_>>();
         eprintln!(
             "GRAPHED SUMS shard={shard} max_grad_norm={max_grad_norm}: {replayed} replays with sums; weights differ by \
