@@ -26,9 +26,10 @@
 //! from the capture stream at every bucket and joining it at the end, so the sums overlap the replayed backward.
 //! NCCL treats capturing a collective, and launching a graph that holds one, as collective acts: every worker
 //! captures it or none, and the graphs replayed together must come from one capture. So the workers decide
-//! together: before each step's last pass they exchange their passes' shapes ([`crate::dist::Group::exchange`]); the
-//! step's joint shape keys the recorded passes, all record it together (each after running its pass for real, the
-//! warm-up, so no recording waits on a collective) and all replay it together, or all run the pass eagerly.
+//! together: before each step's last pass they exchange their passes' shapes ([`crate::dist::Group::exchange`]) and
+//! pad their passes to the step's joint shape, which keys the recorded passes; all record it together (each after
+//! running its pass for real, the warm-up, so no recording waits on a collective) and all replay it together, or
+//! all run the pass eagerly.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -137,10 +138,10 @@ pub struct GraphedPasses {
     /// Passes seen per shape not yet recorded: a shape is recorded the second time it comes, so a shape that
     /// comes once (a short run, a rare length) never pays for a recording.
     seen: HashMap<PassShape, u32>,
-    /// Last passes with their gradient sums in the graph, by the step's joint shape (every worker's, see `summing`).
-    summing: HashMap<Vec<u64>, Recorded>,
+    /// Last passes with their gradient sums in the graph, by the step's joint shape (see `summing`).
+    summing: HashMap<PassShape, Recorded>,
     /// Steps seen per joint shape, as `seen`.
-    summing_seen: HashMap<Vec<u64>, u32>,
+    summing_seen: HashMap<PassShape, u32>,
     off: bool,
     /// Whether a pass already ran on the capture stream (the first recording's warm-up).
     warmed: bool,

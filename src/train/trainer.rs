@@ -323,8 +323,9 @@ pub fn train_replica(
             let tokens: usize = group_batches.iter().flatten().map(|&i| lengths[i]).sum();
             let mine = &worker.topology.step_assignment(group_batches.len())[worker.index];
             let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device)).map_err(torch("loss accumulator"))?;
-            let passes = if hp.packing {
-                // The worker's examples of the step, each with its micro-batch's denominator, in step order.
+            // The worker's packed passes: its examples of the step, each with its micro-batch's denominator, in step
+            // order; with graphs, each pass's shape bucket (one graph per bucket).
+            let packed: Vec<Vec<PlannedExample>> = if hp.packing {
                 let items: Vec<PlannedExample> = mine
                     .iter()
                     .flat_map(|&m| {
@@ -337,11 +338,32 @@ pub fn train_replica(
                     })
                     .collect();
                 plan_passes(&items, hp.max_tokens_per_pass.max(1))
+            } else {
+                Vec::new()
+            };
+            let mut shapes: Vec<PassShape> = match graphs {
+                Some(_) => packed.iter().map(|pass| PassShape::of(pass, examples)).collect(),
+                None => Vec::new(),
+            };
+            // How the workers run their last passes with the sums in the graphs, decided by every worker every step
+            // (also one without a pass), the same everywhere (see graphed.rs); the last pass is then padded to the
+            // step's joint shape.
+            let summing_step = sums_in_graphs && reducer.is_some();
+            let plan = if summing_step {
+                let ready = reducer.as_ref().is_some_and(GradReducer::records_in_graphs) && opt.gradients_bound();
+                plan_summing(graphs.as_mut(), shapes.last().copied(), ready, group, worker.index)?
+            } else {
+                SummingPlan::eager()
+            };
+            if let (Some(last), Some(joint)) = (shapes.last_mut(), plan.shape()) {
+                *last = joint;
+            }
+            let passes = if hp.packing {
+                packed
                     .iter()
-                    .map(|pass| match graphs {
-                        // Graphed passes are padded to their shape's bucket (one graph per bucket).
-                        Some(_) => {
-                            let shape = PassShape::of(pass, examples);
+                    .enumerate()
+                    .map(|(k, pass)| match shapes.get(k) {
+                        Some(&shape) => {
                             Ok((packed_batch_shaped(pass, examples, pad_id, shape, device)?, 1.0, Some(shape)))
                         }
                         None => Ok((packed_batch(pass, examples, pad_id, pad_multiple, device)?, 1.0, None)),
@@ -356,16 +378,6 @@ pub fn train_replica(
                     .collect::<Result<Vec<_>, TrainError>>()?
             };
             let pass_count = passes.len();
-            // How the workers run their last passes with the sums in the graphs, decided by every worker every step
-            // (also one without a pass), the same everywhere (see graphed.rs).
-            let summing_step = sums_in_graphs && reducer.is_some();
-            let plan = if summing_step {
-                let shape = passes.last().and_then(|p| p.2);
-                let ready = reducer.as_ref().is_some_and(GradReducer::records_in_graphs) && opt.gradients_bound();
-                plan_summing(graphs.as_mut(), shape, ready, group, worker.index)?
-            } else {
-                SummingPlan::eager()
-            };
             let mut sums_done = false;
             for (p, (batch, denominator, shape)) in passes.into_iter().enumerate() {
                 // The step's gradients are complete layer by layer only during its last pass.

@@ -1,6 +1,11 @@
 //! A worker's last pass of a step recorded with its overlapped gradient sums in the graph. NCCL's rules (see the
 //! parent module) make recording and replaying such passes collective, so the workers first decide together
 //! ([`plan_summing`]) and then each runs its pass as decided ([`GraphedPasses::run_summing`]).
+//!
+//! The step's joint shape is the largest of the workers' pass shapes in each dimension, and every worker pads its
+//! last pass to it: the sums make every worker wait for the slowest anyway, so a smaller pass padded to the largest
+//! costs no time, and the joint shapes are as few as one worker's shapes (keyed by every worker's own shape instead,
+//! the combinations of two workers' ~10 buckets would outnumber the graphs a worker may record).
 
 use std::sync::atomic::Ordering;
 
@@ -21,8 +26,8 @@ use crate::train::step::{forward_backward, PassOptions};
 /// How every worker runs its last pass of a step, decided together ([`plan_summing`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SummingPlan {
-    /// The step's joint shape: every worker's pass shape, in worker order (empty when the pass runs eagerly).
-    key: Vec<u64>,
+    /// The step's joint shape, which every worker pads its last pass to (`None`: each its own shape, eagerly).
+    shape: Option<PassShape>,
     /// Every worker replays its graph of the joint shape.
     replay: bool,
     /// Every worker runs its pass, then records it.
@@ -33,6 +38,11 @@ impl SummingPlan {
     /// Every worker runs its pass eagerly, sums overlapped.
     pub fn eager() -> Self {
         SummingPlan::default()
+    }
+
+    /// The shape this worker's last pass is padded to, when the workers agreed on one.
+    pub fn shape(&self) -> Option<PassShape> {
+        self.shape
     }
 }
 
@@ -55,15 +65,15 @@ pub fn plan_summing(
     };
     let all = group.exchange(worker, &mine)?;
     // Every worker takes this branch alike: a worker without graphs offered nothing.
-    let (Some(g), Some((key, room))) = (graphs, joint_shape(&all)) else {
+    let (Some(g), Some((shape, room))) = (graphs, joint_shape(&all)) else {
         return Ok(SummingPlan::eager());
     };
-    let seen = g.summing_seen.entry(key.clone()).or_insert(0);
+    let seen = g.summing_seen.entry(shape).or_insert(0);
     *seen += 1;
     let seen = *seen;
-    let replay = group.all_agree(worker, g.summing.contains_key(&key))?;
+    let replay = group.all_agree(worker, g.summing.contains_key(&shape))?;
     let record = !replay && room && seen >= 2;
-    Ok(SummingPlan { key, replay, record })
+    Ok(SummingPlan { shape: Some(shape), replay, record })
 }
 
 /// What a worker that can take part tells the others: its pass's shape and whether it has room for a graph.
@@ -71,18 +81,19 @@ fn offer(shape: PassShape, room: bool) -> Vec<u64> {
     vec![1, room as u64, shape.tokens as u64, shape.targets as u64, shape.segments as u64]
 }
 
-/// From every worker's offer: the step's joint shape and whether every worker has room for a graph, or `None` when
-/// some worker cannot take part.
-fn joint_shape(offers: &[Vec<u64>]) -> Option<(Vec<u64>, bool)> {
+/// From every worker's offer: the step's joint shape (the largest in each dimension, which holds every worker's
+/// pass) and whether every worker has room for a graph, or `None` when some worker cannot take part.
+fn joint_shape(offers: &[Vec<u64>]) -> Option<(PassShape, bool)> {
     if !offers.iter().all(|v| v.len() == 5 && v[0] == 1) {
         return None;
     }
-    let key = offers.iter().flat_map(|v| v[2..].iter().copied()).collect();
-    Some((key, offers.iter().all(|v| v[1] == 1)))
+    let largest = |k: usize| offers.iter().map(|v| v[k] as usize).max().unwrap_or(0);
+    let shape = PassShape { tokens: largest(2), targets: largest(3), segments: largest(4) };
+    Some((shape, offers.iter().all(|v| v[1] == 1)))
 }
 
 impl GraphedPasses {
-    /// Runs this worker's last pass of a step (`batch`, padded to its shape bucket) as `plan` says, with its gradient
+    /// Runs this worker's last pass of a step (`batch`, padded to the plan's joint shape) as `plan` says, with its gradient
     /// sums overlapping its backward through `reducer`, and ends the sums (the current stream waits for them):
     /// replaying its graph, or eagerly, or eagerly and then recording it (the eager run is the recording's warm-up;
     /// the recording itself runs nothing). Returns its loss.
@@ -96,16 +107,16 @@ impl GraphedPasses {
         opt: &mut AdamW,
     ) -> Result<Tensor, TrainError> {
         if plan.replay {
-            let r = self
-                .summing
-                .get_mut(&plan.key)
-                .ok_or_else(|| TrainError::Invalid("no recorded pass of the step's shapes to replay".into()))?;
+            let r = plan
+                .shape
+                .and_then(|shape| self.summing.get_mut(&shape))
+                .ok_or_else(|| TrainError::Invalid("no recorded pass of the step's joint shape to replay".into()))?;
             SUMMING_REPLAYS.fetch_add(1, Ordering::Relaxed);
             return replay(r, &batch);
         }
-        if !plan.record || self.off {
+        let Some(shape) = plan.shape.filter(|_| plan.record && !self.off) else {
             return summing_pass(model, &batch, opts, reducer, opt);
-        }
+        };
         let mut losses = Vec::with_capacity(2);
         let flash_before = varlen_attention_calls();
         let captured = self.stream.capture(self.pool, true, || -> Result<(), TrainError> {
@@ -135,7 +146,7 @@ impl GraphedPasses {
                     self.off = true;
                 } else {
                     RECORDINGS.fetch_add(1, Ordering::Relaxed);
-                    self.summing.insert(plan.key.clone(), Recorded { graph, inputs: batch, loss: recorded });
+                    self.summing.insert(shape, Recorded { graph, inputs: batch, loss: recorded });
                 }
                 Ok(done)
             }
@@ -178,16 +189,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_joint_shape_is_every_workers_shape_and_needs_every_worker() {
-        let a = PassShape { tokens: 1664, targets: 512, segments: 16 };
-        let b = PassShape { tokens: 1536, targets: 256, segments: 16 };
-        assert_eq!(joint_shape(&[offer(a, true), offer(b, true)]), Some((vec![1664, 512, 16, 1536, 256, 16], true)));
-        // Worker order matters: the graphs replayed together are the ones recorded together.
-        assert_ne!(joint_shape(&[offer(a, true), offer(b, true)]), joint_shape(&[offer(b, true), offer(a, true)]));
+    fn the_joint_shape_holds_every_workers_pass_and_needs_every_worker() {
+        let a = PassShape { tokens: 1664, targets: 256, segments: 16 };
+        let b = PassShape { tokens: 1536, targets: 512, segments: 16 };
+        let joint = PassShape { tokens: 1664, targets: 512, segments: 16 };
+        assert_eq!(joint_shape(&[offer(a, true), offer(b, true)]), Some((joint, true)));
+        assert_eq!(joint_shape(&[offer(b, true), offer(a, true)]), Some((joint, true)));
+        // Every worker's pass fits the joint shape, so each can be padded to it (PassShape::bucket's rounding kept).
+        for s in [a, b] {
+            assert!(s.tokens <= joint.tokens && s.targets <= joint.targets && s.segments <= joint.segments);
+        }
+        assert_eq!(joint.tokens % 128 + joint.targets % 256 + joint.segments % 16, 0);
         assert_eq!(joint_shape(&[offer(a, true), offer(b, false)]).map(|j| j.1), Some(false));
         // A worker without a pass, graphs or NCCL sums offers nothing, and nobody records or replays.
         assert_eq!(joint_shape(&[offer(a, true), vec![0]]), None);
         assert_eq!(joint_shape(&[vec![0], vec![0]]), None);
-        assert_eq!(SummingPlan::eager(), SummingPlan { key: vec![], replay: false, record: false });
+        assert_eq!(SummingPlan::eager().shape(), None);
     }
 }
