@@ -157,6 +157,9 @@ pub unsafe fn abandon_capture(stream: *mut c_void) -> Result<(), FfiError> {
 /// `CU_EVENT_DISABLE_TIMING`: the event only orders streams.
 const EVENT_DISABLE_TIMING: c_uint = 0x2;
 
+/// `CU_EVENT_WAIT_EXTERNAL`: a wait captured into a CUDA graph as an external event wait node.
+const EVENT_WAIT_EXTERNAL: c_uint = 0x1;
+
 /// A CUDA event that orders one stream after another (no timing), reusable: each [`Event::order`] records it anew.
 #[derive(Debug)]
 pub struct Event {
@@ -191,6 +194,22 @@ impl Event {
             check(api, (api.event_record)(self.event, producer), "cuEventRecord")?;
             check(api, (api.stream_wait_event)(waiter, self.event, 0), "cuStreamWaitEvent")
         }
+    }
+
+    /// Makes the work queued on `waiter` from now on wait for the work the event was last recorded after. While
+    /// `waiter` is being captured into a CUDA graph the wait is recorded as an external event wait
+    /// (`CU_EVENT_WAIT_EXTERNAL`, which CUDA refuses outside a capture): each launch of the graph then waits for the
+    /// event's last record before that launch, not for the record at capture time.
+    ///
+    /// # Safety
+    /// `waiter` must be a live stream handle (from libtorch) of the event's device.
+    pub unsafe fn wait_on(&self, waiter: *mut c_void) -> Result<(), FfiError> {
+        let api = api()?;
+        // SAFETY: a live stream (the caller's promise).
+        let capturing = unsafe { stream_capture_status(waiter) }? != 0;
+        let flags = if capturing { EVENT_WAIT_EXTERNAL } else { 0 };
+        // SAFETY: as above; the event is alive for `self`.
+        check(api, unsafe { (api.stream_wait_event)(waiter, self.event, flags) }, "cuStreamWaitEvent")
     }
 }
 

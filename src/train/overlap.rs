@@ -18,6 +18,10 @@
 //! bucket overlaps the update of the next). Each worker keeps and updates 1/workers of the moments, and a sum
 //! moves half the bytes of an all-reduce.
 //!
+//! With overlapped sums the gathers are also deferred ([`GatherEvents`]): the compute stream does not wait for every
+//! gather after the update; the next forward waits for each layer's bucket right before the layer (FSDP's
+//! prefetch), the gathers running in forward order beside it. The update of the step after waits for them all.
+//!
 //! A worker's last pass of a step can also be recorded as a CUDA graph with its sums in it
 //! ([`super::graphed::GraphedPasses::run_summing`]): the side stream then joins the capture at each bucket's fork, and
 //! [`GradReducer::set_in_graph`] makes the sums skip the host barrier while recording, because recording runs
@@ -133,10 +137,33 @@ impl<'a> GradReducer<'a> {
     }
 
     /// Gathers every worker's updated part of bucket `k` (an index into the buckets) of a sharded optimiser's
-    /// parameters, after the work queued so far (its update). [`GradReducer::finish_gather`] ends the step.
-    pub fn gather(&self, opt: &AdamW, k: usize) -> Result<(), TrainError> {
+    /// parameters, after the work queued so far (its update), and marks it gathered in `events` when given.
+    /// [`GradReducer::finish_gather`] ends the step, or, with `events`, the next forward's waits do.
+    pub fn gather(&self, opt: &AdamW, k: usize, events: Option<&GatherEvents>) -> Result<(), TrainError> {
         let params = opt.bucket_parameters(&self.buckets[k])?;
-        self.on_side_stream(|| tch::no_grad(|| self.group.all_gather(self.worker, &params)))
+        self.on_side_stream(|| tch::no_grad(|| self.group.all_gather(self.worker, &params)))?;
+        if let (Some(e), Some(s)) = (events, &self.streams) {
+            // SAFETY: the side stream is a libtorch stream of this worker's device, alive for the process.
+            unsafe { e.events[k].record(s.comm.raw().map_err(ffi)?) }.map_err(ffi)?;
+        }
+        Ok(())
+    }
+
+    /// Events for deferred gathers, one per bucket: only between CUDA devices, with a side stream.
+    pub fn gather_events(&self) -> Option<GatherEvents> {
+        let s = self.streams.as_ref()?;
+        let events: Result<Vec<Event>, _> = self.buckets.iter().map(|_| Event::new(s.ordinal)).collect();
+        let layers = self.buckets.iter().map(|b| b.layer).collect();
+        events
+            .map_err(|e| eprintln!("note: parameter gathers on cuda:{} are not deferred ({e})", s.ordinal))
+            .ok()
+            .map(|events| GatherEvents { ordinal: s.ordinal, events, layers })
+    }
+
+    /// Bucket indices in the order a forward needs them: everything outside the decoder layers (the embedding,
+    /// norms, biases) first, then the layers from the first.
+    pub fn forward_order(&self) -> Vec<usize> {
+        forward_order(&self.buckets)
     }
 
     /// Makes the compute stream wait for every gather (the next forward reads the parameters).
@@ -179,6 +206,66 @@ impl<'a> GradReducer<'a> {
     }
 }
 
+/// One event per gradient bucket that marks the bucket's parameters gathered on the side stream
+/// ([`GradReducer::gather`]), for a forward that waits for each layer's parameters right before the layer.
+pub struct GatherEvents {
+    ordinal: usize,
+    events: Vec<Event>,
+    /// Each bucket's decoder layer (`None`: everything else).
+    layers: Vec<Option<usize>>,
+}
+
+impl std::fmt::Debug for GatherEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatherEvents").field("buckets", &self.events.len()).finish()
+    }
+}
+
+impl GatherEvents {
+    /// Makes the calling thread's current stream wait for the gathers of decoder layer `Some(i)`'s bucket, or of
+    /// the bucket outside the layers (`None`: before the embedding). Recorded into a CUDA graph, the wait is an
+    /// external one: every replay waits for that step's gathers.
+    pub fn wait(&self, layer: Option<usize>) -> Result<(), TrainError> {
+        let current = StascStream::current(self.ordinal).map_err(ffi)?.raw().map_err(ffi)?;
+        for (event, _) in self.events.iter().zip(&self.layers).filter(|(_, l)| **l == layer) {
+            // SAFETY: the current stream is a libtorch stream of this device, alive for the call.
+            unsafe { event.wait_on(current) }.map_err(ffi)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the current stream wait for every bucket's gathers (a forward without per-layer waits).
+    pub fn wait_all(&self) -> Result<(), TrainError> {
+        let current = StascStream::current(self.ordinal).map_err(ffi)?.raw().map_err(ffi)?;
+        for event in &self.events {
+            // SAFETY: as in `wait`.
+            unsafe { event.wait_on(current) }.map_err(ffi)?;
+        }
+        Ok(())
+    }
+}
+
+/// Indices of `buckets` in the order a forward needs them ([`GradReducer::forward_order`]).
+fn forward_order(buckets: &[GradBucket]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..buckets.len()).collect();
+    order.sort_by_key(|&k| buckets[k].layer.map_or(0, |l| l + 1));
+    order
+}
+
 fn ffi(e: crate::ffi::FfiError) -> TrainError {
     TrainError::Invalid(format!("overlapped gradient sums: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_needs_the_buckets_outside_the_layers_first_then_the_layers_from_the_first() {
+        // Backward completes the last layer first; everything outside the layers comes last.
+        let bucket = |layer: Option<usize>| GradBucket { layer, offset: 0, numel: 1 };
+        let buckets = [bucket(Some(2)), bucket(Some(1)), bucket(Some(0)), bucket(None)];
+        assert_eq!(forward_order(&buckets), vec![3, 2, 1, 0]);
+        assert_eq!(forward_order(&[]), Vec::<usize>::new());
+    }
 }

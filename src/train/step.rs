@@ -25,22 +25,32 @@ use tch::{Kind, Reduction, Tensor};
 
 use super::batching::MicroBatch;
 use super::error::TrainError;
+use super::overlap::GatherEvents;
 use super::packed_attention;
 use crate::model::layers::{AttnMode, DecoderLayer, RopeAt};
 use crate::model::{CausalLm, Pass};
 
 /// How a micro-batch is run.
 #[derive(Debug, Clone, Copy)]
-pub struct PassOptions {
+pub struct PassOptions<'a> {
     /// Recompute decoder layers in backward instead of keeping their activations.
     pub gradient_checkpointing: bool,
     /// Most rows of logits alive at once.
     pub head_chunk_rows: i64,
     /// Seed of this micro-batch's dropout masks (replayed under checkpointing).
     pub dropout_seed: Option<u64>,
+    /// Deferred parameter gathers of a sharded optimiser: the forward waits for each layer's right before it
+    /// ([`GatherEvents`]).
+    pub gathers: Option<&'a GatherEvents>,
 }
 
-impl PassOptions {
+impl PassOptions<'_> {
+    /// Waits (on the device) for the gathered parameters of decoder layer `Some(i)`, or of everything outside the
+    /// layers (`None`), when gathers are deferred.
+    fn wait_for_parameters(&self, layer: Option<usize>) -> Result<(), TrainError> {
+        self.gathers.map_or(Ok(()), |g| g.wait(layer))
+    }
+
     /// Rows per LM-head chunk so that one chunk's f32 logits take about 1 GiB.
     pub fn chunk_rows_for(vocab: i64) -> i64 {
         ((1i64 << 28) / vocab.max(1)).max(64)
@@ -78,8 +88,11 @@ pub fn forward_backward(
             Some(ready) => layer_by_layer(model, batch, denominator, opts, ready)?,
             None => {
                 let hidden = match &batch.segments {
-                    None => model.forward(&batch.input_ids, &batch.positions, Pass::Full)?,
-                    Some(_) => packed_forward(model, batch)?,
+                    None => {
+                        opts.gathers.map_or(Ok(()), GatherEvents::wait_all)?;
+                        model.forward(&batch.input_ids, &batch.positions, Pass::Full)?
+                    }
+                    Some(_) => packed_forward(model, batch, opts)?,
                 };
                 head_and_backward(model, &hidden, batch, denominator, opts.head_chunk_rows)?
             }
@@ -89,11 +102,13 @@ pub fn forward_backward(
 }
 
 /// The final-normed hidden states of a packed pass (the model's own forward has no block-diagonal attention).
-fn packed_forward(model: &CausalLm, batch: &MicroBatch) -> Result<Tensor, TrainError> {
+fn packed_forward(model: &CausalLm, batch: &MicroBatch, opts: &PassOptions) -> Result<Tensor, TrainError> {
     let err = |what: &str| TrainError::torch(format!("packed forward: {what}"));
     let rope_at = model.rope().at(&batch.positions).map_err(err("rotary"))?;
+    opts.wait_for_parameters(None)?;
     let mut x = model.embed(&batch.input_ids)?;
-    for layer in model.layers() {
+    for (i, layer) in model.layers().iter().enumerate() {
+        opts.wait_for_parameters(Some(i))?;
         x = decoder_layer(model, layer, &x, &rope_at, batch).map_err(err("decoder layer"))?;
     }
     model.final_norm().forward(&x).map_err(err("final norm"))
@@ -183,11 +198,13 @@ fn layer_by_layer(
 ) -> Result<Tensor, TrainError> {
     let err = |what: &str| TrainError::torch(format!("layer-by-layer backward: {what}"));
     let rope_at = model.rope().at(&batch.positions).map_err(err("rotary"))?;
+    opts.wait_for_parameters(None)?;
     let embedded = model.embed(&batch.input_ids)?;
     // (cut input, output) of every layer. The first input needs a gradient only when the embeddings train.
     let mut cuts: Vec<(Tensor, Tensor)> = Vec::with_capacity(model.layers().len());
     let mut x = embedded.shallow_clone();
     for (i, layer) in model.layers().iter().enumerate() {
+        opts.wait_for_parameters(Some(i))?;
         let cut = x.detach().set_requires_grad(i > 0 || embedded.requires_grad());
         let y = decoder_layer(model, layer, &cut, &rope_at, batch).map_err(err("forward"))?;
         cuts.push((cut, y.shallow_clone()));
@@ -226,8 +243,10 @@ fn checkpointed(
     // Forward without a graph, keeping the input of every layer.
     let mut inputs = Vec::with_capacity(layers.len());
     let last = tch::no_grad(|| -> Result<Tensor, TrainError> {
+        opts.wait_for_parameters(None)?;
         let mut x = model.embed(&batch.input_ids)?;
         for (i, layer) in layers.iter().enumerate() {
+            opts.wait_for_parameters(Some(i))?;
             if let Some(s) = layer_seed(opts.dropout_seed, i) {
                 crate::model::device::seed_device(model.device(), s);
             }

@@ -296,6 +296,11 @@ pub fn train_replica(
     } else {
         None
     };
+    // With overlapped sums, a sharded optimiser's gathers are deferred into the next forward (overlap.rs).
+    let gathers = match &reducer {
+        Some(r) if hp.overlap_grad_sums && opt.is_sharded() => r.gather_events(),
+        _ => None,
+    };
     let mut profile = Profile::from_env(device, worker.index == 0);
     // CUDA graphs of packed passes (graphed.rs), where every pass of a step is a plain packed full-model pass;
     // with overlapped sums only when the sums go into the graphs too.
@@ -385,6 +390,7 @@ pub fn train_replica(
                 // Unpacked, pass p is micro-batch mine[p], whose dropout seed is the one it always had.
                 let index = if hp.packing { p } else { mine[p] };
                 let opts = PassOptions {
+                    gathers: gathers.as_ref(),
                     gradient_checkpointing: hp.gradient_checkpointing,
                     head_chunk_rows: chunk,
                     dropout_seed: uses_dropout
@@ -433,14 +439,21 @@ pub fn train_replica(
             let lr = schedule.lr(step);
             match &reducer {
                 Some(r) if opt.is_sharded() => {
-                    // Each bucket's gather overlaps the next bucket's update.
+                    // The update writes this worker's parts, which the last step's deferred gathers read.
+                    if gathers.is_some() {
+                        r.finish_gather()?;
+                    }
+                    // Each bucket's gather overlaps the next bucket's update (and, deferred, the next forward),
+                    // in the order the forward needs them.
                     let scalars = opt.begin_step(lr)?;
-                    for k in 0..opt.gradient_buckets().len() {
+                    for k in r.forward_order() {
                         opt.update_bucket(&scalars, k)?;
-                        r.gather(&opt, k)?;
+                        r.gather(&opt, k, gathers.as_ref())?;
                     }
                     opt.end_step()?;
-                    r.finish_gather()?;
+                    if gathers.is_none() {
+                        r.finish_gather()?;
+                    }
                 }
                 _ => opt.step(lr)?,
             }
@@ -456,6 +469,10 @@ pub fn train_replica(
             }
             queued_steps += 1;
         }
+    }
+    // The trained parameters are whole once the last step's deferred gathers are done.
+    if let (Some(r), Some(_)) = (&reducer, &gathers) {
+        r.finish_gather()?;
     }
     if let Some(last) = in_flight.take() {
         // Reading the last step's values waits for its update, so its time ends after that.

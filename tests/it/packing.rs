@@ -147,7 +147,7 @@ fn no_token_attends_across_an_example_boundary() {
     let data = examples(6);
     let target = &data[3];
     let expected = alone(&model, target);
-    let opts = PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None };
+    let opts = PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None, gathers: None };
     // Neighbours without label tokens before and after the example: only its own tokens count in the loss.
     let mut silent: Vec<TokenizedExample> = data.clone();
     for (k, e) in silent.iter_mut().enumerate() {
@@ -181,7 +181,7 @@ fn cuda_pass(dtype: &str, varlen: bool, data: &[TokenizedExample]) -> (f64, Vec<
         data.iter().enumerate().map(|(k, e)| PlannedExample { example: k, len: e.len(), denominator: 10.0 }).collect();
     // 64: the trainer's padding multiple on CUDA, so the pass ends with a padding segment as it does in training.
     let batch = packed_batch(&pass, data, 0, 64, Device::Cuda(0)).unwrap();
-    let opts = PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None };
+    let opts = PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None, gathers: None };
     let before = varlen_attention_calls();
     let loss = forward_backward(&model, &batch, 10.0, &opts, None).unwrap().double_value(&[]);
     let ran = varlen_attention_calls() > before;
@@ -237,7 +237,7 @@ fn a_pass_padded_to_its_shape_bucket_gives_the_same_loss_and_gradients() {
             && shape.targets.is_multiple_of(256)
             && shape.segments == 16
     );
-    let opts = PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None };
+    let opts = PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None, gathers: None };
     let run = |shaped: bool| {
         let mut model = load_weights(&tiny_chat_model(), &cpu_f32()).unwrap();
         model.var_store_mut().unfreeze();
@@ -385,7 +385,8 @@ fn fused_projections_train_like_separate_layers_on_cuda() {
 
 /// Every weight's gradient (f32) after three packed passes of four examples each on cuda:0 in `dtype`.
 fn three_pass_gradients(dtype: &str, data: &[TokenizedExample]) -> Vec<(String, Tensor)> {
-    let pass_opts = PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None };
+    let pass_opts =
+        PassOptions { gradient_checkpointing: false, head_chunk_rows: 64, dropout_seed: None, gathers: None };
     let opts = LoadOptions { device: "cuda:0".parse().unwrap(), dtype: dtype.parse().unwrap(), max_model_len: None };
     let mut model = load_weights(&tiny_chat_model(), &opts).unwrap();
     model.var_store_mut().unfreeze();
