@@ -142,6 +142,8 @@ pub struct GraphedPasses {
     summing: HashMap<PassShape, Recorded>,
     /// Steps seen per joint shape, as `seen`.
     summing_seen: HashMap<PassShape, u32>,
+    /// The optimiser's gradients were seen bound to its flat buffer (see `summing`).
+    bound: bool,
     off: bool,
     /// Whether a pass already ran on the capture stream (the first recording's warm-up).
     warmed: bool,
@@ -167,7 +169,17 @@ impl GraphedPasses {
                 let off = mode == GraphMode::ShapesOnly;
                 let (recorded, seen, summing, summing_seen) =
                     (HashMap::new(), HashMap::new(), HashMap::new(), HashMap::new());
-                Some(GraphedPasses { stream, pool: None, recorded, seen, summing, summing_seen, off, warmed: false })
+                Some(GraphedPasses {
+                    stream,
+                    pool: None,
+                    recorded,
+                    seen,
+                    summing,
+                    summing_seen,
+                    bound: false,
+                    off,
+                    warmed: false,
+                })
             }
             _ => None,
         }
@@ -208,15 +220,10 @@ impl GraphedPasses {
         });
         match captured {
             Ok(mut graph) => {
-                if self.pool.is_none() {
-                    self.pool = graph.pool().ok();
-                }
+                self.share_pool(&mut graph);
                 let recorded =
                     losses.pop().ok_or_else(|| TrainError::Invalid("a recorded pass gave no loss".into()))?;
-                // The padded attention layout depends on the pass's lengths, not only on its shape: a graph of it
-                // would replay the recorded pass's layout. Keep graphs only where every layer ran flash attention.
-                let layers = model.layers().len() as u64;
-                let flash = varlen_attention_calls() - flash_before >= if warm_up { 2 } else { 1 } * layers;
+                let flash = self.ran_flash_throughout(model, flash_before, if warm_up { 2 } else { 1 });
                 let done = match losses.pop() {
                     Some(done) => done,
                     None if flash => {
@@ -224,22 +231,12 @@ impl GraphedPasses {
                         recorded.copy()
                     }
                     // Recorded without a warm-up and not replayable: run the pass eagerly instead.
-                    None => {
-                        eprintln!(
-                            "note: training passes run eagerly (CUDA graphs need variable-length flash attention)"
-                        );
-                        self.off = true;
-                        return Ok(Err(batch));
-                    }
+                    None => return Ok(Err(batch)),
                 };
                 if warm_up {
-                    self.warmed = true;
-                    // The warm-up's blocks stay cached for the capture stream, where no eager pass can use them.
-                    crate::model::device::release_cuda_cache();
+                    self.warmed_up();
                 }
                 if !flash {
-                    eprintln!("note: training passes run eagerly (CUDA graphs need variable-length flash attention)");
-                    self.off = true;
                     return Ok(Ok(done));
                 }
                 RECORDINGS.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +266,32 @@ impl GraphedPasses {
     /// How many passes this worker has recorded, of both kinds.
     fn graphs(&self) -> usize {
         self.recorded.len() + self.summing.len()
+    }
+
+    /// Makes the first recorded graph's memory pool the one every later recording shares.
+    fn share_pool(&mut self, graph: &mut CudaGraph) {
+        if self.pool.is_none() {
+            self.pool = graph.pool().ok();
+        }
+    }
+
+    /// Whether every layer ran variable-length flash attention in the `runs` runs of a pass since the count was
+    /// `flash_before`; if not, graphs are off from now on (said once). The padded attention layout depends on the
+    /// pass's lengths, not only on its shape: a graph of it would replay the recorded pass's layout.
+    fn ran_flash_throughout(&mut self, model: &CausalLm, flash_before: u64, runs: u64) -> bool {
+        let flash = varlen_attention_calls() - flash_before >= runs * model.layers().len() as u64;
+        if !flash {
+            eprintln!("note: training passes run eagerly (CUDA graphs need variable-length flash attention)");
+            self.off = true;
+        }
+        flash
+    }
+
+    /// After a pass ran for real on the capture stream: its blocks stay cached for that stream, where no eager
+    /// pass can use them, so they go back to the driver.
+    fn warmed_up(&mut self) {
+        self.warmed = true;
+        crate::model::device::release_cuda_cache();
     }
 }
 

@@ -99,12 +99,6 @@ impl<'a> GradReducer<'a> {
         self.in_graph = in_graph;
     }
 
-    /// Forgets the buckets summed so far this step (after a recording that failed half-way).
-    pub fn reset(&mut self) {
-        self.summed = 0;
-        self.in_graph = false;
-    }
-
     /// Backward has finished decoder layer `Some(i)` (or everything: `None`): sums its bucket and every earlier one
     /// not yet summed. A layer without a bucket of its own sums nothing.
     pub fn ready(&mut self, opt: &mut AdamW, layer: Option<usize>) -> Result<(), TrainError> {

@@ -355,8 +355,9 @@ pub fn train_replica(
             // step's joint shape.
             let summing_step = sums_in_graphs && reducer.is_some();
             let plan = if summing_step {
-                let ready = reducer.as_ref().is_some_and(GradReducer::records_in_graphs) && opt.gradients_bound();
-                plan_summing(graphs.as_mut(), shapes.last().copied(), ready, group, worker.index)?
+                let nccl = reducer.as_ref().is_some_and(GradReducer::records_in_graphs);
+                let bound = || opt.gradients_bound();
+                plan_summing(graphs.as_mut(), shapes.last().copied(), nccl, bound, group, worker.index)?
             } else {
                 SummingPlan::eager()
             };

@@ -47,20 +47,26 @@ impl SummingPlan {
 }
 
 /// Decides with the other workers of `group` how this step's last passes run. `graphs` and `shape`: this worker's
-/// recorded passes and its last pass's shape (either `None`: no pass this step, or no graphs); `ready`: its sums
-/// can be recorded (NCCL on a side stream, gradients bound to the flat buffer). Every worker calls it once a step,
+/// recorded passes and its last pass's shape (either `None`: no pass this step, or no graphs); `nccl`: its sums go
+/// through NCCL on a side stream; `gradients_bound`: every gradient is its view of the flat buffer (asked only until
+/// it holds, and only while a new graph could still be recorded). Every worker calls it once a step,
 /// with or without a pass, and all get the same plan: replay when every worker has its graph of the step's joint
 /// shape, record when the joint shape comes the second time and every worker has room for a graph, otherwise run
 /// eagerly.
 pub fn plan_summing(
-    graphs: Option<&mut GraphedPasses>,
+    mut graphs: Option<&mut GraphedPasses>,
     shape: Option<PassShape>,
-    ready: bool,
+    nccl: bool,
+    gradients_bound: impl FnOnce() -> bool,
     group: &Group,
     worker: usize,
 ) -> Result<SummingPlan, TrainError> {
-    let mine = match (&graphs, shape) {
-        (Some(g), Some(s)) if ready && !g.off => offer(s, g.graphs() < MAX_GRAPHS),
+    let mine = match (graphs.as_deref_mut(), shape) {
+        (Some(g), Some(s)) if nccl && !g.off => {
+            // Once bound, gradients stay bound (the views are the buffer's for the rest of the run).
+            g.bound = g.bound || (g.graphs() < MAX_GRAPHS && gradients_bound());
+            offer(s, g.bound && g.graphs() < MAX_GRAPHS)
+        }
         _ => vec![0],
     };
     let all = group.exchange(worker, &mine)?;
@@ -111,8 +117,9 @@ impl GraphedPasses {
                 .shape
                 .and_then(|shape| self.summing.get_mut(&shape))
                 .ok_or_else(|| TrainError::Invalid("no recorded pass of the step's joint shape to replay".into()))?;
+            let loss = replay(r, &batch)?;
             SUMMING_REPLAYS.fetch_add(1, Ordering::Relaxed);
-            return replay(r, &batch);
+            return Ok(loss);
         }
         let Some(shape) = plan.shape.filter(|_| plan.record && !self.off) else {
             return summing_pass(model, &batch, opts, reducer, opt);
@@ -130,21 +137,12 @@ impl GraphedPasses {
         let done = losses.next();
         match captured {
             Ok(mut graph) => {
-                if self.pool.is_none() {
-                    self.pool = graph.pool().ok();
-                }
-                self.warmed = true;
-                // The warm-up's blocks stay cached for the capture stream, where no eager pass can use them.
-                crate::model::device::release_cuda_cache();
+                self.share_pool(&mut graph);
+                self.warmed_up();
                 let (Some(done), Some(recorded)) = (done, losses.next()) else {
                     return Err(TrainError::Invalid("a recorded pass gave no loss".into()));
                 };
-                // As in `run`: a graph of a padded attention layout would replay the recorded pass's lengths.
-                let layers = model.layers().len() as u64;
-                if varlen_attention_calls() - flash_before < 2 * layers {
-                    eprintln!("note: training passes run eagerly (CUDA graphs need variable-length flash attention)");
-                    self.off = true;
-                } else {
+                if self.ran_flash_throughout(model, flash_before, 2) {
                     RECORDINGS.fetch_add(1, Ordering::Relaxed);
                     self.summing.insert(shape, Recorded { graph, inputs: batch, loss: recorded });
                 }
@@ -153,13 +151,10 @@ impl GraphedPasses {
             Err(CaptureError::Work(e)) => Err(e),
             // The warm-up ran, sums and all, but a half-recorded collective may leave NCCL's queues unlike the other
             // workers': stop rather than risk workers waiting on each other until the collective timeout.
-            Err(CaptureError::Recording(_, why)) => {
-                reducer.reset();
-                Err(TrainError::Invalid(format!(
-                    "recording a training pass with its gradient sums as a CUDA graph failed ({why}); \
-                     STASC_GRAPHED_SUMS=0 runs these passes eagerly"
-                )))
-            }
+            Err(CaptureError::Recording(_, why)) => Err(TrainError::Invalid(format!(
+                "recording a training pass with its gradient sums as a CUDA graph failed ({why}); \
+                 STASC_GRAPHED_SUMS=0 runs these passes eagerly"
+            ))),
             // Nothing ran. This worker runs its passes eagerly from now on, and says so in every later plan.
             Err(CaptureError::Unavailable(why)) => {
                 eprintln!("note: training passes run without CUDA graphs ({why})");
